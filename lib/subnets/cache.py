@@ -1,0 +1,105 @@
+"""A content-addressed cache of computed tensors (checkpoints, expensive statistics).
+
+An entry's key is a hash of everything that determines it; entries are written
+atomically (temp file, then rename) and read with ``torch.load(weights_only=True)``.
+An entry that does not load, or whose stored key differs, is recomputed, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import data_dir
+
+
+def cache_dir() -> Path:
+    """``$SUBNETS_CACHE`` if set, else ``cache/`` in the data folder."""
+    return Path(os.environ.get("SUBNETS_CACHE", data_dir() / "cache")).expanduser()
+
+
+def tensor_digest(t: torch.Tensor) -> str:
+    t = t.detach().cpu().contiguous()
+    return hashlib.sha256(str((t.dtype, tuple(t.shape))).encode() + t.numpy().tobytes()).hexdigest()[:16]
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """A hash of a module's architecture and current parameters and buffers."""
+    h = hashlib.sha256(repr(module).encode())
+    for name, value in module.state_dict().items():
+        h.update(name.encode())
+        h.update(tensor_digest(value).encode())
+    return h.hexdigest()[:16]
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-able stand-in for ``value``: tensors and modules by digest, datasets by fingerprint."""
+    if isinstance(value, torch.Tensor):
+        return {"tensor": tensor_digest(value)}
+    if isinstance(value, torch.nn.Module):
+        return {"module": module_digest(value)}
+    if hasattr(value, "fingerprint"):
+        return {"data": value.fingerprint()}
+    if isinstance(value, dict):
+        return {str(k): canonical(v) for k, v in sorted(value.items(), key=lambda kv: str(kv[0]))}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {type(value).__name__: canonical(vars(value))}
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    raise TypeError(f"cache key: cannot hash a {type(value).__name__}")
+
+
+def key_of(kind: str, parts: dict[str, Any]) -> str:
+    blob = json.dumps({"kind": kind, "parts": canonical(parts)}, sort_keys=True)
+    return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read(path: Path, key: str) -> dict | None:
+    """The entry at ``path`` if it loads and carries ``key``; None (with a warning) if not."""
+    if not path.is_file():
+        return None
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt or foreign file: recompute
+        warnings.warn(f"cache entry {path.name} is unreadable ({type(err).__name__}); recomputing", stacklevel=3)
+        return None
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        warnings.warn(f"cache entry {path.name} does not match its key; recomputing", stacklevel=3)
+        return None
+    return entry["value"]
+
+
+def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
+    """``compute()``'s result (a dict of tensors, numbers, lists and strings), from the
+    cache when an entry for ``(kind, parts)`` exists, else computed and stored."""
+    key = key_of(kind, parts)
+    path = cache_dir() / f"{key}.pt"
+    value = read(path, key)
+    if value is None:
+        value = compute()
+        save_atomic({"key": key, "value": value}, path)
+    return value

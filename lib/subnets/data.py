@@ -1,0 +1,289 @@
+"""Datasets as in-memory uint8 image tensors with labels.
+
+``load(name, split)`` knows:
+
+- ``fashion-mnist`` (default): the IDX files (``.gz`` or not), looked for in
+  ``$SUBNETS_DATA/fashion-mnist``, the repository's ``data/fashion-mnist`` and
+  ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). They are read
+  directly: Debian recompresses them, so torchvision's md5 check would reject them.
+- ``cifar10[:<folder>]``: the python-pickle release (``cifar-10-batches-py``).
+- ``imagefolder:<folder>``: one sub-folder per class (images found recursively, so Tiny
+  ImageNet's ``train/<wnid>/images`` works), split by ``train``/``test`` (or ``val``)
+  sub-folders when present, else a seeded 80/20 split. Ships, INRIA person
+  (``Train/pos``, ``Train/neg``), any class-per-folder set.
+
+Images come out as float tensors in [0, 1]; normalisation belongs to the model.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import pickle
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
+
+
+class DataNotFoundError(FileNotFoundError):
+    """A dataset's files are missing; the message says where to put them."""
+
+
+def data_dir() -> Path:
+    """``$SUBNETS_DATA`` if set, else the repository's ``data/`` folder."""
+    return Path(os.environ.get("SUBNETS_DATA", REPO_ROOT / "data")).expanduser()
+
+
+@dataclass
+class ImageSet(Dataset):
+    """Images (uint8, N x C x H x W) with integer labels and class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    # Objects drawn on a black background (Fashion-MNIST): the non-black pixels are a
+    # foreground mask.
+    black_background: bool = False
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError("images: expected a uint8 tensor N x C x H x W")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i].float().div_(255), self.labels[i]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image."""
+        return tuple(self.images.shape[1:])
+
+    def tensors(self, indices=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float images in [0, 1] and labels, all or at ``indices``."""
+        images, labels = (self.images, self.labels) if indices is None else (self.images[indices], self.labels[indices])
+        return images.float().div_(255), labels
+
+    def subset(self, indices) -> ImageSet:
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.name, self.black_background)
+
+    def relabel(self, labels: torch.Tensor, classes: list[str]) -> ImageSet:
+        """The same images with other labels (e.g. class C vs the rest)."""
+        return ImageSet(self.images, labels, classes, self.name, self.black_background)
+
+    def fingerprint(self) -> str:
+        """A hash of images and labels, for content-addressed caches."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(self.images.numpy().tobytes())
+            h.update(self.labels.numpy().astype(np.int64).tobytes())
+            self._fingerprint = h.hexdigest()[:16]
+        return self._fingerprint
+
+
+def foreground(images: torch.Tensor, level: float = 0.0) -> torch.Tensor:
+    """Object masks (N x 1 x H x W, bool) of images drawn on black: any channel above ``level``."""
+    return images.amax(dim=1, keepdim=True) > level
+
+
+def balanced_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
+    """Up to ``per_class`` random indices of every class, sorted; the same for the same seed."""
+    g = torch.Generator().manual_seed(seed)
+    chosen = []
+    for c in labels.unique():
+        idx = torch.nonzero(labels == c).flatten()
+        chosen.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(chosen).sort().values
+
+
+def check_name(name: str) -> None:
+    """Raise ``ValueError`` naming ``dataset`` unless ``name`` is a known dataset spec.
+    Cheap: looks at the name and whether a given folder exists, reads no images."""
+    kind, _, path = name.partition(":")
+    if kind not in LOADERS:
+        raise ValueError(f"dataset: unknown dataset {name!r}; expected one of {sorted(LOADERS)} "
+                         "(imagefolder and cifar10 take ':<folder>')")
+    if kind == "imagefolder" and not path:
+        raise ValueError("dataset: 'imagefolder' needs a folder, as imagefolder:<path>")
+    if path and not Path(path).expanduser().is_dir():
+        raise ValueError(f"dataset: folder {path!r} does not exist")
+
+
+def class_names(name: str) -> list[str]:
+    """The class names of dataset ``name`` without loading its images."""
+    kind, _, path = name.partition(":")
+    if kind == "fashion-mnist":
+        return list(FASHION_MNIST_CLASSES)
+    if kind == "cifar10":
+        return cifar10_classes(cifar10_folder(path))
+    return sorted(d.name for d in split_root(Path(path).expanduser(), "train").iterdir() if d.is_dir())
+
+
+def load(name: str = "fashion-mnist", split: str = "train", image_size: int | None = None) -> ImageSet:
+    """Load ``split`` ('train' or 'test') of dataset ``name`` (see the module doc).
+
+    ``image_size`` resizes to a square side (imagefolder needs it; others keep their size
+    when it is None).
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+    check_name(name)
+    kind, _, path = name.partition(":")
+    data = LOADERS[kind](path, split, image_size)
+    if image_size is not None and data.images.shape[-1] != image_size:
+        resized = torch.nn.functional.interpolate(data.images.float(), size=(image_size, image_size),
+                                                  mode="bilinear", antialias=True, align_corners=False)
+        data = ImageSet(resized.round().clamp(0, 255).to(torch.uint8), data.labels, data.classes,
+                        data.name, data.black_background)
+    return data
+
+
+# --- Fashion-MNIST -----------------------------------------------------------------
+
+def fashion_mnist_folders() -> list[Path]:
+    return [data_dir() / "fashion-mnist", REPO_ROOT / "data" / "fashion-mnist", DEBIAN_FASHION_MNIST]
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (optionally gzipped) as a numpy array."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
+        raise ValueError(f"{path}: not an unsigned-byte IDX file")
+    ndim = raw[3]
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size}")
+    return data.reshape(shape)
+
+
+def find_idx(stem: str) -> Path:
+    for folder in fashion_mnist_folders():
+        for candidate in (folder / stem, folder / f"{stem}.gz"):
+            if candidate.is_file():
+                return candidate
+    searched = ", ".join(str(f) for f in fashion_mnist_folders())
+    raise DataNotFoundError(
+        f"Fashion-MNIST file {stem}(.gz) not found in: {searched}. Install Debian's "
+        "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), or put the four IDX "
+        "files in data/fashion-mnist/ or $SUBNETS_DATA/fashion-mnist/."
+    )
+
+
+def load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
+    prefix = "train" if split == "train" else "t10k"
+    images = read_idx(find_idx(f"{prefix}-images-idx3-ubyte"))
+    labels = read_idx(find_idx(f"{prefix}-labels-idx1-ubyte"))
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+                    list(FASHION_MNIST_CLASSES), "fashion-mnist", black_background=True)
+
+
+# --- CIFAR-10 ------------------------------------------------------------------------
+
+def cifar10_folder(path: str) -> Path:
+    root = Path(path).expanduser() if path else data_dir()
+    for candidate in (root, root / "cifar-10-batches-py"):
+        if (candidate / "batches.meta").is_file():
+            return candidate
+    raise DataNotFoundError(
+        f"CIFAR-10 not found under {root}: expected the python version's folder "
+        "'cifar-10-batches-py' (data_batch_1..5, test_batch, batches.meta). Download "
+        "cifar-10-python.tar.gz from the CIFAR page and unpack it there."
+    )
+
+
+def unpickle(path: Path) -> dict:
+    with open(path, "rb") as f:
+        return pickle.load(f, encoding="bytes")
+
+
+def cifar10_classes(folder: Path) -> list[str]:
+    return [n.decode() for n in unpickle(folder / "batches.meta")[b"label_names"]]
+
+
+def load_cifar10(path: str, split: str, _size: int | None) -> ImageSet:
+    folder = cifar10_folder(path)
+    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    images, labels = [], []
+    for name in files:
+        if not (folder / name).is_file():
+            raise DataNotFoundError(f"CIFAR-10 batch {folder / name} is missing")
+        batch = unpickle(folder / name)
+        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        labels.extend(batch[b"labels"])
+    return ImageSet(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long),
+                    cifar10_classes(folder), "cifar10")
+
+
+# --- class-per-folder images ---------------------------------------------------------
+
+def split_root(root: Path, split: str) -> Path:
+    """The folder holding ``split``'s class folders: a train/test sub-folder if any."""
+    if not root.is_dir():
+        raise DataNotFoundError(f"imagefolder: {root} is not a folder")
+    children = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
+    for name in SPLIT_FOLDERS[split]:
+        if name in children:
+            return children[name]
+    if any(name in children for names in SPLIT_FOLDERS.values() for name in names):
+        raise DataNotFoundError(f"imagefolder: {root} has no {split!r} split folder "
+                                f"(looked for {', '.join(SPLIT_FOLDERS[split])})")
+    return root
+
+
+def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
+    from PIL import Image
+
+    if image_size is None:
+        raise ValueError("image_size: imagefolder datasets need an image size (e.g. 188 for ships)")
+    root = Path(path).expanduser()
+    base = split_root(root, split)
+    classes = class_names(f"imagefolder:{path}")
+    if not classes:
+        raise DataNotFoundError(f"imagefolder: {base} has no class sub-folders")
+    files, labels = [], []
+    for label, cls in enumerate(classes):
+        folder = base / cls
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        files += found
+        labels += [label] * len(found)
+    if not files:
+        raise DataNotFoundError(f"imagefolder: no images under {base}/<class>/")
+    if base == root:  # no split folders: a seeded 80/20 split
+        order = np.random.default_rng(0).permutation(len(files))
+        cut = int(0.8 * len(files))
+        keep = np.sort(order[:cut] if split == "train" else order[cut:])
+        files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+                       for f in files])
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
+                    classes, f"imagefolder:{root.name}")
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder}

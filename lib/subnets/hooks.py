@@ -1,0 +1,96 @@
+"""Forward hooks as context managers that remove themselves, in the style of
+pytorch-grad-cam: record the outputs of named layers, or switch channels off."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+
+def layer(model: nn.Module, name: str) -> nn.Module:
+    """The sub-module called ``name`` (as in ``model.named_modules()``), or a clear error."""
+    modules = dict(model.named_modules())
+    if name not in modules:
+        convs = [n for n, m in modules.items() if isinstance(m, nn.Conv2d)]
+        raise KeyError(f"layer {name!r} not in {type(model).__name__}; conv layers are: {convs}")
+    return modules[name]
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    """Names of every ``nn.Conv2d`` of ``model``, in definition order."""
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+class Recorder(contextlib.AbstractContextManager):
+    """Inside ``with Recorder(model, names) as rec:``, every forward pass stores the
+    output of each named layer in ``rec.outputs[name]`` (detached unless
+    ``keep_graph``); ``reduce`` maps an output before it is stored (e.g. a spatial sum)."""
+
+    def __init__(self, model: nn.Module, names: Iterable[str], reduce=None, keep_graph: bool = False) -> None:
+        self.names = list(names)
+        self.modules = [layer(model, n) for n in self.names]
+        self.reduce = reduce
+        self.keep_graph = keep_graph
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = []
+
+    def __enter__(self) -> Recorder:
+        for name, module in zip(self.names, self.modules):
+            self.handles.append(module.register_forward_hook(self.store(name)))
+        return self
+
+    def store(self, name: str):
+        def hook(_module, _inputs, output):
+            out = output if self.keep_graph else output.detach()
+            self.outputs[name] = self.reduce(out) if self.reduce else out
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+class Ablation(contextlib.AbstractContextManager):
+    """Inside ``with Ablation(model, {name: channels}):`` the given output channels of each
+    named layer are replaced by ``value`` (zero: switched off)."""
+
+    def __init__(self, model: nn.Module, channels: Mapping[str, Iterable[int]], value: float = 0.0) -> None:
+        self.targets = [(layer(model, n), torch.as_tensor(list(c), dtype=torch.long)) for n, c in channels.items()]
+        self.value = value
+        self.handles = []
+
+    def __enter__(self) -> Ablation:
+        for module, idx in self.targets:
+            self.handles.append(module.register_forward_hook(self.replace(idx)))
+        return self
+
+    def replace(self, idx: torch.Tensor):
+        def hook(_module, _inputs, output):
+            out = output.clone()
+            out[:, idx] = self.value
+            return out
+        return hook
+
+    def __exit__(self, *exc) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+
+@torch.no_grad()
+def activations(model: nn.Module, inputs: torch.Tensor, names: Iterable[str], batch_size: int = 500,
+                reduce=None) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for all ``inputs``, batched and concatenated."""
+    names = list(names)
+    chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+    model.eval()
+    with Recorder(model, names, reduce=reduce) as rec:
+        for i in range(0, len(inputs), batch_size):
+            model(inputs[i:i + batch_size])
+            for n in names:
+                chunks[n].append(rec.outputs[n])
+    return {n: torch.cat(c) for n, c in chunks.items()}

@@ -1,0 +1,95 @@
+"""ResNets with basic blocks: CIFAR ResNet-n (paper 003), a small ResNet18 (paper 001),
+and the receptive-field pool of paper 002 after the stem conv."""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class BasicBlock(nn.Module):
+    expansion = 1
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu2 = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        # A module of its own (not a functional relu) so hooks can read the block output.
+        return self.relu2(out + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """``stem`` (3x3 conv, BN, ReLU, optional receptive-field max-pool), one stage of
+    ``blocks[i]`` basic blocks per width (stride 2 from the second stage on), global
+    average pool and a linear ``fc`` on the penultimate features."""
+
+    def __init__(
+        self,
+        blocks: Sequence[int],
+        widths: Sequence[int],
+        in_channels: int = 3,
+        num_classes: int = 10,
+        rf_pool: int = 1,
+        rf_pool_stride: int = 1,
+    ) -> None:
+        super().__init__()
+        if len(blocks) != len(widths):
+            raise ValueError(f"blocks and widths differ in length: {blocks} vs {widths}")
+        if rf_pool < 1:
+            raise ValueError(f"rf_pool: expected a kernel size >= 1, got {rf_pool}")
+        stem: list[nn.Module] = [
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False),
+            nn.BatchNorm2d(widths[0]),
+            nn.ReLU(),
+        ]
+        if rf_pool > 1 or rf_pool_stride > 1:
+            stem.append(nn.MaxPool2d(rf_pool, stride=rf_pool_stride, padding=rf_pool // 2))
+        self.stem = nn.Sequential(*stem)
+        stages = []
+        channels = widths[0]
+        for i, (count, width) in enumerate(zip(blocks, widths)):
+            layers = []
+            for j in range(count):
+                layers.append(BasicBlock(channels, width, stride=2 if (i > 0 and j == 0) else 1))
+                channels = width
+            stages.append(nn.Sequential(*layers))
+        self.layers = nn.Sequential(*stages)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """The globally pooled features that ``fc`` reads."""
+        return torch.flatten(self.avgpool(self.layers(self.stem(x))), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.penultimate(x))
+
+
+def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10, **kwargs) -> ResNet:
+    """He et al.'s CIFAR ResNet-n: n = 6k + 2, three stages of k blocks, 16/32/64 wide."""
+    if depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth: expected 6k + 2 with k >= 1 (20, 32, 44, 56, ...), got {depth}")
+    k = (depth - 2) // 6
+    return ResNet((k, k, k), (16, 32, 64), in_channels=in_channels, num_classes=num_classes, **kwargs)
+
+
+def resnet18_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
+    """ResNet18's 2-2-2-2 basic blocks at a quarter of its width, for 28x28 inputs."""
+    return ResNet((2, 2, 2, 2), (16, 32, 64, 128), in_channels=in_channels, num_classes=num_classes, **kwargs)

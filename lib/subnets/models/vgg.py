@@ -1,0 +1,62 @@
+"""VGG-style networks (papers 001, 002, 004), sized for small inputs.
+
+``rf_pool`` is paper 002's receptive-field knob: a stride-1 max-pool of that kernel
+size right after the first conv. It has no parameters, so every variant has the same
+parameter count; ``rf_pool=1`` means no pool.
+"""
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+VGG11_SMALL = (32, "M", 64, "M", 128, 128, "M", 256, 256)
+
+
+class VGG(nn.Module):
+    """``features`` (3x3 convs per ``cfg``, ``"M"`` a 2x2 max-pool), global average
+    pool, and a ``classifier`` of ``hidden`` fully connected layers."""
+
+    def __init__(
+        self,
+        cfg: Sequence[int | str],
+        in_channels: int = 3,
+        num_classes: int = 10,
+        batch_norm: bool = True,
+        rf_pool: int = 1,
+        rf_pool_stride: int = 1,
+        hidden: Sequence[int] = (),
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if rf_pool < 1:
+            raise ValueError(f"rf_pool: expected a kernel size >= 1, got {rf_pool}")
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for i, item in enumerate(cfg):
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+                continue
+            layers.append(nn.Conv2d(channels, int(item), 3, padding=1))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(int(item)))
+            layers.append(nn.ReLU(inplace=False))
+            channels = int(item)
+            if i == 0 and (rf_pool > 1 or rf_pool_stride > 1):
+                layers.append(nn.MaxPool2d(rf_pool, stride=rf_pool_stride, padding=rf_pool // 2))
+        self.features = nn.Sequential(*layers)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        head: list[nn.Module] = []
+        for width in hidden:
+            head += [nn.Linear(channels, width), nn.ReLU(), nn.Dropout(dropout)]
+            channels = width
+        head.append(nn.Linear(channels, num_classes))
+        self.classifier = nn.Sequential(*head)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+def vgg11_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> VGG:
+    """VGG11's eight convs at a quarter of its width, for 28x28 inputs on a CPU."""
+    return VGG(VGG11_SMALL, in_channels=in_channels, num_classes=num_classes, **kwargs)
