@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from . import __version__
 from .data import data_dir
 
 
@@ -60,7 +61,9 @@ def canonical(value: Any) -> Any:
 
 
 def key_of(kind: str, parts: dict[str, Any]) -> str:
-    blob = json.dumps({"kind": kind, "parts": canonical(parts)}, sort_keys=True)
+    # The library version is part of every key: a release that changes how something
+    # is computed must not read what an older one stored.
+    blob = json.dumps({"kind": kind, "version": __version__, "parts": canonical(parts)}, sort_keys=True)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
@@ -103,3 +106,11 @@ def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dic
         value = compute()
         save_atomic({"key": key, "value": value}, path)
     return value
+
+
+def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, cached by the function's name and its arguments' content.
+    For functions of tensors, modules and datasets that return tensors (or dicts and
+    lists of them)."""
+    kind = f"{fn.__module__}.{fn.__qualname__}".replace("subnets.", "")
+    return cached(kind, {"args": list(args), "kwargs": kwargs}, lambda: fn(*args, **kwargs))

@@ -11,6 +11,9 @@
   ImageNet's ``train/<wnid>/images`` works), split by ``train``/``test`` (or ``val``)
   sub-folders when present, else a seeded 80/20 split. Ships, INRIA person
   (``Train/pos``, ``Train/neg``), any class-per-folder set.
+- ``tiny-imagenet:<folder>``: the Tiny ImageNet release (``tiny-imagenet-200``): train
+  from ``train/<wnid>/images``, test from ``val/images`` labelled by
+  ``val/val_annotations.txt`` (the release's own test images carry no labels).
 
 Images come out as float tensors in [0, 1]; normalisation belongs to the model.
 """
@@ -126,9 +129,9 @@ def check_name(name: str) -> None:
     kind, _, path = name.partition(":")
     if kind not in LOADERS:
         raise ValueError(f"dataset: unknown dataset {name!r}; expected one of {sorted(LOADERS)} "
-                         "(imagefolder and cifar10 take ':<folder>')")
-    if kind == "imagefolder" and not path:
-        raise ValueError("dataset: 'imagefolder' needs a folder, as imagefolder:<path>")
+                         "(imagefolder, tiny-imagenet and cifar10 take ':<folder>')")
+    if kind in ("imagefolder", "tiny-imagenet") and not path:
+        raise ValueError(f"dataset: {kind!r} needs a folder, as {kind}:<path>")
     if path and not Path(path).expanduser().is_dir():
         raise ValueError(f"dataset: folder {path!r} does not exist")
 
@@ -286,4 +289,48 @@ def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
                     classes, f"imagefolder:{root.name}")
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder}
+# --- Tiny ImageNet -------------------------------------------------------------------
+
+TINY_IMAGENET_SIZE = 64
+
+
+def tiny_imagenet_files(root: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]]:
+    index = {c: i for i, c in enumerate(classes)}
+    if split == "train":
+        pairs = [(f, index[c]) for c in classes for f in sorted((root / "train" / c).rglob("*"))
+                 if f.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        notes = root / "val" / "val_annotations.txt"
+        if not notes.is_file():
+            raise DataNotFoundError(f"tiny-imagenet: {notes} is missing (expected 'val/images' and "
+                                    "'val/val_annotations.txt' of tiny-imagenet-200)")
+        pairs = []
+        for line in notes.read_text().splitlines():
+            if not line.strip():
+                continue
+            name, wnid = line.split("\t")[:2]
+            if wnid not in index:
+                raise DataNotFoundError(f"tiny-imagenet: {notes} labels {name} as {wnid}, not a folder of train/")
+            pairs.append((root / "val" / "images" / name, index[wnid]))
+    missing = [f for f, _ in pairs if not f.is_file()]
+    if missing or not pairs:
+        raise DataNotFoundError(f"tiny-imagenet: no {split} images under {root}" if not pairs else
+                                f"tiny-imagenet: {len(missing)} listed images are missing, e.g. {missing[0]}")
+    return [f for f, _ in pairs], [label for _, label in pairs]
+
+
+def load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
+    from PIL import Image
+
+    root = Path(path).expanduser()
+    classes = class_names(f"tiny-imagenet:{path}")
+    files, labels = tiny_imagenet_files(root, split, classes)
+    side = TINY_IMAGENET_SIZE  # the release's size; ``load`` resizes to image_size
+    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((side, side), Image.BILINEAR))
+                       for f in files])
+    return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
+                    classes, "tiny-imagenet")
+
+
+LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder,
+           "tiny-imagenet": load_tiny_imagenet}

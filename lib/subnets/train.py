@@ -93,17 +93,17 @@ def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
-        test_data: Dataset | None = None, desc: str = "training") -> Trained:
+        test_data: Dataset | None = None, desc: str = "training", cached: bool = True) -> Trained:
     """Train ``model`` on ``data`` (a dataset of (image, label) pairs), or load the cached
     result of that exact training. ``test_data``, if given, is evaluated after every epoch
-    (and is part of the cache key, since it is part of the history)."""
-    parts = {"model": model, "data": data_identity(data), "config": asdict(config),
-             "test": None if test_data is None else data_identity(test_data)}
-
-    def compute() -> dict:
-        return run_training(model, data, config, test_data, desc)
-
-    entry = cache.cached("fit", parts, compute)
+    (and is part of the cache key, since it is part of the history). ``cached=False`` is
+    for callers that cache a larger computation around the training themselves."""
+    if cached:
+        parts = {"model": model, "data": data_identity(data), "config": asdict(config),
+                 "test": None if test_data is None else data_identity(test_data)}
+        entry = cache.cached("fit", parts, lambda: run_training(model, data, config, test_data, desc))
+    else:
+        entry = run_training(model, data, config, test_data, desc)
     model.load_state_dict(entry["state"])
     model.eval()
     history = pd.DataFrame(entry["history"])

@@ -1,5 +1,6 @@
-"""ResNets with basic blocks: CIFAR ResNet-n (paper 003), a small ResNet18 (paper 001),
-and the receptive-field pool of paper 002 after the stem conv."""
+"""ResNets with basic or bottleneck blocks: CIFAR ResNet-n (paper 003), a small ResNet18
+(paper 001), and the receptive-field pool of paper 002 after the stem conv (with a
+CIFAR-style ResNet50 of bottleneck blocks)."""
 
 from collections.abc import Sequence
 
@@ -32,10 +33,45 @@ class BasicBlock(nn.Module):
         return self.relu2(out + self.shortcut(x))
 
 
+class Bottleneck(nn.Module):
+    """1x1 reduce, 3x3 (carrying the stride, as torchvision's ResNet50 v1.5), 1x1 expand
+    to ``expansion`` times ``channels``."""
+
+    expansion = 4
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+        super().__init__()
+        out_channels = channels * self.expansion
+        self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(out_channels)
+        self.relu3 = nn.ReLU()
+        self.shortcut = nn.Sequential()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu1(self.bn1(self.conv1(x)))
+        out = self.relu2(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu3(out + self.shortcut(x))
+
+
+BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+
+
 class ResNet(nn.Module):
     """``stem`` (3x3 conv, BN, ReLU, optional receptive-field max-pool), one stage of
-    ``blocks[i]`` basic blocks per width (stride 2 from the second stage on), global
-    average pool and a linear ``fc`` on the penultimate features."""
+    ``blocks[i]`` blocks (``block``: "basic" or "bottleneck") per width (stride 2 from the
+    second stage on), global average pool and a linear ``fc`` on the penultimate features."""
 
     def __init__(
         self,
@@ -45,8 +81,11 @@ class ResNet(nn.Module):
         num_classes: int = 10,
         rf_pool: int = 1,
         rf_pool_stride: int = 1,
+        block: str = "basic",
     ) -> None:
         super().__init__()
+        if block not in BLOCKS:
+            raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
         if len(blocks) != len(widths):
             raise ValueError(f"blocks and widths differ in length: {blocks} vs {widths}")
         if rf_pool < 1:
@@ -64,8 +103,8 @@ class ResNet(nn.Module):
         for i, (count, width) in enumerate(zip(blocks, widths)):
             layers = []
             for j in range(count):
-                layers.append(BasicBlock(channels, width, stride=2 if (i > 0 and j == 0) else 1))
-                channels = width
+                layers.append(BLOCKS[block](channels, width, stride=2 if (i > 0 and j == 0) else 1))
+                channels = width * BLOCKS[block].expansion
             stages.append(nn.Sequential(*layers))
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -1,0 +1,47 @@
+# The two commands of the README: `make book` and `make test`. Both set up what they need
+# (a virtual environment with the pinned packages, the Fashion-MNIST files) on a fresh
+# machine; later runs reuse it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+JOBS ?= 2
+
+.PHONY: book test install data browser-test benchmarks clean
+
+book: install data
+	SUBNETS_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	@echo "The book is in _build/html/index.html"
+
+test: install data
+	$(PY) -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests
+
+browser-test: install
+	$(PY) -m pytest tests/test_book.py -m browser
+
+benchmarks: install data
+	$(PY) benchmarks/run_all.py
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (subnets)"
+	touch $(STAMP)
+
+# Fashion-MNIST: found where data.load looks for it, else installed from Debian when we
+# can (root with apt-get), else a message that says where to put the files.
+data: install
+	@$(PY) -c "from subnets.data import find_idx; [find_idx(s) for s in ('train-images-idx3-ubyte', 't10k-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-labels-idx1-ubyte')]" 2>/dev/null \
+	|| { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	       apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	     else \
+	       echo "Fashion-MNIST is missing. Install Debian's dataset-fashion-mnist (as root: apt-get install dataset-fashion-mnist)," >&2; \
+	       echo "or put train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz" >&2; \
+	       echo "in data/fashion-mnist/ (or \$$SUBNETS_DATA/fashion-mnist/)." >&2; exit 1; \
+	     fi; }
+
+clean:
+	rm -rf _build

@@ -1,0 +1,105 @@
+"""The top eigenvalues of a loss Hessian, by Lanczos on Hessian-vector products.
+
+``Hessian(model, inputs, targets)`` is the Hessian of the mean cross-entropy of the
+model on those examples with respect to all its trainable parameters, never formed:
+``hvp(v)`` differentiates the gradient (built once with ``create_graph``) along ``v``.
+``top_eigenvalues`` hands that product to ARPACK's implicitly restarted Lanczos
+(``scipy.sparse.linalg.eigsh``), which gets all k eigenvalues from one Krylov space,
+where PyHessian's power iteration with deflation spends a separate run of products on
+each (``benchmarks/curvature.py`` counts both).
+
+As in PyHessian the model is evaluated in eval mode: batch norm uses its running
+statistics, so the loss is a plain mean over examples and splitting them into batches
+does not change it.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import LinearOperator, eigsh
+from torch import nn
+
+WHICH = {"magnitude": "LM", "largest": "LA"}
+
+
+class Hessian:
+    """The Hessian of ``loss(model(inputs), targets)`` (mean over examples) in the
+    model's trainable parameters, as a linear operator on flat vectors.
+
+    ``batch_size`` splits the examples: with one batch the gradient graph is built once
+    and reused by every product; with several, each product rebuilds it batch by batch
+    (PyHessian's data-loader mode), trading time for memory.
+    """
+
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                 loss=nn.functional.cross_entropy, batch_size: int | None = None) -> None:
+        if len(inputs) != len(targets) or len(inputs) == 0:
+            raise ValueError(f"inputs and targets: expected the same non-zero length, got "
+                             f"{len(inputs)} and {len(targets)}")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        # A copy, so the caller's model keeps its mode and its parameters' .grad.
+        self.model = copy.deepcopy(model).eval()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.params:
+            raise ValueError("model: no trainable parameters")
+        self.dtype = self.params[0].dtype
+        self.dim = sum(p.numel() for p in self.params)
+        self.loss = loss
+        size = len(inputs) if batch_size is None else batch_size
+        self.batches = [(inputs[i:i + size], targets[i:i + size]) for i in range(0, len(inputs), size)]
+        self.n = len(inputs)
+        self.graph = [self.gradient(*self.batches[0])] if len(self.batches) == 1 else None
+        self.hvps = 0
+
+    def gradient(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The batch's share of the mean loss's gradient, with its graph kept."""
+        loss = self.loss(self.model(x), y) * (len(x) / self.n)
+        return torch.autograd.grad(loss, self.params, create_graph=True)
+
+    def hvp(self, v: torch.Tensor) -> torch.Tensor:
+        """H v for a flat vector ``v`` of length ``dim``."""
+        if v.shape != (self.dim,):
+            raise ValueError(f"v: expected shape ({self.dim},), got {tuple(v.shape)}")
+        parts = list(torch.split(v.to(self.dtype), [p.numel() for p in self.params]))
+        parts = [part.view_as(p) for part, p in zip(parts, self.params)]
+        total = torch.zeros(self.dim, dtype=self.dtype)
+        grads = self.graph if self.graph is not None else (self.gradient(x, y) for x, y in self.batches)
+        for g in grads:
+            hv = torch.autograd.grad(g, self.params, grad_outputs=parts, retain_graph=self.graph is not None,
+                                     allow_unused=True)
+            total += torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1)
+                                for h, p in zip(hv, self.params)])
+        self.hvps += 1
+        return total.detach()
+
+    def operator(self) -> LinearOperator:
+        """The Hessian as a scipy ``LinearOperator`` (float64 vectors in and out)."""
+        def matvec(v: np.ndarray) -> np.ndarray:
+            return self.hvp(torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))).double().numpy()
+        return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=np.float64)
+
+    def top_eigenvalues(self, k: int = 20, tol: float = 1e-3, which: str = "magnitude",
+                        seed: int = 0) -> np.ndarray:
+        """The ``k`` eigenvalues of largest ``magnitude`` (PyHessian's choice: power
+        iteration finds those) or ``largest`` value, in decreasing order. ``tol`` is
+        ARPACK's relative accuracy; the start vector is seeded, so results repeat."""
+        if which not in WHICH:
+            raise ValueError(f"which: expected one of {sorted(WHICH)}, got {which!r}")
+        if not 1 <= k < self.dim:
+            raise ValueError(f"k: expected 1 <= k < {self.dim} (the number of parameters), got {k}")
+        if tol < 0:
+            raise ValueError(f"tol: expected >= 0, got {tol}")
+        v0 = np.random.default_rng(seed).standard_normal(self.dim)
+        values = eigsh(self.operator(), k=k, which=WHICH[which], tol=tol, v0=v0, return_eigenvectors=False)
+        return np.sort(values)[::-1]
+
+
+def top_eigenvalues(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, k: int = 20,
+                    tol: float = 1e-3, which: str = "magnitude", batch_size: int | None = None,
+                    seed: int = 0) -> np.ndarray:
+    """``Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)``."""
+    return Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)

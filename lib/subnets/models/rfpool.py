@@ -1,0 +1,75 @@
+"""Paper 002's receptive-field variants: VGG- and ResNet-style networks that differ only
+in the max-pool right after the first conv (no parameters, so every variant of an
+architecture has the same parameter count).
+
+Level ``s`` is a pool of kernel ``s + 1`` and stride ``s``; level 0 is no pool. The
+paper's text says only the kernel changes, but its receptive-field column
+(VGG 181/359/537/715, ResNet50 213/318/423) follows from the layer arithmetic only when
+the stride grows with the kernel (kernel s + 1, stride s, s = 1..4), and its conclusion
+notes that the feature maps shrank with the receptive field, which a stride-1 pool would
+not do. ``subnets.receptive`` reproduces the column from these configurations.
+"""
+
+from __future__ import annotations
+
+from .resnet import ResNet
+from .vgg import VGG
+
+# The paper's VGG19 with three 2x2 pools after blocks 1-3 and none after the 512-wide
+# convs: with a stride-4 receptive-field pool a 32x32 image still leaves a 1x1 map.
+VGG19_RF = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M") + (512,) * 8
+
+
+def rf_pool_of(level: int) -> tuple[int, int]:
+    """(kernel, stride) of the receptive-field pool at ``level`` (0: no pool)."""
+    if not isinstance(level, int) or level < 0:
+        raise ValueError(f"level: expected an integer >= 0, got {level!r}")
+    return (level + 1, level) if level else (1, 1)
+
+
+def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10) -> VGG:
+    """The paper's VGG (VGG19 widths, see ``VGG19_RF``) at receptive-field ``level``."""
+    kernel, stride = rf_pool_of(level)
+    return VGG(VGG19_RF, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
+
+
+def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10) -> ResNet:
+    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field ``level``."""
+    kernel, stride = rf_pool_of(level)
+    return ResNet((3, 4, 6, 3), (64, 128, 256, 512), in_channels, num_classes,
+                  rf_pool=kernel, rf_pool_stride=stride, block="bottleneck")
+
+
+def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
+    """Six 3x3 convs (``width``, 2x, 4x wide) with two 2x2 pools: a 28x28 image still leaves
+    a 1x1 map at level 4."""
+    kernel, stride = rf_pool_of(level)
+    cfg = (width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width)
+    return VGG(cfg, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
+
+
+def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> ResNet:
+    """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field ``level``."""
+    kernel, stride = rf_pool_of(level)
+    return ResNet((1, 1, 1), (width, 2 * width, 4 * width), in_channels, num_classes,
+                  rf_pool=kernel, rf_pool_stride=stride)
+
+
+RF_ARCHITECTURES = {"vgg19": vgg19_rf, "resnet50": resnet50_rf, "vgg": vgg_small_rf, "resnet": resnet_small_rf}
+
+
+def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10):
+    """Architecture ``arch`` (one of ``RF_ARCHITECTURES``) at receptive-field ``level``."""
+    check_rf_variants([arch], [level])
+    return RF_ARCHITECTURES[arch](level, in_channels=in_channels, num_classes=num_classes)
+
+
+def check_rf_variants(architectures, levels) -> None:
+    """A ``ValueError`` naming ``architectures`` or ``rf_levels`` unless every name is in
+    ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing)."""
+    unknown = [a for a in architectures if a not in RF_ARCHITECTURES]
+    if unknown or not architectures:
+        raise ValueError(f"architectures: expected names from {sorted(RF_ARCHITECTURES)}, got {list(architectures)}")
+    bad = [level for level in levels if not isinstance(level, int) or level < 0]
+    if bad or not levels:
+        raise ValueError(f"rf_levels: expected integers >= 0, got {list(levels)}")

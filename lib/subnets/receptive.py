@@ -1,0 +1,223 @@
+"""Receptive fields: from the layer arithmetic, and by gradient projection.
+
+``receptive_field`` walks the model's traced graph (``torch.fx``) and applies the usual
+recurrence to every conv and pool, ``size += (kernel - 1) * jump; jump *= stride``,
+taking the larger field where paths merge (a residual add), so a ResNet's field is its
+longest path's. It is the theoretical field: every input pixel that can reach the unit.
+
+``GradientProjection`` is paper 002's importance map: a unit gradient at the centre of
+every channel of a layer, projected back to the input (captum's ``NeuronGradient`` with
+a selector that sums the centre units), as an absolute value. Averaged over inputs it is
+the effective receptive field of Luo et al. (2016); ``gradient_support`` measures the
+extent of the pixels it ever reaches, which the arithmetic must match.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.fx
+from captum.attr import NeuronGradient
+from torch import nn
+
+from .hooks import layer as find_layer
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
+FUNCTIONAL_POOLS = (nn.functional.max_pool2d, nn.functional.avg_pool2d)
+GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d,
+                    nn.functional.linear)
+GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
+
+
+@dataclass(frozen=True)
+class Field:
+    """A unit's receptive field: ``size`` input pixels on a side, and ``stride``, the
+    input pixels between neighbouring units of its layer."""
+
+    size: int
+    stride: int
+
+
+def square(value, what: str) -> int:
+    if isinstance(value, (tuple, list)):
+        if len(set(value)) != 1:
+            raise ValueError(f"receptive_field: {what} {tuple(value)} is not square")
+        return int(value[0])
+    return int(value)
+
+
+def window(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int] | None:
+    """(effective kernel, stride) of a conv or pool node, (1, 1) for a pointwise node,
+    None for a node whose output sees the whole input (global pooling, flatten, linear)."""
+    if node.op == "call_module":
+        m = modules[node.target]
+        if isinstance(m, nn.Conv2d):
+            k, d = square(m.kernel_size, "kernel"), square(m.dilation, "dilation")
+            return d * (k - 1) + 1, square(m.stride, "stride")
+        if isinstance(m, POOLS):
+            k = square(m.kernel_size, "kernel")
+            d = square(getattr(m, "dilation", 1), "dilation")
+            return d * (k - 1) + 1, square(m.stride if m.stride is not None else k, "stride")
+        if isinstance(m, GLOBAL_MODULES):
+            return None
+        if isinstance(m, nn.Conv1d | nn.Conv3d):
+            raise ValueError(f"receptive_field: {node.target} is not a 2-d conv")
+        return 1, 1
+    if node.op == "call_function":
+        if node.target in FUNCTIONAL_POOLS:
+            args = list(node.args) + [None] * 3
+            k = square(node.kwargs.get("kernel_size", args[1]), "kernel")
+            s = node.kwargs.get("stride", args[2])
+            return k, square(s if s not in (None, []) else k, "stride")
+        if node.target in GLOBAL_FUNCTIONS:
+            return None
+        return 1, 1
+    if node.op == "call_method" and node.target in GLOBAL_METHODS:
+        return None
+    return 1, 1
+
+
+def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], str | None]:
+    """The field of every module call's output by module name, the names in execution
+    order, and the name of the last module whose output feeds a global operation."""
+    modules = dict(model.named_modules())
+    graph = torch.fx.symbolic_trace(model).graph
+    fields: dict[torch.fx.Node, Field | None] = {}
+    by_name: dict[str, Field] = {}
+    order: list[str] = []
+    feature = None
+    for node in graph.nodes:
+        if node.op == "placeholder":
+            fields[node] = Field(1, 1)
+            continue
+        inputs = [fields[a] for a in node.all_input_nodes if a in fields]
+        if not inputs:
+            continue
+        spec = window(node, modules)
+        if any(f is None for f in inputs):
+            fields[node] = None
+            continue
+        if spec is None:
+            fields[node] = None
+            if feature is None:
+                feature = next((a.target for a in node.all_input_nodes
+                                if a.op == "call_module" and fields.get(a) is not None), None)
+            continue
+        strides = {f.stride for f in inputs}
+        if len(strides) > 1:
+            raise ValueError(f"receptive_field: {node.name} merges paths with strides {sorted(strides)}")
+        size, jump = max(f.size for f in inputs), strides.pop()
+        kernel, stride = spec
+        fields[node] = Field(size + (kernel - 1) * jump, jump * stride)
+        if node.op == "call_module":
+            by_name[node.target] = fields[node]
+            order.append(node.target)
+    return by_name, order, feature
+
+
+def feature_layer(model: nn.Module) -> str:
+    """The name of the layer whose output the head reads (the input of the first global
+    pooling, flatten or linear layer): the last feature map."""
+    _, _, feature = traced_fields(model)
+    if feature is None:
+        raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, flatten or "
+                         "linear layer; name the layer explicitly")
+    return feature
+
+
+def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
+    """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
+    fields, order, feature = traced_fields(model)
+    name = feature if layer is None else layer
+    if name is None:
+        raise ValueError(f"layer: {type(model).__name__} has no feature layer; name one of {order}")
+    if name not in fields:
+        raise ValueError(f"layer: {name!r} is not a spatial layer of {type(model).__name__} "
+                         f"(or sees the whole input); spatial layers are: {order}")
+    return fields[name]
+
+
+def centre_units(output: torch.Tensor) -> torch.Tensor:
+    """Per example, the sum over channels of the unit at the centre of the feature map."""
+    if output.ndim != 4:
+        raise ValueError(f"gradient projection needs a 4-d feature map, got shape {tuple(output.shape)}")
+    return output[:, :, output.shape[2] // 2, output.shape[3] // 2].sum(1)
+
+
+class GradientProjection:
+    """``GradientProjection(model, layer).attribute(inputs)``: per input, the absolute
+    gradient of the sum over channels of ``layer``'s centre unit (default layer:
+    ``feature_layer``), i.e. a unit gradient at the centre of every channel projected to
+    the input. The model is evaluated in eval mode (batch norm uses its running
+    statistics), so every input's map is its own."""
+
+    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
+        self.model = model
+        self.layer = feature_layer(model) if layer is None else layer
+        self.method = NeuronGradient(model, find_layer(model, self.layer))
+
+    def attribute(self, inputs: torch.Tensor) -> torch.Tensor:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            grads = self.method.attribute(inputs.detach().requires_grad_(), neuron_selector=centre_units)
+        finally:
+            self.model.train(was_training)
+        return grads.abs()
+
+
+@dataclass
+class Projection:
+    """Gradient projections of random inputs: their mean map (H x W, summed over input
+    channels) and each input's maximum."""
+
+    mean: torch.Tensor
+    maxima: torch.Tensor
+
+
+def random_inputs(n_inputs: int, channels: int, input_size: int, seed: int) -> torch.Tensor:
+    if n_inputs < 1 or input_size < 1:
+        raise ValueError(f"n_inputs and input_size: expected >= 1, got {n_inputs} and {input_size}")
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n_inputs, channels, input_size, input_size, generator=g)
+
+
+def input_channels(model: nn.Module) -> int:
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no conv layer")
+    return first.in_channels
+
+
+def gradient_projection(model: nn.Module, layer: str | None = None, n_inputs: int = 50,
+                        input_size: int = 64, seed: int = 0, batch_size: int = 25) -> Projection:
+    """The paper's projection: ``n_inputs`` uniform random images of ``input_size``
+    squared pixels, each one's absolute projected gradient summed over input channels;
+    their mean map and per-input maxima."""
+    x = random_inputs(n_inputs, input_channels(model), input_size, seed)
+    method = GradientProjection(model, layer)
+    maps = torch.cat([method.attribute(x[i:i + batch_size]).sum(1) for i in range(0, n_inputs, batch_size)])
+    return Projection(maps.mean(0), maps.flatten(1).amax(1))
+
+
+def gradient_support(model: nn.Module, layer: str | None = None, input_size: int | None = None,
+                     n_inputs: int = 16, seed: int = 0, batch_size: int = 4) -> int:
+    """The side of the smallest square holding every pixel whose projected gradient is
+    non-zero for any of ``n_inputs`` random inputs: the measured receptive field. A max
+    pool passes gradient to one pixel per window and a ReLU only where it is active, so
+    the union over inputs is taken. ``input_size`` defaults to twice the analytic field
+    plus one, so that zero padding does not clip the field."""
+    field = receptive_field(model, layer)
+    size = 2 * field.size + 1 if input_size is None else input_size
+    x = random_inputs(n_inputs, input_channels(model), size, seed)
+    method = GradientProjection(model, layer)
+    reached = torch.zeros(size, size, dtype=torch.bool)
+    for i in range(0, n_inputs, batch_size):
+        reached |= method.attribute(x[i:i + batch_size]).sum((0, 1)) > 0
+    rows = torch.nonzero(reached.any(1)).flatten()
+    cols = torch.nonzero(reached.any(0)).flatten()
+    if len(rows) == 0:
+        return 0
+    return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)

@@ -1,0 +1,204 @@
+"""Re-execute a chapter with other parameters:
+
+    python -m subnets.run CHAPTER [--preset NAME] [-p NAME VALUE]... [-o OUT.ipynb]
+
+CHAPTER is the chapter's number (``01``) or its file name. The MyST notebook is read
+with jupytext; every ``-p`` name must be a variable of its ``parameters`` cell, and its
+value (a Python or YAML literal) must have the default's type. Presets (``smoke``,
+``paper``) are listed in the notebook's front matter under ``subnets: presets:``.
+Values are range-checked by ``check`` before papermill executes anything, so a bad value
+ends with a one-line error and exit status 2, not a traceback after training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import data
+
+NOTEBOOKS = data.REPO_ROOT / "notebooks"
+
+
+class ParameterError(ValueError):
+    """A chapter parameter is unknown, of the wrong type, or out of range."""
+
+
+# --- range checks, by parameter name (chapters share names, so they share rules) ------
+
+def at_least(low: float) -> Callable[[str, Any, dict], None]:
+    def rule(name: str, value: Any, _params: dict) -> None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if v < low:
+                raise ParameterError(f"{name}: expected >= {low}, got {v}")
+    return rule
+
+
+def between(low: float, high: float) -> Callable[[str, Any, dict], None]:
+    def rule(name: str, value: Any, _params: dict) -> None:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if not low <= v <= high:
+                raise ParameterError(f"{name}: expected a value in [{low}, {high}], got {v}")
+    return rule
+
+
+def dataset_rule(name: str, value: Any, _params: dict) -> None:
+    try:
+        data.check_name(value)
+    except ValueError as err:
+        raise ParameterError(str(err).replace("dataset:", f"{name}:", 1)) from None
+
+
+def class_rule(name: str, value: Any, params: dict) -> None:
+    """Class indices must exist in the chapter's dataset."""
+    try:
+        n = len(data.class_names(params.get("dataset", "fashion-mnist")))
+    except (ValueError, FileNotFoundError):
+        return  # the dataset rule reports a bad dataset
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if not isinstance(v, int) or not 0 <= v < n:
+            raise ParameterError(f"{name}: expected a class index in 0..{n - 1}, got {v!r}")
+
+
+def rule_for(name: str):
+    """The range rule for a parameter name: exact names first, then name patterns."""
+    exact = {"dataset": dataset_rule, "seed": at_least(0), "quantile": between(0.0, 1.0),
+             "n_train": at_least(0), "n_test": at_least(0)}  # 0 means all images
+    if name in exact:
+        return exact[name]
+    if name.endswith("class") or name.endswith("classes"):
+        return class_rule
+    if name.endswith(("fraction", "fractions", "rate", "rates", "sparsity")):
+        return between(0.0, 1.0)
+    if name.endswith(("threshold", "thresholds", "noise", "lr", "sigma", "std", "tol", "decay", "levels")) or name.startswith("epochs") or name.endswith("epochs"):
+        return at_least(0)
+    if name.startswith(("n_", "k_", "num_")) or name.endswith(("_size", "_steps", "seeds", "depths", "k1", "k2", "top_k")):
+        return at_least(1)
+    return None
+
+
+def check(**params: Any) -> dict[str, Any]:
+    """Range-check chapter parameters by name; returns them unchanged or raises
+    ``ParameterError`` naming the first bad one. Chapters call it right after their
+    parameters cell, so papermill runs fail before any work too."""
+    for name, value in params.items():
+        rule = rule_for(name)
+        if rule is not None and value is not None:
+            rule(name, value, params)
+    return params
+
+
+# --- reading a chapter ----------------------------------------------------------------
+
+def chapter_path(chapter: str) -> Path:
+    p = Path(chapter)
+    if p.suffix == ".md" and p.is_file():
+        return p
+    matches = sorted(NOTEBOOKS.glob(f"{chapter}_*.md")) or sorted(NOTEBOOKS.glob(f"{chapter}*.md"))
+    if len(matches) != 1:
+        known = ", ".join(sorted(q.stem for q in NOTEBOOKS.glob("*.md")))
+        raise ParameterError(f"chapter: {chapter!r} matches {len(matches)} notebooks; chapters are: {known}")
+    return matches[0]
+
+
+def read_chapter(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """The defaults of the ``parameters`` cell and the presets of the front matter."""
+    import jupytext
+
+    nb = jupytext.read(path)
+    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    if len(cells) != 1:
+        raise ParameterError(f"{path.name}: expected one code cell tagged 'parameters', found {len(cells)}")
+    defaults = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            defaults[node.targets[0].id] = ast.literal_eval(node.value)
+    presets = nb.metadata.get("subnets", {}).get("presets", {})
+    return defaults, presets
+
+
+def parse_value(text: str) -> Any:
+    """A command-line value as a Python literal (``0.1``, ``[1, 2]``, ``True``), else a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        lowered = text.lower()
+        return {"true": True, "false": False, "none": None}.get(lowered, text)
+
+
+def coerce(name: str, value: Any, default: Any) -> Any:
+    """``value`` in the type of ``default`` (an int is a float too), or ``ParameterError``."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) == isinstance(value, bool):
+        if isinstance(default, float) and isinstance(value, int):
+            return float(value)
+        if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
+            return type(default)(coerce(name, v, default[0]) for v in value) if default else type(default)(value)
+        if isinstance(value, type(default)):
+            return value
+    raise ParameterError(f"{name}: expected {type(default).__name__} like {default!r}, got {value!r}")
+
+
+def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The parameters to run ``path`` with: preset values, then overrides, all checked."""
+    defaults, presets = read_chapter(path)
+    params: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in presets:
+            raise ParameterError(f"preset: {path.stem} has presets {sorted(presets)}, not {preset!r}")
+        params.update(presets[preset])
+    params.update(overrides)
+    for name, value in params.items():
+        if name not in defaults:
+            raise ParameterError(f"{name}: not a parameter of {path.stem}; its parameters are {sorted(defaults)}")
+        params[name] = coerce(name, value, defaults[name])
+    check(**{**defaults, **params})
+    return params
+
+
+def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = True) -> Path:
+    """Execute the chapter with papermill in a temporary ipynb next to ``output``."""
+    import jupytext
+    import papermill
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    source = output.with_name(f".{output.stem}.source.ipynb")
+    jupytext.write(jupytext.read(path), source)
+    try:
+        papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(path.parent),
+                                   kernel_name="python3", progress_bar=progress)
+    finally:
+        source.unlink(missing_ok=True)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m subnets.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("chapter", help="chapter number (01) or notebook path")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument("--preset", help="a preset of the chapter's front matter (smoke, paper)")
+    parser.add_argument("-o", "--output", help="executed notebook (default: CHAPTER.out.ipynb here)")
+    args = parser.parse_args(argv)
+    try:
+        path = chapter_path(args.chapter)
+        overrides = {name: parse_value(value) for name, value in args.parameter}
+        params = resolve(path, args.preset, overrides)
+    except ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    output = Path(args.output) if args.output else Path.cwd() / f"{path.stem}.out.ipynb"
+    print(f"executing {path.name} with {params or 'its defaults'} -> {output}")
+    execute(path, params, output.resolve())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,217 @@
+import pytest
+import torch
+from captum.attr import LayerConductance, NeuronConductance
+from torch import nn
+from torch.nn import functional as F
+
+from subnets import attribution
+from subnets.data import ImageSet, balanced_indices, foreground
+from subnets.hooks import Recorder
+
+
+class TinyCNN(nn.Module):
+    """conv(1->2, 1x1) -> ReLU -> global average -> linear: Grad-CAM is computable by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2, 2, bias=False)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([1.0, 2.0]).view(2, 1, 1, 1))
+            self.conv.bias.zero_()
+            self.fc.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 3.0]]))
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_gradcam_matches_hand_computation():
+    model = TinyCNN()
+    x = torch.tensor([[[[1.0, 0.0], [0.0, 3.0]]]])
+    # d logit_c / d A_k(i,j) = w_ck / 4; alpha_k = mean over positions = w_ck / 4.
+    # Target 0: alpha = (1/4, -1/4); A = (x, 2x); CAM = relu(x/4 - 2x/4) = relu(-x/4) = 0.
+    # Target 1: alpha = (0.5/4, 3/4); CAM = x * (0.125 + 1.5) = 1.625 x.
+    cam1 = attribution.gradcam_maps(model, "relu", x, target=1)
+    torch.testing.assert_close(cam1, 1.625 * x)
+    assert attribution.gradcam_maps(model, "relu", x, target=0).abs().sum() == 0
+    raw = attribution.gradcam_maps(model, "relu", x, target=0, relu=False)
+    torch.testing.assert_close(raw, -x / 4)
+
+
+def test_gradcam_is_upsampled_bilinearly_to_the_input():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 16, 3))
+    cam = attribution.gradcam_maps(model, "1", torch.rand(2, 1, 8, 8), target=[0, 2])
+    assert cam.shape == (2, 1, 8, 8) and (cam >= 0).all()
+
+
+def test_saliency_is_abs_input_gradient_max_over_channels():
+    w = torch.tensor([[1.0, -2.0, 0.5]])
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3, 1, bias=False))
+    model[1].weight.data = w
+    sal = attribution.saliency_maps(model, torch.rand(1, 3, 1, 1), target=0)
+    assert sal.shape == (1, 1, 1, 1) and sal.item() == 2.0
+
+
+# --- per-unit relevance (paper 001) ------------------------------------------------------
+
+class TwoConvNet(nn.Module):
+    """conv-ReLU-maxpool-conv-ReLU-average-linear, layers addressable by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.fc = nn.Linear(6, 3)
+        with torch.no_grad():
+            self.conv1.bias.fill_(0.05)
+            self.conv2.bias.fill_(0.05)
+
+    def forward(self, x):
+        return self.fc(self.relu2(self.conv2(self.pool(self.relu1(self.conv1(x))))).mean((2, 3)))
+
+
+def softmax_of(model):
+    return lambda z: model(z).softmax(1)
+
+
+def test_unit_conductance_is_captums_layer_conductance_for_every_layer():
+    model = TwoConvNet().eval()
+    x = torch.rand(3, 1, 8, 8)
+    for output, forward in (("probability", softmax_of(model)), ("logit", model)):
+        maps = attribution.UnitConductance(model, ["relu1", "relu2"], output).attribute(
+            x, target=[0, 1, 2], n_steps=10, internal_batch_size=2)
+        for name in ("relu1", "relu2"):
+            ref = LayerConductance(forward, getattr(model, name)).attribute(
+                x, target=[0, 1, 2], n_steps=10, method="riemann_trapezoid")
+            assert maps[name].shape == ref.shape
+            torch.testing.assert_close(maps[name], ref)
+
+
+def per_neuron_maps(model, name, unit, x, target, n_steps, positions=None):
+    """A unit's map from captum's per-neuron conductance, one call per position (all, or
+    the given ones; others stay 0): each call attributes through one neuron to the
+    inputs, summed over the inputs."""
+    with Recorder(model, [name]) as rec, torch.no_grad():
+        model(x)
+    h, w = rec.outputs[name].shape[-2:]
+    conductance = NeuronConductance(softmax_of(model), getattr(model, name))
+    out = torch.zeros(len(x), h, w)
+    for i, j in positions or [(i, j) for i in range(h) for j in range(w)]:
+        out[:, i, j] = conductance.attribute(x, neuron_selector=(unit, i, j), target=target, n_steps=n_steps,
+                                             method="riemann_trapezoid").sum((1, 2, 3))
+    return out
+
+
+def test_unit_maps_agree_with_captums_per_neuron_conductance():
+    model = TwoConvNet().eval()
+    x = torch.rand(2, 1, 6, 6)
+    sample = [("relu2", 0, None), ("relu2", 3, None), ("relu1", 2, [(0, 0), (2, 3), (4, 1), (5, 5)])]
+    errors = []
+    for n_steps in (8, 48):
+        maps = attribution.UnitConductance(model, ["relu1", "relu2"]).attribute(x, target=1, n_steps=n_steps)
+        err = 0.0
+        for name, unit, positions in sample:
+            ref = per_neuron_maps(model, name, unit, x, 1, n_steps, positions)
+            ours = maps[name][:, unit]
+            if positions:
+                ours = torch.stack([ours[:, i, j] for i, j in positions], 1)
+                ref = torch.stack([ref[:, i, j] for i, j in positions], 1)
+            assert ref.abs().max() > 0
+            err = max(err, ((ours - ref).abs().max() / ref.abs().max()).item())
+        errors.append(err)
+    # Two discretisations of one integral: they meet as the steps grow.
+    assert errors[1] < 0.05 and errors[1] < errors[0]
+
+
+def test_unit_conductance_of_a_cut_layer_sums_to_the_output_difference():
+    model = TwoConvNet().eval()
+    x = torch.rand(2, 1, 8, 8)
+    maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=2, n_steps=200)
+    with torch.no_grad():
+        delta = model(x).softmax(1)[:, 2] - model(torch.zeros_like(x)).softmax(1)[:, 2]
+    torch.testing.assert_close(maps["relu2"].sum((1, 2, 3)), delta, atol=2e-3 * delta.abs().max().item(), rtol=0)
+
+
+def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
+    model = TwoConvNet().eval()
+    x = torch.rand(3, 1, 8, 8)
+    masks = torch.rand(3, 1, 8, 8) > 0.5
+    rel = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=0, n_steps=6, batch_size=2)
+    maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=0, n_steps=6)["relu2"]
+    expected = torch.zeros(6)
+    for u in range(6):
+        for n in range(3):
+            up = F.interpolate(maps[n, u].abs()[None, None], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+            expected[u] += (up * masks[n, 0]).sum() / 3
+    torch.testing.assert_close(rel["relu2"], expected)
+    # and from captum's per-neuron maps, for a sample of units
+    for u in (1, 4):
+        ref = per_neuron_maps(model, "relu2", u, x, 0, 48).abs()
+        r = (F.interpolate(ref[:, None], size=(8, 8), mode="bilinear", align_corners=False) * masks).sum((1, 2, 3)).mean()
+        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0, n_steps=48)["relu2"][u]
+        torch.testing.assert_close(fine, r, rtol=0.05, atol=0)
+
+
+def toy_imageset():
+    """Two classes on black: class 0 lights channel 0, class 1 channel 1 (a little of the other)."""
+    images = torch.zeros(8, 2, 4, 4, dtype=torch.uint8)
+    labels = torch.tensor([0, 1] * 4)
+    for i, c in enumerate(labels.tolist()):
+        images[i, c, 1:3, 1:3] = 200 + i
+        images[i, 1 - c, 1:3, 1:3] = 10
+    return ImageSet(images, labels, ["zero", "one"], "toy", black_background=True)
+
+
+class ChannelVote(nn.Module):
+    """logit_k = mean of ReLU(channel k): ablating unit k blinds the net to class k."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1)
+        self.relu = nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+            self.conv.bias.zero_()
+
+    def forward(self, x):
+        return self.relu(self.conv(x)).mean((2, 3))
+
+
+def test_class_relevance_has_one_column_per_class_from_foreground_masks():
+    data = toy_imageset()
+    rel = attribution.class_relevance(ChannelVote(), ["relu"], data, per_class=2, n_steps=4, seed=0)
+    assert rel["relu"].shape == (2, 2)
+    chosen = balanced_indices(data.labels, 2, 0)
+    for c in range(2):
+        x, _ = data.tensors(chosen[data.labels[chosen] == c])
+        direct = attribution.unit_relevance(ChannelVote(), ["relu"], x, foreground(x), c, n_steps=4)
+        torch.testing.assert_close(rel["relu"][:, c], direct["relu"])
+    # each class leans on its own channel
+    assert rel["relu"][0, 0] > rel["relu"][1, 0] and rel["relu"][1, 1] > rel["relu"][0, 1]
+
+
+def test_ranked_units_round_up_and_break_ties_by_index():
+    s = torch.tensor([0.1, 0.5, 0.3, 0.5, 0.0])
+    assert attribution.ranked_units(s, 0.2).tolist() == [1]
+    assert attribution.ranked_units(s, 0.01).tolist() == [1]  # at least one unit
+    assert attribution.ranked_units(s, 0.4).tolist() == [1, 3]
+    assert attribution.ranked_units(s, 0.4, "bottom").tolist() == [0, 4]
+    with pytest.raises(ValueError, match="end"):
+        attribution.ranked_units(s, 0.4, "middle")
+
+
+def test_relevance_ablation_switches_off_the_ranked_units():
+    data = toy_imageset()
+    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # unit k matters for class k
+    table = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5])
+    row = table.set_index(["class", "end"])
+    assert row.loc[("zero", "none"), "accuracy_class"] == 1.0
+    # top: class 0 loses its unit, class 1 keeps its own
+    assert row.loc[("zero", "top"), "accuracy_class"] == 0.0 and row.loc[("zero", "top"), "accuracy_others"] == 1.0
+    # bottom: the other class's unit goes, class 0 is untouched
+    assert row.loc[("zero", "bottom"), "accuracy_class"] == 1.0 and row.loc[("zero", "bottom"), "accuracy_others"] == 0.0
+    assert row.loc[("one", "top"), "units"] == 1

@@ -1,0 +1,55 @@
+"""The built book in headless Chromium: every chapter page loads its figures and shows
+no error output. Run after `make book` (CI does: `make browser-test`)."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from subnets.data import REPO_ROOT
+
+HTML = REPO_ROOT / "_build" / "html"
+CHAPTER_PAGES = sorted((HTML / "notebooks").glob("[0-9][0-9]_*.html"))
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    driver_path = shutil.which("chromedriver")
+    assert driver_path, "chromedriver not found: apt-get install chromium chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--no-first-run", "--allow-file-access-from-files"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+def test_book_was_built():
+    assert (HTML / "index.html").is_file(), "no _build/html: run `make book` first"
+    assert CHAPTER_PAGES, "the built book has no chapter pages"
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
+def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
+    browser.get(page.as_uri())
+    images = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.cell_output img'))"
+        ".map(i => [i.getAttribute('src'), i.complete && i.naturalWidth > 0]);")
+    assert images, f"{page.name}: no figures in cell outputs"
+    broken = [src for src, ok in images if not ok]
+    assert not broken, f"{page.name}: figures that did not load: {broken}"
+    text = browser.find_element("css selector", "main").text
+    assert "Traceback (most recent call last)" not in text
+    errors = browser.find_elements("css selector", ".cell_output .output.traceback, .cell_output .output.error")
+    assert not errors, f"{page.name}: a cell shows an error"
+    assert browser.find_elements("xpath", "//h2[contains(., 'Paper vs this book')]"), f"{page.name}: no 'Paper vs this book'"
+    tables = browser.find_elements("css selector", ".cell_output table")
+    assert tables, f"{page.name}: no tables in cell outputs"

@@ -1,0 +1,164 @@
+import gzip
+import pickle
+import struct
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from subnets import data
+
+
+def write_idx(path, array, compress=True):
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    blob = header + array.astype(np.uint8).tobytes()
+    (gzip.open if compress else open)(path, "wb").write(blob)
+
+
+@pytest.fixture
+def fashion_folder(tmp_path, monkeypatch):
+    """A tiny Fashion-MNIST in its real IDX layout under $SUBNETS_DATA/fashion-mnist."""
+    folder = tmp_path / "fashion-mnist"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 12), ("t10k", 5)):
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10, compress=False)
+    monkeypatch.setenv("SUBNETS_DATA", str(tmp_path))
+    return folder
+
+
+def test_fashion_mnist_reads_idx_files_gzipped_or_not(fashion_folder):
+    train = data.load("fashion-mnist", "train")
+    test = data.load("fashion-mnist", "test")
+    assert train.images.shape == (12, 1, 28, 28) and train.images.dtype == torch.uint8
+    assert test.labels.tolist() == [0, 1, 2, 3, 4]
+    assert train.classes[9] == "Ankle boot" and train.black_background
+    raw = gzip.open(fashion_folder / "train-images-idx3-ubyte.gz").read()
+    assert train.images[3, 0].flatten().tolist() == list(raw[16 + 3 * 784: 16 + 4 * 784])
+
+
+def test_truncated_idx_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, 10, 28, 28) + b"\0" * 100)
+    with pytest.raises(ValueError, match="expected 7840 values"):
+        data.read_idx(path)
+
+
+def test_missing_fashion_mnist_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBNETS_DATA", str(tmp_path))
+    monkeypatch.setattr(data, "fashion_mnist_folders", lambda: [tmp_path / "fashion-mnist"])
+    with pytest.raises(data.DataNotFoundError, match="dataset-fashion-mnist"):
+        data.load("fashion-mnist")
+
+
+def test_cifar10_python_pickle_layout(tmp_path):
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    pickle.dump({b"label_names": names}, open(folder / "batches.meta", "wb"))
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        pixels = np.full((2, 3072), i, dtype=np.uint8)
+        pixels[:, 1024:2048] = 200  # the green plane: CIFAR rows are R, G, B planes
+        pickle.dump({b"data": pixels, b"labels": [i % 10, 9]}, open(folder / name, "wb"))
+    train = data.load(f"cifar10:{tmp_path}", "train")
+    test = data.load(f"cifar10:{folder}", "test")
+    assert train.images.shape == (10, 3, 32, 32) and len(test) == 2
+    assert train.classes[8] == "ship"
+    assert train.images[0, 1].unique().tolist() == [200] and train.images[2, 0].unique().tolist() == [1]
+
+
+def write_images(folder, n, colour):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (40, 30), colour).save(folder / f"{i}.jpg")
+
+
+def test_imagefolder_with_split_folders_resizes(tmp_path):
+    for split, n in (("train", 3), ("test", 2)):
+        write_images(tmp_path / split / "Cargo", n, (255, 0, 0))
+        write_images(tmp_path / split / "Sailboat", n, (0, 0, 255))
+    train = data.load(f"imagefolder:{tmp_path}", "train", image_size=16)
+    test = data.load(f"imagefolder:{tmp_path}", "test", image_size=16)
+    assert train.classes == ["Cargo", "Sailboat"] and train.images.shape == (6, 3, 16, 16)
+    assert test.labels.tolist() == [0, 0, 1, 1]
+    assert train.images[0, 0].float().mean() > 240 and train.images[-1, 2].float().mean() > 240
+
+
+def test_imagefolder_inria_layout_and_nested_images(tmp_path):
+    write_images(tmp_path / "Train" / "pos", 2, (200, 200, 200))
+    write_images(tmp_path / "Train" / "neg" / "images", 3, (10, 10, 10))
+    write_images(tmp_path / "Test" / "pos", 1, (200, 200, 200))
+    write_images(tmp_path / "Test" / "neg", 1, (10, 10, 10))
+    train = data.load(f"imagefolder:{tmp_path}", "train", image_size=8)
+    assert train.classes == ["neg", "pos"] and train.labels.tolist() == [0, 0, 0, 1, 1]
+
+
+def test_imagefolder_without_splits_is_a_seeded_disjoint_split(tmp_path):
+    write_images(tmp_path / "a", 10, (0, 0, 0))
+    write_images(tmp_path / "b", 10, (255, 255, 255))
+    train = data.load(f"imagefolder:{tmp_path}", "train", image_size=8)
+    test = data.load(f"imagefolder:{tmp_path}", "test", image_size=8)
+    assert len(train) == 16 and len(test) == 4
+    assert data.load(f"imagefolder:{tmp_path}", "test", image_size=8).labels.tolist() == test.labels.tolist()
+
+
+def test_bad_names_and_missing_folders_are_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
+        data.load("mnist")
+    with pytest.raises(ValueError, match="does not exist"):
+        data.load(f"imagefolder:{tmp_path / 'nope'}", image_size=8)
+    with pytest.raises(ValueError, match="image_size"):
+        write_images(tmp_path / "a", 1, (0, 0, 0))
+        data.load(f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="split"):
+        data.load("fashion-mnist", "validation")
+
+
+def test_foreground_balanced_indices_and_fingerprint():
+    images = torch.zeros(2, 3, 4, 4)
+    images[0, 1, 2, 3] = 0.5
+    mask = data.foreground(images)
+    assert mask.shape == (2, 1, 4, 4) and mask.sum() == 1 and mask[0, 0, 2, 3]
+    labels = torch.tensor([0, 0, 0, 1, 1, 2])
+    idx = data.balanced_indices(labels, per_class=2, seed=1)
+    assert torch.bincount(labels[idx]).tolist() == [2, 2, 1]
+    assert idx.tolist() == data.balanced_indices(labels, per_class=2, seed=1).tolist()
+    a = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]), ["x", "y"], "t")
+    b = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([1, 0]), ["x", "y"], "t")
+    assert a.fingerprint() != b.fingerprint()
+    x, y = a.tensors()
+    assert x.dtype == torch.float32 and x.max() <= 1
+
+
+def write_tiny_imagenet(root):
+    """Two classes in the tiny-imagenet-200 layout: train/<wnid>/images, val/images with
+    val_annotations.txt (tab-separated: file, wnid, box)."""
+    colours = {"n02": (0, 0, 255), "n01": (255, 0, 0)}
+    for wnid, colour in colours.items():
+        write_images(root / "train" / wnid / "images", 2, colour)
+    (root / "val" / "images").mkdir(parents=True)
+    lines = []
+    for i, wnid in enumerate(["n02", "n01", "n02"]):
+        Image.new("L" if i == 2 else "RGB", (64, 64), 128 if i == 2 else colours[wnid]).save(
+            root / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{wnid}\t0\t0\t10\t10")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (root / "wnids.txt").write_text("n02\nn01\n")
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    write_tiny_imagenet(tmp_path)
+    train = data.load(f"tiny-imagenet:{tmp_path}", "train")
+    test = data.load(f"tiny-imagenet:{tmp_path}", "test", image_size=32)
+    assert train.classes == ["n01", "n02"] == data.class_names(f"tiny-imagenet:{tmp_path}")
+    assert train.images.shape == (4, 3, 64, 64) and train.labels.tolist() == [0, 0, 1, 1]
+    assert test.images.shape == (3, 3, 32, 32) and test.labels.tolist() == [1, 0, 1]
+    assert test.images[0, 2].float().mean() > 240 and test.images[1, 0].float().mean() > 240
+    assert (test.images[2].float() - 128).abs().max() <= 2  # a grey image becomes RGB
+    with pytest.raises(ValueError, match="'tiny-imagenet' needs a folder"):
+        data.load("tiny-imagenet")
+    (tmp_path / "val" / "val_annotations.txt").unlink()
+    with pytest.raises(data.DataNotFoundError, match="val_annotations.txt"):
+        data.load(f"tiny-imagenet:{tmp_path}", "test")

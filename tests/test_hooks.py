@@ -1,0 +1,39 @@
+import pytest
+import torch
+from torch import nn
+
+from subnets import hooks
+
+
+def net():
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2))
+
+
+def test_recorder_records_and_removes_its_hooks():
+    model, x = net(), torch.rand(2, 1, 4, 4)
+    with hooks.Recorder(model, ["0", "1"]) as rec:
+        model(x)
+    assert torch.equal(rec.outputs["1"], torch.relu(model[0](x)))
+    assert not model[0]._forward_hooks and not model[1]._forward_hooks
+
+
+def test_ablation_zeroes_channels_then_restores():
+    model, x = net(), torch.rand(2, 1, 4, 4)
+    before = model(x)
+    with hooks.Ablation(model, {"0": [1]}):
+        with hooks.Recorder(model, ["0"]) as rec:
+            ablated = model(x)
+    assert rec.outputs["0"][:, 1].abs().sum() == 0 and rec.outputs["0"][:, 0].abs().sum() > 0
+    expected = model[3](model[2](torch.relu(model[0](x) * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1))))
+    torch.testing.assert_close(ablated, expected)
+    torch.testing.assert_close(model(x), before)
+
+
+def test_activations_are_batched_consistently_and_names_checked():
+    model, x = net(), torch.rand(7, 1, 4, 4)
+    acts = hooks.activations(model, x, ["1"], batch_size=3)
+    torch.testing.assert_close(acts["1"], torch.relu(model[0](x)))
+    assert hooks.conv_layers(model) == ["0"]
+    with pytest.raises(KeyError, match="conv layers are"):
+        hooks.layer(model, "conv9")

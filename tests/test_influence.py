@@ -1,0 +1,239 @@
+"""Algorithm 1, the decomposed final layer, the noise ablation and Class-Specific Gates
+on tiny hand-checked inputs."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from subnets import influence
+from subnets.train import TrainConfig, seeded
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path / "cache"))
+
+
+def tiny_fc() -> nn.Linear:
+    fc = nn.Linear(4, 3)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[1.0, 2.0, 3.0, 4.0],
+                                      [-1.0, 0.5, 0.0, 2.0],
+                                      [0.0, -2.0, 1.0, 1.0]]))
+        fc.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    return fc
+
+
+def test_top_k_indices_by_magnitude_with_ties_to_lower_index():
+    f = torch.tensor([[0.1, 3.0, -5.0, 3.0],
+                      [0.0, 0.0, 0.0, 1.0]])
+    assert influence.top_k_indices(f, 2).tolist() == [[2, 1], [3, 0]]
+    assert influence.top_k_indices(f, 3).tolist() == [[2, 1, 3], [3, 0, 1]]
+
+
+def test_histograms_and_algorithm_1_by_hand():
+    # Class 0: tops (k1=2) are {1,2}, {1,3}, {1,2} -> counts [0,3,2,1]; class 1: {0,3}, {3,2}.
+    f = torch.tensor([[0.0, 5.0, 4.0, 1.0],
+                      [0.0, 5.0, 1.0, 4.0],
+                      [0.2, 3.0, 2.0, 0.1],
+                      [6.0, 0.0, 0.0, 7.0],
+                      [0.0, 0.0, 2.0, 3.0]])
+    y = torch.tensor([0, 0, 0, 1, 1])
+    hist = influence.index_histograms(f, y, k1=2, num_classes=2)
+    assert hist.tolist() == [[0, 3, 2, 1], [1, 0, 1, 2]]
+    inf = influence.influential_features(f, y, k1=2, k2=2)
+    # Class 1's second place is a tie between 0 and 2: the lower index wins.
+    assert inf.indices.tolist() == [[1, 2], [3, 0]]
+    assert inf.mask().tolist() == [[False, True, True, False], [True, False, False, True]]
+    assert inf.overlap().tolist() == [[2, 0], [0, 2]]
+    assert inf.union().tolist() == [0, 1, 2, 3]
+    s = inf.summary()
+    assert s["fraction_of_width"] == 0.5 and s["union_fraction"] == 1.0 and s["mean_pairwise_jaccard"] == 0.0
+
+
+def test_decomposed_layer_by_hand():
+    fc = tiny_fc()
+    layer = influence.DecomposedLinear(fc, torch.tensor([[3, 0], [1, 3], [2, 1]]))
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.5, -1.0, 0.0, 2.0]])
+    # Class 0 reads x3, x0: 4*4 + 1*1 + 0.1 = 17.1; class 1 reads x1, x3: 0.5*2 + 2*4 - 0.2 = 8.8;
+    # class 2 reads x2, x1: 1*3 - 2*2 + 0.3 = -0.7.  Second row: 8.6, 3.3, 2.3.
+    expected = torch.tensor([[17.1, 8.8, -0.7], [8.6, 3.3, 2.3]])
+    torch.testing.assert_close(layer(x), expected)
+    torch.testing.assert_close(layer.probabilities(x), torch.softmax(expected, 1))
+    assert layer.macs() == 6 and influence.linear_macs(fc) == 12
+
+
+def test_decomposed_layer_with_every_feature_is_the_full_layer():
+    fc = tiny_fc()
+    layer = influence.DecomposedLinear(fc, torch.arange(4).repeat(3, 1).flip(1))
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(layer(x), fc(x))
+
+
+def test_decomposed_layer_rejects_bad_indices():
+    with pytest.raises(ValueError, match="indices"):
+        influence.DecomposedLinear(tiny_fc(), torch.tensor([[0, 4], [0, 1], [1, 2]]))
+    with pytest.raises(ValueError, match="indices"):
+        influence.DecomposedLinear(tiny_fc(), torch.tensor([[0, 1]]))
+
+
+def test_bad_k_and_shapes_name_the_parameter():
+    f, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
+    with pytest.raises(ValueError, match="k1"):
+        influence.influential_features(f, y, k1=4, k2=1)
+    with pytest.raises(ValueError, match="k2"):
+        influence.influential_features(f, y, k1=1, k2=0)
+    with pytest.raises(ValueError, match="labels"):
+        influence.influential_features(f, y[:3], k1=1, k2=1)
+    with pytest.raises(ValueError, match="k_grid"):
+        influence.check_k(64, k1=5, k_grid=[1, 65])
+
+
+def test_relative_accuracy_grid_is_one_with_all_features():
+    torch.manual_seed(0)
+    fc = nn.Linear(6, 3)
+    x = torch.rand(30, 6)
+    y = fc(x).argmax(1)  # the full layer is right on every instance
+    data = {"features": x, "labels": y}
+    grid = influence.relative_accuracy_grid(fc, data, data, k1s=[1, 6], k2s=[2, 6])
+    assert grid["full_accuracy"].eq(1.0).all()
+    assert grid.loc[grid.k2 == 6, "relative"].eq(1.0).all()
+    assert len(grid) == 4 and grid["relative"].between(0, 1).all()
+
+
+def test_noise_replaces_only_the_chosen_features_of_each_label():
+    x = torch.arange(12.0).view(3, 4)
+    y = torch.tensor([0, 1, 0])
+    idx = torch.tensor([[1], [3]])
+    mean, std = torch.full((4,), -1.0), torch.zeros(4)  # zero spread: the noise is the mean
+    out = influence.noised_features(x, y, idx, mean, std)
+    assert out.tolist() == [[0, -1, 2, 3], [4, 5, 6, -1], [8, -1, 10, 11]]
+
+
+def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
+    f = torch.rand(40, 8)
+    y = torch.arange(40) % 2
+    inf = influence.influential_features(f, y, k1=3, k2=3)
+    others = influence.non_influential_indices(inf, seed=1)
+    assert others.shape == (2, 3)
+    for c in range(2):
+        assert not set(others[c].tolist()) & set(inf.indices[c].tolist())
+    assert torch.equal(others, influence.non_influential_indices(inf, seed=1))
+
+
+def test_noise_ablation_of_features_the_layer_ignores_changes_nothing():
+    # The layer reads only features 0 and 1; if they are each class's influential ones,
+    # noising the others (2..5) cannot change a prediction, and noising 0/1 does.
+    fc = nn.Linear(6, 2)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[3.0, -3.0, 0, 0, 0, 0], [-3.0, 3.0, 0, 0, 0, 0]]))
+        fc.bias.zero_()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(200, 6, generator=g)
+    x[:, 2:] *= 0.1  # features 2..5 are small, so 0 and 1 top every instance
+    y = fc(x).argmax(1)
+    data = {"features": x, "labels": y}
+    inf = influence.influential_features(x, y, k1=2, k2=2)
+    assert sorted(inf.indices[0].tolist()) == [0, 1] and sorted(inf.indices[1].tolist()) == [0, 1]
+    result = influence.noise_ablation(fc, inf, data, data, seed=0)
+    assert result["original"] == 1.0 and result["non_influential_noised"] == 1.0
+    assert result["influential_noised"] < 0.8
+
+
+def test_channel_maps_mean_of_chosen_channels_then_upsampled():
+    maps = torch.zeros(2, 3, 2, 2)
+    maps[0, 1] = 2.0
+    maps[1, 2] = 4.0
+    out = influence.channel_maps(maps, torch.tensor([[1, 0], [2, 2]]), size=(4, 4))
+    assert out.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(out[0], torch.ones(1, 4, 4))
+    torch.testing.assert_close(out[1], torch.full((1, 4, 4), 4.0))
+
+
+def test_foreground_share():
+    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
+    masks = torch.tensor([[[True, False], [False, False]]] * 2).unsqueeze(1)
+    share = influence.foreground_share(maps, masks)
+    assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
+
+
+class TinyNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(2, 6), nn.ReLU())
+        self.fc = nn.Linear(6, 2)
+
+    def penultimate(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.fc(self.penultimate(x))
+
+
+def two_blobs(n=64):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % 2
+    x = torch.randn(n, 2, generator=g) * 0.3 + (2.0 * y[:, None] - 1.0)
+    return TensorDataset(x, y)
+
+
+def test_gated_paths_by_hand():
+    with seeded(0):
+        net = influence.ClassSpecificGates(TinyNet())
+    f = torch.rand(3, 6)
+    y = torch.tensor([0, 1, 1])
+    # All gates open: both gated paths are the standard layer.
+    torch.testing.assert_close(net.gated_logits(f, y), net.model.fc(f))
+    torch.testing.assert_close(net.label_free_logits(f), net.model.fc(f))
+    with torch.no_grad():
+        net.gates[1] = 0.0
+    W, b = net.model.fc.weight, net.model.fc.bias
+    expected = torch.stack([f[0] @ W.T + b, b, b])
+    torch.testing.assert_close(net.gated_logits(f, y), expected)
+    free = net.label_free_logits(f)
+    torch.testing.assert_close(free[:, 0], f @ W[0] + b[0])
+    torch.testing.assert_close(free[:, 1], b[1].expand(3))
+
+
+def test_fit_gates_sparsifies_within_bounds_and_is_cached():
+    data = two_blobs()
+    config = TrainConfig(epochs=15, batch_size=16, lr=1e-2, seed=0)
+    gates = influence.GateConfig(density=0.3, gate_lr=0.1)
+    with seeded(0):
+        net = influence.fit_gates(TinyNet(), data, config, gates)
+    g = net.gates.detach()
+    assert g.min() >= 0 and g.max() <= 1
+    assert g.mean() < 0.35  # pushed down from all-open to about the target density
+    assert g[0].argmax() != g[1].argmax()  # each class keeps a gate of its own open
+    assert list(net.history.columns) == ["epoch", "std_loss", "csg_loss", "density"]
+    test = influence.penultimate_features(net.model, data)
+    acc = influence.gate_accuracies(net, test)
+    assert acc["std"] > 0.9 and acc["csg_true_label"] > 0.9
+    with seeded(0):
+        again = influence.fit_gates(TinyNet(), data, config, gates)
+    assert torch.equal(again.gates, net.gates)
+    assert net.open_gates().shape == (2, 6)
+
+
+def test_gate_overlap_counts_and_chance():
+    with seeded(0):
+        net = influence.ClassSpecificGates(TinyNet())
+    with torch.no_grad():
+        net.gates.zero_()
+        net.gates[0, [0, 1, 2]] = 1.0
+        net.gates[1, [5]] = 0.9
+    inf = influence.InfluentialFeatures(torch.tensor([[0, 4], [5, 1]]), torch.zeros(2, 6, dtype=torch.long), 2, 2)
+    table = influence.gate_overlap(net, inf)
+    assert table["open_gates"].tolist() == [3, 1]
+    assert table["influential_open"].tolist() == [1, 1]
+    assert table["chance"].tolist() == pytest.approx([1.0, 2 / 6])
+
+
+def test_bad_gate_config_names_the_parameter():
+    with pytest.raises(ValueError, match="density"):
+        influence.GateConfig(density=1.5)
+    with pytest.raises(ValueError, match="sparsity_weight"):
+        influence.GateConfig(sparsity_weight=-1.0)
+    with pytest.raises(TypeError, match="penultimate"):
+        influence.ClassSpecificGates(nn.Linear(2, 2))

@@ -1,0 +1,100 @@
+import pytest
+import torch
+from torch import nn
+
+from subnets import receptive, train
+from subnets.models import check_rf_variants, rf_model, rf_pool_of
+
+
+def meta_model(arch, level, in_channels=3):
+    with torch.device("meta"):
+        return rf_model(arch, level, in_channels)
+
+
+def test_paper_vgg_column_from_layer_arithmetic():
+    # Table 1 of the paper: VGG receptive fields 181, 359, 537, 715.
+    sizes = [receptive.receptive_field(meta_model("vgg19", level)).size for level in (1, 2, 3, 4)]
+    assert sizes == [181, 359, 537, 715]
+
+
+def test_paper_resnet50_column_from_layer_arithmetic():
+    # Tables 1 and 2: ResNet50 213, 318, 423 for levels 2-4. Level 1 gives 108 where the
+    # paper prints 110; the chapter reports the difference.
+    sizes = [receptive.receptive_field(meta_model("resnet50", level)).size for level in (1, 2, 3, 4)]
+    assert sizes == [108, 213, 318, 423]
+
+
+def test_hand_computed_chain_with_dilation_and_pools():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(3, stride=2), nn.Conv2d(2, 2, 3, dilation=2),
+                          nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2))
+    # conv 3: size 3; pool 3/2: 3 + 2 = 5, jump 2; dilated conv (effective 5): 5 + 4 * 2 = 13;
+    # avg pool 2 (stride 2): 13 + 1 * 2 = 15, jump 4.
+    assert receptive.receptive_field(model, "1") == receptive.Field(5, 2)
+    assert receptive.receptive_field(model, "2") == receptive.Field(13, 2)
+    assert receptive.receptive_field(model) == receptive.Field(15, 4)
+    assert receptive.feature_layer(model) == "3"
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet"])
+def test_arithmetic_matches_gradient_support(arch):
+    for level in range(5):
+        with train.seeded(level):
+            model = rf_model(arch, level, in_channels=1)
+        field = receptive.receptive_field(model)
+        assert receptive.gradient_support(model, n_inputs=16) == field.size, (arch, level)
+
+
+@pytest.mark.parametrize("arch", ["vgg", "resnet", "vgg19", "resnet50"])
+def test_variants_have_identical_parameter_counts(arch):
+    counts = {sum(p.numel() for p in meta_model(arch, level).parameters()) for level in range(5)}
+    assert len(counts) == 1
+    sizes = [receptive.receptive_field(meta_model(arch, level)).size for level in range(5)]
+    assert sizes == sorted(set(sizes))  # and the field grows with the level
+
+
+def test_pool_levels():
+    assert [rf_pool_of(level) for level in range(5)] == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 4)]
+    with pytest.raises(ValueError, match="level"):
+        rf_pool_of(-1)
+    with pytest.raises(ValueError, match="architectures"):
+        rf_model("alexnet", 1)
+    with pytest.raises(ValueError, match="rf_levels"):
+        check_rf_variants(["vgg"], [1, 2.5])
+
+
+def test_bad_layers_are_named():
+    model = rf_model("vgg", 1, in_channels=1)
+    with pytest.raises(ValueError, match="layer: 'nope'"):
+        receptive.receptive_field(model, "nope")
+    with pytest.raises(ValueError, match="classifier.0"):
+        receptive.receptive_field(model, "classifier.0")  # after global pooling
+
+
+def test_projection_is_the_input_gradient_of_the_centre_units():
+    with train.seeded(0):
+        model = rf_model("resnet", 2, in_channels=1).eval()
+    x = torch.rand(3, 1, 20, 20)
+    layer = receptive.feature_layer(model)
+    maps = receptive.GradientProjection(model).attribute(x)
+    # By hand: forward to the layer, sum its centre unit over channels, backprop.
+    xg = x.clone().requires_grad_()
+    out = {}
+    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: out.update(y=o))
+    model(xg)
+    handle.remove()
+    y = out["y"]
+    y[:, :, y.shape[2] // 2, y.shape[3] // 2].sum().backward()
+    torch.testing.assert_close(maps, xg.grad.abs())
+    assert model.training is False
+
+
+def test_gradient_projection_summary_and_determinism():
+    with train.seeded(0):
+        model = rf_model("vgg", 3, in_channels=1)
+    a = receptive.gradient_projection(model, n_inputs=6, input_size=32, seed=1, batch_size=4)
+    b = receptive.gradient_projection(model, n_inputs=6, input_size=32, seed=1, batch_size=6)
+    assert a.mean.shape == (32, 32) and a.maxima.shape == (6,)
+    torch.testing.assert_close(a.mean, b.mean)
+    assert (a.maxima >= a.mean.max() - 1e-12).any() and model.training is True
+    with pytest.raises(ValueError, match="n_inputs"):
+        receptive.gradient_projection(model, n_inputs=0)
