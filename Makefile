@@ -13,14 +13,15 @@ book: install data
 	SUBNETS_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is in _build/html/index.html"
 
+# One thread per test worker: JOBS workers on JOBS cores, not JOBS x cores threads.
 test: install data
-	$(PY) -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests
 
 browser-test: install
 	$(PY) -m pytest tests/test_book.py -m browser
 
 benchmarks: install data
-	$(PY) benchmarks/run_all.py
+	for b in relevance curvature influence resampling chapter_times; do $(PY) benchmarks/$$b.py || exit 1; done
 
 install: $(STAMP)
 

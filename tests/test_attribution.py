@@ -55,7 +55,7 @@ def test_saliency_is_abs_input_gradient_max_over_channels():
 
 # --- per-unit relevance (paper 001) ------------------------------------------------------
 
-class TwoConvNet(nn.Module):
+class ConvPoolConvNet(nn.Module):
     """conv-ReLU-maxpool-conv-ReLU-average-linear, layers addressable by name."""
 
     def __init__(self):
@@ -79,7 +79,7 @@ def softmax_of(model):
 
 
 def test_unit_conductance_is_captums_layer_conductance_for_every_layer():
-    model = TwoConvNet().eval()
+    model = ConvPoolConvNet().eval()
     x = torch.rand(3, 1, 8, 8)
     for output, forward in (("probability", softmax_of(model)), ("logit", model)):
         maps = attribution.UnitConductance(model, ["relu1", "relu2"], output).attribute(
@@ -107,7 +107,7 @@ def per_neuron_maps(model, name, unit, x, target, n_steps, positions=None):
 
 
 def test_unit_maps_agree_with_captums_per_neuron_conductance():
-    model = TwoConvNet().eval()
+    model = ConvPoolConvNet().eval()
     x = torch.rand(2, 1, 6, 6)
     sample = [("relu2", 0, None), ("relu2", 3, None), ("relu1", 2, [(0, 0), (2, 3), (4, 1), (5, 5)])]
     errors = []
@@ -128,7 +128,7 @@ def test_unit_maps_agree_with_captums_per_neuron_conductance():
 
 
 def test_unit_conductance_of_a_cut_layer_sums_to_the_output_difference():
-    model = TwoConvNet().eval()
+    model = ConvPoolConvNet().eval()
     x = torch.rand(2, 1, 8, 8)
     maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=2, n_steps=200)
     with torch.no_grad():
@@ -137,7 +137,7 @@ def test_unit_conductance_of_a_cut_layer_sums_to_the_output_difference():
 
 
 def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
-    model = TwoConvNet().eval()
+    model = ConvPoolConvNet().eval()
     x = torch.rand(3, 1, 8, 8)
     masks = torch.rand(3, 1, 8, 8) > 0.5
     rel = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=0, n_steps=6, batch_size=2)
@@ -150,9 +150,9 @@ def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
     torch.testing.assert_close(rel["relu2"], expected)
     # and from captum's per-neuron maps, for a sample of units
     for u in (1, 4):
-        ref = per_neuron_maps(model, "relu2", u, x, 0, 48).abs()
+        ref = per_neuron_maps(model, "relu2", u, x, 0, 64).abs()
         r = (F.interpolate(ref[:, None], size=(8, 8), mode="bilinear", align_corners=False) * masks).sum((1, 2, 3)).mean()
-        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0, n_steps=48)["relu2"][u]
+        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0, n_steps=64)["relu2"][u]
         torch.testing.assert_close(fine, r, rtol=0.05, atol=0)
 
 
@@ -215,3 +215,71 @@ def test_relevance_ablation_switches_off_the_ranked_units():
     # bottom: the other class's unit goes, class 0 is untouched
     assert row.loc[("zero", "bottom"), "accuracy_class"] == 1.0 and row.loc[("zero", "bottom"), "accuracy_others"] == 0.0
     assert row.loc[("one", "top"), "units"] == 1
+
+
+# --- deconvnet and patch boxes (paper 004) -------------------------------------------------
+
+class TwoConvNet(nn.Module):
+    """conv-ReLU-maxpool-conv-ReLU: small enough for a hand-written deconvnet."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.relu1 = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu2 = nn.ReLU()
+        self.head = nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.head(self.relu2(self.conv2(self.pool(self.relu1(self.conv1(x))))).mean((2, 3)))
+
+
+def zeiler_fergus(model, x, channel):
+    """The deconvnet by hand: keep the channel's strongest activation, zero the rest of
+    the layer, then rectify, filter with the transposed conv, unpool through the max
+    switches, and so on down to the pixels."""
+    a1 = model.relu1(model.conv1(x))
+    pooled, switches = F.max_pool2d(a1, 2, return_indices=True)
+    a2 = model.relu2(model.conv2(pooled))
+    signal = torch.zeros_like(a2)
+    flat = a2[0, channel].flatten()
+    signal[0, channel].view(-1)[flat.argmax()] = flat.max()
+    s = F.conv_transpose2d(signal.relu(), model.conv2.weight, padding=1)
+    s = F.max_unpool2d(s, switches, 2, output_size=a1.shape[-2:])
+    return F.conv_transpose2d(s.relu(), model.conv1.weight, padding=1)
+
+
+def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation():
+    torch.manual_seed(1)
+    model = TwoConvNet().eval()
+    x = torch.rand(3, 2, 8, 8)
+    channels = [0, 2, 3]  # channel 3 is dead on the third image: it projects to zero
+    got = attribution.deconvnet(model, x, "relu2", channels)
+    assert got.shape == x.shape
+    for i, c in enumerate(channels):
+        expected = zeiler_fergus(model, x[i:i + 1], c)[0].detach()
+        assert torch.allclose(got[i], expected, atol=1e-6)
+    assert got[2].abs().max() == 0 and got[:2].abs().amax((1, 2, 3)).min() > 0
+    # Not the plain gradient: the deconvnet rectifies the signal instead of gating it.
+    first = x[:1].clone().requires_grad_()
+    a2 = model.relu2(model.conv2(model.pool(model.relu1(model.conv1(first)))))
+    plain, = torch.autograd.grad(a2[0, 0].flatten().max().square() / 2, first)
+    assert not torch.allclose(got[0], plain[0], atol=1e-5)
+    with pytest.raises(ValueError, match="channels"):
+        attribution.deconvnet(model, x, "relu2", [0, 1])
+
+
+def test_support_boxes_enclose_the_pixels_above_the_fraction():
+    maps = torch.zeros(3, 2, 6, 7)
+    maps[0, 0, 1, 2] = 1.0
+    maps[0, 1, 4, 5] = -0.5  # strength is |value|, max over channels
+    maps[0, 0, 5, 0] = 0.05
+    maps[1, 1, 2:4, 3] = 2.0
+    boxes = attribution.support_boxes(maps, fraction=0.1)
+    assert boxes[0].tolist() == [1, 5, 2, 6]  # the 0.05 pixel is below 10 % of the max
+    assert boxes[1].tolist() == [2, 4, 3, 4]
+    assert boxes[2].tolist() == [-1, -1, -1, -1]  # a zero map has no support
+    assert attribution.support_boxes(maps, fraction=0.0)[0].tolist() == [1, 6, 0, 6]
+    with pytest.raises(ValueError, match="fraction"):
+        attribution.support_boxes(maps, fraction=1.0)

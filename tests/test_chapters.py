@@ -21,10 +21,16 @@ def test_chapter_runs_with_smoke_preset(path, tmp_path):
     assert any(h.lstrip().startswith("## Paper vs this book") for h in headings)
 
 
-def test_every_chapter_has_smoke_and_paper_presets():
+def test_every_chapter_has_smoke_and_paper_presets(tmp_path, monkeypatch):
     assert CHAPTERS, "no chapters found"
+    # The paper presets name the papers' own datasets, which this machine lacks: stand
+    # empty folders in for them so that every other name, type and range is still checked.
+    monkeypatch.chdir(tmp_path)
     for path in CHAPTERS:
         defaults, presets = run.read_chapter(path)
         assert {"smoke", "paper"} <= set(presets), path.name
         for preset in presets:
+            folder = str(presets[preset].get("dataset", "")).partition(":")[2]
+            if folder:
+                (tmp_path / folder).mkdir(parents=True, exist_ok=True)
             run.resolve(path, preset, {})  # presets name real parameters with valid values

@@ -97,7 +97,8 @@ def test_presence_limits_the_union_to_images_with_the_category():
     model = nn.Identity()
     th = dissection.Thresholds({"": torch.tensor([0.5])}, {"": torch.tensor([False])})
     with torch.no_grad():
-        iou = dissection.unit_iou(model, [""], dissection.ProbeSet((acts * 255).to(torch.uint8), seg, ["tip"], ["part"]), th)
+        probe = dissection.ProbeSet((acts * 255).to(torch.uint8), seg, ["tip"], ["part"])
+        iou = dissection.unit_iou(model, [""], probe, th)
     assert iou[""].item() == 1.0
 
 

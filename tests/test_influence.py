@@ -10,11 +10,6 @@ from subnets import influence
 from subnets.train import TrainConfig, seeded
 
 
-@pytest.fixture(autouse=True)
-def isolated_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path / "cache"))
-
-
 def tiny_fc() -> nn.Linear:
     fc = nn.Linear(4, 3)
     with torch.no_grad():
@@ -199,7 +194,7 @@ def test_gated_paths_by_hand():
 def test_fit_gates_sparsifies_within_bounds_and_is_cached():
     data = two_blobs()
     config = TrainConfig(epochs=15, batch_size=16, lr=1e-2, seed=0)
-    gates = influence.GateConfig(density=0.3, gate_lr=0.1)
+    gates = influence.GateConfig(density=0.3, gate_lr=0.1, sparsity_weight=1.0)
     with seeded(0):
         net = influence.fit_gates(TinyNet(), data, config, gates)
     g = net.gates.detach()
@@ -221,13 +216,16 @@ def test_gate_overlap_counts_and_chance():
         net = influence.ClassSpecificGates(TinyNet())
     with torch.no_grad():
         net.gates.zero_()
-        net.gates[0, [0, 1, 2]] = 1.0
-        net.gates[1, [5]] = 0.9
+        net.gates[0, [0, 1, 2]] = torch.tensor([1.0, 0.8, 0.2])
+        net.gates[1, [5, 3]] = torch.tensor([0.9, 0.4])
     inf = influence.InfluentialFeatures(torch.tensor([[0, 4], [5, 1]]), torch.zeros(2, 6, dtype=torch.long), 2, 2)
     table = influence.gate_overlap(net, inf)
-    assert table["open_gates"].tolist() == [3, 1]
-    assert table["influential_open"].tolist() == [1, 1]
-    assert table["chance"].tolist() == pytest.approx([1.0, 2 / 6])
+    # Class 0's two largest gates are 0 and 1 (one influential); class 1's are 5 and 3 (one).
+    assert table["top gates influential"].tolist() == [1, 1]
+    assert table["by chance"].tolist() == pytest.approx([4 / 6] * 2)
+    assert table["mean gate, influential"].tolist() == pytest.approx([0.5, 0.45])
+    assert table["mean gate, others"].tolist() == pytest.approx([1.0 / 4, 0.4 / 4])
+    assert table["open gates"].tolist() == [2, 1]
 
 
 def test_bad_gate_config_names_the_parameter():

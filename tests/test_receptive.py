@@ -35,6 +35,23 @@ def test_hand_computed_chain_with_dilation_and_pools():
     assert receptive.feature_layer(model) == "3"
 
 
+class FunctionalPools(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 5)
+
+    def forward(self, x):
+        x = nn.functional.max_pool2d(self.conv(x), 3, 2)
+        return nn.functional.avg_pool2d(x, kernel_size=2, stride=1).mean((2, 3))
+
+
+def test_functional_pools_count_and_the_default_is_the_last_map():
+    # conv 5: 5; max pool 3/2: 5 + 2 = 7, jump 2; avg pool 2/1: 7 + 1 * 2 = 9.
+    assert receptive.receptive_field(FunctionalPools()) == receptive.Field(9, 2)
+    with pytest.raises(ValueError, match="name the layer"):
+        receptive.feature_layer(FunctionalPools())  # the last map is not a module's output
+
+
 @pytest.mark.parametrize("arch", ["vgg", "resnet"])
 def test_arithmetic_matches_gradient_support(arch):
     for level in range(5):

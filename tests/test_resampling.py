@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import hooks, resampling, train
+from subnets import attribution, hooks, resampling, train
 from subnets.models import VGG
 
 CFG = (4, "M", 6, 6, "M", 8)
@@ -123,7 +123,8 @@ def per_neuron_scores(model, image, copies, layer, target, threshold):
     out = []
     for c in range(acts.shape[1]):
         z0, z = acts[0, c].ravel(), acts[1:, c].reshape(len(copies), -1)
-        rs = [abs(np.corrcoef(z[:, p], o)[0, 1]) for p in range(z.shape[1]) if z[:, p].std() > 1e-6]
+        rs = [abs(np.corrcoef(z[:, p], o)[0, 1]) for p in range(z.shape[1])
+              if z[:, p].std() > 1e-5 * np.sqrt(np.mean(z[:, p] ** 2))]
         precision = 1 / z.var(0).mean() if z.mean() >= threshold else np.nan
         out.append([np.mean(rs) if rs else np.nan, precision, z0.sum(), z0.var(), w_next[c].sum(), w_next[c].var()])
     return np.array(out).T
@@ -192,14 +193,14 @@ def test_patches_cut_and_resize_the_boxes():
     masks["a"][1, 0, 1] = True  # another metric
     boxes = {"a": torch.full((2, 3, 4), -1)}
     boxes["a"][0, 2] = torch.tensor([2, 10, 4, 8])  # rows 2..9, cols 4..7
-    boxes["a"][1, 0] = torch.tensor([0, 4, 0, 4])
+    boxes["a"][1, 0] = torch.tensor([1, 5, 3, 7])
     cut, image = resampling.patches(images, masks, boxes, "precision", size=4)
     assert image.tolist() == [0, 1]  # neuron (1, 1) has no box: dead, no patch
     # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus half a pixel.
     ys = 2 + (torch.arange(4) + 0.5) * 2 - 0.5
     xs = 4 + (torch.arange(4) + 0.5) * 1 - 0.5
     assert torch.allclose(cut[0, 0], 2 * ys.view(-1, 1) + xs.view(1, -1), atol=1e-5)
-    assert torch.allclose(cut[1, 0], images[1, 0, :4, :4], atol=1e-5)
+    assert torch.allclose(cut[1, 0], images[1, 0, 1:5, 3:7], atol=1e-5)  # same size: a plain crop
 
 
 def test_patch_table_counts_object_pixels_in_each_box():
@@ -221,8 +222,7 @@ def test_patch_table_counts_object_pixels_in_each_box():
         assert masks[row.layer][row.image, resampling.METRICS.index(row.metric), row.neuron]
 
 
-def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, tmp_path, monkeypatch):
-    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
+def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
     images = torch.rand(3, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)[1:3]
     result = resampling.analyse(tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10)
@@ -234,19 +234,28 @@ def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, tmp_path, mon
         assert (boxes[has_box][:, [1, 3]] <= 12).all() and (boxes[has_box][:, [0, 2]] >= 0).all()
     again = resampling.analyse(tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10)
     assert torch.equal(again["masks"][layers[0]], result["masks"][layers[0]])
-    assert len(list(tmp_path.glob("resampling-*.pt"))) == 1
+    assert len(list(isolated_cache.glob("resampling-*.pt"))) == 1
+    plain = resampling.analyse(tiny_vgg, images, layers, top_k=2, boxes=False, n_samples=10)
+    assert "boxes" not in plain and torch.equal(plain["masks"][layers[1]], result["masks"][layers[1]])
 
 
-def test_patch_accuracy_learns_a_separable_task(tmp_path, monkeypatch):
-    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
+def test_patch_accuracy_learns_a_separable_task():
     g = torch.Generator().manual_seed(0)
     labels = torch.randint(0, 2, (200,), generator=g)
-    patches = torch.rand(200, 1, 8, 8, generator=g) * 0.2
-    patches[labels == 1, :, 2:6, 2:6] += 0.8  # a bright square means class 1
-    acc = resampling.patch_accuracy(patches[:150], labels[:150], patches[150:], labels[150:], width=8, epochs=15)
+    images = torch.rand(200, 1, 12, 12, generator=g) * 0.2
+    images[labels == 1, :, 4:8, 4:8] += 0.8  # a bright square in the middle means class 1
+    # One selected neuron per image, whose patch is the middle (or, for odd images, nothing useful).
+    masks = {"a": torch.zeros(200, len(resampling.METRICS), 2, dtype=torch.bool)}
+    masks["a"][:, 1, 0] = True
+    masks["a"][:, 6, 1] = True
+    boxes = {"a": torch.tensor([[3, 9, 3, 9], [0, 3, 0, 3]]).expand(200, 2, 4)}
+    train_images = torch.arange(200) < 150
+    acc = resampling.patch_accuracy(images, labels, train_images, masks, boxes, "precision", size=6, width=8, epochs=15)
     assert acc > 0.9
-    with pytest.raises(ValueError, match="patches"):
-        resampling.patch_accuracy(patches[:0], labels[:0], patches, labels)
+    blind = resampling.patch_accuracy(images, labels, train_images, masks, boxes, "random", size=6, width=8, epochs=15)
+    assert blind < 0.8  # the corner patches carry no label information
+    with pytest.raises(ValueError, match="train_images"):
+        resampling.patch_accuracy(images, labels, torch.ones(200, dtype=torch.bool), masks, boxes, "precision")
 
 
 def test_input_resampling_rejects_bad_settings(tiny_vgg):
@@ -256,3 +265,30 @@ def test_input_resampling_rejects_bad_settings(tiny_vgg):
         resampling.InputResampling(tiny_vgg, hooks.conv_layers(tiny_vgg), threshold=-1)
     with pytest.raises(KeyError, match="nope"):
         resampling.InputResampling(tiny_vgg, ["nope"])
+
+
+def test_leading_part_projects_like_the_whole_network(tiny_vgg):
+    x = torch.rand(4, 1, 12, 12)
+    relu = resampling.activation_layer(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
+    net, name = resampling.leading_part(tiny_vgg, relu)
+    assert len(net) < len(tiny_vgg.features) and net[int(name)] is hooks.layer(tiny_vgg, relu)
+    whole = attribution.deconvnet(tiny_vgg, x, relu, [0, 1, 2, 3])
+    assert torch.allclose(attribution.deconvnet(net, x, name, [0, 1, 2, 3]), whole, atol=1e-6)
+    assert resampling.leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
+
+
+def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
+    conv = nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 0.0, -1.0]).view(3, 1, 1, 1))
+        conv.bias.copy_(torch.tensor([0.0, 0.5, 0.0]))
+    model = nn.Sequential(conv, nn.ReLU())
+    half_black = torch.rand(1, 1, 4, 4) * 0.5 + 0.5
+    half_black[..., :2] = 0  # channel 0 is zero there on every copy
+    bright = torch.rand(1, 1, 4, 4) * 0.5 + 0.5  # channel 0 varies everywhere
+    # Channel 1 is a constant 0.5 (always counted); channel 2 is dead (never active).
+    one = resampling.zero_variance_shares(model, half_black, ["0"], n_samples=8, threshold=0.1)
+    assert one == {"0": 1.0}
+    assert resampling.zero_variance_shares(model, bright, ["0"], n_samples=8, threshold=0.1) == {"0": 0.5}
+    both = resampling.zero_variance_shares(model, torch.cat([half_black, bright]), ["0"], n_samples=8, threshold=0.1)
+    assert both == {"0": 0.75}

@@ -9,6 +9,7 @@ figures choose a shared colour scale instead (see ``plots``).
 from __future__ import annotations
 
 import math
+import warnings
 
 import pandas as pd
 import torch
@@ -52,9 +53,10 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels)
     the layer set to zero, projected back to the pixels of ``inputs[i]``.
 
     captum's ``NeuronDeconvolution`` does the projection (unpooling through the recorded
-    max locations, rectifying at every ReLU, filtering with the transposed convs); the
-    selected neuron is the channel's maximum over positions. Returns a map shaped like
-    ``inputs``, up to the activation's scale (the deconvnet starts from 1, not from it).
+    max locations, rectifying at every ReLU, filtering with the transposed convs). The
+    selected neuron is half the square of the channel's maximum, whose gradient is that
+    maximum at its position and zero elsewhere: the deconvnet's starting signal (a dead
+    channel projects to zero). Returns a map shaped like ``inputs``.
     """
     channels = torch.as_tensor(channels, dtype=torch.long).view(-1)
     if len(channels) != len(inputs):
@@ -62,10 +64,15 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels)
     rows = torch.arange(len(inputs))
 
     def strongest(out: torch.Tensor) -> torch.Tensor:
-        return out[rows, channels].flatten(1).amax(1)
+        return out[rows, channels].flatten(1).amax(1).square() / 2
 
     model.eval()
-    return NeuronDeconvolution(model, layer(model, layer_name)).attribute(inputs, strongest).detach()
+    with warnings.catch_warnings():
+        # captum announces its (temporary) ReLU hooks on every call.
+        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+        maps = NeuronDeconvolution(model, layer(model, layer_name)).attribute(
+            inputs.detach().clone().requires_grad_(), strongest)
+    return maps.detach()
 
 
 def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
@@ -93,7 +100,7 @@ def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
 
 class UnitConductance:
     """Integrated Gradients of a class output, attributed to every unit of several layers
-    along the input path: each unit's conductance (Dhamdhere et al., 2018) at every
+    along the input path: each unit's conductance (Dhamdhere et al., ICLR 2019) at every
     spatial position of its map, paper 001's per-unit map ``G_{i,c}(x)``.
 
     The inputs ``x' + a_k (x - x')``, ``a_k = k / n_steps`` (k = 0..n_steps), run through
@@ -135,7 +142,8 @@ class UnitConductance:
                   for i in range(0, len(inputs), size)]
         return {name: torch.cat([c[name] for c in chunks]) for name in self.layers}
 
-    def chunk(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor, n_steps: int) -> dict[str, torch.Tensor]:
+    def chunk(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
+              n_steps: int) -> dict[str, torch.Tensor]:
         self.model.eval()
         n = len(x)
         alphas = torch.linspace(0, 1, n_steps + 1).view(-1, *[1] * x.dim())

@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 from matplotlib.path import Path as Polygon
+from torch import nn
 from torch.nn import functional as F
 
 from . import cache
@@ -33,6 +33,8 @@ from .data import DataNotFoundError, ImageSet, foreground
 from .hooks import Recorder, layer
 from .progress import bar
 
+# Broden's pixel-level categories; its scene and texture labels cover whole images and are
+# left out, as in the paper.
 CATEGORIES = ("object", "part", "material", "color")
 # The 11 basic colour terms of van de Weijer et al. (2009), which Broden annotates every
 # pixel with; the RGB values are typical members, jittered per image (shades).
@@ -54,9 +56,6 @@ LABEL_MAPS = {
     "material": ("material", list(TEXTURES)),
     "color": ("color", list(COLORS)),
 }
-# Broden's categories read by load_broden; scene and texture label whole images and are
-# left out, as in the paper.
-BRODEN_CATEGORIES = ("object", "part", "material", "color")
 
 
 # --- probe sets --------------------------------------------------------------------------
@@ -122,10 +121,6 @@ class ProbeSet:
         category_of = torch.tensor([0] + [CATEGORIES.index(c) + 1 for c in self.categories])
         labelled = category_of[self.segmentation.long().flatten(1)]
         return torch.stack([(labelled == g + 1).any(1) for g in range(len(CATEGORIES))], 1)
-
-    def subset(self, indices) -> ProbeSet:
-        indices = torch.as_tensor(indices, dtype=torch.long)
-        return ProbeSet(self.images[indices], self.segmentation[indices], list(self.concepts), list(self.categories))
 
     def fingerprint(self) -> str:
         """A hash of images, labels and concept names, for content-addressed caches."""
@@ -241,6 +236,7 @@ def draw_probe_image(size: int, rng: np.random.Generator):
 
     def shade(i: int) -> np.ndarray:
         return np.clip(np.array(COLORS[color_names[i]]) + rng.integers(-25, 26, 3), 0, 255)
+
     image = np.zeros((size, size, 3), dtype=np.int64)
 
     def paint(region: np.ndarray, colors: tuple[int, ...], texture: int | None) -> None:
@@ -350,7 +346,8 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     if max_images is not None:
         rows = rows[:max_images]
     if not rows:
-        raise DataNotFoundError(f"Broden: {root / 'index.csv'} lists no images" + (f" of split {split!r}" if split else ""))
+        which = f" of split {split!r}" if split else ""
+        raise DataNotFoundError(f"Broden: {root / 'index.csv'} lists no images{which}")
     keys: list[tuple[str, str]] = []
     images, segs = [], []
     for row in rows:
@@ -359,7 +356,7 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
         image = Image.open(root / "images" / row["image"]).convert("RGB").resize((size, size), Image.BILINEAR)
         images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
         maps = []
-        for cat in BRODEN_CATEGORIES:
+        for cat in CATEGORIES:
             for entry in filter(None, (row.get(cat) or "").split(";")):
                 if entry.isdigit():
                     numbers = np.full((msize, msize), int(entry), dtype=np.int64)
@@ -436,9 +433,10 @@ class Thresholds:
 
     def segment(self, name: str, maps: torch.Tensor, units=slice(None)) -> torch.Tensor:
         """``M_i(x)``: the binary masks of upsampled maps ``maps`` (B x U x h x w)."""
-        level = self.level[name][units].view(1, -1, 1, 1)
-        inclusive = self.inclusive[name][units].view(1, -1, 1, 1)
-        return (maps > level) | (inclusive & (maps >= level))
+        level = self.level[name][units]
+        # S >= T is S > (the float just below T): one comparison for both kinds of unit.
+        level = torch.where(self.inclusive[name][units], torch.nextafter(level, torch.tensor(-math.inf)), level)
+        return maps > level.view(1, -1, 1, 1)
 
 
 @torch.no_grad()
@@ -474,6 +472,8 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(maps, size, mode="bilinear", align_corners=False)``, computed as two
     small matrix products (separable weights): several times faster on a CPU for the small
     maps of deep layers."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
     rows = bilinear_matrix(maps.shape[-2], size[0])
     cols = bilinear_matrix(maps.shape[-1], size[1])
     return rows @ maps @ cols.T
@@ -556,7 +556,8 @@ class Dissection:
         return {name: self.iou[name][:, matches[0]] for name in self.layers}
 
     @torch.no_grad()
-    def unit_maps(self, model: nn.Module, probe: ProbeSet, name: str, unit: int, indices) -> tuple[torch.Tensor, torch.Tensor]:
+    def unit_maps(self, model: nn.Module, probe: ProbeSet, name: str, unit: int,
+                  indices) -> tuple[torch.Tensor, torch.Tensor]:
         """For probe images at ``indices``: the unit's activation map upsampled to the mask
         size (``S_i(x)``) and its segmentation ``S_i(x) > T_i`` (``M_i(x)``)."""
         if name not in self.layers:
@@ -569,7 +570,7 @@ class Dissection:
 
 
 def dissect(model: nn.Module, layers: list[str], probe: ProbeSet, quantile: float = 0.005,
-            batch_size: int = 32) -> Dissection:
+            batch_size: int = 64) -> Dissection:
     """Network Dissection of the named layers of ``model`` on ``probe`` (cached by model,
     layers, probe and quantile)."""
     if not 0 < quantile < 1:

@@ -79,9 +79,9 @@ def window(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int
     return 1, 1
 
 
-def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], str | None]:
+def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.fx.Node | None, Field | None]:
     """The field of every module call's output by module name, the names in execution
-    order, and the name of the last module whose output feeds a global operation."""
+    order, and the node (with its field) whose output feeds the first global operation."""
     modules = dict(model.named_modules())
     graph = torch.fx.symbolic_trace(model).graph
     fields: dict[torch.fx.Node, Field | None] = {}
@@ -102,8 +102,7 @@ def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], str | 
         if spec is None:
             fields[node] = None
             if feature is None:
-                feature = next((a.target for a in node.all_input_nodes
-                                if a.op == "call_module" and fields.get(a) is not None), None)
+                feature = next((a for a in node.all_input_nodes if fields.get(a) is not None), None)
             continue
         strides = {f.stride for f in inputs}
         if len(strides) > 1:
@@ -114,29 +113,31 @@ def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], str | 
         if node.op == "call_module":
             by_name[node.target] = fields[node]
             order.append(node.target)
-    return by_name, order, feature
+    return by_name, order, feature, None if feature is None else fields[feature]
 
 
 def feature_layer(model: nn.Module) -> str:
     """The name of the layer whose output the head reads (the input of the first global
     pooling, flatten or linear layer): the last feature map."""
-    _, _, feature = traced_fields(model)
-    if feature is None:
+    _, _, feature, _ = traced_fields(model)
+    if feature is None or feature.op != "call_module":
         raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, flatten or "
                          "linear layer; name the layer explicitly")
-    return feature
+    return feature.target
 
 
 def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
     """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
-    fields, order, feature = traced_fields(model)
-    name = feature if layer is None else layer
-    if name is None:
-        raise ValueError(f"layer: {type(model).__name__} has no feature layer; name one of {order}")
-    if name not in fields:
-        raise ValueError(f"layer: {name!r} is not a spatial layer of {type(model).__name__} "
+    fields, order, feature, feature_field = traced_fields(model)
+    if layer is None:
+        if feature_field is None:
+            raise ValueError(f"layer: {type(model).__name__} has no global pool, flatten or linear layer; "
+                             f"name one of {order}")
+        return feature_field
+    if layer not in fields:
+        raise ValueError(f"layer: {layer!r} is not a spatial layer of {type(model).__name__} "
                          f"(or sees the whole input); spatial layers are: {order}")
-    return fields[name]
+    return fields[layer]
 
 
 def centre_units(output: torch.Tensor) -> torch.Tensor:

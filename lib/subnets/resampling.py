@@ -15,10 +15,12 @@ copies, and every neuron of every layer is scored at once:
   neuron's outgoing weights (``w^{l+1}``);
 - ``random``: a seeded random score, the control that any metric should beat.
 
-A neuron's activation is the output of the ReLU that follows its conv. ``top`` keeps the
-``k`` best neurons of each layer as boolean masks; ``jaccard`` compares two selections;
-``patch_boxes`` turns selected neurons into image patches with a deconvnet
-(``attribution.deconvnet``) and ``patches``/``localization`` evaluate them.
+A neuron's activation is the output of the ReLU that follows its conv. ``NeuronScores.top``
+keeps the ``k`` best neurons of each layer as boolean masks and ``jaccard`` compares two
+selections. ``selection_boxes`` turns selected neurons into image patches with a
+deconvnet (``attribution.deconvnet``); ``analyse`` does all of it for a model and images
+(cached); ``patches`` cuts the patches out, ``patch_accuracy`` trains the paper's
+secondary classifier on them and ``patch_table`` counts object pixels in each.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from .models import VGG
 
 METRICS = ("correlation", "precision", "activation_sum", "activation_variance",
            "weight_sum", "weight_variance", "random")
-# Positions whose activation varies less than this (relative to the layer's scale) over the
-# copies count as constant: float rounding must not make up a correlation.
+# A position whose activation varies over the copies by less than this share of its own
+# root-mean-square (std / rms < 1e-5) counts as constant: float rounding must not make up
+# a correlation.
 CONSTANT_TOLERANCE = 1e-10
 
 
@@ -162,8 +165,7 @@ def correlation_scores(acts: torch.Tensor, output: torch.Tensor) -> torch.Tensor
     cov = torch.einsum("nscp,ns->ncp", a, o)
     var_a = a.square().sum(1)
     var_o = o.square().sum(1).view(-1, 1, 1)
-    scale = acts.square().mean((1, 2, 3)).view(-1, 1, 1)
-    varying = (var_a > CONSTANT_TOLERANCE * acts.shape[1] * scale) & (var_o > 0)
+    varying = (var_a > CONSTANT_TOLERANCE * acts.square().sum(1)) & (var_o > 0)
     r = cov / (var_a * var_o).sqrt()
     return torch.where(varying, r.abs(), torch.nan).nanmean(-1)
 
@@ -267,6 +269,18 @@ def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     return [blocks[c] for c in convs]
 
 
+def leading_part(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    """The part of ``model`` that computes layer ``name``, and the layer's name in it: for a
+    VGG-style ``features`` sequence, the modules up to the layer (sharing their weights),
+    so a deconvnet does not run the layers above it; otherwise the model itself."""
+    features = getattr(model, "features", None)
+    prefix = "features."
+    if isinstance(features, nn.Sequential) and name.startswith(prefix) and name[len(prefix):].isdigit():
+        i = int(name[len(prefix):])
+        return features[:i + 1], str(i)
+    return model, name
+
+
 def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
                     support_fraction: float = 0.1, batch_size: int = 256) -> dict[str, torch.Tensor]:
     """Patches of the selected neurons: for every layer, N x channels x 4 boxes (top,
@@ -277,30 +291,50 @@ def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, tor
     for layer, mask in masks.items():
         pairs = mask.any(1).nonzero()
         out = torch.full((*mask.shape[::2], 4), -1, dtype=torch.long)
-        relu = activation_layer(model, layer)
+        net, relu = leading_part(model, activation_layer(model, layer))
         for chunk in pairs.split(batch_size):
-            maps = attribution.deconvnet(model, images[chunk[:, 0]], relu, chunk[:, 1])
+            maps = attribution.deconvnet(net, images[chunk[:, 0]], relu, chunk[:, 1])
             out[chunk[:, 0], chunk[:, 1]] = attribution.support_boxes(maps, support_fraction)
         boxes[layer] = out
     return boxes
 
 
 def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k: int = 5,
-            support_fraction: float = 0.1, **resampling) -> dict:
-    """Scores, top-``top_k`` masks and deconvnet boxes of ``images`` (cached by model
-    weights, images and every setting): ``{"scores"|"masks"|"boxes": {layer: tensor}}``.
+            support_fraction: float = 0.1, boxes: bool = True, **resampling) -> dict:
+    """Scores, top-``top_k`` masks and (if ``boxes``) deconvnet boxes of ``images``, cached by
+    model weights, images and every setting: ``{"scores"|"masks"|"boxes": {layer: tensor}}``.
     ``resampling`` goes to ``InputResampling`` (n_samples, std, index_scaled, threshold,
     seed)."""
     parts = {"model": model, "images": images, "layers": list(layers), "top_k": top_k,
-             "support_fraction": support_fraction, "resampling": resampling}
+             "support_fraction": support_fraction if boxes else None, "resampling": resampling}
 
     def compute() -> dict:
         scores = InputResampling(model, layers, **resampling).attribute(images)
         masks = scores.top(top_k)
-        return {"scores": scores.scores, "masks": masks,
-                "boxes": selection_boxes(model, images, masks, support_fraction)}
+        result = {"scores": scores.scores, "masks": masks}
+        if boxes:
+            result["boxes"] = selection_boxes(model, images, masks, support_fraction)
+        return result
 
     return cache.cached("resampling", parts, compute)
+
+
+def zero_variance_shares(model: nn.Module, images: torch.Tensor, layers: Sequence[str], n_samples: int = 50,
+                         std: float = 0.1, index_scaled: bool = False, threshold: float = 0.1,
+                         seed: int = 0) -> dict[str, float]:
+    """Per layer, the share of neurons that pass the precision threshold (over all images)
+    yet have a position that is the same on every copy: where Eq. 3, which averages the
+    reciprocal variance over positions, is infinite."""
+    relus = [activation_layer(model, name) for name in layers]
+    copies = perturb(images, n_samples, std, index_scaled, seed)
+    acts = hooks.activations(model, copies.flatten(0, 1), relus)
+    shares = {}
+    for name, relu in zip(layers, relus):
+        a = acts[relu].view(len(images), n_samples, *acts[relu].shape[1:]).flatten(3)
+        active = a.mean((1, 3)) >= threshold
+        constant = (a.var(1) == 0).any(-1)
+        shares[name] = (constant & active).sum().item() / max(1, active.sum().item())
+    return shares
 
 
 def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
@@ -347,17 +381,22 @@ def patch_table(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
     return table[table["top"] >= 0].reset_index(drop=True)
 
 
-def patch_accuracy(train_patches: torch.Tensor, train_labels: torch.Tensor, test_patches: torch.Tensor,
-                   test_labels: torch.Tensor, width: int = 64, epochs: int = 10, num_classes: int = 2,
-                   seed: int = 0) -> float:
-    """Test accuracy of the paper's secondary classifier trained on patches: three 3x3
-    conv layers of ``width`` channels with max-pooling in between (a ``VGG``), trained
-    with Adam (cached by ``train.fit``)."""
-    if len(train_patches) == 0 or len(test_patches) == 0:
-        raise ValueError("patches: no patches to train or test the secondary classifier on")
+def patch_accuracy(images: torch.Tensor, labels: torch.Tensor, train_images: torch.Tensor,
+                   masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], metric: str, size: int = 16,
+                   width: int = 64, epochs: int = 10, seed: int = 0) -> float:
+    """The paper's secondary classifier: trained on the patches that ``metric`` selects in
+    the images flagged by ``train_images`` (each patch labelled with its image's label),
+    tested on the patches of the other images. Three 3x3 conv layers of ``width``
+    channels with max-pooling in between (a ``VGG``), Adam, cached by ``train.fit``.
+    Returns the test accuracy over patches."""
+    cut, source = patches(images, masks, boxes, metric, size)
+    is_train = train_images[source]
+    if not is_train.any() or is_train.all():
+        raise ValueError("train_images: the secondary classifier needs patches of training and of test images")
+    patch_labels = labels[source]
     with train.seeded(seed):
-        model = VGG((width, "M", width, "M", width), in_channels=train_patches.shape[1],
-                    num_classes=num_classes)
+        model = VGG((width, "M", width, "M", width), in_channels=images.shape[1], num_classes=int(labels.max()) + 1)
     config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
-    trained = train.fit(model, TensorDataset(train_patches, train_labels), config, desc="patch classifier")
-    return train.evaluate(trained.model, TensorDataset(test_patches, test_labels)).accuracy
+    trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config, desc="patch classifier")
+    test = TensorDataset(cut[~is_train], patch_labels[~is_train])
+    return train.evaluate(trained.model, test).accuracy

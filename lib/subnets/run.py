@@ -61,6 +61,8 @@ def class_rule(name: str, value: Any, params: dict) -> None:
         n = len(data.class_names(params.get("dataset", "fashion-mnist")))
     except (ValueError, FileNotFoundError):
         return  # the dataset rule reports a bad dataset
+    if n == 0:
+        return  # a folder without class folders yet: data.load reports it
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if not isinstance(v, int) or not 0 <= v < n:
@@ -164,8 +166,10 @@ def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[s
     return params
 
 
-def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = True) -> Path:
-    """Execute the chapter with papermill in a temporary ipynb next to ``output``."""
+def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = True,
+            cell_timeout: int = 1500) -> Path:
+    """Execute the chapter with papermill in a temporary ipynb next to ``output``.
+    A cell running longer than ``cell_timeout`` seconds fails the run instead of hanging."""
     import jupytext
     import papermill
 
@@ -174,7 +178,8 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
     jupytext.write(jupytext.read(path), source)
     try:
         papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(path.parent),
-                                   kernel_name="python3", progress_bar=progress)
+                                   kernel_name="python3", progress_bar=progress,
+                                   execution_timeout=cell_timeout)
     finally:
         source.unlink(missing_ok=True)
     return output

@@ -58,5 +58,6 @@ class VGG(nn.Module):
 
 
 def vgg11_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> VGG:
-    """VGG11's eight convs at a quarter of its width, for 28x28 inputs on a CPU."""
+    """VGG11 at half its width, its last block dropped (six convs, three pools), for
+    28x28 inputs on a CPU: a fourth pool would leave 1x1 maps."""
     return VGG(VGG11_SMALL, in_channels=in_channels, num_classes=num_classes, **kwargs)
