@@ -178,6 +178,26 @@ def precision_scores(acts: torch.Tensor, threshold: float) -> torch.Tensor:
     return torch.where(active, precision, torch.nan)
 
 
+def perturbed_activations(model: nn.Module, images: torch.Tensor, relus: Sequence[str], n_samples: int,
+                          std: float, index_scaled: bool, seed: int, batch_size: int = 1024):
+    """Run each image and its ``n_samples`` perturbed copies through ``model`` in chunks of
+    about ``batch_size`` inputs. Yields, per chunk of images, its first index, the logits
+    (N' x (1 + S) x classes) and every ReLU's output (N' x (1 + S) x C x positions), the
+    unperturbed image first: its single-image baselines are scored on it. Call it under
+    ``torch.no_grad()``; the hooks stay in place until the last chunk."""
+    copies = perturb(images, n_samples, std, index_scaled, seed)
+    batch = torch.cat([images.unsqueeze(1), copies], 1)
+    s = batch.shape[1]
+    model.eval()
+    per_chunk = max(1, batch_size // s)
+    with hooks.Recorder(model, relus) as rec:
+        for start in range(0, len(batch), per_chunk):
+            chunk = batch[start:start + per_chunk]
+            logits = model(chunk.flatten(0, 1)).view(len(chunk), s, -1)
+            yield start, logits, {relu: rec.outputs[relu].view(len(chunk), s, *rec.outputs[relu].shape[1:]).flatten(3)
+                                  for relu in relus}
+
+
 class InputResampling:
     """Score every channel of the given conv layers on noisy copies of each image.
 
@@ -208,25 +228,18 @@ class InputResampling:
 
     @torch.no_grad()
     def attribute(self, images: torch.Tensor, target: torch.Tensor | int | None = None) -> NeuronScores:
-        copies = perturb(images, self.n_samples, self.std, self.index_scaled, self.seed)
-        # The unperturbed image goes first: the single-image baselines are scored on it.
-        batch = torch.cat([images.unsqueeze(1), copies], 1)
-        n, s = batch.shape[:2]
-        self.model.eval()
-        per_chunk = max(1, self.batch_size // s)
+        n = len(images)
         parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
-        with hooks.Recorder(self.model, self.relus) as rec:
-            for start in range(0, n, per_chunk):
-                chunk = batch[start:start + per_chunk]
-                logits = self.model(chunk.flatten(0, 1)).view(len(chunk), s, -1)
-                if target is None:
-                    t = logits[:, 0].argmax(1) if logits.shape[-1] > 1 else (logits[:, 0, 0] > 0).long()
-                else:
-                    t = torch.as_tensor(target).expand(n)[start:start + per_chunk]
-                output = output_log_odds(logits.flatten(0, 1), t.repeat_interleave(s)).view(len(chunk), s)
-                for layer, relu in zip(self.layers, self.relus):
-                    acts = rec.outputs[relu].view(len(chunk), s, *rec.outputs[relu].shape[1:]).flatten(3)
-                    parts[layer].append(self.layer_scores(layer, acts, output[:, 1:], start))
+        for start, logits, acts in perturbed_activations(self.model, images, self.relus, self.n_samples, self.std,
+                                                         self.index_scaled, self.seed, self.batch_size):
+            chunk, s = logits.shape[:2]
+            if target is None:
+                t = logits[:, 0].argmax(1) if logits.shape[-1] > 1 else (logits[:, 0, 0] > 0).long()
+            else:
+                t = torch.as_tensor(target).expand(n)[start:start + chunk]
+            output = output_log_odds(logits.flatten(0, 1), t.repeat_interleave(s)).view(chunk, s)
+            for layer, relu in zip(self.layers, self.relus):
+                parts[layer].append(self.layer_scores(layer, acts[relu], output[:, 1:], start))
         return NeuronScores(self.layers, {layer: torch.cat(p) for layer, p in parts.items()})
 
     def layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int) -> torch.Tensor:
@@ -319,22 +332,23 @@ def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k
     return cache.cached("resampling", parts, compute)
 
 
+@torch.no_grad()
 def zero_variance_shares(model: nn.Module, images: torch.Tensor, layers: Sequence[str], n_samples: int = 50,
                          std: float = 0.1, index_scaled: bool = False, threshold: float = 0.1,
                          seed: int = 0) -> dict[str, float]:
     """Per layer, the share of neurons that pass the precision threshold (over all images)
     yet have a position that is the same on every copy: where Eq. 3, which averages the
     reciprocal variance over positions, is infinite."""
-    relus = [activation_layer(model, name) for name in layers]
-    copies = perturb(images, n_samples, std, index_scaled, seed)
-    acts = hooks.activations(model, copies.flatten(0, 1), relus)
-    shares = {}
-    for name, relu in zip(layers, relus):
-        a = acts[relu].view(len(images), n_samples, *acts[relu].shape[1:]).flatten(3)
-        active = a.mean((1, 3)) >= threshold
-        constant = (a.var(1) == 0).any(-1)
-        shares[name] = (constant & active).sum().item() / max(1, active.sum().item())
-    return shares
+    relus = {name: activation_layer(model, name) for name in layers}
+    active = dict.fromkeys(layers, 0)
+    constant = dict.fromkeys(layers, 0)
+    for _, _, acts in perturbed_activations(model, images, list(relus.values()), n_samples, std, index_scaled, seed):
+        for name, relu in relus.items():
+            copies = acts[relu][:, 1:]
+            passing = copies.mean((1, 3)) >= threshold
+            active[name] += passing.sum().item()
+            constant[name] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
+    return {name: constant[name] / max(1, active[name]) for name in layers}
 
 
 def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
