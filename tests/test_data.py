@@ -162,3 +162,11 @@ def test_tiny_imagenet_layout(tmp_path):
     (tmp_path / "val" / "val_annotations.txt").unlink()
     with pytest.raises(data.DataNotFoundError, match="val_annotations.txt"):
         data.load(f"tiny-imagenet:{tmp_path}", "test")
+
+
+def test_a_folder_without_class_folders_is_named_in_the_error(tmp_path):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(data.DataNotFoundError, match="no class sub-folders"):
+        data.class_names(f"imagefolder:{tmp_path}")
+    with pytest.raises(data.DataNotFoundError, match="no class sub-folders"):
+        data.load(f"imagefolder:{tmp_path}", "train", image_size=8)

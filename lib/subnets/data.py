@@ -143,7 +143,11 @@ def class_names(name: str) -> list[str]:
         return list(FASHION_MNIST_CLASSES)
     if kind == "cifar10":
         return cifar10_classes(cifar10_folder(path))
-    return sorted(d.name for d in split_root(Path(path).expanduser(), "train").iterdir() if d.is_dir())
+    base = split_root(Path(path).expanduser(), "train")
+    names = sorted(d.name for d in base.iterdir() if d.is_dir())
+    if not names:
+        raise DataNotFoundError(f"{kind}: {base} has no class sub-folders")
+    return names
 
 
 def load(name: str = "fashion-mnist", split: str = "train", image_size: int | None = None) -> ImageSet:
@@ -268,8 +272,6 @@ def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
     root = Path(path).expanduser()
     base = split_root(root, split)
     classes = class_names(f"imagefolder:{path}")
-    if not classes:
-        raise DataNotFoundError(f"imagefolder: {base} has no class sub-folders")
     files, labels = [], []
     for label, cls in enumerate(classes):
         folder = base / cls

@@ -61,8 +61,6 @@ def class_rule(name: str, value: Any, params: dict) -> None:
         n = len(data.class_names(params.get("dataset", "fashion-mnist")))
     except (ValueError, FileNotFoundError):
         return  # the dataset rule reports a bad dataset
-    if n == 0:
-        return  # a folder without class folders yet: data.load reports it
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if not isinstance(v, int) or not 0 <= v < n:
