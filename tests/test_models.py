@@ -1,0 +1,56 @@
+"""The pretrained EfficientNet-Lite0: its weights wired right, its activations visible to captum."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from captum.attr import Deconvolution, Saliency
+from PIL import Image
+from torch import nn
+
+from subnets.models import efficientnet, efficientnet_lite0
+
+# 20 labelled ImageNet validation photos shipped by foolbox 3.3.4 (MIT licence, see the
+# folder's LICENSE): imagenet_<index>_<label>.jpg.
+PHOTOS = sorted((Path(__file__).parent / "data" / "imagenet").glob("imagenet_*.jpg"))
+
+
+def photos() -> tuple[torch.Tensor, torch.Tensor]:
+    images = [np.array(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR))
+              for f in PHOTOS]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return x, torch.tensor([int(f.stem.split("_")[2]) for f in PHOTOS])
+
+
+def test_pretrained_lite0_classifies_the_imagenet_photos():
+    assert len(PHOTOS) == 20
+    x, y = photos()
+    with torch.no_grad():
+        correct = (efficientnet_lite0(pretrained=True)(x).argmax(1) == y).sum().item()
+    assert correct >= 16, f"top-1 {correct}/20: the weights need tf_efficientnet_lite0, mean=std=0.5"
+
+
+def test_relu6_is_a_captum_visible_relu_with_the_same_outputs():
+    torch.manual_seed(0)
+    model = efficientnet_lite0(pretrained=False)
+    assert not any(type(m) is nn.ReLU6 for m in model.modules())
+    reference = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
+    reference.load_state_dict(model.net.state_dict())
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(model.normalize(x)), atol=1e-5)
+    act = efficientnet.ReLU6()
+    assert torch.equal(act(torch.tensor([-1.0, 3.0, 7.0])), torch.tensor([0.0, 3.0, 6.0]))
+
+
+def test_deconvnet_rectifies_the_relu6_gradients():
+    torch.manual_seed(0)
+    model = efficientnet_lite0(pretrained=False)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    with pytest.warns(UserWarning, match="backward hooks on ReLU"):
+        deconv = Deconvolution(model).attribute(x, target=3)
+    plain = Saliency(model).attribute(x, target=3, abs=False)
+    # With timm's nn.ReLU6 captum hooks nothing and the deconvnet is the plain gradient.
+    assert not torch.allclose(deconv, plain)
