@@ -283,3 +283,24 @@ def test_support_boxes_enclose_the_pixels_above_the_fraction():
     assert attribution.support_boxes(maps, fraction=0.0)[0].tolist() == [1, 6, 0, 6]
     with pytest.raises(ValueError, match="fraction"):
         attribution.support_boxes(maps, fraction=1.0)
+
+
+@pytest.mark.gpu
+def test_saliency_and_gradcam_on_cuda_match_cpu():
+    # Tolerance: float32 on both; CUDA kernels differ from the CPU's by summation order
+    # (and TF32 where enabled), so 1e-3 relative to the map's scale.
+    from subnets import models, train
+
+    with train.seeded(0):
+        cnn = models.ThreeBlockCNN(image_size=16, widths=(4, 6, 8), hidden=5).eval()
+    x = torch.rand(4, 1, 16, 16)
+    target = torch.tensor([0, 3, 5, 9])
+    cpu = {"saliency": attribution.saliency_maps(cnn, x, target),
+           "gradcam": attribution.gradcam_maps(cnn, "conv3", x, target)}
+    cnn.to("cuda")
+    gpu = {"saliency": attribution.saliency_maps(cnn, x, target),
+           "gradcam": attribution.gradcam_maps(cnn, "conv3", x, target)}
+    for name in cpu:
+        assert gpu[name].device.type == "cpu"
+        scale = cpu[name].abs().max().item()
+        torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-3, atol=1e-3 * scale)

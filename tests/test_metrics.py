@@ -43,3 +43,62 @@ def test_top_fraction_mask_counts():
 def test_jaccard_is_intersection_over_union():
     assert metrics.jaccard([1, 2, 3], torch.tensor([2, 3, 4, 5])) == pytest.approx(2 / 5)
     assert metrics.jaccard([], []) == 1.0 and metrics.jaccard([1], [2]) == 0.0
+
+
+def test_binary_scores_separate_recall_and_specificity():
+    predicted = torch.tensor([1, 1, 0, 0, 1, 0, 0, 0])
+    actual = torch.tensor([1, 1, 1, 0, 0, 0, 0, 0])
+    s = metrics.binary_scores(predicted, actual)
+    # tp=2, fn=1, fp=1, tn=4
+    assert s["recall"] == pytest.approx(2 / 3) and s["specificity"] == pytest.approx(4 / 5)
+    assert s["balanced_accuracy"] == pytest.approx((2 / 3 + 4 / 5) / 2)
+    # Saying "not C" to everything is 0.5 balanced accuracy, however rare C is.
+    never = metrics.binary_scores(torch.zeros(100), torch.arange(100) < 10)
+    assert never["accuracy"] == pytest.approx(0.9) and never["balanced_accuracy"] == 0.5
+
+
+def test_flat_maps_have_no_top_pixels_and_nan_agreement():
+    # The old top-k picked 20 % of a flat map's pixels anyway (the first ones), and a
+    # dead map then had an IoU with anything.
+    zero = torch.zeros(1, 1, 4, 4)
+    assert not metrics.top_fraction_mask(zero, 0.2).any()
+    a = torch.arange(16.0).view(1, 1, 4, 4)
+    agree = metrics.map_agreement(torch.cat([a, a]), torch.cat([a, zero]), top=0.25)
+    assert agree["top25_iou"].iloc[0] == 1.0 and math.isnan(agree["top25_iou"].iloc[1])
+    assert agree["flat_b"].tolist() == [False, True] and not agree["flat_a"].any()
+    with pytest.raises(ValueError, match="fraction"):
+        metrics.top_fraction_mask(a, 0.0)
+
+
+def test_top_mask_never_takes_the_zeros_of_a_sparse_map():
+    # Two positive pixels of 16: top-25 % (4 pixels) is those two, not two arbitrary zeros.
+    sparse = torch.zeros(1, 16)
+    sparse[0, [3, 9]] = torch.tensor([1.0, 2.0])
+    assert metrics.top_fraction_mask(sparse, 0.25).nonzero()[:, 1].tolist() == [3, 9]
+    # Ties at the cut are all in: the choice is never arbitrary.
+    tied = torch.tensor([[3.0, 1.0, 1.0, 0.0]])
+    assert metrics.top_fraction_mask(tied, 0.5).tolist() == [[True, True, True, False]]
+
+
+def test_object_share_foreground_share_and_blob_control():
+    objects = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    objects[:, :, 1:3, 1:3] = True  # a centred 2x2 object: 1/4 of the image
+    maps = torch.zeros(2, 1, 4, 4)
+    maps[0, 0, 1, 1], maps[0, 0, 0, 0] = 2.0, 1.0  # one top pixel on, one off the object
+    top = metrics.top_fraction_mask(maps, 2 / 16)
+    share = metrics.object_share(top, objects)
+    assert share[0] == 0.5 and math.isnan(share[1])  # map 1 is flat: undefined, not 0
+    assert metrics.foreground_share(objects).tolist() == [0.25, 0.25]
+    blob = metrics.centred_blob(2, 4, 4)
+    assert blob.shape == (2, 1, 4, 4)
+    # The blob's top quarter is the centre: a map that ignores the image sits on it.
+    assert metrics.object_share(metrics.top_fraction_mask(blob, 0.25), objects).tolist() == [1, 1]
+
+
+def test_half_max_area():
+    maps = torch.zeros(3, 1, 2, 2)
+    maps[0, 0, 0, 0] = 4.0
+    maps[0, 0, 0, 1] = 2.0  # exactly half: in
+    maps[1] = 1.0
+    area = metrics.half_max_area(maps)
+    assert area[0] == 0.5 and area[1] == 1.0 and math.isnan(area[2])

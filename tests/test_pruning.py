@@ -1,5 +1,9 @@
+import copy
+import math
+
 import pytest
 import torch
+from torch import nn
 from torch.utils.data import TensorDataset
 
 from subnets import hooks, models, pruning, train
@@ -63,7 +67,7 @@ def test_reinit_head_trains_on_frozen_features(model):
     labels = torch.arange(64) % 4
     x[labels == 2] *= 0.1  # class 2 is darker: learnable from frozen random features
     kept = pruning.active_channels(pruning.channel_activity(model, x), 0.0)
-    sub = pruning.subnetwork(model, kept, target_class=2, head="reinit")
+    sub = pruning.subnetwork(model, kept, target_class=2, head="trained")
     conv_before = sub.conv2.weight.clone()
     config = train.TrainConfig(epochs=60, batch_size=16, lr=0.03, loss="bce")
     history = pruning.train_head(sub, x, labels, 2, config)
@@ -71,11 +75,76 @@ def test_reinit_head_trains_on_frozen_features(model):
     predicted = (sub(x)[:, 0] > 0)
     assert (predicted == (labels == 2)).float().mean() > 0.9
     # A second S_2 with the same pruning and data gets the cached head.
-    again = pruning.subnetwork(model, kept, target_class=2, head="reinit")
+    again = pruning.subnetwork(model, kept, target_class=2, head="trained")
     pruning.train_head(again, x, labels, 2, config)
     torch.testing.assert_close(again(x), sub(x))
     with pytest.raises(ValueError, match="head"):
-        pruning.subnetwork(model, kept, target_class=2, head="random")
+        pruning.subnetwork(model, kept, target_class=2, head="reinit")
+
+
+def test_single_exemplar_rule_keeps_every_channel_active_at_all(model):
+    # The paper's single-exemplar rule is "absolute spatial sum > 0", whatever the
+    # class-mean threshold: channels active but below 0.05 on the exemplar stay.
+    x = torch.rand(8, 1, 16, 16)
+    labels = torch.arange(8) % 2
+    activity = pruning.channel_activity(model, x[3:4])
+    at_zero = pruning.active_channels(activity, 0.0)
+    at_mean_cut = pruning.active_channels(activity, 0.05)
+    assert any(len(at_zero[n]) > len(at_mean_cut[n]) for n in at_zero)  # the test can fail
+    config = train.TrainConfig(epochs=1, batch_size=4, loss="bce")
+    single = pruning.class_subnetwork(model, x, labels, 1, 0.05, "original", config, 8, exemplar=3)
+    for n in at_zero:
+        assert single.kept[n].tolist() == at_zero[n].tolist()
+    mean = pruning.class_subnetwork(model, x, labels, 1, 0.05, "original", config, 8)
+    class_activity = pruning.channel_activity(model, x[labels == 1])
+    for n, idx in pruning.active_channels(class_activity, 0.05).items():
+        assert mean.kept[n].tolist() == idx.tolist()
+
+
+def test_random_head_is_the_untrained_start_of_the_trained_head(model):
+    x = torch.rand(40, 1, 16, 16)
+    labels = torch.arange(40) % 4
+    config = train.TrainConfig(epochs=3, batch_size=8, lr=0.05, loss="bce")
+    random = pruning.class_subnetwork(model, x, labels, 1, 0.0, "random", config, 20, seed=3)
+    trained = pruning.class_subnetwork(model, x, labels, 1, 0.0, "trained", config, 20, seed=3)
+    fresh = pruning.subnetwork(model, random.kept, 1, head="trained", seed=3)
+    torch.testing.assert_close(random.model(x), fresh(x))  # same convs, same initial head
+    assert not torch.allclose(random.model(x), trained.model(x))
+    for name in ("conv1", "conv2", "conv3"):
+        torch.testing.assert_close(getattr(random.model, name).weight,
+                                   getattr(trained.model, name).weight)
+    assert random.head_positives == 0 and math.isnan(random.prior)
+
+
+def test_trained_head_data_is_balanced_when_the_class_is_scarce(model):
+    # 6 images of class 1, 54 others: asking for 40 head images ("half C") gives 6 + 6.
+    x = torch.rand(60, 1, 16, 16)
+    labels = torch.where(torch.arange(60) < 6, 1, 0)
+    config = train.TrainConfig(epochs=1, batch_size=4, loss="bce")
+    sub = pruning.class_subnetwork(model, x, labels, 1, 0.0, "trained", config, 40)
+    assert (sub.head_positives, sub.head_negatives) == (6, 6) and sub.prior == 0.5
+    plenty = pruning.class_subnetwork(model, x, labels, 0, 0.0, "trained", config, 40)
+    assert (plenty.head_positives, plenty.head_negatives) == (6, 6)  # limited by the others
+    many = pruning.class_subnetwork(model, x, torch.arange(60) % 2, 0, 0.0, "trained", config, 40)
+    assert (many.head_positives, many.head_negatives) == (20, 20)
+
+
+@pytest.mark.gpu
+def test_pruning_on_cuda_matches_cpu(model):
+    # Tolerance: float32 convolutions on CUDA (cuDNN, TF32 off by default for convs in
+    # eval) differ from the CPU's by summation order only: 1e-4 relative.
+    x = torch.rand(16, 1, 16, 16)
+    cpu_activity = pruning.channel_activity(model, x)
+    gpu_model = copy.deepcopy(model).to("cuda")
+    gpu_activity = pruning.channel_activity(gpu_model, x)
+    for n in cpu_activity:
+        assert gpu_activity[n].device.type == "cpu"
+        torch.testing.assert_close(gpu_activity[n], cpu_activity[n], rtol=1e-4, atol=1e-5)
+    kept = pruning.active_channels(cpu_activity, 0.0)
+    sub_cpu = pruning.subnetwork(model, kept, 2, head="original")
+    sub_gpu = pruning.subnetwork(gpu_model, kept, 2, head="original")
+    assert next(sub_gpu.parameters()).device.type == "cuda"
+    torch.testing.assert_close(sub_gpu(x.to("cuda")).cpu(), sub_cpu(x), rtol=1e-4, atol=1e-4)
 
 
 def test_global_magnitude_zeros_the_smallest_weights_across_layers(model):
@@ -106,3 +175,60 @@ def test_global_magnitude_keeps_the_mask_when_fine_tuned(model):
                                                                           pruning.prunable_weights(model))))
     with pytest.raises(ValueError, match="rate"):
         pruning.global_magnitude(model, 1.5)
+
+
+# --- layerwise pruning and batch-norm recalibration (chapter 3) -----------------------
+
+def small_rf_vgg():
+    with train.seeded(0):
+        return models.rf_model("vgg", 2, in_channels=1).eval()
+
+
+def test_global_pruning_can_empty_a_layer_and_layerwise_never_does():
+    model = small_rf_vgg()
+    with torch.no_grad():
+        model.features[-3].weight.mul_(1e-3)  # the last conv's weights are all small
+    last = lambda m: m.features[-3].weight  # noqa: E731
+    emptied = pruning.global_magnitude(model, 0.9)
+    assert (last(emptied) == 0).all()
+    x, other = torch.rand(4, 1, 28, 28), torch.rand(4, 1, 28, 28)
+    assert torch.equal(emptied(x), emptied(other))  # the output no longer depends on the input
+    layerwise = pruning.layerwise_magnitude(model, 0.9)
+    for name, m in layerwise.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            zeros = (m.weight == 0).float().mean().item()
+            expected = 0.0 if name == pruning.head_layer(model) else round(0.9 * m.weight.numel())
+            assert zeros == pytest.approx(expected / m.weight.numel() if expected else 0.0)
+    # Still sees the input: visible once batch norm is recalibrated to the small weights.
+    pruning.recalibrate_batch_norm(layerwise, torch.rand(64, 1, 28, 28))
+    assert (layerwise(x) - layerwise(other)).abs().max() > 1e-3
+    # Rate 1 keeps one weight per layer, not zero.
+    full = pruning.layerwise_magnitude(model, 1.0, keep_head=False)
+    assert all((m.weight != 0).sum() == 1 for m in full.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    with pytest.raises(ValueError, match="pruning_scope"):
+        pruning.magnitude(model, 0.5, scope="per-channel")
+
+
+def test_layerwise_prunes_the_smallest_weights_of_each_layer():
+    model = small_rf_vgg()
+    pruned = pruning.magnitude(model, 0.5, scope="layerwise")
+    for (name, m), p in zip(model.named_modules(), pruned.modules()):
+        if isinstance(m, nn.Conv2d):
+            w, q = m.weight.detach().abs().flatten(), p.weight.detach().flatten()
+            assert w[q == 0].max() <= w[q != 0].min()
+
+
+def test_batch_norm_recalibration_matches_the_statistics_of_the_pruned_network():
+    model = small_rf_vgg()
+    x = torch.rand(64, 1, 28, 28)
+    pruned = pruning.layerwise_magnitude(model, 0.8)
+    bn = pruned.features[1]
+    stale = bn.running_mean.clone()
+    with hooks.Recorder(pruned, ["features.0"]) as rec:
+        pruned(x)
+    pruning.recalibrate_batch_norm(pruned, x, batch_size=16)
+    conv_out = rec.outputs["features.0"]
+    torch.testing.assert_close(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(bn.running_var, conv_out.var((0, 2, 3)), atol=1e-4, rtol=1e-3)
+    assert not torch.allclose(stale, bn.running_mean)
+    assert not pruned.training and bn.momentum == 0.1

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from captum.attr import LayerAttribution, LayerGradCam, NeuronDeconvolution, Saliency
@@ -19,30 +21,43 @@ from torch.nn import functional as F
 
 from . import cache
 from .data import ImageSet, balanced_indices, foreground
+from .devices import to_host, to_model
 from .hooks import Ablation, Recorder, layer
 from .progress import bar
 from .train import predict, predicted_labels
+
+
+def _on_model(model: nn.Module, inputs: torch.Tensor, target):
+    """``inputs`` and a tensor ``target`` moved to the model's device (captum gathers the
+    target's outputs there)."""
+    inputs = to_model(model, inputs)
+    return inputs, to_model(model, target) if isinstance(target, torch.Tensor) else target
 
 
 def saliency_maps(model: nn.Module, inputs: torch.Tensor, target) -> torch.Tensor:
     """Simonyan et al.'s saliency: |d output[target] / d input|, max over colour channels.
 
     ``target`` is a class index, one per input, or 0 for a single-output network.
-    Returns N x 1 x H x W.
+    Returns N x 1 x H x W on the CPU, whatever the model's device.
     """
     model.eval()
+    inputs, target = _on_model(model, inputs, target)
     grads = Saliency(model).attribute(inputs.clone().requires_grad_(True), target=target, abs=True)
-    return grads.amax(dim=1, keepdim=True).detach()
+    return to_host(grads.amax(dim=1, keepdim=True))
 
 
-def gradcam_maps(model: nn.Module, layer_name: str, inputs: torch.Tensor, target, relu: bool = True) -> torch.Tensor:
+def gradcam_maps(model: nn.Module, layer_name: str, inputs: torch.Tensor, target,
+                 relu: bool = True) -> torch.Tensor:
     """Grad-CAM of ``layer_name`` for ``target``, bilinearly upsampled to the input size.
 
-    Returns N x 1 x H x W, unnormalised (ReLU applied unless ``relu=False``).
+    Returns N x 1 x H x W on the CPU, unnormalised (ReLU applied unless ``relu=False``).
     """
     model.eval()
-    cam = LayerGradCam(model, layer(model, layer_name)).attribute(inputs, target=target, relu_attributions=relu)
-    return LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear").detach()
+    inputs, target = _on_model(model, inputs, target)
+    cam = LayerGradCam(model, layer(model, layer_name)).attribute(inputs, target=target,
+                                                                 relu_attributions=relu)
+    size = tuple(inputs.shape[-2:])
+    return to_host(LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear"))
 
 
 # --- Deconvnet (Zeiler and Fergus), for paper 004's patches ------------------------------
@@ -56,12 +71,14 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels)
     max locations, rectifying at every ReLU, filtering with the transposed convs). The
     selected neuron is half the square of the channel's maximum, whose gradient is that
     maximum at its position and zero elsewhere: the deconvnet's starting signal (a dead
-    channel projects to zero). Returns a map shaped like ``inputs``.
+    channel projects to zero). Runs on the model's device; returns a map shaped like
+    ``inputs``, on the CPU.
     """
     channels = torch.as_tensor(channels, dtype=torch.long).view(-1)
     if len(channels) != len(inputs):
-        raise ValueError(f"channels: expected one channel per input ({len(inputs)}), got {len(channels)}")
-    rows = torch.arange(len(inputs))
+        raise ValueError(f"channels: expected one channel per input ({len(inputs)}), "
+                         f"got {len(channels)}")
+    inputs, channels, rows = to_model(model, inputs, channels, torch.arange(len(inputs)))
 
     def strongest(out: torch.Tensor) -> torch.Tensor:
         return out[rows, channels].flatten(1).amax(1).square() / 2
@@ -72,7 +89,7 @@ def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels)
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
         maps = NeuronDeconvolution(model, layer(model, layer_name)).attribute(
             inputs.detach().clone().requires_grad_(), strongest)
-    return maps.detach()
+    return to_host(maps)
 
 
 def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
@@ -132,25 +149,33 @@ class UnitConductance:
     def attribute(self, inputs: torch.Tensor, target, baselines: torch.Tensor | None = None,
                   n_steps: int = 32, internal_batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """Per layer, the N x U x h x w conductance maps of every unit for ``target`` (a
-        class index or one per input); baselines default to black (zeros)."""
+        class index or one per input); baselines default to black (zeros). Runs on the
+        model's device; the maps come back on the host."""
         if n_steps < 1:
             raise ValueError(f"n_steps: expected >= 1, got {n_steps}")
         target = torch.as_tensor(target, dtype=torch.long).expand(len(inputs))
         baselines = torch.zeros_like(inputs) if baselines is None else baselines.expand_as(inputs)
+        maps = self._maps(inputs, target, baselines, n_steps, internal_batch_size)
+        return {name: to_host(m) for name, m in maps.items()}
+
+    def _maps(self, inputs, target, baselines, n_steps, internal_batch_size=None):
+        """``attribute``'s maps, left on the model's device."""
+        inputs, baselines, target = to_model(self.model, inputs, baselines, target)
         size = internal_batch_size or len(inputs)
-        chunks = [self.chunk(inputs[i:i + size], baselines[i:i + size], target[i:i + size], n_steps)
-                  for i in range(0, len(inputs), size)]
+        chunks = [self._chunk(inputs[i:i + size], baselines[i:i + size], target[i:i + size],
+                              n_steps) for i in range(0, len(inputs), size)]
         return {name: torch.cat([c[name] for c in chunks]) for name in self.layers}
 
-    def chunk(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
-              n_steps: int) -> dict[str, torch.Tensor]:
+    def _chunk(self, x: torch.Tensor, baseline: torch.Tensor, target: torch.Tensor,
+               n_steps: int) -> dict[str, torch.Tensor]:
         self.model.eval()
         n = len(x)
-        alphas = torch.linspace(0, 1, n_steps + 1).view(-1, *[1] * x.dim())
-        path = (baseline + alphas * (x - baseline)).flatten(0, 1).requires_grad_(True)  # (steps + 1) n, step-major
+        alphas = torch.linspace(0, 1, n_steps + 1, device=x.device).view(-1, *[1] * x.dim())
+        # (steps + 1) n inputs, step-major
+        path = (baseline + alphas * (x - baseline)).flatten(0, 1).requires_grad_(True)
         with torch.enable_grad(), Recorder(self.model, self.layers, keep_graph=True) as rec:
             out = self.forward(path)
-            picked = out[torch.arange(len(path)), target.repeat(n_steps + 1)]
+            picked = out[torch.arange(len(path), device=x.device), target.repeat(n_steps + 1)]
             grads = torch.autograd.grad(picked.sum(), [rec.outputs[name] for name in self.layers])
         maps = {}
         for name, grad in zip(self.layers, grads):
@@ -160,99 +185,236 @@ class UnitConductance:
         return maps
 
 
-def unit_relevance(model: nn.Module, layers: list[str], inputs: torch.Tensor, masks: torch.Tensor, target: int,
-                   n_steps: int = 32, batch_size: int = 16, output: str = "probability") -> dict[str, torch.Tensor]:
+def unit_relevance(model: nn.Module, layers: list[str], inputs: torch.Tensor, masks: torch.Tensor,
+                   target: int, n_steps: int = 32, batch_size: int = 16,
+                   output: str = "probability") -> dict[str, torch.Tensor]:
     """Paper 001's eq. (3), ``R(i, c)`` for every unit i of the named layers and one class
     c: the mean over ``inputs`` (images of class c) of the sum over pixels of
     ``masks * bilinearUpsample(|G_{i,c}(x)|)``. ``masks`` (N x 1 x H x W) are the object
-    masks at input resolution. Returns, per layer, a vector of U relevances."""
+    masks at input resolution. Returns, per layer, a vector of U relevances (on the host).
+
+    The sum runs over input pixels, so a layer whose map is s times smaller per side has
+    its units' relevances scaled by about s^2 against a full-size layer: compare units
+    within a layer, or divide by ``upsampling_area`` to compare layers."""
     if masks.shape[0] != len(inputs) or masks.shape[-2:] != inputs.shape[-2:]:
-        raise ValueError(f"masks: expected {len(inputs)} x 1 x {tuple(inputs.shape[-2:])}, got {tuple(masks.shape)}")
+        raise ValueError(f"masks: expected {len(inputs)} x 1 x {tuple(inputs.shape[-2:])}, "
+                         f"got {tuple(masks.shape)}")
     conductance = UnitConductance(model, layers, output)
     totals: dict[str, torch.Tensor] = {}
     for i in range(0, len(inputs), batch_size):
-        maps = conductance.attribute(inputs[i:i + batch_size], target, n_steps=n_steps)
-        mask = masks[i:i + batch_size].float()
+        x = inputs[i:i + batch_size]
+        target_x = torch.as_tensor(target, dtype=torch.long).expand(len(x))
+        maps = conductance._maps(x, target_x, torch.zeros_like(x), n_steps)
+        mask = to_model(model, masks[i:i + batch_size].float())
         for name, g in maps.items():
-            up = F.interpolate(g.abs(), size=tuple(inputs.shape[-2:]), mode="bilinear", align_corners=False)
+            up = F.interpolate(g.abs(), size=tuple(inputs.shape[-2:]), mode="bilinear",
+                               align_corners=False)
             totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
-    return {name: totals[name] / len(inputs) for name in layers}
+    return {name: to_host(totals[name] / len(inputs)) for name in layers}
 
 
-def class_relevance(model: nn.Module, layers: list[str], data: ImageSet, per_class: int = 32, n_steps: int = 32,
-                    seed: int = 0, output: str = "probability") -> dict[str, torch.Tensor]:
+def upsampling_area(map_size: tuple[int, int], input_size: tuple[int, int]) -> float:
+    """Input pixels per map position: the factor by which eq. (3)'s sum over upsampled
+    pixels inflates a layer's relevance (divide by it to compare layers per map pixel)."""
+    return (input_size[0] * input_size[1]) / (map_size[0] * map_size[1])
+
+
+def class_relevance(model: nn.Module, layers: list[str], data: ImageSet, per_class: int = 32,
+                    n_steps: int = 32, seed: int = 0, output: str = "probability",
+                    masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """``R(i, c)`` for every unit of the named layers and every class of ``data``: per
     layer a units x classes tensor, from ``per_class`` images of each class (chosen with
-    ``seed``), masked by their foreground (objects on black) or, for other data, by the
-    whole image. Cached by model, layers, data and settings."""
+    ``seed``), masked by ``masks`` (N x 1 x H x W, one object mask per image of ``data``,
+    e.g. Broden's annotation of the class's object), else by their foreground (objects on
+    black), else by the whole image. Cached by model, layers, data, masks and settings."""
+    if masks is not None and (masks.shape[0] != len(data) or masks.shape[-2:] != data.shape[-2:]):
+        raise ValueError(f"masks: expected {len(data)} x 1 x {tuple(data.shape[-2:])}, "
+                         f"got {tuple(masks.shape)}")
     parts = {"model": model, "layers": list(layers), "data": data, "per_class": per_class,
-             "n_steps": n_steps, "seed": seed, "output": output}
+             "n_steps": n_steps, "seed": seed, "output": output, "masks": masks}
 
     def compute() -> dict:
         chosen = balanced_indices(data.labels, per_class, seed)
         columns = []
         for c in bar(range(data.num_classes), desc="relevance"):
-            x, _ = data.tensors(chosen[data.labels[chosen] == c])
-            masks = foreground(x) if data.black_background else torch.ones_like(x[:, :1], dtype=torch.bool)
-            r = unit_relevance(model, layers, x, masks, c, n_steps, output=output)
+            picked = chosen[data.labels[chosen] == c]
+            x, _ = data.tensors(picked)
+            if masks is not None:
+                mask = masks[picked].bool()
+            elif data.black_background:
+                mask = foreground(x)
+            else:
+                mask = torch.ones_like(x[:, :1], dtype=torch.bool)
+            r = unit_relevance(model, layers, x, mask, c, n_steps, output=output)
             columns.append([r[name] for name in layers])
-        return {"relevance": [torch.stack([col[j] for col in columns], 1) for j in range(len(layers))]}
+        return {"relevance": [torch.stack([col[j] for col in columns], 1)
+                              for j in range(len(layers))]}
 
     entry = cache.cached("class-relevance", parts, compute)
     return dict(zip(layers, entry["relevance"]))
 
 
-def ranked_units(scores: torch.Tensor, fraction: float, end: str = "top") -> torch.Tensor:
-    """The ``ceil(fraction * U)`` units with the highest (``end="top"``) or lowest
-    (``"bottom"``) scores, ties broken by unit index."""
+ROUNDINGS = ("share", "ceil")
+
+
+def unit_quotas(sizes: dict[str, int], fraction: float, rounding: str = "share") -> dict[str, int]:
+    """How many units of each layer (``sizes``: layer -> units) ``fraction`` switches off.
+
+    ``"share"``: ``round(fraction * all units)`` in total, split over the layers in
+    proportion to their sizes by largest remainder (ties to the earlier layer), so every
+    network loses the same share of its units, to one unit; a narrow layer may lose none.
+    ``"ceil"``: ``ceil(fraction * U)`` in every layer, at least one unit per layer (then
+    a network of many narrow layers loses a larger share: 2.2 % for "1 %" of a small
+    ResNet18)."""
     if not 0 <= fraction <= 1:
         raise ValueError(f"fraction: expected a value in [0, 1], got {fraction}")
-    if end not in ("top", "bottom"):
-        raise ValueError(f"end: expected 'top' or 'bottom', got {end!r}")
-    order = torch.argsort(scores, descending=end == "top", stable=True)
-    return order[:math.ceil(fraction * len(scores))].sort().values
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding: expected one of {ROUNDINGS}, got {rounding!r}")
+    if rounding == "ceil":
+        return {name: math.ceil(fraction * u) for name, u in sizes.items()}
+    exact = {name: fraction * u for name, u in sizes.items()}
+    quotas = {name: math.floor(x) for name, x in exact.items()}
+    left = round(fraction * sum(sizes.values())) - sum(quotas.values())
+    order = sorted(exact, key=lambda name: -(exact[name] - quotas[name]))  # stable: earlier first
+    for name in order[:max(left, 0)]:
+        quotas[name] += 1
+    return quotas
+
+
+ENDS = ("top", "bottom", "random")
+
+
+def ranked_units(scores: torch.Tensor, count: int, end: str = "top",
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """``count`` units with the highest (``end="top"``) or lowest (``"bottom"``) scores,
+    ties broken by unit index, or ``count`` units drawn at random (``"random"``, from
+    ``generator``: the control of the same size); sorted."""
+    if not 0 <= count <= len(scores):
+        raise ValueError(f"count: expected 0..{len(scores)}, got {count}")
+    if end not in ENDS:
+        raise ValueError(f"end: expected one of {ENDS}, got {end!r}")
+    if end == "random":
+        order = torch.randperm(len(scores), generator=generator)
+    else:
+        order = torch.argsort(scores, descending=end == "top", stable=True)
+    return order[:count].sort().values
+
+
+@dataclass
+class AblationResult:
+    """``table``: one row per class and setting (``end`` "none" is the intact network;
+    ``draw`` numbers the random selections); ``correct``: per row, which images of the
+    data the network got right (rows x images, aligned with ``table``); ``labels``."""
+
+    table: pd.DataFrame
+    correct: torch.Tensor
+    labels: torch.Tensor
+
+    def drops(self, end: str, fraction: float, reference: str = "none") -> np.ndarray:
+        """Images x classes: the loss of correctness on each image (1 - 0 when the
+        ablation ranked for class c breaks it) from the ``reference`` setting to ``end``
+        at ``fraction`` (random selections averaged over draws)."""
+        def correct_of(which: str) -> np.ndarray:
+            t = self.table
+            rows = t[t.end == which] if which == "none" else t[(t.end == which)
+                                                              & (t.fraction == fraction)]
+            columns = [self.correct[rows.index[rows["class"] == c]].float().mean(0)
+                       for c in t["class"].unique()]
+            return torch.stack(columns, 1).numpy()
+        return correct_of(reference) - correct_of(end)
+
+
+def class_drop(drops: np.ndarray, labels) -> float:
+    """Mean over classes c of the mean drop on the images of c for the ablation ranked for
+    c (``drops``: images x classes, as ``AblationResult.drops``)."""
+    labels = np.asarray(labels)
+    return float(np.nanmean([drops[labels == c, c].mean() if (labels == c).any() else np.nan
+                             for c in range(drops.shape[1])]))
+
+
+def other_drop(drops: np.ndarray, labels) -> float:
+    """Mean over classes c of the mean per-class drop on the other classes' images."""
+    labels = np.asarray(labels)
+    per = []
+    for c in range(drops.shape[1]):
+        others = [drops[labels == k, c].mean() for k in range(drops.shape[1])
+                  if k != c and (labels == k).any()]
+        per.append(np.mean(others) if others else np.nan)
+    return float(np.nanmean(per))
 
 
 def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], data: ImageSet,
-                       fractions=(0.01, 0.02, 0.03), classes=None, ends=("top", "bottom")) -> pd.DataFrame:
+                       fractions=(0.01, 0.02, 0.03), classes=None, ends=("top", "bottom"),
+                       sites: dict[str, str] | None = None, rounding: str = "share",
+                       random_draws: int = 1, seed: int = 0) -> AblationResult:
     """Paper 001's ablation: for each class c, switch off the top or bottom ``fraction`` of
-    the units of every layer in ``relevance`` (units x classes, ranked by column c) at
-    once, and measure accuracy on ``data``'s images of class c and on the other classes
-    (mean of their per-class accuracies). Rows with ``end="none"`` are the intact model.
-    Cached by model, rankings and data."""
-    classes = list(range(data.num_classes)) if classes is None else list(classes)
-    parts = {"model": model, "relevance": relevance, "data": data, "fractions": list(fractions),
-             "classes": classes, "ends": list(ends)}
+    the units of the layers in ``relevance`` (units x classes, ranked by column c) at
+    once (``unit_quotas``: how ``rounding`` turns a fraction into units), or as many
+    random units (``end="random"``, ``random_draws`` selections from ``seed``), and
+    record which images of ``data`` the network still classifies right.
 
-    def per_class_accuracy(channels: dict[str, torch.Tensor]) -> torch.Tensor:
-        with Ablation(model, channels):
-            predicted = predicted_labels(predict(model, data))
-        return torch.stack([(predicted[data.labels == k] == k).float().mean() for k in range(data.num_classes)])
+    ``sites[layer]`` names the module whose output channels are switched off for the
+    units of ``layer`` (default: the layer itself). For a residual block's output the
+    site is the block's own conv branch before the addition (``dissection.unit_sites``),
+    so the skip path stays on. Cached by model, rankings, data and settings."""
+    classes = list(range(data.num_classes)) if classes is None else list(classes)
+    unknown = set(ends) - set(ENDS)
+    if unknown:
+        raise ValueError(f"ends: expected among {ENDS}, got {sorted(unknown)}")
+    if random_draws < 1:
+        raise ValueError(f"random_draws: expected >= 1, got {random_draws}")
+    sites = {name: (sites or {}).get(name, name) for name in relevance}
+    for site in sites.values():
+        layer(model, site)
+    sizes = {name: r.shape[0] for name, r in relevance.items()}
+    quotas = {f: unit_quotas(sizes, f, rounding) for f in fractions}
+    parts = {"model": model, "relevance": relevance, "data": data, "fractions": list(fractions),
+             "classes": classes, "ends": list(ends), "sites": sites, "rounding": rounding,
+             "random_draws": random_draws, "seed": seed}
+
+    def correct_with(channels: dict[str, torch.Tensor]) -> torch.Tensor:
+        with Ablation(model, {sites[name]: idx for name, idx in channels.items()}):
+            return predicted_labels(predict(model, data)) == data.labels
 
     def compute() -> dict:
-        intact = per_class_accuracy({})
+        generator = torch.Generator().manual_seed(seed)
+        intact = correct_with({})
         seen: dict[tuple, torch.Tensor] = {}
-        rows = []
-        settings = [(c, e, f) for c in classes for e in ends for f in fractions]
-        for c, end, fraction in bar(settings, desc="ablation"):
-            channels = {name: ranked_units(r[:, c], fraction, end) for name, r in relevance.items()}
+        rows, correct = [], []
+        settings = [(c, e, f, d) for c in classes for e in ends for f in fractions
+                    for d in range(random_draws if e == "random" else 1)]
+        for c, end, fraction, draw in bar(settings, desc="ablation"):
+            channels = {name: ranked_units(r[:, c], quotas[fraction][name], end, generator)
+                        for name, r in relevance.items()}
             key = tuple(tuple(v.tolist()) for v in channels.values())
             if key not in seen:
-                seen[key] = per_class_accuracy(channels)
-            rows.append([c, fraction, ["top", "bottom"].index(end), sum(len(v) for v in channels.values()),
-                         *seen[key].tolist()])
-        return {"intact": intact, "rows": torch.tensor(rows, dtype=torch.float64)}
+                seen[key] = correct_with(channels)
+            rows.append([c, fraction, ENDS.index(end), draw,
+                         sum(len(v) for v in channels.values())])
+            correct.append(seen[key])
+        return {"intact": intact, "rows": torch.tensor(rows, dtype=torch.float64),
+                "correct": torch.stack(correct) if correct else intact[:0]}
 
     entry = cache.cached("relevance-ablation", parts, compute)
     names = data.classes
-    records = []
+    records, correct = [], []
+    total = sum(sizes.values())
     for c in classes:
-        records.append({"class": names[c], "end": "none", "fraction": 0.0, "units": 0,
-                        **accuracy_split(entry["intact"], c)})
-    for c, fraction, end, units, *accuracy in entry["rows"].tolist():
-        records.append({"class": names[int(c)], "end": ["top", "bottom"][int(end)], "fraction": fraction,
-                        "units": int(units), **accuracy_split(torch.tensor(accuracy), int(c))})
-    return pd.DataFrame(records)
+        records.append({"class": names[c], "end": "none", "fraction": 0.0, "draw": 0,
+                        "units": 0, "share": 0.0,
+                        **accuracy_split(per_class_accuracy(entry["intact"], data), c)})
+        correct.append(entry["intact"])
+    for (c, fraction, end, draw, units), right in zip(entry["rows"].tolist(), entry["correct"]):
+        records.append({"class": names[int(c)], "end": ENDS[int(end)], "fraction": fraction,
+                        "draw": int(draw), "units": int(units), "share": units / total,
+                        **accuracy_split(per_class_accuracy(right, data), int(c))})
+        correct.append(right)
+    return AblationResult(pd.DataFrame(records), torch.stack(correct), data.labels.clone())
+
+
+def per_class_accuracy(correct: torch.Tensor, data: ImageSet) -> torch.Tensor:
+    """The share of right answers among each class's images (NaN for a class without)."""
+    return torch.stack([correct[data.labels == k].float().mean() for k in range(data.num_classes)])
 
 
 def accuracy_split(per_class: torch.Tensor, c: int) -> dict[str, float]:

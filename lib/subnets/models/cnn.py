@@ -5,6 +5,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+__all__ = ["ThreeBlockCNN"]
+
 
 class ThreeBlockCNN(nn.Module):
     """conv(3x3)-ReLU-maxpool(2) x 3 with ``widths`` channels, then FC-ReLU-FC.
@@ -24,6 +26,8 @@ class ThreeBlockCNN(nn.Module):
         super().__init__()
         if len(widths) != 3:
             raise ValueError(f"widths: expected three conv widths, got {tuple(widths)}")
+        if image_size < 8:  # three 2x2 poolings leave nothing of a smaller image
+            raise ValueError(f"image_size: expected >= 8, got {image_size}")
         self.in_channels = in_channels
         self.image_size = image_size
         self.widths = tuple(widths)
