@@ -170,3 +170,52 @@ def test_a_folder_without_class_folders_is_named_in_the_error(tmp_path):
         data.class_names(f"imagefolder:{tmp_path}")
     with pytest.raises(data.DataNotFoundError, match="no class sub-folders"):
         data.load(f"imagefolder:{tmp_path}", "train", image_size=8)
+
+
+def test_inria_layout_classes_are_the_folders_that_hold_images(tmp_path):
+    for split in ("Train", "Test"):
+        write_images(tmp_path / split / "pos", 2, (200, 200, 200))
+        write_images(tmp_path / split / "neg", 2, (10, 10, 10))
+        (tmp_path / split / "annotations").mkdir()
+        (tmp_path / split / "annotations" / "crop_000001.txt").write_text("person box\n")
+    name = f"imagefolder:{tmp_path}"
+    assert data.class_names(name) == ["neg", "pos"]  # the positive class is 1, "pos"
+    data.check(name)
+    assert data.load(name, "test", image_size=16).labels.tolist() == [0, 0, 1, 1]
+
+
+def test_grey_images_of_any_size_load_as_rgb(tmp_path):
+    for cls, size in (("a", (50, 20)), ("b", (13, 77))):
+        (tmp_path / cls).mkdir()
+        for i in range(5):
+            Image.new("L", size, 90).save(tmp_path / cls / f"{i}.png")
+    train = data.load(f"imagefolder:{tmp_path}", "train", image_size=24)
+    assert train.images.shape == (8, 3, 24, 24) and train.images.float().sub(90).abs().max() <= 1
+
+
+def test_check_names_a_corrupt_image_file(tmp_path):
+    write_images(tmp_path / "a", 2, (1, 2, 3))
+    write_images(tmp_path / "b", 2, (1, 2, 3))
+    (tmp_path / "b" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
+        data.check(f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="broken.jpg: not a readable image"):
+        data.load(f"imagefolder:{tmp_path}", "train", image_size=8)
+
+
+def test_check_names_folders_without_images_and_wrong_layouts(tmp_path):
+    (tmp_path / "empty" / "cls").mkdir(parents=True)
+    with pytest.raises(data.DataNotFoundError, match="no class sub-folders holding images"):
+        data.check(f"imagefolder:{tmp_path / 'empty'}")
+    flat = tmp_path / "flat"  # images with no class folders: a wrong layout
+    flat.mkdir()
+    Image.new("RGB", (8, 8)).save(flat / "x.png")
+    with pytest.raises(data.DataNotFoundError, match="flat has no class sub-folders"):
+        data.check(f"imagefolder:{flat}")
+    with pytest.raises(ValueError, match="does not exist"):
+        data.check(f"imagefolder:{tmp_path / 'missing'}")
+    with pytest.raises(data.DataNotFoundError, match="cifar-10-batches-py"):
+        data.check(f"cifar10:{flat}")
+    with pytest.raises(data.DataNotFoundError, match="val_annotations.txt"):
+        write_images(tmp_path / "tiny" / "train" / "n01" / "images", 1, (0, 0, 0))
+        data.check(f"tiny-imagenet:{tmp_path / 'tiny'}")

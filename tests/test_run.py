@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -103,3 +104,108 @@ def test_cli_executes_with_papermill(chapter, tmp_path):
     nb = nbformat.read(out, as_version=4)
     injected = [c for c in nb.cells if "injected-parameters" in c.metadata.get("tags", [])]
     assert "epochs = 1" in injected[0].source and "threshold = 0.5" in injected[0].source
+
+
+# --- every parameter of every chapter refuses bad values, before any work ---------------
+
+CHAPTERS = sorted(run.NOTEBOOKS.glob("[0-9][0-9]_*.md"))
+PARAMETERS = [(path, name, default) for path in CHAPTERS
+              for name, default in run.read_chapter(path)[0].items()]
+
+
+def wrong_type(default):
+    if isinstance(default, bool):
+        return "maybe"
+    if isinstance(default, (int, float)):
+        return "abc"
+    if isinstance(default, str):
+        return 7
+    return [["a"]]  # a list, or None (image_size): a nested list is never a valid value
+
+
+def out_of_range(path, name, default):
+    """A value of the right type that the chapter must refuse; None for booleans."""
+    choices = run.read_chapter_rules(path)[2]
+    if name in choices:
+        return ["no-such-choice"] if isinstance(default, list) else "no-such-choice"
+    special = {"dataset": "imagenet-22k", "device": "tpu9", "broden": "/no/such/folder"}
+    if name in special:
+        return special[name]
+    if isinstance(default, bool):
+        return None
+    assert not isinstance(default, str), f"{name}: a text parameter needs 'choices' in the front matter"
+    if isinstance(default, list):
+        assert not default or not isinstance(default[0], str), \
+            f"{name}: a list of names needs 'choices' in the front matter"
+        return [-1]
+    return -1
+
+
+def refused(path, name, value, seconds=10.0):
+    start = time.perf_counter()
+    with pytest.raises(run.ParameterError) as err:
+        run.resolve(path, None, {name: value})
+    assert time.perf_counter() - start < seconds
+    message = str(err.value)
+    assert "\n" not in message and name in message, message
+    return message
+
+
+@pytest.mark.parametrize("path, name, default", PARAMETERS,
+                         ids=[f"{p.stem[:2]}-{n}" for p, n, _ in PARAMETERS])
+def test_every_parameter_refuses_a_wrong_type_and_an_out_of_range_value(path, name, default):
+    refused(path, name, wrong_type(default))
+    bad = out_of_range(path, name, default)
+    if bad is not None:
+        refused(path, name, bad)
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem[:2] for p in CHAPTERS])
+def test_every_chapter_refuses_an_unknown_name(path):
+    refused(path, "no_such_parameter", 1)
+
+
+def test_every_chapter_has_dataset_image_size_seeds_and_device():
+    for path in CHAPTERS:
+        defaults = run.read_chapter(path)[0]
+        assert {"dataset", "image_size", "seeds", "device"} <= set(defaults), path.name
+
+
+def write_folder(root, corrupt=False):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (i * 40, 0, 0)).save(root / cls / f"{i}.png")
+    if corrupt:
+        (root / "b" / "3.png").write_bytes(b"\x89PNG truncated")
+
+
+@pytest.mark.parametrize("layout, message", [
+    ("missing", "does not exist"),
+    ("empty", "no class sub-folders holding images"),
+    ("flat", "no class sub-folders holding images"),
+    ("corrupt", "3.png: not a readable image"),
+])
+def test_every_chapter_names_a_bad_image_folder(tmp_path, layout, message):
+    root = tmp_path / layout
+    if layout == "empty":
+        (root / "a").mkdir(parents=True)
+    elif layout == "flat":
+        write_folder(tmp_path / "x")
+        root.mkdir()
+        (tmp_path / "x" / "a" / "0.png").rename(root / "0.png")
+    elif layout == "corrupt":
+        write_folder(root, corrupt=True)
+    for path in CHAPTERS:
+        assert message in refused(path, "dataset", f"imagefolder:{root}")
+
+
+def test_cli_refuses_an_unknown_device_with_exit_status_2(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "subnets.run", "04", "-p", "device", "tpu9",
+                           "-o", str(tmp_path / "out.ipynb")], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: device: ")
+    assert "tpu9" in proc.stderr and not (tmp_path / "out.ipynb").exists()

@@ -136,17 +136,62 @@ def check_name(name: str) -> None:
         raise ValueError(f"dataset: folder {path!r} does not exist")
 
 
+def check(name: str) -> None:
+    """``check_name``, then the dataset's layout on disk, before any work: the files a
+    loader needs exist, every class folder holds images and every image file opens (its
+    header is read, not its pixels). Raises ``ValueError`` (``DataNotFoundError`` for
+    missing files) naming the folder or file."""
+    check_name(name)
+    kind, _, path = name.partition(":")
+    if kind == "fashion-mnist":
+        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+            find_idx(stem)
+    elif kind == "cifar10":
+        folder = cifar10_folder(path)
+        for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+            if not (folder / batch).is_file():
+                raise DataNotFoundError(f"cifar10: batch {folder / batch} is missing")
+    elif kind == "imagefolder":
+        root = Path(path).expanduser()
+        for split in ("train", "test"):
+            files, _ = _imagefolder_files(root, split, class_names(name))
+            _check_headers(files)
+    else:
+        root = Path(path).expanduser()
+        classes = class_names(name)
+        for split in ("train", "test"):
+            _check_headers(tiny_imagenet_files(root, split, classes)[0])
+
+
+def _check_headers(files: list[Path]) -> None:
+    from PIL import Image, UnidentifiedImageError
+
+    for f in files:
+        try:
+            with Image.open(f):
+                pass
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"{f}: not a readable image ({type(err).__name__})") from None
+
+
+def _holds_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+
+
 def class_names(name: str) -> list[str]:
-    """The class names of dataset ``name`` without loading its images."""
+    """The class names of dataset ``name`` without loading its images: for folders, the
+    sub-folders that hold images (INRIA's ``annotations/`` is not a class)."""
     kind, _, path = name.partition(":")
     if kind == "fashion-mnist":
         return list(FASHION_MNIST_CLASSES)
     if kind == "cifar10":
         return cifar10_classes(cifar10_folder(path))
     base = split_root(Path(path).expanduser(), "train")
-    names = sorted(d.name for d in base.iterdir() if d.is_dir())
+    names = sorted(d.name for d in base.iterdir() if d.is_dir() and _holds_images(d))
     if not names:
-        raise DataNotFoundError(f"{kind}: {base} has no class sub-folders")
+        raise DataNotFoundError(f"{kind}: {base} has no class sub-folders holding images "
+                                f"(expected {base}/<class>/<image files>)")
     return names
 
 
@@ -264,31 +309,49 @@ def split_root(root: Path, split: str) -> Path:
     return root
 
 
-def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
-    from PIL import Image
-
-    if image_size is None:
-        raise ValueError("image_size: imagefolder datasets need an image size (e.g. 188 for ships)")
-    root = Path(path).expanduser()
+def _imagefolder_files(root: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]]:
+    """The image files of ``split`` and their labels (a seeded 80/20 split of the class
+    folders when the dataset has no train/test folders)."""
     base = split_root(root, split)
-    classes = class_names(f"imagefolder:{path}")
     files, labels = [], []
     for label, cls in enumerate(classes):
         folder = base / cls
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+            if folder.is_dir() else []
         files += found
         labels += [label] * len(found)
     if not files:
         raise DataNotFoundError(f"imagefolder: no images under {base}/<class>/")
-    if base == root:  # no split folders: a seeded 80/20 split
+    if base == root:
         order = np.random.default_rng(0).permutation(len(files))
         cut = int(0.8 * len(files))
         keep = np.sort(order[:cut] if split == "train" else order[cut:])
         files, labels = [files[i] for i in keep], [labels[i] for i in keep]
-    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((image_size, image_size), Image.BILINEAR))
-                       for f in files])
+    return files, labels
+
+
+def _read_rgb(files: list[Path], side: int) -> np.ndarray:
+    """The images as one N x side x side x 3 uint8 array (grey images become RGB)."""
+    from PIL import Image
+
+    images = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                images.append(np.asarray(im.convert("RGB").resize((side, side), Image.BILINEAR)))
+        except OSError as err:
+            raise ValueError(f"{f}: not a readable image ({err})") from None
+    return np.stack(images)
+
+
+def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
+    if image_size is None:
+        raise ValueError("image_size: imagefolder datasets need an image size (e.g. 188 for ships)")
+    root = Path(path).expanduser()
+    files, labels = _imagefolder_files(root, split, class_names(f"imagefolder:{path}"))
+    images = _read_rgb(files, image_size)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
-                    classes, f"imagefolder:{root.name}")
+                    class_names(f"imagefolder:{path}"), f"imagefolder:{root.name}")
 
 
 # --- Tiny ImageNet -------------------------------------------------------------------
@@ -322,14 +385,10 @@ def tiny_imagenet_files(root: Path, split: str, classes: list[str]) -> tuple[lis
 
 
 def load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
-    from PIL import Image
-
     root = Path(path).expanduser()
     classes = class_names(f"tiny-imagenet:{path}")
     files, labels = tiny_imagenet_files(root, split, classes)
-    side = TINY_IMAGENET_SIZE  # the release's size; ``load`` resizes to image_size
-    images = np.stack([np.asarray(Image.open(f).convert("RGB").resize((side, side), Image.BILINEAR))
-                       for f in files])
+    images = _read_rgb(files, TINY_IMAGENET_SIZE)  # the release's size; ``load`` resizes
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
                     classes, "tiny-imagenet")
 

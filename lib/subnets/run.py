@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import data
+from . import data, devices
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
@@ -30,10 +30,19 @@ class ParameterError(ValueError):
 
 # --- range checks, by parameter name (chapters share names, so they share rules) ------
 
+def _values(name: str, value: Any, kind=(int, float)) -> list:
+    """``value`` (or each of its items) as a list, refusing any that is not a ``kind``."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, kind):
+            raise ParameterError(f"{name}: expected {'a number' if kind == (int, float) else kind}"
+                                 f", got {v!r}")
+    return values
+
+
 def at_least(low: float) -> Callable[[str, Any, dict], None]:
     def rule(name: str, value: Any, _params: dict) -> None:
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
+        for v in _values(name, value):
             if v < low:
                 raise ParameterError(f"{name}: expected >= {low}, got {v}")
     return rule
@@ -41,18 +50,21 @@ def at_least(low: float) -> Callable[[str, Any, dict], None]:
 
 def between(low: float, high: float) -> Callable[[str, Any, dict], None]:
     def rule(name: str, value: Any, _params: dict) -> None:
-        values = value if isinstance(value, (list, tuple)) else [value]
-        for v in values:
+        for v in _values(name, value):
             if not low <= v <= high:
                 raise ParameterError(f"{name}: expected a value in [{low}, {high}], got {v}")
     return rule
 
 
 def dataset_rule(name: str, value: Any, _params: dict) -> None:
+    """A known dataset whose files are in place and whose images open (``data.check``)."""
+    _values(name, value, str)
     try:
-        data.check_name(value)
-    except ValueError as err:
-        raise ParameterError(str(err).replace("dataset:", f"{name}:", 1)) from None
+        data.check(value)
+    except (ValueError, FileNotFoundError) as err:
+        message = str(err).split("\n")[0]
+        raise ParameterError(message if message.startswith("dataset:") else
+                             f"{name}: {message}") from None
 
 
 def class_rule(name: str, value: Any, params: dict) -> None:
@@ -63,13 +75,35 @@ def class_rule(name: str, value: Any, params: dict) -> None:
         return  # the dataset rule reports a bad dataset
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
-        if not isinstance(v, int) or not 0 <= v < n:
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
             raise ParameterError(f"{name}: expected a class index in 0..{n - 1}, got {v!r}")
+
+
+def device_rule(name: str, value: Any, _params: dict) -> None:
+    try:
+        devices.device(value)
+    except ValueError as err:
+        raise ParameterError(str(err).replace("device:", f"{name}:", 1)) from None
+
+
+def image_size_rule(name: str, value: Any, _params: dict) -> None:
+    """None (the dataset's own size) or a side of at least 8 pixels."""
+    if value is not None:
+        at_least(8)(name, value, _params)
+
+
+def folder_rule(name: str, value: Any, _params: dict) -> None:
+    """An empty string (not used) or an existing folder."""
+    _values(name, value, str)
+    if value and not Path(value).expanduser().is_dir():
+        raise ParameterError(f"{name}: folder {value!r} does not exist")
 
 
 def rule_for(name: str):
     """The range rule for a parameter name: exact names first, then name patterns."""
-    exact = {"dataset": dataset_rule, "seed": at_least(0), "quantile": between(0.0, 1.0),
+    exact = {"dataset": dataset_rule, "device": device_rule, "image_size": image_size_rule,
+             "seed": at_least(0), "quantile": between(0.0, 1.0), "broden": folder_rule,
+             "layers": at_least(0),  # layer indices
              "n_train": at_least(0), "n_test": at_least(0)}  # 0 means all images
     if name in exact:
         return exact[name]
@@ -77,20 +111,32 @@ def rule_for(name: str):
         return class_rule
     if name.endswith(("fraction", "fractions", "rate", "rates", "sparsity")):
         return between(0.0, 1.0)
-    if name.endswith(("threshold", "thresholds", "noise", "lr", "sigma", "std", "tol", "decay", "levels")) or name.startswith("epochs") or name.endswith("epochs"):
+    if name.endswith(("threshold", "thresholds", "noise", "lr", "sigma", "std", "tol", "decay",
+                      "levels", "weight", "weights", "margin")) \
+            or name.startswith("epochs") or name.endswith("epochs"):
         return at_least(0)
-    if name.startswith(("n_", "k_", "num_")) or name.endswith(("_size", "_steps", "seeds", "depths", "k1", "k2", "top_k")):
+    if name.startswith(("n_", "k_", "num_")) or name.endswith(
+            ("_size", "_steps", "seeds", "depth", "depths", "widths", "width", "k1", "k2",
+             "top_k", "resamples")):
         return at_least(1)
     return None
 
 
-def check(**params: Any) -> dict[str, Any]:
-    """Range-check chapter parameters by name; returns them unchanged or raises
-    ``ParameterError`` naming the first bad one. Chapters call it right after their
-    parameters cell, so papermill runs fail before any work too."""
+def check(choices: dict[str, list] | None = None, **params: Any) -> dict[str, Any]:
+    """Range-check chapter parameters by name (and against ``choices``, name -> allowed
+    values); returns them unchanged or raises ``ParameterError`` naming the first bad
+    one. Chapters call it right after their parameters cell, so papermill runs fail
+    before any work too. Booleans are checked by type only."""
+    for name, allowed in (choices or {}).items():
+        if name in params:
+            values = params[name] if isinstance(params[name], (list, tuple)) else [params[name]]
+            for v in values:
+                if v not in allowed:
+                    raise ParameterError(f"{name}: expected one of {allowed}, got {v!r}")
     for name, value in params.items():
-        rule = rule_for(name)
-        if rule is not None and value is not None:
+        rule = None if name in (choices or {}) else rule_for(name)
+        if rule is not None and not isinstance(value, bool) \
+                and (value is not None or name == "image_size"):
             rule(name, value, params)
     return params
 
@@ -110,6 +156,13 @@ def chapter_path(chapter: str) -> Path:
 
 def read_chapter(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """The defaults of the ``parameters`` cell and the presets of the front matter."""
+    defaults, presets, _choices = read_chapter_rules(path)
+    return defaults, presets
+
+
+def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
+    """``read_chapter`` and the allowed values of the front matter's ``subnets: choices:``
+    (for parameters whose values are names: networks, optimisers, layers)."""
     import jupytext
 
     nb = jupytext.read(path)
@@ -120,8 +173,8 @@ def read_chapter(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
     for node in ast.parse(cells[0].source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             defaults[node.targets[0].id] = ast.literal_eval(node.value)
-    presets = nb.metadata.get("subnets", {}).get("presets", {})
-    return defaults, presets
+    meta = nb.metadata.get("subnets", {})
+    return defaults, meta.get("presets", {}), meta.get("choices", {})
 
 
 def parse_value(text: str) -> Any:
@@ -149,7 +202,7 @@ def coerce(name: str, value: Any, default: Any) -> Any:
 
 def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
     """The parameters to run ``path`` with: preset values, then overrides, all checked."""
-    defaults, presets = read_chapter(path)
+    defaults, presets, choices = read_chapter_rules(path)
     params: dict[str, Any] = {}
     if preset is not None:
         if preset not in presets:
@@ -160,7 +213,7 @@ def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[s
         if name not in defaults:
             raise ParameterError(f"{name}: not a parameter of {path.stem}; its parameters are {sorted(defaults)}")
         params[name] = coerce(name, value, defaults[name])
-    check(**{**defaults, **params})
+    check(choices, **{**defaults, **params})
     return params
 
 
