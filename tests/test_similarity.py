@@ -117,3 +117,53 @@ def test_cka_matrix_of_a_model_with_itself():
     np.testing.assert_allclose(np.diag(table.to_numpy()), 1.0, rtol=1e-10)
     np.testing.assert_allclose(table.to_numpy(), table.to_numpy().T, rtol=1e-10)
     assert np.isfinite(table.to_numpy()).all()
+
+
+def test_full_batch_cka_from_grams_equals_linear_cka_on_the_features():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
+    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(4 * 6 * 6, 5))
+    x = torch.rand(30, 1, 10, 10)
+    layers = similarity.representation_layers(model)
+    assert layers == ["0", "2", "5"]
+    # Tiny max_bytes: one layer per pass; the result must not depend on the grouping.
+    grams = similarity.gram_matrices(model, x, batch_size=7, max_bytes=1)
+    assert grams.shape == (3, 30, 30) and grams.dtype == torch.float64
+    table = similarity.cka_matrix(model, other, x, layers, similarity.representation_layers(other),
+                                  batch_size=None)
+    with torch.no_grad():
+        feats_a = [model[:i + 1](x) for i in (0, 2, 5)]
+        feats_b = [other[:i + 1](x) for i in (0, 2, 5)]
+    expected = [[similarity.linear_cka(a, b) for b in feats_b] for a in feats_a]
+    np.testing.assert_allclose(table.to_numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(similarity.cka_from_grams(grams, grams).diagonal(), 1.0, rtol=1e-10)
+
+
+def test_representation_layers_skip_shortcuts_and_keep_the_head():
+    from subnets.models import rf_model
+
+    with torch.device("meta"):
+        resnet50 = rf_model("resnet50", 1)
+    layers = similarity.representation_layers(resnet50)
+    assert len(layers) == 50 and layers[-1] == "fc"  # 49 convs and the fc, as the paper's ~50
+    assert not any("shortcut" in name for name in layers)
+    # The paper's red line, the 25th layer: stem 1 + 3 x 3 + 4 x 3 + the third of stage 3.
+    assert layers[24] == "layers.2.0.conv3"
+
+
+def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    x = torch.rand(24, 1, 8, 8)
+    blocks = similarity.blockwise_layer_cka(similarity.gram_matrices(model, x),
+                                            similarity.gram_matrices(other, x), n_blocks=3)
+    assert blocks.shape == (3, 2)
+    for b, part in enumerate(x.tensor_split(3)):
+        own = similarity.cka_from_grams(similarity.gram_matrices(model, part),
+                                        similarity.gram_matrices(other, part)).diagonal()
+        torch.testing.assert_close(blocks[b], own, rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="n_blocks"):
+        similarity.blockwise_layer_cka(blocks, blocks, n_blocks=10)

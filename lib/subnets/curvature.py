@@ -22,6 +22,10 @@ import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 
+from .devices import to_host, to_model
+
+__all__ = ["Hessian", "top_eigenvalues", "spectrum_moments"]
+
 WHICH = {"magnitude": "LM", "largest": "LA"}
 
 
@@ -50,7 +54,9 @@ class Hessian:
         self.dim = sum(p.numel() for p in self.params)
         self.loss = loss
         size = len(inputs) if batch_size is None else batch_size
-        self.batches = [(inputs[i:i + size], targets[i:i + size]) for i in range(0, len(inputs), size)]
+        inputs, targets = to_model(self.model, inputs, targets)
+        self.batches = [(inputs[i:i + size], targets[i:i + size])
+                        for i in range(0, len(inputs), size)]
         self.n = len(inputs)
         self.graph = [self.gradient(*self.batches[0])] if len(self.batches) == 1 else None
         self.hvps = 0
@@ -64,9 +70,9 @@ class Hessian:
         """H v for a flat vector ``v`` of length ``dim``."""
         if v.shape != (self.dim,):
             raise ValueError(f"v: expected shape ({self.dim},), got {tuple(v.shape)}")
-        parts = list(torch.split(v.to(self.dtype), [p.numel() for p in self.params]))
+        parts = list(torch.split(to_model(self.model, v.to(self.dtype)), [p.numel() for p in self.params]))
         parts = [part.view_as(p) for part, p in zip(parts, self.params)]
-        total = torch.zeros(self.dim, dtype=self.dtype)
+        total = self.params[0].new_zeros(self.dim)
         grads = self.graph if self.graph is not None else (self.gradient(x, y) for x, y in self.batches)
         for g in grads:
             hv = torch.autograd.grad(g, self.params, grad_outputs=parts, retain_graph=self.graph is not None,
@@ -74,7 +80,7 @@ class Hessian:
             total += torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1)
                                 for h, p in zip(hv, self.params)])
         self.hvps += 1
-        return total.detach()
+        return to_host(total)
 
     def operator(self) -> LinearOperator:
         """The Hessian as a scipy ``LinearOperator`` (float64 vectors in and out)."""
@@ -103,3 +109,10 @@ def top_eigenvalues(model: nn.Module, inputs: torch.Tensor, targets: torch.Tenso
                     seed: int = 0) -> np.ndarray:
     """``Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)``."""
     return Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)
+
+
+def spectrum_moments(eigenvalues) -> tuple[float, float]:
+    """The first two moments of a set of top eigenvalues, as the paper's densities show
+    them: their mean (how large) and standard deviation (how wide)."""
+    values = np.asarray(eigenvalues, dtype=float)
+    return float(values.mean()), float(values.std())

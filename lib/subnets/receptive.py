@@ -21,7 +21,11 @@ import torch.fx
 from captum.attr import NeuronGradient
 from torch import nn
 
+from .devices import to_host, to_model
 from .hooks import layer as find_layer
+
+__all__ = ["Field", "receptive_field", "feature_layer", "GradientProjection", "Projection",
+           "gradient_projection", "gradient_support"]
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
@@ -163,10 +167,11 @@ class GradientProjection:
         was_training = self.model.training
         self.model.eval()
         try:
-            grads = self.method.attribute(inputs.detach().requires_grad_(), neuron_selector=centre_units)
+            x = to_model(self.model, inputs.detach()).requires_grad_()
+            grads = self.method.attribute(x, neuron_selector=centre_units)
         finally:
             self.model.train(was_training)
-        return grads.abs()
+        return to_host(grads.abs())
 
 
 @dataclass

@@ -1,11 +1,14 @@
 """Representation similarity: linear CKA (Kornblith et al., 2019) and minibatch CKA.
 
-``linear_cka`` is the direct formula on two full feature matrices. ``MinibatchCKA``
-(Nguyen, Raghu and Kornblith, 2021) never holds an n x n Gram matrix of all examples:
-per batch it computes the unbiased HSIC estimator of every pair of layers and sums it,
-and CKA is the normalised sum. The unbiased estimator divides by n (n - 3), so a batch
-of fewer than four examples is an error (not a NaN). ``cka_matrix`` compares every layer
-of one model with every layer of another on the same inputs.
+``linear_cka`` is the direct formula on two full feature matrices. ``gram_matrices``
+holds one n x n linear Gram matrix per layer of a model on all n inputs (the features are
+never held for every layer at once), and ``cka_from_grams`` gives full-batch linear CKA
+of every pair of layers from them: the paper's estimator, and the same number as
+``linear_cka``. ``MinibatchCKA`` (Nguyen, Raghu and Kornblith, 2021) holds no n x n
+matrix at all: per batch it computes the unbiased HSIC estimator of every pair of layers
+and sums it, and CKA is the normalised sum. The unbiased estimator divides by n (n - 3),
+so a batch of fewer than four examples is an error (not a NaN). ``cka_matrix`` compares
+every layer of one model with every layer of another on the same inputs, either way.
 """
 
 from __future__ import annotations
@@ -16,9 +19,14 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .devices import to_host, to_model
 from .hooks import Recorder, conv_layers
 
+__all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
+           "gram_matrices", "cka_from_grams", "blockwise_layer_cka", "cka_matrix"]
+
 MIN_BATCH = 4
+SHORTCUT_NAMES = ("shortcut", "downsample")
 
 
 def centred(x: torch.Tensor) -> torch.Tensor:
@@ -93,14 +101,102 @@ def check_batches(n: int, batch_size: int) -> None:
                          f"{n % batch_size} (< {MIN_BATCH}); choose another batch size")
 
 
+def representation_layers(model: nn.Module) -> list[str]:
+    """The layers whose representations paper 002 compares, in definition order: every
+    conv layer except those on a residual shortcut, and every linear layer (ResNet50: 49
+    convs and the fc, about 50 layers)."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, (nn.Conv2d, nn.Linear))
+            and not any(part in SHORTCUT_NAMES for part in n.split("."))]
+
+
+@torch.no_grad()
+def gram_matrices(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | None = None,
+                  batch_size: int = 250, max_bytes: int = 2 ** 30) -> torch.Tensor:
+    """The centred linear Gram matrices (L x n x n, float64, on the CPU) of ``layers``
+    (default ``representation_layers``) on all ``inputs``, in eval mode. Layers are
+    recorded in groups whose features for all inputs fit ``max_bytes``, one pass over the
+    inputs per group."""
+    layers = representation_layers(model) if layers is None else list(layers)
+    model.eval()
+    n = len(inputs)
+    with Recorder(model, layers) as rec:
+        model(to_model(model, inputs[:1]))
+        widths = [rec.outputs[name][0].numel() for name in layers]
+    grams, group, held = [], [], 0
+    for name, width in zip(layers, widths):
+        if group and held + 4 * n * width > max_bytes:
+            grams += _group_grams(model, inputs, group, batch_size)
+            group, held = [], 0
+        group.append(name)
+        held += 4 * n * width
+    grams += _group_grams(model, inputs, group, batch_size)
+    return torch.stack([_centre(g) for g in grams])
+
+
+def _group_grams(model: nn.Module, inputs: torch.Tensor, layers: list[str], batch_size: int) -> list:
+    chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+    with Recorder(model, layers) as rec:
+        for i in range(0, len(inputs), batch_size):
+            model(to_model(model, inputs[i:i + batch_size]))
+            for name in layers:
+                chunks[name].append(rec.outputs[name].flatten(1))
+    grams = []
+    for name in layers:
+        x = torch.cat(chunks.pop(name))
+        grams.append(to_host(x @ x.T).double())  # float32 products, float64 centring
+    return grams
+
+
+def cka_from_grams(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor:
+    """Linear CKA of every pair of layers (P x Q) from centred Gram matrices (P x n x n
+    and Q x n x n, ``gram_matrices``): <K, L>_F / (||K||_F ||L||_F)."""
+    if grams_a.shape[1:] != grams_b.shape[1:]:
+        raise ValueError(f"grams: expected the same n x n, got {tuple(grams_a.shape[1:])} and "
+                         f"{tuple(grams_b.shape[1:])}")
+    a = grams_a.flatten(1) / grams_a.flatten(1).norm(dim=1, keepdim=True)
+    b = grams_b.flatten(1) / grams_b.flatten(1).norm(dim=1, keepdim=True)
+    return a @ b.T
+
+
+def blockwise_layer_cka(grams_a: torch.Tensor, grams_b: torch.Tensor, n_blocks: int) -> torch.Tensor:
+    """Linear CKA of each layer of ``grams_a`` with the same layer of ``grams_b``
+    (``gram_matrices`` of the same number of layers) on ``n_blocks`` disjoint, contiguous
+    blocks of the examples (n_blocks x L), for an interval over blocks. A block of a
+    centred Gram matrix, centred again, is the block's own centred Gram matrix."""
+    n = grams_a.shape[-1]
+    if grams_a.shape != grams_b.shape or not 1 <= n_blocks <= n // MIN_BATCH:
+        raise ValueError(f"n_blocks: expected 1..{n // MIN_BATCH} blocks of matching grams, got "
+                         f"{n_blocks} for {tuple(grams_a.shape)} and {tuple(grams_b.shape)}")
+    rows = []
+    for idx in torch.arange(n).tensor_split(n_blocks):
+        a, b = (_centre(g[:, idx][:, :, idx]) for g in (grams_a, grams_b))
+        rows.append((a * b).sum((1, 2)) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1)))
+    return torch.stack(rows)
+
+
+def _centre(grams: torch.Tensor) -> torch.Tensor:
+    """H K H for every K of ``grams`` (... x n x n), H = I - 11'/n, without matrix products."""
+    return (grams - grams.mean(-2, keepdim=True) - grams.mean(-1, keepdim=True)
+            + grams.mean((-2, -1), keepdim=True))
+
+
 @torch.no_grad()
 def cka_matrix(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor,
                layers_a: Sequence[str] | None = None, layers_b: Sequence[str] | None = None,
-               batch_size: int = 250) -> pd.DataFrame:
-    """Minibatch CKA of every layer of ``model_a`` (rows) with every layer of ``model_b``
-    (columns) on ``inputs``; the layers default to every conv layer, in order."""
+               batch_size: int | None = 250) -> pd.DataFrame:
+    """CKA of every layer of ``model_a`` (rows) with every layer of ``model_b`` (columns)
+    on ``inputs``; the layers default to every conv layer, in order. ``batch_size=None``
+    gives full-batch linear CKA (``gram_matrices``), a number minibatch CKA in batches of
+    ``batch_size`` (unbiased HSIC summed over batches)."""
     layers_a = conv_layers(model_a) if layers_a is None else list(layers_a)
     layers_b = conv_layers(model_b) if layers_b is None else list(layers_b)
+    index = pd.Index(layers_a, name="layer A")
+    columns = pd.Index(layers_b, name="layer B")
+    if batch_size is None:
+        table = cka_from_grams(gram_matrices(model_a, inputs, layers_a),
+                               gram_matrices(model_b, inputs, layers_b))
+        return pd.DataFrame(table.numpy(), index=index, columns=columns)
     check_batches(len(inputs), batch_size)
     model_a.eval()
     model_b.eval()
@@ -108,8 +204,8 @@ def cka_matrix(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor,
     with Recorder(model_a, layers_a) as rec_a, Recorder(model_b, layers_b) as rec_b:
         for i in range(0, len(inputs), batch_size):
             x = inputs[i:i + batch_size]
-            model_a(x)
-            model_b(x)
-            cka.update([rec_a.outputs[n] for n in layers_a], [rec_b.outputs[n] for n in layers_b])
-    return pd.DataFrame(cka.compute().numpy(), index=pd.Index(layers_a, name="layer A"),
-                        columns=pd.Index(layers_b, name="layer B"))
+            model_a(to_model(model_a, x))
+            model_b(to_model(model_b, x))
+            cka.update([to_host(rec_a.outputs[n]) for n in layers_a],
+                       [to_host(rec_b.outputs[n]) for n in layers_b])
+    return pd.DataFrame(cka.compute().numpy(), index=index, columns=columns)

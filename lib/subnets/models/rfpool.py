@@ -12,8 +12,13 @@ not do. ``subnets.receptive`` reproduces the column from these configurations.
 
 from __future__ import annotations
 
+import torch
+
 from .resnet import ResNet
 from .vgg import VGG
+
+__all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "check_input_size",
+           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "VGG19_RF"]
 
 # The paper's VGG19 with three 2x2 pools after blocks 1-3 and none after the 512-wide
 # convs: with a stride-4 receptive-field pool a 32x32 image still leaves a 1x1 map.
@@ -27,41 +32,53 @@ def rf_pool_of(level: int) -> tuple[int, int]:
     return (level + 1, level) if level else (1, 1)
 
 
-def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10) -> VGG:
-    """The paper's VGG (VGG19 widths, see ``VGG19_RF``) at receptive-field ``level``."""
+def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> VGG:
+    """The paper's VGG (VGG19 layout, see ``VGG19_RF``) at receptive-field ``level``;
+    ``width`` scales the channels (64: the paper's, 16: a sixteenth of its parameters)."""
     kernel, stride = rf_pool_of(level)
-    return VGG(VGG19_RF, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
+    cfg = tuple(c if c == "M" else c * width // 64 for c in VGG19_RF)
+    return VGG(cfg, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
 
 
-def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10) -> ResNet:
-    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field ``level``."""
+def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
+                width: int = 64) -> ResNet:
+    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field
+    ``level``, its stages ``width``, 2x, 4x, 8x wide (64: the paper's)."""
     kernel, stride = rf_pool_of(level)
-    return ResNet((3, 4, 6, 3), (64, 128, 256, 512), in_channels, num_classes,
-                  rf_pool=kernel, rf_pool_stride=stride, block="bottleneck")
+    return ResNet((3, 4, 6, 3), tuple(width * 2 ** i for i in range(4)), in_channels,
+                  num_classes, rf_pool=kernel, rf_pool_stride=stride, block="bottleneck")
 
 
 def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
-    """Six 3x3 convs (``width``, 2x, 4x wide) with two 2x2 pools: a 28x28 image still leaves
-    a 1x1 map at level 4."""
+    """Six 3x3 convs (``width``, 2x, 4x wide) with two 2x2 pools: a 28x28 image still
+    leaves a 1x1 map at level 4."""
     kernel, stride = rf_pool_of(level)
     cfg = (width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width)
     return VGG(cfg, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
 
 
-def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> ResNet:
-    """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field ``level``."""
+def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,
+                    width: int = 8) -> ResNet:
+    """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field
+    ``level``."""
     kernel, stride = rf_pool_of(level)
     return ResNet((1, 1, 1), (width, 2 * width, 4 * width), in_channels, num_classes,
                   rf_pool=kernel, rf_pool_stride=stride)
 
 
-RF_ARCHITECTURES = {"vgg19": vgg19_rf, "resnet50": resnet50_rf, "vgg": vgg_small_rf, "resnet": resnet_small_rf}
+RF_ARCHITECTURES = {"vgg19": vgg19_rf, "resnet50": resnet50_rf, "vgg": vgg_small_rf,
+                    "resnet": resnet_small_rf}
 
 
-def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10):
-    """Architecture ``arch`` (one of ``RF_ARCHITECTURES``) at receptive-field ``level``."""
+def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
+             width: int | None = None):
+    """Architecture ``arch`` (one of ``RF_ARCHITECTURES``) at receptive-field ``level``;
+    ``width`` is its first stage's channels (None: the architecture's own)."""
     check_rf_variants([arch], [level])
-    return RF_ARCHITECTURES[arch](level, in_channels=in_channels, num_classes=num_classes)
+    if width is not None and (not isinstance(width, int) or width < 1):
+        raise ValueError(f"width: expected an integer >= 1, got {width!r}")
+    extra = {} if width is None else {"width": width}
+    return RF_ARCHITECTURES[arch](level, in_channels=in_channels, num_classes=num_classes, **extra)
 
 
 def check_rf_variants(architectures, levels) -> None:
@@ -69,7 +86,24 @@ def check_rf_variants(architectures, levels) -> None:
     ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing)."""
     unknown = [a for a in architectures if a not in RF_ARCHITECTURES]
     if unknown or not architectures:
-        raise ValueError(f"architectures: expected names from {sorted(RF_ARCHITECTURES)}, got {list(architectures)}")
+        raise ValueError(f"architectures: expected names from {sorted(RF_ARCHITECTURES)}, "
+                         f"got {list(architectures)}")
     bad = [level for level in levels if not isinstance(level, int) or level < 0]
     if bad or not levels:
         raise ValueError(f"rf_levels: expected integers >= 0, got {list(levels)}")
+
+
+def check_input_size(architectures, levels, in_channels: int, image_size: int,
+                     width: int | None = None) -> None:
+    """A ``ValueError`` naming ``image_size`` if any variant's feature maps vanish on
+    ``image_size``-square inputs (shapes only, on the meta device: no weights, no work)."""
+    for arch in architectures:
+        for level in levels:
+            with torch.device("meta"):
+                model = rf_model(arch, level, in_channels, 2, width).eval()
+                try:
+                    model(torch.empty(1, in_channels, image_size, image_size))
+                except RuntimeError:
+                    raise ValueError(f"image_size: {image_size}x{image_size} images leave no "
+                                     f"feature map in {arch} at rf level {level}; use larger "
+                                     "images or lower levels") from None
