@@ -1,10 +1,12 @@
+import copy
+
 import pytest
 import torch
 from captum.attr import LayerConductance, NeuronConductance
 from torch import nn
 from torch.nn import functional as F
 
-from subnets import attribution
+from subnets import attribution, dissection
 from subnets.data import ImageSet, balanced_indices, foreground
 from subnets.hooks import Recorder
 
@@ -194,27 +196,122 @@ def test_class_relevance_has_one_column_per_class_from_foreground_masks():
     assert rel["relu"][0, 0] > rel["relu"][1, 0] and rel["relu"][1, 1] > rel["relu"][0, 1]
 
 
-def test_ranked_units_round_up_and_break_ties_by_index():
+def test_ranked_units_take_the_top_bottom_or_random_units_breaking_ties_by_index():
     s = torch.tensor([0.1, 0.5, 0.3, 0.5, 0.0])
-    assert attribution.ranked_units(s, 0.2).tolist() == [1]
-    assert attribution.ranked_units(s, 0.01).tolist() == [1]  # at least one unit
-    assert attribution.ranked_units(s, 0.4).tolist() == [1, 3]
-    assert attribution.ranked_units(s, 0.4, "bottom").tolist() == [0, 4]
+    assert attribution.ranked_units(s, 1).tolist() == [1]
+    assert attribution.ranked_units(s, 2).tolist() == [1, 3]
+    assert attribution.ranked_units(s, 2, "bottom").tolist() == [0, 4]
+    g = torch.Generator().manual_seed(0)
+    drawn = attribution.ranked_units(s, 3, "random", g)
+    assert len(drawn) == 3 and len(set(drawn.tolist())) == 3 and drawn.equal(drawn.sort().values)
     with pytest.raises(ValueError, match="end"):
-        attribution.ranked_units(s, 0.4, "middle")
+        attribution.ranked_units(s, 2, "middle")
+    with pytest.raises(ValueError, match="count"):
+        attribution.ranked_units(s, 6)
+
+
+def test_unit_quotas_give_every_network_the_same_share_of_its_units():
+    # a small ResNet18's ablated layers: 15 layers of 16 to 128 units (832 in all)
+    sizes = dict(enumerate([16] * 4 + [32] * 4 + [64] * 4 + [128] * 3))
+    ceil = attribution.unit_quotas(sizes, 0.01, "ceil")
+    assert sum(ceil.values()) == 18  # the old "1 %": 18 / 832 = 2.2 %
+    share = attribution.unit_quotas(sizes, 0.01)
+    assert sum(share.values()) == round(0.01 * 832) == 8
+    # in proportion to size, by largest remainder: 0.64 (64 units) before 0.32 before 0.28
+    assert [share[k] for k in (0, 4, 5, 8, 12)] == [0, 1, 0, 1, 1]
+    for f in (0.01, 0.02, 0.03):
+        q = attribution.unit_quotas({"a": 96, "b": 96, "c": 64}, f)
+        assert sum(q.values()) == round(f * 256)
+    with pytest.raises(ValueError, match="rounding"):
+        attribution.unit_quotas(sizes, 0.01, "floor")
 
 
 def test_relevance_ablation_switches_off_the_ranked_units():
     data = toy_imageset()
     relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # unit k matters for class k
-    table = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5])
-    row = table.set_index(["class", "end"])
-    assert row.loc[("zero", "none"), "accuracy_class"] == 1.0
+    result = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5],
+                                            ends=("top", "bottom", "random"), random_draws=3)
+    row = result.table.set_index(["class", "end", "draw"])
+    assert row.loc[("zero", "none", 0), "accuracy_class"] == 1.0
     # top: class 0 loses its unit, class 1 keeps its own
-    assert row.loc[("zero", "top"), "accuracy_class"] == 0.0 and row.loc[("zero", "top"), "accuracy_others"] == 1.0
+    assert row.loc[("zero", "top", 0), "accuracy_class"] == 0.0
+    assert row.loc[("zero", "top", 0), "accuracy_others"] == 1.0
     # bottom: the other class's unit goes, class 0 is untouched
-    assert row.loc[("zero", "bottom"), "accuracy_class"] == 1.0 and row.loc[("zero", "bottom"), "accuracy_others"] == 0.0
-    assert row.loc[("one", "top"), "units"] == 1
+    assert row.loc[("zero", "bottom", 0), "accuracy_class"] == 1.0
+    assert row.loc[("zero", "bottom", 0), "accuracy_others"] == 0.0
+    assert row.loc[("one", "top", 0), "units"] == 1 and row.loc[("one", "top", 0), "share"] == 0.5
+    assert len(result.table[result.table.end == "random"]) == 2 * 3
+    # per-image correctness: the drops reproduce the accuracies
+    top = result.drops("top", 0.5)
+    assert top.shape == (8, 2) and (top[data.labels.numpy() == 0, 0] == 1).all()
+    assert attribution.class_drop(top, data.labels) == 1.0
+    assert attribution.other_drop(top, data.labels) == 0.0
+    bottom = result.drops("bottom", 0.5)
+    assert attribution.class_drop(bottom, data.labels) == 0.0
+    assert attribution.other_drop(bottom, data.labels) == 1.0
+
+
+class TinyResidual(nn.Module):
+    """x -> conv -> BN -> + x -> ReLU: the unit of the block output has a skip path."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 2, 1, bias=False)
+        self.bn = nn.BatchNorm2d(2)
+        self.relu = nn.ReLU()
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+
+    def forward(self, x):
+        return self.relu(self.bn(self.conv(x)) + x).mean((2, 3))
+
+
+def test_relevance_ablation_at_a_site_keeps_the_skip_path():
+    data = toy_imageset()
+    model = TinyResidual().eval()
+    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    at_relu = attribution.relevance_ablation(model, relevance, data, fractions=[0.5])
+    sites = dissection.unit_sites(model, ["relu"])
+    assert sites == {"relu": "bn"}
+    before_add = attribution.relevance_ablation(model, relevance, data, fractions=[0.5],
+                                                sites=sites)
+    # zero at the ReLU blinds class 0 entirely; before the addition the identity still
+    # carries channel 0, so the class is still recognised
+    assert attribution.class_drop(at_relu.drops("top", 0.5), data.labels) == 1.0
+    assert attribution.class_drop(before_add.drops("top", 0.5), data.labels) == 0.0
+
+
+def test_layer_relevance_per_map_pixel_removes_the_upsampling_factor():
+    assert attribution.upsampling_area((7, 7), (28, 28)) == 16.0
+    model = ConvPoolConvNet().eval()
+    x = torch.rand(2, 1, 8, 8)
+    ones = torch.ones(2, 1, 8, 8, dtype=torch.bool)
+    rel = attribution.unit_relevance(model, ["relu2"], x, ones, target=0, n_steps=8)["relu2"]
+    maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, 0, n_steps=8)["relu2"]
+    area = attribution.upsampling_area(tuple(maps.shape[-2:]), (8, 8))
+    # bilinear upsampling (align_corners=False) preserves a map's mean, so per map pixel
+    # the whole-image relevance is the layer's own summed |conductance|
+    torch.testing.assert_close(rel / area, maps.abs().sum((2, 3)).mean(0), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.gpu
+def test_unit_relevance_and_ablation_on_cuda_match_the_cpu():
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    model = ConvPoolConvNet().eval()
+    x = torch.rand(4, 1, 8, 8)
+    masks = torch.rand(4, 1, 8, 8) > 0.3
+    cpu = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=1, n_steps=8)
+    gpu = attribution.unit_relevance(copy.deepcopy(model).cuda(), ["relu1", "relu2"], x, masks,
+                                     target=1, n_steps=8)
+    for name in cpu:  # float32 reductions in another order: 1e-4 relative
+        assert gpu[name].device.type == "cpu"
+        torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-4, atol=1e-6)
+    data = toy_imageset()
+    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    on_cpu = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5])
+    on_gpu = attribution.relevance_ablation(ChannelVote().cuda(), relevance, data, fractions=[0.5])
+    assert on_gpu.correct.equal(on_cpu.correct)
 
 
 # --- deconvnet and patch boxes (paper 004) -------------------------------------------------

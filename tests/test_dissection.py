@@ -9,7 +9,7 @@ from torch.nn import functional as F
 
 from subnets import dissection, models
 from subnets.data import ImageSet, foreground
-from subnets.hooks import Recorder
+from subnets.hooks import Ablation, Recorder
 
 
 def tiny_probe(n=6, size=8, mask=8, seed=0):
@@ -153,7 +153,25 @@ def test_grey_probe_is_the_luminance_of_the_colour_probe():
     grey = dissection.synthetic_probe(3, image_size=16, channels=1, seed=0)
     lum = (rgb.images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     assert grey.images.shape == (3, 1, 16, 16) and (grey.images.float() - lum).abs().max() <= 0.5
-    assert grey.segmentation.equal(rgb.segmentation)
+    kept = dissection.synthetic_probe(3, image_size=16, channels=1, seed=0, merge_grey=False)
+    assert kept.segmentation.equal(rgb.segmentation) and kept.concepts == rgb.concepts
+    # merged: the same pixels carry a colour label, under fewer (grey-separable) names
+    colours = [c for c, cat in zip(grey.concepts, grey.categories) if cat == "color"]
+    assert "blue/brown/green/purple/red" in colours and "pink/yellow" in colours
+    assert len(colours) == len(dissection.grey_colour_groups()) == 6
+    for name in ("blue", "red", "pink", "white"):
+        merged = next(c for c in colours if name in c.split("/"))
+        assert grey.mask(merged).ge(rgb.mask(name)).all()
+
+
+def test_grey_colour_groups_merge_names_closer_than_the_shading_spread():
+    level = {n: float(np.dot(rgb, dissection.LUMINANCE)) for n, rgb in dissection.COLORS.items()}
+    groups = dissection.grey_colour_groups()
+    assert sorted(n for g in groups for n in g) == sorted(dissection.COLORS)
+    # the names: 4-10 grey levels apart, inside the shading's spread, are merged
+    for a, b in [("blue", "brown"), ("brown", "red"), ("red", "purple")]:
+        assert abs(level[a] - level[b]) < 11 and any({a, b} <= set(g) for g in groups)
+    assert not any({"grey", "white"} <= set(g) for g in groups)
 
 
 def test_synthetic_probe_rejects_bad_sizes():
@@ -188,7 +206,7 @@ def test_concat_merges_concepts_and_keeps_every_mask():
     assert len(both) == 7 and both.segmentation.shape[1] == b.segmentation.shape[1]
     assert both.concepts[-2:] == ["coat", "bag"]
     assert both.mask("coat")[3:].equal(a.mask("coat")) and not both.mask("coat")[:3].any()
-    assert both.mask("red")[:3].equal(b.mask("red"))
+    assert both.mask("white")[:3].equal(b.mask("white"))
     again = dissection.concat(both, a)
     assert again.concepts == both.concepts  # same name and category: one concept
     with pytest.raises(ValueError, match="same image shape"):
@@ -248,6 +266,19 @@ def test_load_broden_reads_the_layout(tmp_path):
     assert len(val) == 1 and val.images.shape[-1] == 16 and val.mask_size == (8, 8)
 
 
+def test_load_broden_reads_grey_images_for_grey_networks_and_a_spread_share(tmp_path):
+    write_broden(tmp_path)
+    rgb = dissection.load_broden(tmp_path)
+    grey = dissection.load_broden(tmp_path, channels=1)
+    assert grey.images.shape == (2, 1, 8, 8) and grey.images.equal(dissection.grey(rgb.images))
+    # a grey net takes the grey probe (3-channel images into it crashed before)
+    dissection.dissect(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), ["1"], grey, quantile=0.1)
+    half = dissection.load_broden(tmp_path, fraction=0.5)
+    assert len(half) == 1 and half.images.equal(rgb.images[:1])
+    with pytest.raises(ValueError, match="fraction"):
+        dissection.load_broden(tmp_path, fraction=0.0)
+
+
 def test_load_broden_names_the_missing_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="index.csv"):
         dissection.load_broden(tmp_path)
@@ -285,6 +316,46 @@ def test_unit_maps_reproduce_the_segmentation_used_for_iou():
     assert masks.equal(maps > d.thresholds.level["pool"][1])
 
 
+def test_unit_sites_switch_a_residual_unit_off_before_the_addition():
+    net = models.resnet18_small().eval()
+    names = dissection.unit_layers(net)
+    sites = dissection.unit_sites(net, names)
+    assert sites["stem.2"] == "stem.1" and sites["layers.1.0.relu2"] == "layers.1.0.bn2"
+    assert sites["layers.1.0.relu1"] == "layers.1.0.bn1"
+    x = torch.rand(2, 1, 28, 28)
+    block = net.layers[1][0]
+    with Recorder(net, ["layers.1.0.relu2", "layers.1.0.shortcut"]) as rec:
+        net(x)
+    skip = rec.outputs["layers.1.0.shortcut"]
+    with Ablation(net, {sites["layers.1.0.relu2"]: [3]}), Recorder(net, ["layers.1.0.relu2"]) as off:
+        net(x)
+    # the unit's own branch is gone, its skip path is kept (zero at the ReLU would cut both)
+    torch.testing.assert_close(off.outputs["layers.1.0.relu2"][:, 3], skip[:, 3].relu())
+    assert skip[:, 3].relu().abs().sum() > 0 and block is net.layers[1][0]
+    plain = models.alexnet_small().eval()
+    plain_sites = dissection.unit_sites(plain, dissection.unit_layers(plain))
+    assert plain_sites["features.4"] == "features.3"  # no norm: the conv itself
+
+
+def test_unit_layers_of_the_torchvision_size_networks():
+    from subnets.models.imagenet import imagenet_network
+
+    res = dissection.unit_layers(imagenet_network("resnet18", 1, 10))
+    assert len(res) == 17 and res[0] == "net.relu" and "net.layer2.0.relu_out" in res
+    assert len(dissection.unit_layers(imagenet_network("vgg11", 3, 10))) == 8
+    assert len(dissection.unit_layers(imagenet_network("alexnet", 3, 10))) == 5
+
+
+def test_concept_images_give_the_probe_images_of_each_concept_with_masks():
+    probe = tiny_probe()
+    data, masks = dissection.concept_images(probe, ["tip", "edge"], "part")
+    has_tip = (probe.segmentation == 4).flatten(1).any(1)
+    assert data.classes == ["tip", "edge"] and (data.labels == 0).sum() == has_tip.sum()
+    assert masks.shape == (len(data), 1, 8, 8) and masks[0, 0].equal((probe.segmentation[0] == 4).any(0))
+    with pytest.raises(ValueError, match="concepts: \\['bench'\\]"):
+        dissection.concept_images(probe, ["tip", "bench"], "part")
+
+
 def test_unit_layers_are_the_activations_after_each_conv():
     assert dissection.unit_layers(models.alexnet_small()) == [f"features.{i}" for i in (1, 4, 7, 9, 11)]
     assert dissection.unit_layers(models.vgg11_small()) == [f"features.{i}" for i in (2, 6, 10, 13, 17, 20)]
@@ -302,3 +373,22 @@ def test_ranking_agreement_error_and_correlation():
     half = dissection.ranking_agreement(scores, {"l": torch.tensor([[5.0], [0.0], [4.0], [0.0], [0.0]]).expand(5, 2)},
                                         fraction=0.4)
     assert half.error.tolist() == [0.5, 1.0]  # top-2 by IoU {0, 1} vs {0, 2}; {4, 3} vs {0, 2}
+
+
+@pytest.mark.gpu
+def test_dissection_on_cuda_matches_the_cpu(isolated_cache):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    probe = dissection.synthetic_probe(12, image_size=32, mask_size=16, seed=1)
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()
+    cpu = dissection.unit_thresholds(net, ["1", "4"], probe, quantile=0.05)
+    cpu_iou = dissection.unit_iou(net, ["1", "4"], probe, cpu)
+    gpu_net = net.cuda()
+    gpu = dissection.unit_thresholds(gpu_net, ["1", "4"], probe, quantile=0.05)
+    gpu_iou = dissection.unit_iou(gpu_net, ["1", "4"], probe, gpu)
+    for name in ("1", "4"):  # thresholds to float32 rounding; IoU to a few boundary pixels
+        assert gpu.level[name].device.type == "cpu"
+        torch.testing.assert_close(gpu.level[name], cpu.level[name], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(gpu_iou[name], cpu_iou[name], rtol=0, atol=0.02)

@@ -30,8 +30,14 @@ from torch.nn import functional as F
 
 from . import cache
 from .data import DataNotFoundError, ImageSet, foreground
+from .devices import to_host, to_model
 from .hooks import Recorder, layer
 from .progress import bar
+
+__all__ = ["CATEGORIES", "COLORS", "ProbeSet", "concat", "dataset_probe", "concept_images",
+           "synthetic_probe", "grey_colour_groups", "merge_concepts", "grey", "load_broden",
+           "TopQuantile", "Thresholds", "unit_thresholds", "upsample", "unit_iou", "Dissection",
+           "dissect", "unit_layers", "unit_sites", "ranking_agreement"]
 
 # Broden's pixel-level categories; its scene and texture labels cover whole images and are
 # left out, as in the paper.
@@ -43,6 +49,9 @@ COLORS = {
     "green": (40, 150, 50), "orange": (245, 140, 20), "pink": (245, 160, 200), "purple": (130, 50, 160),
     "red": (205, 30, 30), "white": (240, 240, 240), "yellow": (240, 220, 40),
 }
+# Each image shades a colour by up to this many levels per channel (uniform integers).
+SHADE_JITTER = 25
+LUMINANCE = (0.299, 0.587, 0.114)
 SHAPES = ("circle", "square", "triangle", "hexagon", "star", "cross")
 STRIPE_ANGLES = (0, 45, 90, 135)
 STRIPE_PERIODS = {"fine": 1 / 8, "coarse": 1 / 4}  # fraction of the image side
@@ -163,6 +172,31 @@ def dataset_probe(data: ImageSet, indices=None) -> ProbeSet:
     return ProbeSet(images.clone(), seg, list(data.classes), ["object"] * len(data.classes))
 
 
+def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
+                   name: str = "probe") -> tuple[ImageSet, torch.Tensor]:
+    """The probe images that carry each named concept of ``category``, as an image set
+    labelled by the concept's position in ``names`` (an image with two of them appears
+    twice), and each image's mask of its concept at image resolution (nearest
+    neighbour): paper 001's relevance images with their annotation masks."""
+    known = {n for n, c in zip(probe.concepts, probe.categories) if c == category}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise ValueError(f"concepts: {missing} are not {category} concepts of the probe set; "
+                         f"some that are: {sorted(known)[:12]}")
+    index, labels, masks = [], [], []
+    for label, concept in enumerate(names):
+        k = next(i for i, (n, c) in enumerate(zip(probe.concepts, probe.categories))
+                 if n == concept and c == category)
+        mask = (probe.segmentation == k + 1).any(1)
+        hit = torch.nonzero(mask.flatten(1).any(1)).flatten()
+        index.append(hit)
+        labels.append(torch.full((len(hit),), label))
+        masks.append(mask[hit])
+    index, masks = torch.cat(index), torch.cat(masks)[:, None].float()
+    masks = F.interpolate(masks, size=tuple(probe.images.shape[-2:]), mode="nearest") > 0
+    return ImageSet(probe.images[index], torch.cat(labels), list(names), name), masks
+
+
 # --- the synthetic probe set -------------------------------------------------------------
 
 def shape_polygon(shape: str, cx: float, cy: float, r: float, turn: float) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +269,8 @@ def draw_probe_image(size: int, rng: np.random.Generator):
     labels = {k: np.full((size, size), -1, dtype=np.int16) for k in LABEL_MAPS}
 
     def shade(i: int) -> np.ndarray:
-        return np.clip(np.array(COLORS[color_names[i]]) + rng.integers(-25, 26, 3), 0, 255)
+        jitter = rng.integers(-SHADE_JITTER, SHADE_JITTER + 1, 3)
+        return np.clip(np.array(COLORS[color_names[i]]) + jitter, 0, 255)
 
     image = np.zeros((size, size, 3), dtype=np.int64)
 
@@ -288,8 +323,43 @@ def synthetic_concepts() -> tuple[list[str], list[str], dict[str, int]]:
     return names, cats, offsets
 
 
+def grey_colour_groups() -> list[tuple[str, ...]]:
+    """The colour names a grey image can tell apart: names sorted by the luminance of
+    their typical RGB value, merged (single linkage) while neighbours differ by less than
+    twice the standard deviation that per-image shading adds to luminance (about 10 grey
+    levels): blue, brown, purple, red and green become one grey name, so do pink and
+    yellow."""
+    weights = np.asarray(LUMINANCE)
+    level = {name: float(np.dot(rgb, weights)) for name, rgb in COLORS.items()}
+    per_channel_var = ((2 * SHADE_JITTER + 1) ** 2 - 1) / 12  # discrete uniform
+    gap = 2 * math.sqrt(per_channel_var * float((weights ** 2).sum()))
+    ordered = sorted(level, key=level.get)
+    groups = [[ordered[0]]]
+    for before, name in zip(ordered, ordered[1:]):
+        if level[name] - level[before] < gap:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return [tuple(sorted(g)) for g in groups]
+
+
+def merge_concepts(probe: ProbeSet, groups: list[tuple[str, ...]], category: str) -> ProbeSet:
+    """``probe`` with the concepts of ``category`` named in each group merged into one
+    concept called by the group's names joined with "/"."""
+    names, cats, remap = [], [], [0]
+    for concept, cat in zip(probe.concepts, probe.categories):
+        group = next((g for g in groups if concept in g), None) if cat == category else None
+        key = ("/".join(group) if group else concept, cat)
+        if key not in zip(names, cats):
+            names.append(key[0])
+            cats.append(key[1])
+        remap.append(list(zip(names, cats)).index(key) + 1)
+    seg = torch.tensor(remap, dtype=torch.int16)[probe.segmentation.long()]
+    return ProbeSet(probe.images, seg, names, cats)
+
+
 def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int | None = None,
-                    channels: int = 3, seed: int = 0) -> ProbeSet:
+                    channels: int = 3, seed: int = 0, merge_grey: bool = True) -> ProbeSet:
     """A Broden-like probe set drawn offline: a plain or textured background and one or
     two shapes (filled plainly or with a texture, outlined in a third colour), every pixel
     labelled with its colour name, textured regions with their texture (material), shapes
@@ -297,7 +367,8 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
 
     ``mask_size`` (default: ``image_size``) must divide ``image_size``; labels are taken at
     the centre of each block. ``channels=1`` gives grey images (luminance) with the same
-    labels. The same arguments give the same probe set."""
+    labels; with ``merge_grey`` the colour names that grey cannot tell apart are merged
+    (``grey_colour_groups``). The same arguments give the same probe set."""
     mask_size = image_size if mask_size is None else mask_size
     if n_images < 1:
         raise ValueError(f"n_images: expected >= 1, got {n_images}")
@@ -314,16 +385,25 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
         images.append(image)
         segs.append(np.stack(maps))
     images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+    probe = ProbeSet(images, torch.from_numpy(np.stack(segs)).to(torch.int16), names, cats)
     if channels == 1:
-        luminance = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
-        images = (images.float() * luminance).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-    return ProbeSet(images, torch.from_numpy(np.stack(segs)).to(torch.int16), names, cats)
+        probe = ProbeSet(grey(images), probe.segmentation, names, cats)
+        if merge_grey:
+            probe = merge_concepts(probe, grey_colour_groups(), "color")
+    return probe
+
+
+def grey(images: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB images (N x 3 x H x W) as their luminance (N x 1 x H x W)."""
+    luminance = torch.tensor(LUMINANCE).view(1, 3, 1, 1)
+    return (images.float() * luminance).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
 
 # --- a real Broden folder ----------------------------------------------------------------
 
 def load_broden(folder: str | Path, image_size: int | None = None, mask_size: int | None = None,
-                split: str | None = None, max_images: int | None = None) -> ProbeSet:
+                split: str | None = None, max_images: int | None = None, fraction: float = 1.0,
+                channels: int = 3) -> ProbeSet:
     """Broden's layout (Bau et al.): ``index.csv`` (columns image, split, ih, iw, sh, sw and
     one per category, holding ``;``-separated mask files under ``images/`` or whole-image
     label numbers), ``label.csv`` (number, name, ...). A mask PNG encodes the label number
@@ -331,9 +411,15 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     scene and texture (whole-image labels) are left out, as in the paper.
 
     Images are resized bilinearly to ``image_size`` and masks by nearest neighbour to
-    ``mask_size`` (defaults: the sizes in ``index.csv``)."""
+    ``mask_size`` (defaults: the sizes in ``index.csv``). ``fraction`` reads that share of
+    the rows, evenly spaced over the index (1: all of Broden), ``max_images`` at most that
+    many; ``channels=1`` gives grey images (luminance) for grey networks."""
     from PIL import Image
 
+    if not 0 < fraction <= 1:
+        raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
+    if channels not in (1, 3):
+        raise ValueError(f"channels: expected 1 or 3, got {channels}")
     root = Path(folder).expanduser()
     for name in ("index.csv", "label.csv"):
         if not (root / name).is_file():
@@ -343,6 +429,8 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
         label_names = {int(row["number"]): row["name"] for row in csv.DictReader(f)}
     with open(root / "index.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if split is None or r["split"] == split]
+    if fraction < 1:
+        rows = [rows[i] for i in sorted({int(k / fraction) for k in range(round(fraction * len(rows)))})]
     if max_images is not None:
         rows = rows[:max_images]
     if not rows:
@@ -374,7 +462,9 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
         segs.append(torch.stack(maps) if maps else torch.zeros(1, msize, msize, dtype=torch.int16))
     depth = max(len(s) for s in segs)
     seg = torch.stack([F.pad(s, (0, 0, 0, 0, 0, depth - len(s))) for s in segs])
-    return ProbeSet(torch.stack(images).contiguous(), seg, [k[0] for k in keys], [k[1] for k in keys])
+    images = torch.stack(images).contiguous()
+    return ProbeSet(grey(images) if channels == 1 else images, seg, [k[0] for k in keys],
+                    [k[1] for k in keys])
 
 
 # --- thresholds and IoU ------------------------------------------------------------------
@@ -433,9 +523,11 @@ class Thresholds:
 
     def segment(self, name: str, maps: torch.Tensor, units=slice(None)) -> torch.Tensor:
         """``M_i(x)``: the binary masks of upsampled maps ``maps`` (B x U x h x w)."""
-        level = self.level[name][units]
+        level = self.level[name][units].to(maps.device)
+        inclusive = self.inclusive[name][units].to(maps.device)
         # S >= T is S > (the float just below T): one comparison for both kinds of unit.
-        level = torch.where(self.inclusive[name][units], torch.nextafter(level, torch.tensor(-math.inf)), level)
+        level = torch.where(inclusive, torch.nextafter(level, torch.full_like(level, -math.inf)),
+                            level)
         return maps > level.view(1, -1, 1, 1)
 
 
@@ -449,7 +541,7 @@ def unit_thresholds(model: nn.Module, layers: list[str], probe: ProbeSet, quanti
     lowest: dict[str, torch.Tensor] = {}
     with Recorder(model, layers) as rec:
         for start in batches(len(probe), batch_size, "thresholds"):
-            model(probe.tensors(slice(start, start + batch_size)))
+            model(to_model(model, probe.tensors(slice(start, start + batch_size))))
             for name in layers:
                 values = rec.outputs[name].transpose(0, 1).flatten(1)
                 if name not in tops:
@@ -457,8 +549,9 @@ def unit_thresholds(model: nn.Module, layers: list[str], probe: ProbeSet, quanti
                     lowest[name] = values.amin(1)
                 tops[name].add(values)
                 lowest[name] = torch.minimum(lowest[name], values.amin(1))
-    level = {name: tops[name].value() for name in layers}
-    inclusive = {name: (level[name] >= tops[name].maximum()) & (tops[name].maximum() > lowest[name]) for name in layers}
+    level = {name: to_host(tops[name].value()) for name in layers}
+    inclusive = {name: to_host((tops[name].value() >= tops[name].maximum())
+                               & (tops[name].maximum() > lowest[name])) for name in layers}
     return Thresholds(level, inclusive)
 
 
@@ -474,8 +567,8 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     maps of deep layers."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    rows = bilinear_matrix(maps.shape[-2], size[0])
-    cols = bilinear_matrix(maps.shape[-1], size[1])
+    rows = bilinear_matrix(maps.shape[-2], size[0]).to(maps.device)
+    cols = bilinear_matrix(maps.shape[-1], size[1]).to(maps.device)
     return rows @ maps @ cols.T
 
 
@@ -487,31 +580,34 @@ def unit_iou(model: nn.Module, layers: list[str], probe: ProbeSet, thresholds: T
     the images that carry a label of the concept's category."""
     model.eval()
     concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories], dtype=torch.long)
-    presence = probe.presence().float()
-    label_area = torch.zeros(len(probe.concepts), dtype=torch.float64)
+    presence = to_model(model, probe.presence().float())
+    label_area = to_model(model, torch.zeros(len(probe.concepts), dtype=torch.float64))
     inter: dict[str, torch.Tensor] = {}
     active: dict[str, torch.Tensor] = {}
     with Recorder(model, layers) as rec:
         for start in batches(len(probe), batch_size, "IoU"):
             idx = torch.arange(start, min(start + batch_size, len(probe)))
-            model(probe.tensors(idx))
-            labels = probe.concept_masks(idx).flatten(2).float()  # B x K x P
+            model(to_model(model, probe.tensors(idx)))
+            labels = to_model(model, probe.concept_masks(idx).flatten(2).float())  # B x K x P
             label_area += labels.sum((0, 2)).double()
             for name in layers:
                 out = rec.outputs[name]
                 units = out.shape[1]
-                inter.setdefault(name, torch.zeros(units, len(probe.concepts), dtype=torch.float64))
-                active.setdefault(name, torch.zeros(units, len(CATEGORIES), dtype=torch.float64))
+                inter.setdefault(name, torch.zeros(units, len(probe.concepts), dtype=torch.float64,
+                                                   device=out.device))
+                active.setdefault(name, torch.zeros(units, len(CATEGORIES), dtype=torch.float64,
+                                                    device=out.device))
                 # Upsampled maps of a wide layer are large: a few images at a time.
                 chunk = max(1, 2 ** 24 // (units * labels.shape[-1]))
                 for i in range(0, len(idx), chunk):
-                    fired = thresholds.segment(name, upsample(out[i:i + chunk], probe.mask_size)).flatten(2).float()
+                    fired = thresholds.segment(name, upsample(out[i:i + chunk], probe.mask_size))
+                    fired = fired.flatten(2).float()
                     inter[name] += torch.bmm(fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
-                    active[name] += (fired.sum(2).T @ presence[idx[i:i + chunk]]).double()
+                    active[name] += (fired.sum(2).T @ presence[idx[i:i + chunk].to(out.device)]).double()
     result = {}
     for name in layers:
-        union = active[name][:, concept_category] + label_area - inter[name]
-        result[name] = (inter[name] / union.clamp_min(1)).float()
+        union = to_host(active[name])[:, concept_category] + to_host(label_area) - to_host(inter[name])
+        result[name] = (to_host(inter[name]) / union.clamp_min(1)).float()
     return result
 
 
@@ -564,8 +660,8 @@ class Dissection:
             raise KeyError(f"layer {name!r} was not dissected; layers are {self.layers}")
         model.eval()
         with Recorder(model, [name]) as rec:
-            model(probe.tensors(indices))
-        maps = upsample(rec.outputs[name][:, unit:unit + 1], probe.mask_size)
+            model(to_model(model, probe.tensors(indices)))
+        maps = to_host(upsample(rec.outputs[name][:, unit:unit + 1], probe.mask_size))
         return maps[:, 0], self.thresholds.segment(name, maps, slice(unit, unit + 1))[:, 0]
 
 
@@ -598,15 +694,41 @@ def unit_layers(model: nn.Module) -> list[str]:
     modules = list(model.named_modules())
     names = []
     for i, (name, module) in enumerate(modules):
-        if not isinstance(module, nn.Conv2d) or "shortcut" in name or "downsample" in name:
+        if not isinstance(module, nn.Conv2d) or _is_shortcut(name):
             continue
         for later, m in modules[i + 1:]:
             if isinstance(m, (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU)):
                 names.append(later)
                 break
-            if isinstance(m, nn.Conv2d):
+            if isinstance(m, nn.Conv2d) and not _is_shortcut(later):
                 break
     return names
+
+
+def _is_shortcut(name: str) -> bool:
+    return "shortcut" in name or "downsample" in name
+
+
+def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
+    """For each unit layer of ``unit_layers``, the module whose output holds the unit's own
+    conv branch: the normalisation right after its conv (or the conv itself). Switching a
+    unit off there, not at the activation, leaves a residual block's skip path on: zero
+    at the ReLU after ``out + shortcut`` would cut the identity too. For a plain
+    conv-BN-ReLU unit both places give the same network output."""
+    modules = list(model.named_modules())
+    position = {name: i for i, (name, _) in enumerate(modules)}
+    sites = {}
+    for name in names:
+        if name not in position:
+            raise KeyError(f"layer {name!r} not in {type(model).__name__}")
+        convs = [i for i in range(position[name]) if isinstance(modules[i][1], nn.Conv2d)
+                 and not _is_shortcut(modules[i][0])]
+        if not convs:
+            raise ValueError(f"layer {name!r} follows no conv")
+        after = modules[convs[-1] + 1] if convs[-1] + 1 < len(modules) else None
+        is_norm = after is not None and isinstance(after[1], (nn.BatchNorm2d, nn.GroupNorm))
+        sites[name] = after[0] if is_norm else modules[convs[-1]][0]
+    return sites
 
 
 def ranking_agreement(iou: dict[str, torch.Tensor], relevance: dict[str, torch.Tensor],

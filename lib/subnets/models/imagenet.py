@@ -1,0 +1,95 @@
+"""Paper 001's networks at ImageNet size: torchvision's AlexNet, VGG11 (no batch norm,
+7x7 average pool, three fully connected layers) and ResNet18 (7x7 stride-2 stem and
+max-pool), each behind ImageNet input normalisation so that it takes images in [0, 1].
+ImageNet weights come from a local file in torchvision's format when the reader has
+one (``load_imagenet_weights``); nothing is downloaded.
+
+ResNet18's blocks get a second ReLU module for the block output: torchvision's
+``BasicBlock`` calls one ``relu`` twice, so a hook on it could not tell the unit after the
+first conv from the block output. The state dict is torchvision's, name for name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import alexnet, vgg11
+from torchvision.models.resnet import BasicBlock, ResNet
+
+from ..devices import model_device
+from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
+
+__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS"]
+
+NETWORKS = ("alexnet", "vgg11", "resnet18")
+
+
+class _Block(BasicBlock):
+    """torchvision's basic block with the output ReLU as a module of its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.relu_out = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        identity = x if self.downsample is None else self.downsample(x)
+        return self.relu_out(out + identity)
+
+
+def _first_conv(net: nn.Module) -> tuple[nn.Module, str]:
+    """The module holding the first conv and the conv's attribute name."""
+    for name, module in net.named_modules():
+        for child, m in module.named_children():
+            if isinstance(m, nn.Conv2d):
+                return module, child
+    raise ValueError("network has no conv")
+
+
+def imagenet_network(name: str, in_channels: int = 3, num_classes: int = 1000) -> ImageNetModel:
+    """torchvision's ``name`` (one of ``NETWORKS``) with ``num_classes`` outputs, behind
+    ImageNet normalisation (grey inputs: the mean of the three channels' statistics, and
+    a first conv with ``in_channels`` inputs)."""
+    if name not in NETWORKS:
+        raise ValueError(f"network: expected one of {NETWORKS}, got {name!r}")
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels: expected 1 or 3, got {in_channels}")
+    if name == "resnet18":
+        net = ResNet(_Block, [2, 2, 2, 2], num_classes=num_classes)
+    else:
+        net = {"alexnet": alexnet, "vgg11": vgg11}[name](weights=None, num_classes=num_classes)
+    mean, std = IMAGENET_MEAN, IMAGENET_STD
+    if in_channels == 1:
+        parent, child = _first_conv(net)
+        old = getattr(parent, child)
+        setattr(parent, child, nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride,
+                                         old.padding, bias=old.bias is not None))
+        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
+    return ImageNetModel(net, mean, std)
+
+
+def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetModel:
+    """Load a torchvision state dict (``alexnet-owt-*.pth``, ``vgg11-*.pth``,
+    ``resnet18-*.pth``) into ``model.net`` by name. Tensors whose shapes differ (the
+    1000-class output layer of a ten-class network) keep their fresh initialisation; a
+    grey first conv gets the sum of the colour kernels; any other missing or unexpected
+    name is an error."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"imagenet_weights: {path} is not a file")
+    state = torch.load(path, map_location=model_device(model), weights_only=True)
+    own = model.net.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"imagenet_weights: {path.name} does not fit {type(model.net).__name__}: "
+                         f"missing {missing[:4]}, unexpected {unexpected[:4]}")
+    kept = {k: v for k, v in state.items() if v.shape == own[k].shape}
+    for k, v in state.items():
+        if v.ndim == 4 and own[k].shape == (v.shape[0], 1, *v.shape[2:]):
+            kept[k] = v.sum(1, keepdim=True)  # a grey image is three equal channels
+    model.net.load_state_dict({**own, **kept})
+    return model
