@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
 
-.PHONY: book test install data browser-test benchmarks clean
+.PHONY: book test install data browser-test benchmarks publish push-site stale-records clean
 
 book: install data
 	SUBNETS_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
@@ -22,6 +22,19 @@ browser-test: install
 
 benchmarks: install data
 	for b in relevance curvature influence resampling chapter_times; do $(PY) benchmarks/$$b.py || exit 1; done
+
+# Push the built site to the gh-pages branch of REMOTE (default: origin) with ghp-import;
+# -n adds .nojekyll so that folders starting with _ are served.
+REMOTE ?= origin
+SITE ?= _build/html
+publish: book push-site
+
+push-site:
+	$(VENV)/bin/ghp-import -n -p -f -r $(REMOTE) -m "Publish the book" $(SITE)
+
+# Recorded larger-scale runs whose chapter or library changed since they were recorded.
+stale-records: install
+	$(PY) -m subnets.run --stale
 
 install: $(STAMP)
 

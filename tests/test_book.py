@@ -55,3 +55,21 @@ def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
     assert browser.find_elements("xpath", "//h2[contains(., 'Paper vs this book')]"), f"{page.name}: no 'Paper vs this book'"
     tables = browser.find_elements("css selector", ".cell_output table")
     assert tables, f"{page.name}: no tables in cell outputs"
+
+
+
+@pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
+def test_chapter_page_offers_its_executed_notebook(page: Path):
+    html = page.read_text()
+    assert "download-notebook-button" in html, f"{page.name}: no .ipynb in the download menu"
+    executed = HTML / "_sources" / "notebooks" / f"{page.stem}.ipynb"
+    assert executed.is_file() and '"outputs": [\n' in executed.read_text()
+
+
+def test_scorecard_gathers_every_chapters_verdicts(browser):
+    browser.get((HTML / "book" / "scorecard.html").as_uri())
+    tables = browser.find_elements("css selector", "main table")
+    assert len(tables) == len(CHAPTER_PAGES), "one glued table per chapter"
+    for table in tables:
+        verdicts = {td.text for td in table.find_elements("css selector", "td")}
+        assert verdicts & {"held", "not held", "not decided"}, "a table without verdicts"

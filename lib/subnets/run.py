@@ -236,20 +236,144 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
     return output
 
 
+# --- recorded runs (the book's "At a larger scale" part) -------------------------------
+
+RECORDS = data.REPO_ROOT / "book" / "at-scale"
+
+
+def _git(*args: str) -> str:
+    import subprocess
+
+    done = subprocess.run(["git", *args], cwd=data.REPO_ROOT, capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def hardware(device_spec: str = "auto") -> str:
+    """The GPU's name when the run uses CUDA, else the CPU model and its core count."""
+    import os
+    import platform
+
+    import torch
+
+    dev = devices.device(device_spec)
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda})"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {os.cpu_count()} cores"
+
+
+def provenance(path: Path, preset: str | None, params: dict[str, Any],
+               wall_seconds: float) -> dict[str, Any]:
+    """What a recorded run ran on: hardware, versions, commit, full parameters, wall time."""
+    import platform
+    import time
+
+    import torch
+    import torchvision
+
+    defaults, _ = read_chapter(path)
+    full = {**defaults, **params}
+    return {"chapter": path.stem, "preset": preset, "parameters": full,
+            "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
+            "hardware": hardware(str(full.get("device", "auto"))),
+            "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "wall_seconds": round(wall_seconds, 1),
+            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def provenance_cell(record: dict[str, Any]):
+    """The first cell of a recorded notebook: the provenance as a table (and, in the
+    notebook's metadata, as data for the tests)."""
+    import nbformat
+
+    rows = [("chapter", record["chapter"]), ("preset", record["preset"] or "—"),
+            ("hardware", record["hardware"]),
+            ("torch / torchvision", f"{record['torch']} / {record['torchvision']}"),
+            ("commit", record["commit"] + (" (uncommitted changes)" if record["dirty"] else "")),
+            ("wall time", f"{record['wall_seconds'] / 60:.1f} min"),
+            ("finished", record["finished"]),
+            ("parameters", ", ".join(f"`{k}={v!r}`" for k, v in record["parameters"].items()))]
+    table = "\n".join(["| run | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
+    return nbformat.v4.new_markdown_cell(
+        f"**Recorded run, written by `subnets.run`** (not re-executed by the book build)\n\n"
+        f"{table}", metadata={"tags": ["provenance"]})
+
+
+def record(path: Path, preset: str, params: dict[str, Any], output: Path | None = None,
+           progress: bool = True) -> Path:
+    """Execute the chapter and save it with its provenance as the first cell, in
+    ``book/at-scale/<chapter>.ipynb`` unless ``output`` says otherwise."""
+    import time
+
+    import nbformat
+
+    output = output or RECORDS / f"{path.stem}.ipynb"
+    start = time.perf_counter()
+    execute(path, params, output, progress=progress, cell_timeout=7200)
+    info = provenance(path, preset, params, time.perf_counter() - start)
+    nb = nbformat.read(output, as_version=4)
+    nb.cells.insert(0, provenance_cell(info))
+    nb.metadata.setdefault("subnets", {})["provenance"] = info
+    nbformat.write(nb, output)
+    return output
+
+
+def stale_records() -> list[str]:
+    """Recorded notebooks whose chapter or library changed since the commit they ran at
+    (or whose commit is not in this repository's history)."""
+    import nbformat
+
+    stale = []
+    for nb_path in sorted(RECORDS.glob("*.ipynb")):
+        info = nbformat.read(nb_path, as_version=4).metadata.get("subnets", {}).get("provenance")
+        commit = (info or {}).get("commit", "")
+        chapter = NOTEBOOKS / f"{(info or {}).get('chapter', nb_path.stem)}.md"
+        if not commit or not _git("cat-file", "-t", commit):
+            stale.append(f"{nb_path.name}: no known commit")
+        elif _git("diff", "--name-only", commit, "HEAD", "--", str(chapter), "lib/subnets"):
+            stale.append(f"{nb_path.name}: {chapter.name} or lib/subnets changed since {commit[:10]}")
+    return stale
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m subnets.run", description=__doc__.split("\n\n")[0])
-    parser.add_argument("chapter", help="chapter number (01) or notebook path")
-    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
-    parser.add_argument("--preset", help="a preset of the chapter's front matter (smoke, paper)")
-    parser.add_argument("-o", "--output", help="executed notebook (default: CHAPTER.out.ipynb here)")
+    parser = argparse.ArgumentParser(prog="python -m subnets.run",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("chapter", nargs="?", help="chapter number (01) or notebook path")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"))
+    parser.add_argument("--preset", help="a preset of the chapter's front matter (smoke, large, paper)")
+    parser.add_argument("-o", "--output", help="executed notebook (default: CHAPTER.out.ipynb here; "
+                                               "with --record: book/at-scale/CHAPTER.ipynb)")
+    parser.add_argument("--record", action="store_true",
+                        help="record the run for the book's 'At a larger scale' part, with its "
+                             "provenance as the first cell")
+    parser.add_argument("--stale", action="store_true",
+                        help="list recorded runs whose chapter or library changed since")
     args = parser.parse_args(argv)
+    if args.stale:
+        for line in stale_records():
+            print(line)
+        return 0
     try:
+        if args.chapter is None:
+            raise ParameterError("chapter: expected a chapter number (01) or notebook path")
         path = chapter_path(args.chapter)
         overrides = {name: parse_value(value) for name, value in args.parameter}
         params = resolve(path, args.preset, overrides)
+        if args.record and args.preset is None:
+            raise ParameterError("preset: --record records a preset (large or paper)")
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if args.record:
+        out = record(path, args.preset, params, Path(args.output).resolve() if args.output else None)
+        print(f"recorded {path.name} ({args.preset}) -> {out}")
+        return 0
     output = Path(args.output) if args.output else Path.cwd() / f"{path.stem}.out.ipynb"
     print(f"executing {path.name} with {params or 'its defaults'} -> {output}")
     execute(path, params, output.resolve())
