@@ -209,3 +209,50 @@ def test_cli_refuses_an_unknown_device_with_exit_status_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: device: ")
     assert "tpu9" in proc.stderr and not (tmp_path / "out.ipynb").exists()
+
+
+# --- recorded runs --------------------------------------------------------------------
+
+def test_record_writes_the_provenance_first(chapter, tmp_path):
+    import nbformat
+
+    params = run.resolve(chapter, "smoke", {})
+    out = run.record(chapter, "smoke", params, tmp_path / "rec.ipynb", progress=False)
+    nb = nbformat.read(out, as_version=4)
+    assert nb.cells[0].metadata["tags"] == ["provenance"]
+    info = nb.metadata["subnets"]["provenance"]
+    assert info["parameters"] == {**run.read_chapter(chapter)[0], "epochs": 1}
+    assert info["commit"] == run._git("rev-parse", "HEAD") and info["wall_seconds"] > 0
+    assert "cores" in info["hardware"] or "CUDA" in info["hardware"]
+    for field in ("hardware", "commit", "wall time", "`epochs=1`"):
+        assert field in nb.cells[0].source
+
+
+def test_cli_record_needs_a_preset(capsys):
+    assert run.main(["04", "--record"]) == 2
+    assert capsys.readouterr().err.startswith("error: preset: --record records a preset")
+
+
+RECORDS = sorted(run.RECORDS.glob("*.ipynb"))
+
+
+@pytest.mark.parametrize("record", RECORDS, ids=[p.stem for p in RECORDS])
+def test_every_record_matches_its_preset_and_an_ancestor_commit(record):
+    import warnings
+
+    import nbformat
+
+    nb = nbformat.read(record, as_version=4)
+    assert nb.cells[0].metadata.get("tags") == ["provenance"], "provenance is not the first cell"
+    info = nb.metadata["subnets"]["provenance"]
+    path = run.NOTEBOOKS / f"{info['chapter']}.md"
+    defaults, presets = run.read_chapter(path)
+    assert info["parameters"] == {**defaults, **presets[info["preset"]]}
+    ancestor = subprocess.run(["git", "merge-base", "--is-ancestor", info["commit"], "HEAD"],
+                              cwd=run.data.REPO_ROOT)
+    assert ancestor.returncode == 0, f"{record.name}: {info['commit']} is not an ancestor of HEAD"
+    assert record.stat().st_size < 5 * 2**20
+    assert f"at-scale/{record.stem}" in (run.data.REPO_ROOT / "_toc.yml").read_text()
+    for line in run.stale_records():
+        if line.startswith(record.name):
+            warnings.warn(f"stale record: {line}", stacklevel=1)

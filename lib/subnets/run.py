@@ -1,13 +1,16 @@
 """Re-execute a chapter with other parameters:
 
-    python -m subnets.run CHAPTER [--preset NAME] [-p NAME VALUE]... [-o OUT.ipynb]
+    python -m subnets.run CHAPTER [--preset NAME] [-p NAME VALUE]... [-o OUT.ipynb] [--record]
+    python -m subnets.run --stale
 
 CHAPTER is the chapter's number (``01``) or its file name. The MyST notebook is read
 with jupytext; every ``-p`` name must be a variable of its ``parameters`` cell, and its
 value (a Python or YAML literal) must have the default's type. Presets (``smoke``,
-``paper``) are listed in the notebook's front matter under ``subnets: presets:``.
-Values are range-checked by ``check`` before papermill executes anything, so a bad value
-ends with a one-line error and exit status 2, not a traceback after training.
+``large``, ``paper``) are listed in the notebook's front matter under ``subnets:
+presets:``, the allowed values of name parameters under ``subnets: choices:``. Values and
+the dataset's files are checked by ``check`` before papermill executes anything, so bad
+input ends with a one-line error and exit status 2, not a traceback after training.
+``--record`` saves the run in ``book/at-scale/`` with its provenance as the first cell.
 """
 
 from __future__ import annotations
