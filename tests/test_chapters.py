@@ -1,4 +1,5 @@
-"""Every chapter runs end to end with its ``smoke`` preset (tiny parameters)."""
+"""Every chapter runs end to end with its ``smoke`` preset (tiny parameters), on
+Fashion-MNIST and on a folder of RGB photos; every preset passes the runner's checks."""
 
 import nbformat
 import pytest
@@ -8,12 +9,47 @@ from subnets import run
 CHAPTERS = sorted(run.NOTEBOOKS.glob("[0-9][0-9]_*.md"))
 
 
+@pytest.fixture(scope="session")
+def rgb_folder(tmp_path_factory):
+    """A class-per-folder set of RGB photos of an odd size: Fashion-MNIST test images,
+    tinted by class and padded to 36 x 40, 24 per class."""
+    import numpy as np
+    from PIL import Image
+
+    from subnets import data
+
+    root = tmp_path_factory.mktemp("rgb")
+    test = data.load("fashion-mnist", "test")
+    for c, name in enumerate(test.classes):
+        folder = root / name.replace("/", "-")
+        folder.mkdir()
+        tint = np.array([1.0, 0.5 + 0.05 * c, 1.0 - 0.08 * c])
+        for i in (test.labels == c).nonzero().flatten()[:24].tolist():
+            grey = np.pad(test.images[i, 0].numpy(), ((4, 4), (6, 6))).astype(float)
+            rgb = (grey[..., None] * tint).clip(0, 255).astype(np.uint8)
+            Image.fromarray(rgb).save(folder / f"{i}.png")
+    return root
+
+
+def executed(path, params, tmp_path):
+    out = run.execute(path, params, tmp_path / f"{path.stem}.ipynb", progress=False)
+    return nbformat.read(out, as_version=4)
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_chapter_runs_on_an_rgb_image_folder(path, tmp_path, rgb_folder):
+    params = run.resolve(path, "smoke", {"dataset": f"imagefolder:{rgb_folder}",
+                                         "image_size": 32})
+    nb = executed(path, params, tmp_path)
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+
+
 @pytest.mark.smoke
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_with_smoke_preset(path, tmp_path):
-    params = run.resolve(path, "smoke", {})
-    out = run.execute(path, params, tmp_path / f"{path.stem}.ipynb", progress=False)
-    nb = nbformat.read(out, as_version=4)
+    nb = executed(path, run.resolve(path, "smoke", {}), tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the chapter drew no figure"
@@ -21,14 +57,14 @@ def test_chapter_runs_with_smoke_preset(path, tmp_path):
     assert any(h.lstrip().startswith("## Paper vs this book") for h in headings)
 
 
-def test_every_chapter_has_smoke_and_paper_presets(tmp_path, monkeypatch):
+def test_every_chapter_has_smoke_large_and_paper_presets(tmp_path, monkeypatch):
     assert CHAPTERS, "no chapters found"
     # The paper presets name the papers' own datasets, which this machine lacks: stand
     # empty folders in for them so that every other name, type and range is still checked.
     monkeypatch.chdir(tmp_path)
     for path in CHAPTERS:
         defaults, presets = run.read_chapter(path)
-        assert {"smoke", "paper"} <= set(presets), path.name
+        assert {"smoke", "large", "paper"} <= set(presets), path.name
         for preset in presets:
             folder = str(presets[preset].get("dataset", "")).partition(":")[2]
             if folder:
