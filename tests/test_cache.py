@@ -1,7 +1,10 @@
-import torch
-import pytest
+import copy
+import json
 
-from subnets import cache
+import pytest
+import torch
+
+from subnets import cache, devices
 
 
 def test_computes_once_then_reads(isolated_cache):
@@ -31,7 +34,8 @@ def test_corrupt_entry_is_recomputed_not_used(isolated_cache, damage):
     with pytest.warns(UserWarning, match="recomputing"):
         value = cache.cached("t", {"a": 1}, lambda: {"x": torch.full((2,), 7.0)})
     assert value["x"].tolist() == [7.0, 7.0]
-    assert cache.cached("t", {"a": 1}, lambda: pytest.fail("should be cached now"))["x"].tolist() == [7.0, 7.0]
+    again = cache.cached("t", {"a": 1}, lambda: pytest.fail("should be cached now"))
+    assert again["x"].tolist() == [7.0, 7.0]
 
 
 def test_interrupted_write_leaves_no_entry(isolated_cache, monkeypatch):
@@ -62,3 +66,27 @@ def test_writes_load_with_weights_only(isolated_cache):
     (path,) = isolated_cache.glob("t-*.pt")
     entry = torch.load(path, weights_only=True)
     assert entry["value"]["history"][0]["loss"] == 0.5
+
+
+def test_cpu_keys_carry_no_device(monkeypatch):
+    parts = {"m": torch.nn.Linear(2, 2), "t": torch.ones(2)}
+    assert "device" not in json.dumps(cache.canonical(parts))
+    key = cache.key_of("t", parts)
+    monkeypatch.setattr(devices, "key_kind", lambda value: "cuda")
+    assert cache.canonical(parts)["t"]["device"] == "cuda" and cache.key_of("t", parts) != key
+
+
+def _cuda() -> torch.device:
+    return devices.device("cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_entries_are_keyed_apart_and_stored_on_the_cpu(isolated_cache):
+    module = torch.nn.Linear(2, 2)
+    on_cpu = cache.cached("t", {"m": module}, lambda: {"w": module.weight.detach() * 2})
+    fast = copy.deepcopy(module).to(_cuda())
+    first = cache.cached("t", {"m": fast}, lambda: {"w": [fast.weight.detach() * 2]})
+    again = cache.cached("t", {"m": fast}, lambda: pytest.fail("should be cached now"))
+    assert len(list(isolated_cache.glob("t-*.pt"))) == 2
+    assert first["w"][0].device == again["w"][0].device == devices.CPU
+    torch.testing.assert_close(first["w"][0], on_cpu["w"])

@@ -1,13 +1,16 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
 
-from subnets import hooks
+from subnets import devices, hooks
 
 
 def net():
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 16, 2))
+    return nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Flatten(),
+                         nn.Linear(3 * 16, 2))
 
 
 def test_recorder_records_and_removes_its_hooks():
@@ -25,7 +28,8 @@ def test_ablation_zeroes_channels_then_restores():
         with hooks.Recorder(model, ["0"]) as rec:
             ablated = model(x)
     assert rec.outputs["0"][:, 1].abs().sum() == 0 and rec.outputs["0"][:, 0].abs().sum() > 0
-    expected = model[3](model[2](torch.relu(model[0](x) * torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1))))
+    kept = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1)
+    expected = model[3](model[2](torch.relu(model[0](x) * kept)))
     torch.testing.assert_close(ablated, expected)
     torch.testing.assert_close(model(x), before)
 
@@ -37,3 +41,23 @@ def test_activations_are_batched_consistently_and_names_checked():
     assert hooks.conv_layers(model) == ["0"]
     with pytest.raises(KeyError, match="conv layers are"):
         hooks.layer(model, "conv9")
+
+
+def _cuda() -> torch.device:
+    return devices.device("cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_hooks_match_cpu():
+    """float32 on both; TF32 convolutions on CUDA agree with the CPU to ~1e-3 relative."""
+    model, x = net(), torch.rand(7, 1, 4, 4)
+    fast = copy.deepcopy(model).to(_cuda())
+    on_cpu = hooks.activations(model, x, ["0", "1"], batch_size=3)
+    on_cuda = hooks.activations(fast, x, ["0", "1"], batch_size=3)
+    for name in on_cpu:
+        assert on_cuda[name].device == devices.CPU
+        torch.testing.assert_close(on_cuda[name], on_cpu[name], rtol=1e-2, atol=1e-3)
+    with hooks.Ablation(fast, {"0": [1]}), hooks.Recorder(fast, ["0"]) as rec:
+        fast(devices.to_model(fast, x))
+    assert rec.outputs["0"].device == _cuda()
+    assert rec.outputs["0"][:, 1].abs().sum() == 0 and rec.outputs["0"][:, 0].abs().sum() > 0

@@ -1,9 +1,14 @@
+import copy
+from dataclasses import asdict
+
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from subnets import train
+from subnets import cache, devices, train
+from subnets.data import ImageSet
+from subnets.progress import bar
 
 
 def toy_problem(n=256):
@@ -56,7 +61,8 @@ def test_corrupt_checkpoint_is_retrained(isolated_cache):
 
 def test_snapshots_and_history_with_test_data():
     data = toy_problem()
-    trained = train.fit(make_model(), data, train.TrainConfig(epochs=3, batch_size=64, snapshots=True), test_data=data)
+    config = train.TrainConfig(epochs=3, batch_size=64, snapshots=True)
+    trained = train.fit(make_model(), data, config, test_data=data)
     assert list(trained.history["epoch"]) == [1, 2, 3] and "test_accuracy" in trained.history
     assert len(trained.snapshots) == 3
     last = trained.at_epoch(3)
@@ -68,7 +74,8 @@ def test_bce_loss_single_logit_and_evaluate():
     data = toy_problem()
     with train.seeded(0):
         model = nn.Linear(4, 1)
-    trained = train.fit(model, data, train.TrainConfig(epochs=5, batch_size=32, lr=0.05, loss="bce"))
+    trained = train.fit(model, data,
+                        train.TrainConfig(epochs=5, batch_size=32, lr=0.05, loss="bce"))
     ev = train.evaluate(trained.model, data)
     assert ev.accuracy > 0.9 and set(ev.predictions.unique().tolist()) <= {0, 1}
 
@@ -78,7 +85,8 @@ def test_sgd_cosine_and_augment_run():
     data = TensorDataset(x, (x.mean((1, 2, 3)) > 0.5).long())
     with train.seeded(0):
         model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 2))
-    config = train.TrainConfig(epochs=1, batch_size=8, optimizer="sgd", schedule="cosine", augment=True, lr=0.1)
+    config = train.TrainConfig(epochs=1, batch_size=8, optimizer="sgd", schedule="cosine",
+                               augment=True, lr=0.1)
     assert len(train.fit(model, data, config).history) == 1
 
 
@@ -90,5 +98,173 @@ def test_config_rejects_bad_values():
 
 
 def test_per_class_accuracy():
-    ev = train.Evaluation(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]), ["a", "b", "c"])
+    ev = train.Evaluation(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]),
+                          ["a", "b", "c"])
     assert ev.per_class().tolist() == [1.0, 1.0, 0.5] and ev.accuracy == 0.75
+
+
+def test_at_epoch_refuses_epochs_without_a_snapshot():
+    # Epoch 0 used to read snapshots[-1], the last epoch's weights, without a word.
+    trained = train.fit(make_model(), toy_problem(), train.TrainConfig(epochs=2, snapshots=True))
+    assert torch.equal(trained.at_epoch(2)[0].weight, trained.model[0].weight)
+    for epoch in (0, 3, -1):
+        with pytest.raises(ValueError, match="epoch"):
+            trained.at_epoch(epoch)
+
+
+# --- CPU training is exactly the plain DataLoader loop it always was ----------------------
+
+def image_set(n=150, side=10):
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (n, 1, side, side), generator=g, dtype=torch.uint8)
+    return ImageSet(images, (images.float().mean((1, 2, 3)) > 127.5).long(), ["a", "b"], "toy")
+
+
+def conv_model(side=10, dropout=0.2):
+    with train.seeded(0):
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                             nn.Dropout(dropout), nn.Flatten(), nn.Linear(4 * side * side, 2))
+
+
+def reference_augment(x, g):
+    """The per-image shift-and-flip loop ``augment_batch`` replaced."""
+    n, _, h, w = x.shape
+    padded = nn.functional.pad(x, (4, 4, 4, 4))
+    dx, dy = torch.randint(0, 9, (2, n), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    out[flip] = out[flip].flip(-1)
+    return out
+
+
+def reference_training(model, data, config, test_data):
+    """The CPU loop before devices (Adam, constant rate): a DataLoader over the dataset's
+    items, wrapped in the progress bar, Python float sums, per-item test predictions."""
+    g = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    history = []
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        for epoch in range(1, config.epochs + 1):
+            model.train()
+            total, correct, loss_sum = 0, 0, 0.0
+            for x, y in bar(loader):
+                x = reference_augment(x, g) if config.augment else x
+                logits = model(x)
+                loss = nn.functional.cross_entropy(logits, y)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                loss_sum += loss.item() * len(y)
+                total += len(y)
+                correct += (logits.argmax(1) == y).sum().item()
+            model.eval()
+            with torch.no_grad():
+                test = torch.cat([model(x) for x, _ in DataLoader(test_data, 500)]).argmax(1)
+            history.append({"epoch": epoch, "loss": loss_sum / total,
+                            "train_accuracy": correct / total,
+                            "test_accuracy": (test == test_data.labels).float().mean().item()})
+    return model.state_dict(), history
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_cpu_training_is_bit_for_bit_the_plain_loop(augment):
+    data = image_set()
+    config = train.TrainConfig(epochs=2, batch_size=32, augment=augment)
+    entry = train.run_training(conv_model(), data, config, data, "new")
+    state, history = reference_training(conv_model(), data, config, data)
+    assert entry["history"] == history
+    assert all(torch.equal(entry["state"][k], v) for k, v in state.items())
+
+
+def test_augment_is_the_per_image_loop():
+    x = torch.rand(9, 3, 6, 5)
+    assert torch.equal(train.augment_batch(x, torch.Generator().manual_seed(4)),
+                       reference_augment(x, torch.Generator().manual_seed(4)))
+
+
+class Items(Dataset):
+    """A dataset that is neither an ImageSet nor a TensorDataset: the DataLoader path."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def __len__(self):
+        return len(self.data)
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+
+def test_any_dataset_trains_and_predicts_as_its_tensors_do():
+    data = image_set()
+    config = train.TrainConfig(epochs=1, batch_size=32, augment=True)
+    a = train.run_training(conv_model(), data, config, None, "tensors")
+    b = train.run_training(conv_model(), Items(data), config, None, "items")
+    assert a["history"] == b["history"]
+    assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
+    model = conv_model().eval()
+    assert torch.equal(train.predict(model, data, 64), train.predict(model, Items(data), 64))
+    assert torch.equal(train.predict(model, data, 64), train.predict(model, data.tensors()[0]))
+
+
+def test_cpu_fit_keys_carry_no_device_and_other_devices_are_keyed_apart(isolated_cache,
+                                                                        monkeypatch):
+    data, model = toy_problem(), make_model()
+    config = train.TrainConfig(epochs=1, batch_size=64)
+    parts = {"model": model, "data": list(data.tensors), "config": asdict(config), "test": None}
+    key = cache.key_of("fit", parts)  # computed before training changes the weights
+    train.fit(model, data, config)
+    assert [p.name for p in isolated_cache.glob("fit-*.pt")] == [f"{key}.pt"]
+    monkeypatch.setattr(devices, "key_kind", lambda value: "cuda")
+    assert cache.key_of("fit", parts) != key
+
+
+# --- CUDA against CPU (skipped without CUDA) ----------------------------------------------
+
+def _cuda() -> torch.device:
+    return devices.device("cuda")
+
+
+@pytest.mark.gpu
+def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache):
+    """bf16 autocast changes the gradients slightly; an Adam step of lr 1e-3 moves a weight
+    by about 1e-3 whatever its gradient, so after 4 steps CUDA and CPU weights differ by at
+    most ~8e-3 (1e-2 allowed), and the losses by under 2 % (bf16: 8 bits of mantissa).
+    No dropout: CUDA draws other masks than the CPU."""
+    data = image_set(128)
+    config = train.TrainConfig(epochs=2, batch_size=64, augment=True)
+    init = conv_model(dropout=0.0)
+    on_cpu = train.fit(copy.deepcopy(init), data, config, test_data=data)
+    on_cuda = train.fit(copy.deepcopy(init).to(_cuda()), data, config, test_data=data)
+    assert devices.model_device(on_cuda.model) == _cuda()
+    assert all(p.is_contiguous() for p in on_cuda.model.parameters())
+    for k, v in on_cpu.model.state_dict().items():
+        assert torch.allclose(devices.to_host(on_cuda.model.state_dict()[k]).float(), v.float(),
+                              atol=1e-2, rtol=0), k
+    assert on_cuda.history["loss"].tolist() == pytest.approx(on_cpu.history["loss"].tolist(),
+                                                              rel=2e-2)
+    entries = sorted(isolated_cache.glob("fit-*.pt"))
+    assert len(entries) == 2, "a CUDA training must not be served from the CPU entry"
+    for path in entries:
+        state = torch.load(path, weights_only=True)["value"]["state"]
+        assert all(t.device == devices.CPU for t in state.values())
+    again = train.fit(copy.deepcopy(init).to(_cuda()), data, config, test_data=data)
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 2
+    assert devices.model_device(again.model) == _cuda()
+    assert all(torch.equal(v, on_cuda.model.state_dict()[k])
+               for k, v in again.model.state_dict().items())
+
+
+@pytest.mark.gpu
+def test_gpu_predict_and_evaluate_match_cpu():
+    """float32 on both (TF32 convolutions on CUDA: ~1e-3 relative), results on the CPU."""
+    data = image_set(300)
+    model = conv_model().eval()
+    fast = copy.deepcopy(model).to(_cuda())
+    on_cpu, on_cuda = train.predict(model, data), train.predict(fast, data)
+    assert on_cuda.device == devices.CPU
+    assert torch.allclose(on_cuda, on_cpu, atol=1e-2 * on_cpu.abs().max().item())
+    agree = (train.evaluate(fast, data).predictions == train.evaluate(model, data).predictions)
+    assert agree.float().mean() >= 0.98  # only near-ties may flip

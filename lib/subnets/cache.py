@@ -3,6 +3,8 @@
 An entry's key is a hash of everything that determines it; entries are written
 atomically (temp file, then rename) and read with ``torch.load(weights_only=True)``.
 An entry that does not load, or whose stored key differs, is recomputed, never used.
+Entries hold CPU tensors; a tensor or module on another device enters a key with its
+device kind, since results computed there may differ (CPU keys carry no device).
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ from typing import Any
 
 import torch
 
-from . import __version__
+from . import __version__, devices
 from .data import data_dir
+
+__all__ = ["cache_dir", "cached", "call", "key_of", "canonical", "tensor_digest",
+           "module_digest", "save_atomic", "read"]
 
 
 def cache_dir() -> Path:
@@ -28,8 +33,9 @@ def cache_dir() -> Path:
 
 
 def tensor_digest(t: torch.Tensor) -> str:
-    t = t.detach().cpu().contiguous()
-    return hashlib.sha256(str((t.dtype, tuple(t.shape))).encode() + t.numpy().tobytes()).hexdigest()[:16]
+    t = devices.to_host(t).contiguous()
+    head = str((t.dtype, tuple(t.shape))).encode()
+    return hashlib.sha256(head + t.numpy().tobytes()).hexdigest()[:16]
 
 
 def module_digest(module: torch.nn.Module) -> str:
@@ -42,11 +48,12 @@ def module_digest(module: torch.nn.Module) -> str:
 
 
 def canonical(value: Any) -> Any:
-    """A JSON-able stand-in for ``value``: tensors and modules by digest, datasets by fingerprint."""
+    """A JSON-able stand-in for ``value``: tensors and modules by digest (and device kind
+    off the CPU), datasets by fingerprint."""
     if isinstance(value, torch.Tensor):
-        return {"tensor": tensor_digest(value)}
+        return _on_device({"tensor": tensor_digest(value)}, value)
     if isinstance(value, torch.nn.Module):
-        return {"module": module_digest(value)}
+        return _on_device({"module": module_digest(value)}, value)
     if hasattr(value, "fingerprint"):
         return {"data": value.fingerprint()}
     if isinstance(value, dict):
@@ -60,10 +67,16 @@ def canonical(value: Any) -> Any:
     raise TypeError(f"cache key: cannot hash a {type(value).__name__}")
 
 
+def _on_device(digest: dict, value: torch.Tensor | torch.nn.Module) -> dict:
+    kind = devices.key_kind(value)
+    return digest if kind is None else {**digest, "device": kind}
+
+
 def key_of(kind: str, parts: dict[str, Any]) -> str:
     # The library version is part of every key: a release that changes how something
     # is computed must not read what an older one stored.
-    blob = json.dumps({"kind": kind, "version": __version__, "parts": canonical(parts)}, sort_keys=True)
+    blob = json.dumps({"kind": kind, "version": __version__, "parts": canonical(parts)},
+                      sort_keys=True)
     return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:24]}"
 
 
@@ -86,9 +99,10 @@ def read(path: Path, key: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        entry = torch.load(path, map_location="cpu", weights_only=True)
+        entry = torch.load(path, map_location=devices.CPU, weights_only=True)
     except Exception as err:  # truncated, corrupt or foreign file: recompute
-        warnings.warn(f"cache entry {path.name} is unreadable ({type(err).__name__}); recomputing", stacklevel=3)
+        warnings.warn(f"cache entry {path.name} is unreadable ({type(err).__name__}); "
+                      "recomputing", stacklevel=3)
         return None
     if not isinstance(entry, dict) or entry.get("key") != key:
         warnings.warn(f"cache entry {path.name} does not match its key; recomputing", stacklevel=3)
@@ -98,13 +112,25 @@ def read(path: Path, key: str) -> dict | None:
 
 def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
     """``compute()``'s result (a dict of tensors, numbers, lists and strings), from the
-    cache when an entry for ``(kind, parts)`` exists, else computed and stored."""
+    cache when an entry for ``(kind, parts)`` exists, else computed and stored. Tensors
+    come back on the CPU either way, as they are stored."""
     key = key_of(kind, parts)
     path = cache_dir() / f"{key}.pt"
     value = read(path, key)
     if value is None:
-        value = compute()
+        value = _on_host(compute())
         save_atomic({"key": key, "value": value}, path)
+    return value
+
+
+def _on_host(value: Any) -> Any:
+    """``value`` with every tensor that is not on the CPU moved there (CPU ones untouched)."""
+    if isinstance(value, torch.Tensor):
+        return value if devices.key_kind(value) is None else devices.to_host(value)
+    if isinstance(value, dict):
+        return {k: _on_host(v) for k, v in value.items()}
+    if type(value) in (list, tuple):
+        return type(value)(_on_host(v) for v in value)
     return value
 
 

@@ -6,12 +6,18 @@ moves inputs there with ``to_model``; nothing else in the library names "cpu" or
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import torch
 from torch import nn
 
-__all__ = ["device", "available", "model_device", "to_model", "to_host", "is_cuda"]
+__all__ = ["device", "available", "model_device", "to_model", "to_host", "is_cuda", "upload",
+           "autocast", "tuned_kernels", "loader_options", "room_for", "key_kind", "CPU", "META"]
 
 CPU = torch.device("cpu")
+# Shapes without weights or work: ``with devices.META: model = build(...)``.
+META = torch.device("meta")
 
 
 def available() -> list[str]:
@@ -72,5 +78,71 @@ def to_host(*tensors: torch.Tensor):
     return moved[0] if len(moved) == 1 else moved
 
 
-def is_cuda(model: nn.Module) -> bool:
-    return model_device(model).type == "cuda"
+def is_cuda(where: nn.Module | torch.Tensor | torch.device) -> bool:
+    """Whether a model, a tensor or a device is on CUDA."""
+    if isinstance(where, nn.Module):
+        where = model_device(where)
+    elif isinstance(where, torch.Tensor):
+        where = where.device
+    return where.type == "cuda"
+
+
+def upload(model: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` on ``model``'s device; a host tensor bound for CUDA goes through pinned
+    memory, so the copy runs asynchronously."""
+    if is_cuda(model) and tensor.device.type == CPU.type:
+        tensor = tensor.pin_memory()
+    return to_model(model, tensor)
+
+
+def autocast(model: nn.Module):
+    """bf16 autocast on CUDA (training's forward pass, about twice as fast); nothing on
+    other devices, so CPU results stay exactly what they were."""
+    if is_cuda(model):
+        return torch.autocast(model_device(model).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def tuned_kernels(model: nn.Module):
+    """On CUDA, cuDNN picks the fastest convolution algorithms inside the block (possibly
+    non-deterministic ones); nothing changes on other devices."""
+    if not is_cuda(model):
+        yield
+        return
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
+
+
+def loader_options(model: nn.Module) -> dict:
+    """``DataLoader`` options that feed ``model``'s device: pinned memory and worker
+    processes for CUDA, none (today's single-process loading) elsewhere."""
+    if not is_cuda(model):
+        return {}
+    workers = min(4, (os.cpu_count() or 1) - 1)
+    return {"pin_memory": True, "num_workers": max(workers, 0), "persistent_workers": workers > 0}
+
+
+def room_for(model: nn.Module, nbytes: int) -> bool:
+    """Whether ``nbytes`` of data may stay on ``model``'s device for a whole run: always on
+    the CPU (nothing is copied), on CUDA while it takes at most a quarter of the free
+    memory, on other accelerators up to 1 GiB."""
+    dev = model_device(model)
+    if dev.type == CPU.type:
+        return True
+    if is_cuda(model):
+        free, _ = torch.cuda.mem_get_info(dev)
+        return nbytes <= free // 4
+    return nbytes <= 2**30
+
+
+def key_kind(value: torch.Tensor | nn.Module) -> str | None:
+    """The device kind a cache key records for a tensor or module: None on the CPU (CPU
+    keys stay device-free), else the kind ("cuda", "mps"), whose results may differ from
+    the CPU's (bf16 autocast, non-deterministic kernels)."""
+    dev = value.device if isinstance(value, torch.Tensor) else model_device(value)
+    return None if dev.type == CPU.type else dev.type

@@ -1,5 +1,9 @@
 """Forward hooks as context managers that remove themselves, in the style of
-pytorch-grad-cam: record the outputs of named layers, or switch channels off."""
+pytorch-grad-cam: record the outputs of named layers, or switch channels off.
+
+Hooks run on the model's device: a ``Recorder`` keeps what it records there (callers
+compute on it, or take gradients through it); ``activations`` returns CPU tensors.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,10 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+
+from . import devices
+
+__all__ = ["layer", "conv_layers", "Recorder", "Ablation", "activations"]
 
 
 def layer(model: nn.Module, name: str) -> nn.Module:
@@ -26,10 +34,12 @@ def conv_layers(model: nn.Module) -> list[str]:
 
 class Recorder(contextlib.AbstractContextManager):
     """Inside ``with Recorder(model, names) as rec:``, every forward pass stores the
-    output of each named layer in ``rec.outputs[name]`` (detached unless
-    ``keep_graph``); ``reduce`` maps an output before it is stored (e.g. a spatial sum)."""
+    output of each named layer in ``rec.outputs[name]`` (detached unless ``keep_graph``,
+    on the model's device); ``reduce`` maps an output before it is stored (e.g. a
+    spatial sum)."""
 
-    def __init__(self, model: nn.Module, names: Iterable[str], reduce=None, keep_graph: bool = False) -> None:
+    def __init__(self, model: nn.Module, names: Iterable[str], reduce=None,
+                 keep_graph: bool = False) -> None:
         self.names = list(names)
         self.modules = [layer(model, n) for n in self.names]
         self.reduce = reduce
@@ -58,8 +68,11 @@ class Ablation(contextlib.AbstractContextManager):
     """Inside ``with Ablation(model, {name: channels}):`` the given output channels of each
     named layer are replaced by ``value`` (zero: switched off)."""
 
-    def __init__(self, model: nn.Module, channels: Mapping[str, Iterable[int]], value: float = 0.0) -> None:
-        self.targets = [(layer(model, n), torch.as_tensor(list(c), dtype=torch.long)) for n, c in channels.items()]
+    def __init__(self, model: nn.Module, channels: Mapping[str, Iterable[int]],
+                 value: float = 0.0) -> None:
+        # Channel indices live where the model does, so the hook moves nothing per pass.
+        self.targets = [(layer(model, n), devices.to_model(model, torch.as_tensor(
+            list(c), dtype=torch.long))) for n, c in channels.items()]
         self.value = value
         self.handles = []
 
@@ -82,15 +95,16 @@ class Ablation(contextlib.AbstractContextManager):
 
 
 @torch.no_grad()
-def activations(model: nn.Module, inputs: torch.Tensor, names: Iterable[str], batch_size: int = 500,
-                reduce=None) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers for all ``inputs``, batched and concatenated."""
+def activations(model: nn.Module, inputs: torch.Tensor, names: Iterable[str],
+                batch_size: int = 500, reduce=None) -> dict[str, torch.Tensor]:
+    """Outputs of the named layers for all ``inputs``, computed a batch at a time on the
+    model's device and concatenated on the CPU."""
     names = list(names)
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     model.eval()
     with Recorder(model, names, reduce=reduce) as rec:
         for i in range(0, len(inputs), batch_size):
-            model(inputs[i:i + batch_size])
+            model(devices.to_model(model, inputs[i:i + batch_size]))
             for n in names:
-                chunks[n].append(rec.outputs[n])
+                chunks[n].append(devices.to_host(rec.outputs[n]))
     return {n: torch.cat(c) for n, c in chunks.items()}

@@ -4,6 +4,11 @@
 and configuration were trained before, loads the checkpoint instead. Seeds fix the
 initialisation (callers build models under ``seeded``) and the batch order, so the same
 parameters give the same weights on the same machine.
+
+Everything runs on the model's device. On the CPU the computation is the plain float32
+one; on CUDA training uses bf16 autocast, channels-last memory and cuDNN's fastest
+kernels, so its weights differ slightly and its cache entries are keyed apart.
+Checkpoints are stored on the CPU and loaded onto the model's device.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from dataclasses import asdict, dataclass, field
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache
+from . import cache, devices
+from .data import ImageSet
 from .progress import bar
+
+__all__ = ["TrainConfig", "Trained", "Evaluation", "seeded", "fit", "run_training", "evaluate",
+           "predict", "predicted_labels", "loss_function", "augment_batch", "data_identity"]
 
 
 @contextlib.contextmanager
@@ -45,6 +54,7 @@ class TrainConfig:
     loss: str = "cross_entropy"  # or "bce": one logit, labels 0/1
     augment: bool = False  # random 4-pixel shifts and horizontal flips (CIFAR-style)
     snapshots: bool = False  # also keep the weights after every epoch
+    clip_grad_norm: float | None = None  # clip the gradient's global L2 norm (Avendaño: 0.1)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -56,6 +66,8 @@ class TrainConfig:
             raise ValueError(f"schedule: expected 'constant' or 'cosine', got {self.schedule!r}")
         if self.loss not in ("cross_entropy", "bce"):
             raise ValueError(f"loss: expected 'cross_entropy' or 'bce', got {self.loss!r}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise ValueError(f"clip_grad_norm: expected > 0 or None, got {self.clip_grad_norm}")
 
 
 @dataclass
@@ -70,6 +82,10 @@ class Trained:
         """A copy of the model with the weights it had after ``epoch`` (1-based)."""
         if not self.snapshots:
             raise ValueError("no snapshots: train with TrainConfig(snapshots=True)")
+        if not 1 <= epoch <= len(self.snapshots):
+            # snapshots[epoch - 1] would read epoch 0 as the last epoch
+            raise ValueError(f"epoch: expected 1..{len(self.snapshots)} (snapshots are kept "
+                             f"after each epoch, not before training), got {epoch}")
         model = copy.deepcopy(self.model)
         model.load_state_dict(self.snapshots[epoch - 1])
         return model.eval()
@@ -77,31 +93,42 @@ class Trained:
 
 def loss_function(name: str):
     if name == "bce":
-        return lambda logits, y: nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), y.float())
+        return lambda logits, y: nn.functional.binary_cross_entropy_with_logits(
+            logits.squeeze(1), y.float())
     return nn.functional.cross_entropy
 
 
 def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """Random shifts of up to 4 pixels (zero padding) and horizontal flips."""
-    n, _, h, w = x.shape
+    """Random shifts of up to 4 pixels (zero padding) and horizontal flips, drawn from
+    ``g`` (a CPU generator) and applied on ``x``'s device."""
+    n, c, h, w = x.shape
     padded = nn.functional.pad(x, (4, 4, 4, 4))
-    dx, dy = torch.randint(0, 9, (2, n), generator=g)
-    flip = torch.rand(n, generator=g) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    out[flip] = out[flip].flip(-1)
-    return out
+    dx, dy = torch.randint(0, 9, (2, n), generator=g).to(x.device)
+    flip = (torch.rand(n, generator=g) < 0.5).to(x.device)
+    # One gather for the whole batch: image i, every channel, rows dy[i] + (0..h-1) and
+    # columns dx[i] + (0..w-1) of the padded images.
+    rows = dy[:, None] + torch.arange(h, device=x.device)
+    cols = dx[:, None] + torch.arange(w, device=x.device)
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(c, device=x.device)[:, None, None],
+                 rows[:, None, :, None], cols[:, None, None, :]]
+    return torch.where(flip[:, None, None, None], out.flip(-1), out)
 
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
-        test_data: Dataset | None = None, desc: str = "training", cached: bool = True) -> Trained:
-    """Train ``model`` on ``data`` (a dataset of (image, label) pairs), or load the cached
-    result of that exact training. ``test_data``, if given, is evaluated after every epoch
-    (and is part of the cache key, since it is part of the history). ``cached=False`` is
-    for callers that cache a larger computation around the training themselves."""
+        test_data: Dataset | None = None, desc: str = "training",
+        cached: bool = True) -> Trained:
+    """Train ``model`` on ``data`` (a dataset of (image, label) pairs) on the model's
+    device, or load the cached result of that exact training. ``test_data``, if given, is
+    evaluated after every epoch (and is part of the cache key, since it is part of the
+    history). ``cached=False`` is for callers that cache a larger computation around the
+    training themselves."""
     if cached:
+        # The model enters the key with its device kind off the CPU (cache.canonical).
         parts = {"model": model, "data": data_identity(data), "config": asdict(config),
                  "test": None if test_data is None else data_identity(test_data)}
-        entry = cache.cached("fit", parts, lambda: run_training(model, data, config, test_data, desc))
+        entry = cache.cached("fit", parts,
+                             lambda: run_training(model, data, config, test_data, desc))
     else:
         entry = run_training(model, data, config, test_data, desc)
     model.load_state_dict(entry["state"])
@@ -115,47 +142,124 @@ def data_identity(data: Dataset):
         return data
     if hasattr(data, "tensors"):
         return list(data.tensors)
-    raise TypeError("fit: data needs a fingerprint() (ImageSet) or .tensors (TensorDataset) for the cache key")
+    raise TypeError("fit: data needs a fingerprint() (ImageSet) or .tensors (TensorDataset) "
+                    "for the cache key")
+
+
+def _in_memory(data: Dataset) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(inputs, labels) of a dataset held as two tensors, or None for any other."""
+    if isinstance(data, ImageSet):
+        return data.images, data.labels
+    if type(data) is TensorDataset and len(data.tensors) == 2:
+        return data.tensors
+    return None
+
+
+class _Batches:
+    """(inputs, labels) batches of ``data`` on ``model``'s device: shuffled by
+    ``generator`` in the order ``DataLoader(data, shuffle=True, generator=generator)``
+    gives, or in order without one. Data held in tensors is gathered a batch at a time
+    (and moved to the device once, when it fits there); other datasets go through a
+    DataLoader with the device's loader options (workers and pinned memory on CUDA)."""
+
+    def __init__(self, model: nn.Module, data: Dataset, batch_size: int,
+                 generator: torch.Generator | None = None) -> None:
+        self.model = model
+        self.tensors = _in_memory(data)
+        self.scaled = isinstance(data, ImageSet)  # uint8 to [0, 1], as ImageSet items are
+        shuffle = generator is not None
+        if self.tensors is None:
+            self.loader = DataLoader(data, batch_size=batch_size, shuffle=shuffle,
+                                     generator=generator, **devices.loader_options(model))
+            return
+        inputs, labels = self.tensors
+        if devices.room_for(model, inputs.nbytes + labels.nbytes):
+            self.tensors = devices.to_model(model, inputs, labels)
+        # A loader over the indices draws from the generator exactly as a loader over the
+        # data does, so the batches are the same ones, in the same order.
+        self.loader = DataLoader(range(len(labels)), batch_size=batch_size, shuffle=shuffle,
+                                 generator=generator, collate_fn=torch.tensor)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        # The loader's iterator is made now, not at the first batch: making one draws a
+        # seed from the generator, and tqdm.auto makes one more than it uses, so the draws
+        # (and the batch order) stay those of the plain DataLoader loop.
+        return map(self._batch, iter(self.loader))
+
+    def _batch(self, batch):
+        if self.tensors is None:
+            return devices.to_model(self.model, *batch)
+        inputs, labels = self.tensors
+        idx = batch.to(inputs.device)
+        x, y = inputs[idx], labels[idx]
+        if self.scaled:
+            x = x.float().div_(255)
+        return devices.upload(self.model, x), devices.upload(self.model, y)
+
+
+def _host_copy(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: devices.to_host(v).clone() for k, v in module.state_dict().items()}
 
 
 def run_training(model, data, config: TrainConfig, test_data, desc: str) -> dict:
+    """Train ``model`` in place on its device; the checkpoint entry, on the CPU."""
     g = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
+    batches = _Batches(model, data, config.batch_size, g)
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
-        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    steps = max(1, config.epochs * len(loader))
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+    steps = max(1, config.epochs * len(batches))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps))) if config.schedule == "cosine" else (lambda s: 1.0))
+        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        if config.schedule == "cosine" else (lambda s: 1.0))
     criterion = loss_function(config.loss)
     history, snapshots = [], []
-    with torch.random.fork_rng():
+    cuda = devices.is_cuda(model)
+    if cuda:  # channels-last weights and inputs: faster convolutions on CUDA
+        model.to(memory_format=torch.channels_last)
+    with torch.random.fork_rng(), devices.tuned_kernels(model):
         torch.manual_seed(config.seed)  # dropout and other randomness inside the model
         for epoch in bar(range(1, config.epochs + 1), desc=desc):
             model.train()
-            total, correct, loss_sum = 0, 0, 0.0
-            for x, y in bar(loader, desc=f"epoch {epoch}"):
+            # Per-batch losses stay on the device until the epoch ends (no sync per step);
+            # they are summed in Python's float64, in batch order, as ever.
+            losses, sizes, correct = [], [], 0
+            for x, y in bar(batches, desc=f"epoch {epoch}"):
                 if config.augment:
                     x = augment_batch(x, g)
-                logits = model(x)
-                loss = criterion(logits, y)
+                if cuda and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with devices.autocast(model):
+                    logits = model(x)
+                    loss = criterion(logits, y)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if config.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 opt.step()
                 sched.step()
-                loss_sum += loss.item() * len(y)
-                total += len(y)
-                correct += (predicted_labels(logits) == y).sum().item()
-            row = {"epoch": epoch, "loss": loss_sum / total, "train_accuracy": correct / total}
+                losses.append(loss.detach())
+                sizes.append(len(y))
+                correct += (predicted_labels(logits) == y).sum()
+            loss_sum = sum(v * n for v, n in zip(torch.stack(losses).tolist(), sizes))
+            total = sum(sizes)
+            row = {"epoch": epoch, "loss": loss_sum / total,
+                   "train_accuracy": int(correct) / total}
             if test_data is not None:
                 row["test_accuracy"] = evaluate(model, test_data).accuracy
             history.append(row)
             if config.snapshots:
-                snapshots.append({k: v.detach().clone() for k, v in model.state_dict().items()})
+                snapshots.append(_host_copy(model))
+    if cuda:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
-    entry = {"state": {k: v.detach().clone() for k, v in model.state_dict().items()}, "history": history}
+    entry = {"state": _host_copy(model), "history": history}
     if config.snapshots:
         entry["snapshots"] = snapshots
     return entry
@@ -168,12 +272,15 @@ def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset | torch.Tensor, batch_size: int = 500) -> torch.Tensor:
-    """The model's outputs (logits) for a dataset or a tensor of inputs, in eval mode."""
+    """The model's outputs (logits) for a dataset or a tensor of inputs, in eval mode, run
+    on the model's device (float32) and returned on the CPU."""
     model.eval()
     if isinstance(data, torch.Tensor):
-        return torch.cat([model(data[i:i + batch_size]) for i in range(0, len(data), batch_size)])
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    return torch.cat([model(x) for x, _ in loader])
+        chunks = (devices.to_model(model, data[i:i + batch_size])
+                  for i in range(0, len(data), batch_size))
+    else:
+        chunks = (x for x, _ in _Batches(model, data, batch_size))
+    return torch.cat([devices.to_host(model(x)) for x in chunks])
 
 
 @dataclass
@@ -188,12 +295,15 @@ class Evaluation:
 
     def per_class(self) -> pd.Series:
         """Accuracy on the images of each class (recall per class)."""
-        acc = [(self.predictions[self.labels == c] == c).float().mean().item() for c in range(len(self.classes))]
+        acc = [(self.predictions[self.labels == c] == c).float().mean().item()
+               for c in range(len(self.classes))]
         return pd.Series(acc, index=pd.Index(self.classes, name="class"), name="accuracy")
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 500) -> Evaluation:
-    """Predictions of ``model`` on ``data`` (an ImageSet or dataset of pairs) with its labels."""
-    labels = data.labels if hasattr(data, "labels") else torch.cat([y for _, y in DataLoader(data, batch_size)])
+    """Predictions of ``model`` on ``data`` (an ImageSet or dataset of pairs) with its
+    labels, all on the CPU."""
+    labels = data.labels if hasattr(data, "labels") else \
+        torch.cat([y for _, y in DataLoader(data, batch_size)])
     classes = getattr(data, "classes", [str(c) for c in range(int(labels.max()) + 1)])
     return Evaluation(predicted_labels(predict(model, data, batch_size)), labels, classes)
