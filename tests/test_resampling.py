@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import attribution, hooks, resampling, train
+from subnets import attribution, data, hooks, resampling, train
 from subnets.models import VGG
 
 CFG = (4, "M", 6, 6, "M", 8)
@@ -64,7 +64,9 @@ def test_correlation_on_hand_made_activations():
     acts[0, :, 3, 1] = o.square()
     acts[0, :, 3, 2] = o.sin()
     scores = resampling.correlation_scores(acts, o.view(1, s))
-    expected = np.mean([abs(np.corrcoef(acts[0, :, 3, p].numpy(), o.numpy())[0, 1]) for p in range(3)])
+    expected = np.mean(
+        [abs(np.corrcoef(acts[0, :, 3, p].numpy(), o.numpy())[0, 1]) for p in range(3)]
+    )
     assert scores[0, 0].item() == pytest.approx(1.0)
     assert scores[0, 1].item() == pytest.approx(1.0)
     assert torch.isnan(scores[0, 2])
@@ -73,27 +75,55 @@ def test_correlation_on_hand_made_activations():
 
 def test_precision_is_the_reciprocal_mean_variance_of_active_neurons():
     acts = torch.tensor([[1.0, 2.0], [3.0, 2.0], [2.0, 2.0], [2.0, 6.0]]).T  # copies x positions
-    acts = torch.stack([acts, acts / 100]).permute(1, 0, 2).unsqueeze(0)  # 1 x 2 copies x 2 channels x 4
+    acts = (
+        torch.stack([acts, acts / 100]).permute(1, 0, 2).unsqueeze(0)
+    )  # 1 x 2 copies x 2 channels x 4
     var = np.mean([np.var([1, 2]), np.var([3, 2]), 0.0, np.var([2, 6])])
-    scores = resampling.precision_scores(acts, threshold=0.1)
+    scores = resampling.precision_scores(acts, threshold=0.1, relative=False)
     assert scores[0, 0].item() == pytest.approx(1 / var)
     assert torch.isnan(scores[0, 1])  # mean activation 0.025 < 0.1: discarded
     assert resampling.precision_scores(acts, threshold=0.0)[0, 1].item() == pytest.approx(1e4 / var)
 
 
+def test_precision_threshold_is_relative_to_the_layers_activation_scale():
+    # The same activations at two scales (0-1 inputs vs 0-255 inputs) keep the same neurons:
+    # an absolute lambda = 0.1 kept only the large-scale ones.
+    acts = torch.rand(1, 8, 4, 5) * torch.tensor([1.0, 0.5, 0.02, 1.5]).view(1, 1, 4, 1)
+    scale = acts.abs().mean((1, 3)).mean().item()  # the layer's mean magnitude
+    small = resampling.precision_scores(acts, threshold=0.1)
+    large = resampling.precision_scores(acts * 255, threshold=0.1)
+    assert small.isnan().tolist() == large.isnan().tolist() == [[False, False, True, False]]
+    assert acts[0, :, 2].mean().item() < 0.1 * scale < acts[0, :, 1].mean().item()
+    tenth = resampling.precision_scores(acts / 10, threshold=0.1)
+    assert tenth.isnan().tolist() == small.isnan().tolist()
+    absolute = resampling.precision_scores(acts / 10, threshold=0.1, relative=False)
+    assert absolute.isnan().all()  # every mean activation is below 0.1
+
+
 def test_output_log_odds():
     logits = torch.tensor([[0.5, 2.0], [1.0, -1.0]])
-    assert torch.allclose(resampling.output_log_odds(logits, torch.tensor([1, 1])), torch.tensor([1.5, -2.0]))
+    assert torch.allclose(
+        resampling.output_log_odds(logits, torch.tensor([1, 1])), torch.tensor([1.5, -2.0])
+    )
     logits = torch.tensor([[0.1, 0.7, -0.3]])
     p = logits.softmax(1)[0, 1]
-    assert resampling.output_log_odds(logits, torch.tensor([1])).item() == pytest.approx(torch.log(p / (1 - p)).item(), rel=1e-5)
+    assert resampling.output_log_odds(logits, torch.tensor([1])).item() == pytest.approx(
+        torch.log(p / (1 - p)).item(), rel=1e-5
+    )
     single = torch.tensor([[0.8], [0.8]])
-    assert torch.equal(resampling.output_log_odds(single, torch.tensor([1, 0])), torch.tensor([0.8, -0.8]))
+    assert torch.equal(
+        resampling.output_log_odds(single, torch.tensor([1, 0])), torch.tensor([0.8, -0.8])
+    )
 
 
 def test_activation_layers_and_outgoing_weights(tiny_vgg):
     convs = hooks.conv_layers(tiny_vgg)
-    assert [resampling.activation_layer(tiny_vgg, c) for c in convs] == ["features.2", "features.6", "features.9", "features.13"]
+    assert [resampling.activation_layer(tiny_vgg, c) for c in convs] == [
+        "features.2",
+        "features.6",
+        "features.9",
+        "features.13",
+    ]
     w = resampling.outgoing_weights(tiny_vgg, convs[1])
     assert w.shape == (6, 6 * 9)
     assert torch.equal(w[2], tiny_vgg.features[7].weight[:, 2].flatten())
@@ -101,10 +131,22 @@ def test_activation_layers_and_outgoing_weights(tiny_vgg):
     assert torch.equal(last, tiny_vgg.classifier[0].weight.T)
     with pytest.raises(ValueError, match="layers"):
         resampling.activation_layer(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)), "0")
+    # Eq. 1's z: the batch norm's output, which the ReLU rectifies.
+    assert [resampling.pre_activation_layer(tiny_vgg, c) for c in convs] == [
+        "features.1",
+        "features.5",
+        "features.8",
+        "features.12",
+    ]
+    plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    assert resampling.pre_activation_layer(plain, "0") == "0"
 
 
 def test_conv_names_and_blocks():
-    vgg16 = VGG((64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512), num_classes=2)
+    vgg16 = VGG(
+        (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512),
+        num_classes=2,
+    )
     names = resampling.conv_names(vgg16, range(1, 14))
     assert resampling.conv_blocks(vgg16, names) == [1, 1, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]
     with pytest.raises(ValueError, match="layers"):
@@ -113,38 +155,76 @@ def test_conv_names_and_blocks():
         resampling.conv_names(vgg16, [14])
 
 
-def per_neuron_scores(model, image, copies, layer, target, threshold):
-    """The six metrics, one neuron at a time with numpy, from their definitions."""
-    relu = resampling.activation_layer(model, layer)
-    acts = hooks.activations(model, torch.cat([image, copies]), [relu])[relu].double().numpy()
+def per_neuron_scores(model, image, copies, layer, target, threshold, after_relu=False):
+    """The six metrics, one neuron at a time with numpy, from their definitions, with an
+    absolute threshold on the mean |z|."""
+    source = (resampling.activation_layer if after_relu else resampling.pre_activation_layer)(
+        model, layer
+    )
+    acts = hooks.activations(model, torch.cat([image, copies]), [source])[source].double().numpy()
     logits = train.predict(model, copies).double()
     o = (logits[:, target] - logits[:, 1 - target]).numpy()
     w_next = resampling.outgoing_weights(model, layer).double().numpy()
     out = []
     for c in range(acts.shape[1]):
         z0, z = acts[0, c].ravel(), acts[1:, c].reshape(len(copies), -1)
-        rs = [abs(np.corrcoef(z[:, p], o)[0, 1]) for p in range(z.shape[1])
-              if z[:, p].std() > 1e-5 * np.sqrt(np.mean(z[:, p] ** 2))]
-        precision = 1 / z.var(0).mean() if z.mean() >= threshold else np.nan
-        out.append([np.mean(rs) if rs else np.nan, precision, z0.sum(), z0.var(), w_next[c].sum(), w_next[c].var()])
+        rs = [
+            abs(np.corrcoef(z[:, p], o)[0, 1])
+            for p in range(z.shape[1])
+            if z[:, p].std() > 1e-5 * np.sqrt(np.mean(z[:, p] ** 2))
+        ]
+        precision = 1 / z.var(0).mean() if np.abs(z).mean() >= threshold else np.nan
+        out.append(
+            [
+                np.mean(rs) if rs else np.nan,
+                precision,
+                z0.sum(),
+                z0.var(),
+                w_next[c].sum(),
+                w_next[c].var(),
+            ]
+        )
     return np.array(out).T
 
 
-def test_scores_match_per_neuron_formulas(tiny_vgg):
+@pytest.mark.parametrize("after_relu", [False, True])
+def test_scores_match_per_neuron_formulas(tiny_vgg, after_relu):
     image = torch.rand(2, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)
-    scorer = resampling.InputResampling(tiny_vgg, layers, n_samples=30, threshold=0.05, seed=3, batch_size=40)
-    scores = scorer.attribute(image, target=1)
+    settings = dict(
+        n_samples=30, threshold=0.05, relative_threshold=False, after_relu=after_relu, seed=3
+    )
+    scores = resampling.InputResampling(tiny_vgg, layers, batch_size=40, **settings).attribute(
+        image, target=1
+    )
     copies = resampling.perturb(image, 30, 0.1, seed=3)
     for layer in layers:
-        assert scores[layer].shape == (2, len(resampling.METRICS), hooks.layer(tiny_vgg, layer).out_channels)
+        assert scores[layer].shape == (
+            2,
+            len(resampling.METRICS),
+            hooks.layer(tiny_vgg, layer).out_channels,
+        )
         for i in range(2):
-            expected = per_neuron_scores(tiny_vgg, image[i:i + 1], copies[i], layer, 1, 0.05)
+            expected = per_neuron_scores(
+                tiny_vgg, image[i : i + 1], copies[i], layer, 1, 0.05, after_relu
+            )
             got = scores[layer][i, :6].double().numpy()
             np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-6, equal_nan=True)
     # The random control is in [0, 1) and does not depend on how images are batched.
-    single = resampling.InputResampling(tiny_vgg, layers, n_samples=30, threshold=0.05, seed=3, batch_size=31)
-    assert torch.allclose(single.attribute(image, target=1)[layers[0]], scores[layers[0]], equal_nan=True)
+    single = resampling.InputResampling(tiny_vgg, layers, batch_size=31, **settings)
+    assert torch.allclose(
+        single.attribute(image, target=1)[layers[0]], scores[layers[0]], equal_nan=True
+    )
+
+
+def test_default_activation_is_eq1s_z_before_the_relu(tiny_vgg):
+    # The old code scored the ReLU's output: its activation sums were never negative.
+    image = torch.rand(3, 1, 12, 12)
+    layer = hooks.conv_layers(tiny_vgg)[1]
+    scores = resampling.InputResampling(tiny_vgg, [layer], n_samples=10).attribute(image)
+    z = hooks.activations(tiny_vgg, image, ["features.5"])["features.5"]
+    assert torch.allclose(scores.metric("activation_sum")[layer], z.flatten(2).sum(-1), atol=1e-4)
+    assert (scores.metric("activation_sum")[layer] < 0).any()
 
 
 def test_scores_for_either_class_have_the_same_correlation(tiny_vgg):
@@ -152,7 +232,9 @@ def test_scores_for_either_class_have_the_same_correlation(tiny_vgg):
     layers = hooks.conv_layers(tiny_vgg)
     a = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(image, target=0)
     b = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(image, target=1)
-    assert torch.allclose(a.metric("correlation")[layers[1]], b.metric("correlation")[layers[1]], equal_nan=True)
+    assert torch.allclose(
+        a.metric("correlation")[layers[1]], b.metric("correlation")[layers[1]], equal_nan=True
+    )
 
 
 def test_top_mask_skips_nan_and_breaks_ties_by_index():
@@ -161,6 +243,48 @@ def test_top_mask_skips_nan_and_breaks_ties_by_index():
     assert resampling.top_mask(scores, 10).sum().item() == 5
     few = torch.tensor([float("nan"), 2.0, float("nan")])
     assert resampling.top_mask(few, 2).tolist() == [False, True, False]
+    # With a pool, NaNs inside it rank last but count; neurons outside it never do.
+    pool = torch.tensor([True, True, False])
+    assert resampling.top_mask(few, 2, pool).tolist() == [True, True, False]
+    assert resampling.top_mask(torch.tensor([3.0, 2.0, 1.0]), 2, pool.logical_not()).tolist() == [
+        False,
+        False,
+        True,
+    ]
+
+
+def test_every_metric_selects_as_many_neurons_from_the_same_pool(tiny_vgg):
+    # The old selection skipped NaN scores and dead neurons per metric, so metrics (and the
+    # random control) contributed different numbers of patches.
+    images = torch.rand(4, 1, 12, 12)
+    layers = hooks.conv_layers(tiny_vgg)
+    scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10, threshold=0.5).attribute(
+        images
+    )
+    for layer, mask in scores.top(3).items():
+        counts = mask.sum(-1)
+        pool = scores.eligible[layer]
+        assert (counts == pool.sum(-1, keepdim=True).clamp(max=3)).all()
+        assert not (mask & ~pool.unsqueeze(1)).any()
+    z = hooks.activations(tiny_vgg, images, ["features.13"])["features.13"]
+    dead = z.flatten(2).amax(-1) <= 0
+    assert not (scores.eligible[layers[-1]] & dead).any()
+
+
+def test_chance_jaccard_of_two_random_selections():
+    assert resampling.chance_jaccard(torch.tensor([5, 2, 0]), 5)[:2].tolist() == [1.0, 1.0]
+    assert resampling.chance_jaccard(torch.tensor([2]), 1).item() == pytest.approx(0.5)
+    assert torch.isnan(resampling.chance_jaccard(torch.tensor([0]), 5)).all()
+    g = torch.Generator().manual_seed(0)
+    for n, expected in [(16, None), (64, None)]:
+        a = torch.rand(20000, n, generator=g).argsort(-1)[:, :5]
+        b = torch.rand(20000, n, generator=g).argsort(-1)[:, :5]
+        ma = torch.zeros(20000, n, dtype=torch.bool).scatter(1, a, True)
+        mb = torch.zeros(20000, n, dtype=torch.bool).scatter(1, b, True)
+        simulated = resampling.jaccard(ma, mb).mean().item()
+        assert resampling.chance_jaccard(torch.tensor([n]), 5).item() == pytest.approx(
+            simulated, abs=0.005
+        )
 
 
 def test_neuron_scores_top_and_metric():
@@ -186,7 +310,9 @@ def test_jaccard_is_intersection_over_union():
 
 def test_patches_cut_and_resize_the_boxes():
     h = w = 12
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float), torch.arange(w, dtype=torch.float), indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(h, dtype=torch.float), torch.arange(w, dtype=torch.float), indexing="ij"
+    )
     images = torch.stack([(2 * yy + xx), (yy - 3 * xx)]).unsqueeze(1)  # linear: resampling is exact
     masks = {"a": torch.zeros(2, 7, 3, dtype=torch.bool)}
     masks["a"][0, 1, 2] = masks["a"][1, 1, 0] = masks["a"][1, 1, 1] = True
@@ -196,7 +322,8 @@ def test_patches_cut_and_resize_the_boxes():
     boxes["a"][1, 0] = torch.tensor([1, 5, 3, 7])
     cut, image = resampling.patches(images, masks, boxes, "precision", size=4)
     assert image.tolist() == [0, 1]  # neuron (1, 1) has no box: dead, no patch
-    # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus half a pixel.
+    # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus
+    # half a pixel.
     ys = 2 + (torch.arange(4) + 0.5) * 2 - 0.5
     xs = 4 + (torch.arange(4) + 0.5) * 1 - 0.5
     assert torch.allclose(cut[0, 0], 2 * ys.view(-1, 1) + xs.view(1, -1), atol=1e-5)
@@ -206,17 +333,22 @@ def test_patches_cut_and_resize_the_boxes():
 def test_patch_table_counts_object_pixels_in_each_box():
     g = torch.Generator().manual_seed(0)
     foreground = torch.rand(3, 1, 9, 9, generator=g) > 0.6
-    masks = {"a": torch.rand(3, 7, 5, generator=g) > 0.5, "b": torch.rand(3, 7, 2, generator=g) > 0.5}
+    masks = {
+        "a": torch.rand(3, 7, 5, generator=g) > 0.5,
+        "b": torch.rand(3, 7, 2, generator=g) > 0.5,
+    }
     boxes = {}
     for name, m in masks.items():
         t, l = torch.randint(0, 5, (2, 3, m.shape[2]), generator=g)
-        boxes[name] = torch.stack([t, t + 1 + torch.randint(0, 4, t.shape, generator=g), l, l + 4], -1)
+        boxes[name] = torch.stack(
+            [t, t + 1 + torch.randint(0, 4, t.shape, generator=g), l, l + 4], -1
+        )
     boxes["a"][1, 0] = -1
     table = resampling.patch_table(masks, boxes, foreground)
     expected_rows = sum(int(m.sum()) for m in masks.values()) - int(masks["a"][1, :, 0].sum())
     assert len(table) == expected_rows
     for row in table.itertuples():
-        box = foreground[row.image, 0, row.top:row.bottom, row.left:row.right]
+        box = foreground[row.image, 0, row.top : row.bottom, row.left : row.right]
         assert row.object_pixels == int(box.sum())
         assert row.area == box.numel()
         assert masks[row.layer][row.image, resampling.METRICS.index(row.metric), row.neuron]
@@ -225,18 +357,24 @@ def test_patch_table_counts_object_pixels_in_each_box():
 def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
     images = torch.rand(3, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)[1:3]
-    result = resampling.analyse(tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10)
+    result = resampling.analyse(
+        tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10
+    )
     for layer in layers:
         masks, boxes = result["masks"][layer], result["boxes"][layer]
         assert (masks.sum(-1) <= 2).all()
         has_box = boxes[..., 0] >= 0
         assert not (has_box & ~masks.any(1)).any()  # boxes only for selected neurons
         assert (boxes[has_box][:, [1, 3]] <= 12).all() and (boxes[has_box][:, [0, 2]] >= 0).all()
-    again = resampling.analyse(tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10)
+    again = resampling.analyse(
+        tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10
+    )
     assert torch.equal(again["masks"][layers[0]], result["masks"][layers[0]])
     assert len(list(isolated_cache.glob("resampling-*.pt"))) == 1
     plain = resampling.analyse(tiny_vgg, images, layers, top_k=2, boxes=False, n_samples=10)
-    assert "boxes" not in plain and torch.equal(plain["masks"][layers[1]], result["masks"][layers[1]])
+    assert "boxes" not in plain and torch.equal(
+        plain["masks"][layers[1]], result["masks"][layers[1]]
+    )
 
 
 def test_patch_accuracy_learns_a_separable_task():
@@ -250,12 +388,20 @@ def test_patch_accuracy_learns_a_separable_task():
     masks["a"][:, 6, 1] = True
     boxes = {"a": torch.tensor([[3, 9, 3, 9], [0, 3, 0, 3]]).expand(200, 2, 4)}
     train_images = torch.arange(200) < 150
-    acc = resampling.patch_accuracy(images, labels, train_images, masks, boxes, "precision", size=6, width=8, epochs=15)
-    assert acc > 0.9
-    blind = resampling.patch_accuracy(images, labels, train_images, masks, boxes, "random", size=6, width=8, epochs=15)
-    assert blind < 0.8  # the corner patches carry no label information
+    acc = resampling.patch_accuracy(
+        images, labels, train_images, masks, boxes, "precision", size=6, width=8, epochs=15
+    )
+    assert acc.accuracy > 0.9
+    assert acc.per_image[:150].isnan().all() and not acc.per_image[150:].isnan().any()
+    assert acc.per_image[150:].mean().item() == pytest.approx(acc.accuracy)  # one patch each
+    blind = resampling.patch_accuracy(
+        images, labels, train_images, masks, boxes, "random", size=6, width=8, epochs=15
+    )
+    assert blind.accuracy < 0.8  # the corner patches carry no label information
     with pytest.raises(ValueError, match="train_images"):
-        resampling.patch_accuracy(images, labels, torch.ones(200, dtype=torch.bool), masks, boxes, "precision")
+        resampling.patch_accuracy(
+            images, labels, torch.ones(200, dtype=torch.bool), masks, boxes, "precision"
+        )
 
 
 def test_input_resampling_rejects_bad_settings(tiny_vgg):
@@ -270,11 +416,11 @@ def test_input_resampling_rejects_bad_settings(tiny_vgg):
 def test_leading_part_projects_like_the_whole_network(tiny_vgg):
     x = torch.rand(4, 1, 12, 12)
     relu = resampling.activation_layer(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
-    net, name = resampling.leading_part(tiny_vgg, relu)
+    net, name = resampling._leading_part(tiny_vgg, relu)
     assert len(net) < len(tiny_vgg.features) and net[int(name)] is hooks.layer(tiny_vgg, relu)
     whole = attribution.deconvnet(tiny_vgg, x, relu, [0, 1, 2, 3])
     assert torch.allclose(attribution.deconvnet(net, x, name, [0, 1, 2, 3]), whole, atol=1e-6)
-    assert resampling.leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
+    assert resampling._leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
 
 
 def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
@@ -287,8 +433,117 @@ def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
     half_black[..., :2] = 0  # channel 0 is zero there on every copy
     bright = torch.rand(1, 1, 4, 4) * 0.5 + 0.5  # channel 0 varies everywhere
     # Channel 1 is a constant 0.5 (always counted); channel 2 is dead (never active).
-    one = resampling.zero_variance_shares(model, half_black, ["0"], n_samples=8, threshold=0.1)
+    relu = dict(n_samples=8, threshold=0.1, relative_threshold=False, after_relu=True)
+    one = resampling.zero_variance_shares(model, half_black, ["0"], **relu)
     assert one == {"0": 1.0}
-    assert resampling.zero_variance_shares(model, bright, ["0"], n_samples=8, threshold=0.1) == {"0": 0.5}
-    both = resampling.zero_variance_shares(model, torch.cat([half_black, bright]), ["0"], n_samples=8, threshold=0.1)
+    assert resampling.zero_variance_shares(model, bright, ["0"], **relu) == {"0": 0.5}
+    both = resampling.zero_variance_shares(model, torch.cat([half_black, bright]), ["0"], **relu)
     assert both == {"0": 0.75}
+    # Before the ReLU, channel 2 (-x) is active in magnitude and varies where x does.
+    z = dict(n_samples=8, threshold=0.1, relative_threshold=False)
+    assert resampling.zero_variance_shares(model, bright, ["0"], **z) == {"0": 1 / 3}
+    assert resampling.zero_variance_shares(model, half_black, ["0"], **z) == {"0": 1.0}
+
+
+def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
+    images = torch.rand(3, 1, 12, 12)
+    layers = hooks.conv_layers(tiny_vgg)[1:3]
+    masks = {
+        layer: torch.zeros(
+            3, len(resampling.METRICS), hooks.layer(tiny_vgg, layer).out_channels, dtype=torch.bool
+        )
+        for layer in layers
+    }
+    masks[layers[0]][0, 1, [0, 2]] = True
+    masks[layers[0]][2, 6, 5] = True
+    masks[layers[1]][1, 0, :] = True
+    effects = resampling.switch_off_effects(tiny_vgg, images, masks, batch_size=5)
+    assert effects.shape == (3, len(resampling.METRICS), 2)
+    logits = train.predict(tiny_vgg, images)
+    target = logits.argmax(1)
+    base = resampling.output_log_odds(logits, target)
+    for i, m, j in [(0, 1, 0), (2, 6, 0), (1, 0, 1)]:
+        layer = layers[j]
+        channels = masks[layer][i, m].nonzero().flatten().tolist()
+        with hooks.Ablation(tiny_vgg, {resampling.activation_layer(tiny_vgg, layer): channels}):
+            off = resampling.output_log_odds(
+                train.predict(tiny_vgg, images[i : i + 1]), target[i : i + 1]
+            )
+        assert effects[i, m, j].item() == pytest.approx((off - base[i]).abs().item(), abs=1e-5)
+    assert effects[1, 0, 1] > 0  # a whole layer switched off
+    assert effects.sum().item() == pytest.approx(
+        effects[0, 1, 0] + effects[2, 6, 0] + effects[1, 0, 1]
+    )
+
+
+def test_box_chance_is_the_share_of_placements_that_hit_the_object():
+    objects = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
+    objects[0, 0, 0, 0] = True
+    objects[1, 0, 1:3, 1:3] = True
+    image = torch.tensor([0, 0, 0, 1, 1, 0])
+    height, width = torch.tensor([1, 2, 4, 1, 3, 0]), torch.tensor([1, 2, 4, 1, 1, 2])
+    got = resampling.box_chance(objects, image, height, width)
+    assert got[:5].tolist() == pytest.approx([1 / 16, 1 / 9, 1.0, 4 / 16, 4 / 8])
+    assert torch.isnan(got[5])
+    masks = {"a": torch.zeros(2, len(resampling.METRICS), 1, dtype=torch.bool)}
+    masks["a"][:, 1, 0] = True
+    table = resampling.patch_table(
+        masks, {"a": torch.tensor([[[0, 2, 1, 3]], [[0, 1, 0, 1]]])}, objects
+    )
+    assert table["chance"].tolist() == pytest.approx([1 / 9, 4 / 16])
+    assert table["object_pixels"].tolist() == [0, 0]
+
+
+def test_cluttered_canvas_places_each_object_once_and_masks_it():
+    g = torch.Generator().manual_seed(0)
+    images = torch.zeros(6, 1, 10, 10, dtype=torch.uint8)
+    images[:, :, 3:7, 2:8] = torch.randint(1, 255, (6, 1, 4, 6), generator=g, dtype=torch.uint8)
+    source = data.ImageSet(images, torch.arange(6) % 2, ["a", "b"], "toy", black_background=True)
+    canvases, objects = resampling.cluttered(source, 32, n_clutter=3, clutter_size=4, seed=1)
+    assert canvases.images.shape == (6, 1, 32, 32) and objects.shape == (6, 1, 32, 32)
+    assert torch.equal(canvases.labels, source.labels) and canvases.classes == ["a", "b"]
+    assert (objects.flatten(1).sum(1) == 24).all()  # the 4 x 6 object, nothing else
+    for i in range(6):
+        ys, xs = objects[i, 0].nonzero().unbind(1)
+        top, left = ys.min().item() - 3, xs.min().item() - 2
+        pasted = canvases.images[i, :, top : top + 10, left : left + 10]
+        assert (pasted >= images[i]).all()  # clutter only brightens
+    assert canvases.images.float().mean() > 0
+    clutter = canvases.images.bool() & ~objects
+    assert clutter.any()  # pieces of other objects lie around
+    again, _ = resampling.cluttered(source, 32, n_clutter=3, clutter_size=4, seed=1)
+    assert torch.equal(again.images, canvases.images)
+    rgb = data.ImageSet(images.expand(-1, 3, -1, -1).contiguous(), source.labels, ["a", "b"], "rgb")
+    assert (resampling.cluttered(rgb, 16, seed=0)[1].flatten(1).sum(1) == 100).all()
+    with pytest.raises(ValueError, match="canvas_size"):
+        resampling.cluttered(source, 8)
+    with pytest.raises(ValueError, match="clutter_size"):
+        resampling.cluttered(source, 32, clutter_size=11)
+
+
+@pytest.mark.gpu
+def test_input_resampling_on_cuda_matches_the_cpu(tiny_vgg):
+    # Tolerance: float32 convolutions differ by ~1e-6 relative between devices; the scores
+    # are ratios of sums over 20 copies, allow 1e-3 relative.
+    import copy
+
+    images = torch.rand(3, 1, 12, 12)
+    layers = hooks.conv_layers(tiny_vgg)
+    cpu = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(images)
+    on_gpu = copy.deepcopy(tiny_vgg).cuda()
+    gpu = resampling.InputResampling(on_gpu, layers, n_samples=20).attribute(images)
+    for layer in layers:
+        assert gpu[layer].device.type == "cpu"
+        torch.testing.assert_close(gpu[layer], cpu[layer], rtol=1e-3, atol=1e-4, equal_nan=True)
+        assert torch.equal(gpu.eligible[layer], cpu.eligible[layer])
+    masks = cpu.top(2)
+    torch.testing.assert_close(
+        resampling.switch_off_effects(on_gpu, images, masks),
+        resampling.switch_off_effects(tiny_vgg, images, masks),
+        rtol=1e-3,
+        atol=1e-4,
+    )
+    boxes_cpu = resampling.selection_boxes(tiny_vgg, images, masks)
+    boxes_gpu = resampling.selection_boxes(on_gpu, images, masks)
+    for layer in layers:
+        assert (boxes_cpu[layer] - boxes_gpu[layer]).abs().max() <= 1  # a pixel at the edge

@@ -8,19 +8,26 @@ copies, and every neuron of every layer is scored at once:
   over the copies, at every position of its map, averaged over the positions where the
   activation varies (Eq. 2, aggregated as the public code does);
 - ``precision``: the reciprocal of the neuron's variance over the copies, averaged over
-  positions, for neurons whose mean activation reaches ``threshold`` (Eq. 3; see
-  ``InputResampling`` for why the mean sits inside the reciprocal);
+  positions, for neurons whose activation magnitude reaches the threshold lambda (Eq. 3;
+  see ``InputResampling`` for why the mean sits inside the reciprocal);
 - APPLE's four single-image baselines on the unperturbed image: ``activation_sum`` and
   ``activation_variance`` of the map, ``weight_sum`` and ``weight_variance`` of the
   neuron's outgoing weights (``w^{l+1}``);
 - ``random``: a seeded random score, the control that any metric should beat.
 
-A neuron's activation is the output of the ReLU that follows its conv. ``NeuronScores.top``
-keeps the ``k`` best neurons of each layer as boolean masks and ``jaccard`` compares two
-selections. ``selection_boxes`` turns selected neurons into image patches with a
+A neuron's activation z is, as in the paper's Eq. 1, the input of the nonlinearity (the
+conv's output after batch norm, before the ReLU); ``after_relu=True`` reads the ReLU's
+output instead, as the public code does. Every metric chooses among the same neurons of
+an image (alive on it, so that it has a patch, and above lambda), so all metrics select
+the same number. ``NeuronScores.top`` keeps the ``k`` best of each layer as boolean masks,
+``jaccard`` compares two selections and ``chance_jaccard`` gives the overlap of two random
+ones. ``switch_off_effects`` measures how much the output moves when a selection is
+switched off. ``selection_boxes`` turns selected neurons into image patches with a
 deconvnet (``attribution.deconvnet``); ``analyse`` does all of it for a model and images
 (cached); ``patches`` cuts the patches out, ``patch_accuracy`` trains the paper's
-secondary classifier on them and ``patch_table`` counts object pixels in each.
+secondary classifier on them, ``patch_table`` counts object pixels in each and the chance
+that a box of its size placed at random would hit the object. ``cluttered`` builds the
+localisation test's images: one object at a random place on a larger canvas with clutter.
 """
 
 from __future__ import annotations
@@ -28,14 +35,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
+from scipy.stats import hypergeom
 from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.ops import roi_align
 
-from . import attribution, cache, hooks, train
+from . import attribution, cache, devices, hooks, train
+from .data import ImageSet, foreground
 from .models import VGG
+
+__all__ = ["METRICS", "perturb", "activation_layer", "pre_activation_layer", "outgoing_weights",
+           "output_log_odds", "NeuronScores", "top_mask", "jaccard", "chance_jaccard",
+           "correlation_scores", "precision_scores", "InputResampling", "conv_names",
+           "conv_blocks", "selection_boxes", "analyse", "zero_variance_shares",
+           "switch_off_effects", "patches", "patch_table", "box_chance", "PatchAccuracy",
+           "patch_accuracy", "cluttered"]
 
 METRICS = ("correlation", "precision", "activation_sum", "activation_variance",
            "weight_sum", "weight_variance", "random")
@@ -45,19 +62,21 @@ METRICS = ("correlation", "precision", "activation_sum", "activation_variance",
 CONSTANT_TOLERANCE = 1e-10
 
 
-def perturb(images: torch.Tensor, n_samples: int = 50, std: float = 0.1, index_scaled: bool = False,
-            seed: int = 0) -> torch.Tensor:
+def perturb(images: torch.Tensor, n_samples: int = 50, std: float = 0.1,
+            index_scaled: bool = False, seed: int = 0) -> torch.Tensor:
     """``n_samples`` noisy copies of each image (N x C x H x W -> N x n_samples x C x H x W).
 
     Every pixel is multiplied by ``1 + N(0, std)``, drawn afresh for every copy (the
     paper's text). ``index_scaled=True`` is the public code's variant instead: copy ``i``
     (from 0) is multiplied by ``1 + i * N(0, std)``, so copy 0 is the image itself and
-    the last copies are mostly noise.
+    the last copies are mostly noise. The noise is drawn on the CPU (the same on every
+    device) and moved to the images' device.
     """
     if images.ndim != 4:
         raise ValueError(f"images: expected N x C x H x W, got shape {tuple(images.shape)}")
     if n_samples < 2:
-        raise ValueError(f"n_samples: expected >= 2 (a correlation needs two copies), got {n_samples}")
+        raise ValueError(f"n_samples: expected >= 2 (a correlation needs two copies), "
+                         f"got {n_samples}")
     if std < 0:
         raise ValueError(f"std: expected >= 0, got {std}")
     g = torch.Generator().manual_seed(seed)
@@ -80,6 +99,17 @@ def activation_layer(model: nn.Module, conv: str) -> str:
     raise ValueError(f"layers: no nn.ReLU module follows conv {conv!r} before the next conv")
 
 
+def pre_activation_layer(model: nn.Module, conv: str) -> str:
+    """The module whose output the ReLU after ``conv`` rectifies: Eq. 1's z (the batch
+    norm after the conv, or the conv itself)."""
+    names = [n for n, _ in model.named_modules()]
+    before = names[names.index(activation_layer(model, conv)) - 1]
+    if not isinstance(hooks.layer(model, before), (nn.Conv2d, nn.BatchNorm2d)):
+        raise ValueError(f"layers: the ReLU after {conv!r} does not directly follow a conv or "
+                         f"batch norm ({before!r}); use after_relu=True")
+    return before
+
+
 def outgoing_weights(model: nn.Module, conv: str) -> torch.Tensor:
     """``w^{l+1}`` of every output channel of ``conv`` (channels x fan-out): the next conv's
     weights that read the channel, or, after the last conv, the first linear layer's
@@ -93,7 +123,8 @@ def outgoing_weights(model: nn.Module, conv: str) -> torch.Tensor:
         if isinstance(module, nn.Linear) and module.in_features % channels == 0:
             w = module.weight.detach().view(module.out_features, channels, -1)
             return w.transpose(0, 1).reshape(channels, -1)
-    raise ValueError(f"layers: no conv or linear layer reads the {channels} channels of {conv!r}")
+    raise ValueError(f"layers: no conv or linear layer reads the {channels} channels of "
+                     f"{conv!r}")
 
 
 def output_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -106,14 +137,21 @@ def output_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
+def _predicted(logits: torch.Tensor) -> torch.Tensor:
+    return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
+
+
 @dataclass
 class NeuronScores:
     """Scores of every neuron: ``scores[layer]`` is N images x len(metrics) x channels,
     NaN where a metric is undefined (a constant neuron's correlation) or the neuron is
-    discarded (precision below the activation threshold)."""
+    discarded (precision below lambda). ``eligible[layer]`` (N x channels) marks the
+    neurons every metric chooses from: alive on the image (a patch exists) and above
+    lambda."""
 
     layers: list[str]
     scores: dict[str, torch.Tensor]
+    eligible: dict[str, torch.Tensor] | None = None
     metrics: tuple[str, ...] = METRICS
 
     def __getitem__(self, layer: str) -> torch.Tensor:
@@ -121,31 +159,39 @@ class NeuronScores:
 
     def metric(self, name: str) -> dict[str, torch.Tensor]:
         """N x channels scores of metric ``name`` per layer."""
-        i = metric_index(name, self.metrics)
+        i = _metric_index(name, self.metrics)
         return {layer: s[:, i] for layer, s in self.scores.items()}
 
     def top(self, k: int = 5) -> dict[str, torch.Tensor]:
-        """Boolean masks (N x metrics x channels) of the ``k`` highest-scoring neurons of
-        every layer; NaN scores are never selected, so a mask may hold fewer than ``k``."""
+        """Boolean masks (N x metrics x channels) of the ``k`` highest-scoring eligible
+        neurons of every layer: every metric selects min(k, eligible) neurons."""
         if k < 1:
             raise ValueError(f"k: expected >= 1, got {k}")
-        return {layer: top_mask(s, k) for layer, s in self.scores.items()}
+        pools = self.eligible or {}
+        return {layer: top_mask(s, k, None if layer not in pools else pools[layer].unsqueeze(1))
+                for layer, s in self.scores.items()}
 
 
-def metric_index(name: str, metrics: Sequence[str] = METRICS) -> int:
+def _metric_index(name: str, metrics: Sequence[str] = METRICS) -> int:
     if name not in metrics:
         raise ValueError(f"metric: expected one of {list(metrics)}, got {name!r}")
     return list(metrics).index(name)
 
 
-def top_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """True at the ``k`` largest non-NaN entries along the last dimension (ties: lowest index)."""
-    finite = torch.nan_to_num(scores, nan=float("-inf"), posinf=torch.finfo(scores.dtype).max)
+def top_mask(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
+    """True at the ``k`` largest entries along the last dimension among the ``eligible``
+    ones (default: the non-NaN ones); an eligible NaN ranks below every number, an
+    ineligible entry is never selected, ties go to the lowest index."""
+    if eligible is None:
+        eligible = ~scores.isnan()
+    big = torch.finfo(scores.dtype).max
+    key = torch.nan_to_num(scores, nan=-big, posinf=big, neginf=-big)
+    key = torch.where(eligible, key, float("-inf"))
     k = min(k, scores.shape[-1])
     # A stable descending sort makes ties deterministic (topk's order is unspecified).
-    idx = finite.sort(dim=-1, descending=True, stable=True).indices[..., :k]
+    idx = key.sort(dim=-1, descending=True, stable=True).indices[..., :k]
     mask = torch.zeros_like(scores, dtype=torch.bool).scatter(-1, idx, True)
-    return mask & ~scores.isnan()
+    return mask & eligible
 
 
 def jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -154,6 +200,20 @@ def jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     inter = (a & b).sum(-1).float()
     union = (a | b).sum(-1).float()
     return inter / union
+
+
+def chance_jaccard(pool: torch.Tensor, k: int) -> torch.Tensor:
+    """The expected Jaccard index of two independent uniformly random selections of
+    min(k, n) neurons out of ``pool`` = n (elementwise; NaN where n = 0): the overlap
+    that chance alone gives. The intersection is hypergeometric."""
+    out = torch.full(pool.shape, float("nan"))
+    for n in pool.unique().tolist():
+        m = min(k, int(n))
+        if m == 0:
+            continue
+        i = np.arange(m + 1)
+        out[pool == n] = float((hypergeom(int(n), m, m).pmf(i) * i / (2 * m - i)).sum())
+    return out
 
 
 def correlation_scores(acts: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -170,32 +230,20 @@ def correlation_scores(acts: torch.Tensor, output: torch.Tensor) -> torch.Tensor
     return torch.where(varying, r.abs(), torch.nan).nanmean(-1)
 
 
-def precision_scores(acts: torch.Tensor, threshold: float) -> torch.Tensor:
+def _above_threshold(acts: torch.Tensor, threshold: float, relative: bool) -> torch.Tensor:
+    """N x C: neurons whose activation magnitude (mean |z| over copies and positions of
+    N x S x C x P activations) reaches lambda: ``threshold`` itself, or, if ``relative``,
+    ``threshold`` times the mean magnitude of the layer's neurons on that image."""
+    magnitude = acts.abs().mean((1, 3))
+    floor = threshold * magnitude.mean(1, keepdim=True) if relative else threshold
+    return magnitude >= floor
+
+
+def precision_scores(acts: torch.Tensor, threshold: float, relative: bool = True) -> torch.Tensor:
     """1 / (mean over positions of the variance over the copies) of activations
-    (N x S x C x P); NaN for neurons whose mean activation is below ``threshold``."""
+    (N x S x C x P); NaN for neurons below lambda (see ``_above_threshold``)."""
     precision = 1.0 / acts.var(1, unbiased=False).mean(-1)
-    active = acts.mean((1, 3)) >= threshold
-    return torch.where(active, precision, torch.nan)
-
-
-def perturbed_activations(model: nn.Module, images: torch.Tensor, relus: Sequence[str], n_samples: int,
-                          std: float, index_scaled: bool, seed: int, batch_size: int = 1024):
-    """Run each image and its ``n_samples`` perturbed copies through ``model`` in chunks of
-    about ``batch_size`` inputs. Yields, per chunk of images, its first index, the logits
-    (N' x (1 + S) x classes) and every ReLU's output (N' x (1 + S) x C x positions), the
-    unperturbed image first: its single-image baselines are scored on it. Call it under
-    ``torch.no_grad()``; the hooks stay in place until the last chunk."""
-    copies = perturb(images, n_samples, std, index_scaled, seed)
-    batch = torch.cat([images.unsqueeze(1), copies], 1)
-    s = batch.shape[1]
-    model.eval()
-    per_chunk = max(1, batch_size // s)
-    with hooks.Recorder(model, relus) as rec:
-        for start in range(0, len(batch), per_chunk):
-            chunk = batch[start:start + per_chunk]
-            logits = model(chunk.flatten(0, 1)).view(len(chunk), s, -1)
-            yield start, logits, {relu: rec.outputs[relu].view(len(chunk), s, *rec.outputs[relu].shape[1:]).flatten(3)
-                                  for relu in relus}
+    return torch.where(_above_threshold(acts, threshold, relative), precision, torch.nan)
 
 
 class InputResampling:
@@ -204,61 +252,122 @@ class InputResampling:
     ``InputResampling(model, layers).attribute(images, target=None)`` returns
     ``NeuronScores``; ``target`` is the class whose log-odds is the network output ``o``
     (default: the class predicted for the unperturbed image; for two classes |r| is the
-    same for either class).
+    same for either class). Runs on the model's device; scores come back on the CPU.
 
-    Equation 3 averages the reciprocal variance over positions. Taken literally it is
-    infinite for nearly every ReLU map (any position that is zero on all copies has zero
-    variance), so, like the public code, the variance is averaged first and the
-    reciprocal taken after (``precision_scores``). The threshold is applied to the
-    neuron's mean activation over copies and positions, as in the public code.
+    ``after_relu=False`` (default) reads Eq. 1's z, the ReLU's input; ``True`` the ReLU's
+    output (the public code). Equation 3 averages the reciprocal variance over positions.
+    Taken literally it is infinite for any neuron with one position that is the same on
+    all copies (a ReLU map's zeros; z over a black background), so, like the public code,
+    the variance is averaged first and the reciprocal taken after (``precision_scores``).
+    lambda is ``threshold`` times the layer's mean activation magnitude on the image
+    (``relative_threshold=True``, default) or ``threshold`` itself (the public code's
+    0.1, meant for activations of 0-255 inputs without batch norm).
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], n_samples: int = 50, std: float = 0.1,
-                 index_scaled: bool = False, threshold: float = 0.1, seed: int = 0, batch_size: int = 1024) -> None:
+    def __init__(self, model: nn.Module, layers: Sequence[str], n_samples: int = 50,
+                 std: float = 0.1, index_scaled: bool = False, threshold: float = 0.1,
+                 relative_threshold: bool = True, after_relu: bool = False, seed: int = 0,
+                 batch_size: int = 1024) -> None:
         if not layers:
             raise ValueError("layers: expected at least one conv layer name")
         if threshold < 0:
             raise ValueError(f"threshold: expected >= 0, got {threshold}")
         self.model = model
         self.layers = list(layers)
-        self.relus = [activation_layer(model, name) for name in self.layers]
-        self.weights = {name: outgoing_weights(model, name) for name in self.layers}
+        relus = [activation_layer(model, name) for name in self.layers]
+        self.sources = relus if after_relu else [pre_activation_layer(model, n) for n in layers]
+        # An in-place ReLU would overwrite a recorded pre-activation: record a copy.
+        self.copy = not after_relu and any(hooks.layer(model, r).inplace for r in relus)
         self.n_samples, self.std, self.index_scaled = n_samples, std, index_scaled
-        self.threshold, self.seed, self.batch_size = threshold, seed, batch_size
+        self.threshold, self.relative = threshold, relative_threshold
+        self.seed, self.batch_size = seed, batch_size
+
+    def chunks(self, images: torch.Tensor):
+        """Each image and its ``n_samples`` copies through the model in chunks of about
+        ``batch_size`` inputs. Yields, per chunk of images, its first index, the logits
+        (N' x (1 + S) x classes) and every layer's z (N' x (1 + S) x C x positions), the
+        unperturbed image first (its single-image baselines are scored on it), on the
+        model's device. Call it under ``torch.no_grad()``."""
+        copies = perturb(images, self.n_samples, self.std, self.index_scaled, self.seed)
+        batch = torch.cat([images.unsqueeze(1), copies], 1)
+        s = batch.shape[1]
+        self.model.eval()
+        per_chunk = max(1, self.batch_size // s)
+        with hooks.Recorder(self.model, self.sources, reduce=torch.clone if self.copy else None) \
+                as rec:
+            for start in range(0, len(batch), per_chunk):
+                chunk = devices.to_model(self.model, batch[start:start + per_chunk])
+                logits = self.model(chunk.flatten(0, 1)).view(len(chunk), s, -1)
+                yield start, logits, {
+                    layer: rec.outputs[src].view(len(chunk), s, *rec.outputs[src].shape[1:])
+                    .flatten(3) for layer, src in zip(self.layers, self.sources)}
 
     @torch.no_grad()
-    def attribute(self, images: torch.Tensor, target: torch.Tensor | int | None = None) -> NeuronScores:
+    def attribute(self, images: torch.Tensor, target: torch.Tensor | int | None = None
+                  ) -> NeuronScores:
         n = len(images)
-        parts: dict[str, list[torch.Tensor]] = {layer: [] for layer in self.layers}
-        for start, logits, acts in perturbed_activations(self.model, images, self.relus, self.n_samples, self.std,
-                                                         self.index_scaled, self.seed, self.batch_size):
+        self.weights = {name: devices.to_host(outgoing_weights(self.model, name))
+                        for name in self.layers}
+        parts = {layer: [] for layer in self.layers}
+        pools = {layer: [] for layer in self.layers}
+        for start, logits, acts in self.chunks(images):
             chunk, s = logits.shape[:2]
             if target is None:
-                t = logits[:, 0].argmax(1) if logits.shape[-1] > 1 else (logits[:, 0, 0] > 0).long()
+                t = _predicted(logits[:, 0])
             else:
                 t = torch.as_tensor(target).expand(n)[start:start + chunk]
+                t = devices.to_model(self.model, t)
             output = output_log_odds(logits.flatten(0, 1), t.repeat_interleave(s)).view(chunk, s)
-            for layer, relu in zip(self.layers, self.relus):
-                parts[layer].append(self.layer_scores(layer, acts[relu], output[:, 1:], start))
-        return NeuronScores(self.layers, {layer: torch.cat(p) for layer, p in parts.items()})
+            for layer in self.layers:
+                scores, eligible = self.layer_scores(layer, acts[layer], output[:, 1:], start)
+                parts[layer].append(scores)
+                pools[layer].append(eligible)
+        return NeuronScores(self.layers, {layer: torch.cat(p) for layer, p in parts.items()},
+                            {layer: torch.cat(p) for layer, p in pools.items()})
 
-    def layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int) -> torch.Tensor:
-        """N x metrics x channels scores of one layer; ``acts`` is N x (1 + S) x C x P with
-        the unperturbed image first, ``output`` the N x S outputs of the copies."""
+    def layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """N x metrics x channels scores of one layer and its N x channels eligible
+        neurons; ``acts`` is N x (1 + S) x C x P with the unperturbed image first,
+        ``output`` the N x S outputs of the copies."""
         original, copies = acts[:, 0], acts[:, 1:]
         n, c = original.shape[:2]
         w = self.weights[layer]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.layers.index(layer))
         random = torch.rand((start + n, c), generator=g)[start:]
-        return torch.stack([
+        measured = devices.to_host(torch.stack([
             correlation_scores(copies, output),
-            precision_scores(copies, self.threshold),
+            precision_scores(copies, self.threshold, self.relative),
             original.sum(-1),
             original.var(-1, unbiased=False),
-            w.sum(1).expand(n, c),
-            w.var(1, unbiased=False).expand(n, c),
-            random,
-        ], 1)
+        ], 1))
+        scores = torch.cat([measured, torch.stack([w.sum(1).expand(n, c),
+                                                   w.var(1, unbiased=False).expand(n, c),
+                                                   random], 1)], 1)
+        alive = original.amax(-1) > 0  # the ReLU passes something: the deconvnet has a patch
+        eligible = alive & _above_threshold(copies, self.threshold, self.relative)
+        return scores, devices.to_host(eligible)
+
+    @torch.no_grad()
+    def zero_variance_shares(self, images: torch.Tensor) -> dict[str, float]:
+        """Per layer, the share of neurons above lambda (over all images) that have a
+        position that is the same on every copy: where Eq. 3, which averages the
+        reciprocal variance over positions, is infinite."""
+        active = dict.fromkeys(self.layers, 0)
+        constant = dict.fromkeys(self.layers, 0)
+        for _, _, acts in self.chunks(images):
+            for layer in self.layers:
+                copies = acts[layer][:, 1:]
+                passing = _above_threshold(copies, self.threshold, self.relative)
+                active[layer] += passing.sum().item()
+                constant[layer] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
+        return {name: constant[name] / max(1, active[name]) for name in self.layers}
+
+
+def zero_variance_shares(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
+                         **resampling) -> dict[str, float]:
+    """``InputResampling(model, layers, **resampling).zero_variance_shares(images)``."""
+    return InputResampling(model, layers, **resampling).zero_variance_shares(images)
 
 
 def conv_names(model: nn.Module, indices: Sequence[int]) -> list[str]:
@@ -282,20 +391,22 @@ def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     return [blocks[c] for c in convs]
 
 
-def leading_part(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+def _leading_part(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     """The part of ``model`` that computes layer ``name``, and the layer's name in it: for a
     VGG-style ``features`` sequence, the modules up to the layer (sharing their weights),
     so a deconvnet does not run the layers above it; otherwise the model itself."""
     features = getattr(model, "features", None)
     prefix = "features."
-    if isinstance(features, nn.Sequential) and name.startswith(prefix) and name[len(prefix):].isdigit():
+    if isinstance(features, nn.Sequential) and name.startswith(prefix) \
+            and name[len(prefix):].isdigit():
         i = int(name[len(prefix):])
         return features[:i + 1], str(i)
     return model, name
 
 
 def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
-                    support_fraction: float = 0.1, batch_size: int = 256) -> dict[str, torch.Tensor]:
+                    support_fraction: float = 0.1, batch_size: int = 256
+                    ) -> dict[str, torch.Tensor]:
     """Patches of the selected neurons: for every layer, N x channels x 4 boxes (top,
     bottom, left, right; -1 for neurons no metric selected, or dead on that image) around
     the deconvnet projection of each neuron selected by any metric in ``masks`` (layer
@@ -304,7 +415,7 @@ def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, tor
     for layer, mask in masks.items():
         pairs = mask.any(1).nonzero()
         out = torch.full((*mask.shape[::2], 4), -1, dtype=torch.long)
-        net, relu = leading_part(model, activation_layer(model, layer))
+        net, relu = _leading_part(model, activation_layer(model, layer))
         for chunk in pairs.split(batch_size):
             maps = attribution.deconvnet(net, images[chunk[:, 0]], relu, chunk[:, 1])
             out[chunk[:, 0], chunk[:, 1]] = attribution.support_boxes(maps, support_fraction)
@@ -314,17 +425,18 @@ def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, tor
 
 def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k: int = 5,
             support_fraction: float = 0.1, boxes: bool = True, **resampling) -> dict:
-    """Scores, top-``top_k`` masks and (if ``boxes``) deconvnet boxes of ``images``, cached by
-    model weights, images and every setting: ``{"scores"|"masks"|"boxes": {layer: tensor}}``.
-    ``resampling`` goes to ``InputResampling`` (n_samples, std, index_scaled, threshold,
-    seed)."""
+    """Scores, eligible neurons, top-``top_k`` masks and (if ``boxes``) deconvnet boxes of
+    ``images``, cached by model weights, images and every setting:
+    ``{"scores"|"eligible"|"masks"|"boxes": {layer: tensor}}``. ``resampling`` goes to
+    ``InputResampling`` (n_samples, std, index_scaled, threshold, relative_threshold,
+    after_relu, seed)."""
     parts = {"model": model, "images": images, "layers": list(layers), "top_k": top_k,
              "support_fraction": support_fraction if boxes else None, "resampling": resampling}
 
     def compute() -> dict:
         scores = InputResampling(model, layers, **resampling).attribute(images)
         masks = scores.top(top_k)
-        result = {"scores": scores.scores, "masks": masks}
+        result = {"scores": scores.scores, "eligible": scores.eligible, "masks": masks}
         if boxes:
             result["boxes"] = selection_boxes(model, images, masks, support_fraction)
         return result
@@ -333,22 +445,34 @@ def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k
 
 
 @torch.no_grad()
-def zero_variance_shares(model: nn.Module, images: torch.Tensor, layers: Sequence[str], n_samples: int = 50,
-                         std: float = 0.1, index_scaled: bool = False, threshold: float = 0.1,
-                         seed: int = 0) -> dict[str, float]:
-    """Per layer, the share of neurons that pass the precision threshold (over all images)
-    yet have a position that is the same on every copy: where Eq. 3, which averages the
-    reciprocal variance over positions, is infinite."""
-    relus = {name: activation_layer(model, name) for name in layers}
-    active = dict.fromkeys(layers, 0)
-    constant = dict.fromkeys(layers, 0)
-    for _, _, acts in perturbed_activations(model, images, list(relus.values()), n_samples, std, index_scaled, seed):
-        for name, relu in relus.items():
-            copies = acts[relu][:, 1:]
-            passing = copies.mean((1, 3)) >= threshold
-            active[name] += passing.sum().item()
-            constant[name] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
-    return {name: constant[name] / max(1, active[name]) for name in layers}
+def switch_off_effects(model: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
+                       batch_size: int = 512) -> torch.Tensor:
+    """N x metrics x layers: |change of the log-odds of the class predicted for each image|
+    when the neurons that a metric selected in one layer (``masks``: conv layer -> N x
+    metrics x channels) are switched off (their ReLU output set to zero), one layer at a
+    time. Tests whether a selection has "large influence over the network output"."""
+    model.eval()
+    x = devices.to_model(model, images)
+    base_logits = model(x)
+    target = _predicted(base_logits)
+    base = output_log_odds(base_logits, target)
+    out = []
+    for layer, mask in masks.items():
+        n, m, c = mask.shape
+        keep = devices.to_model(model, (~mask).reshape(n * m, c).to(x.dtype))
+        inputs, t = x.repeat_interleave(m, 0), target.repeat_interleave(m)
+        module = hooks.layer(model, activation_layer(model, layer))
+        changed = []
+        for start in range(0, n * m, batch_size):
+            k = keep[start:start + batch_size, :, None, None]
+            handle = module.register_forward_hook(lambda _m, _i, output, k=k: output * k)
+            try:
+                logits = model(inputs[start:start + batch_size])
+            finally:
+                handle.remove()
+            changed.append(output_log_odds(logits, t[start:start + batch_size]))
+        out.append((torch.cat(changed).view(n, m) - base.view(n, 1)).abs())
+    return devices.to_host(torch.stack(out, -1))
 
 
 def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
@@ -356,7 +480,7 @@ def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[st
     """The patches of ``metric``'s selected neurons, cut from ``images`` and resized to
     ``size`` x ``size`` (bilinear, by ``torchvision.ops.roi_align``), and the index of the
     image each came from. Neurons without a box (dead on the image) give no patch."""
-    m = metric_index(metric)
+    m = _metric_index(metric)
     rows = []
     for layer, mask in masks.items():
         picked = mask[:, m].nonzero()
@@ -366,51 +490,137 @@ def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[st
     rows = torch.cat(rows)
     # roi_align takes (image, x1, y1, x2, y2) in continuous pixel-edge coordinates.
     rois = rows[:, [0, 3, 1, 4, 2]].to(images.dtype)
-    cut = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2, aligned=True)
+    cut = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2,
+                    aligned=True)
     return cut, rows[:, 0]
 
 
+def _summed_area(objects: torch.Tensor) -> torch.Tensor:
+    """N x (H + 1) x (W + 1) summed-area tables of N x 1 x H x W masks: any box's pixel
+    count is four look-ups."""
+    return nn.functional.pad(objects[:, 0].to(torch.long).cumsum(1).cumsum(2), (1, 0, 1, 0))
+
+
+def box_chance(objects: torch.Tensor, image: torch.Tensor, height: torch.Tensor,
+               width: torch.Tensor) -> torch.Tensor:
+    """Per row: the probability that a ``height`` x ``width`` box placed uniformly at random
+    inside image ``image[i]`` holds at least one pixel of its object mask (``objects``,
+    N x 1 x H x W), the chance level of the paper's localisation test (NaN for an empty
+    box)."""
+    sat = _summed_area(objects)
+    out = torch.full((len(image),), float("nan"))
+    sizes, which = torch.stack([height, width], 1).unique(dim=0, return_inverse=True)
+    for j, (h, w) in enumerate(sizes.tolist()):
+        if h <= 0 or w <= 0:
+            continue
+        counts = sat[:, h:, w:] - sat[:, :-h, w:] - sat[:, h:, :-w] + sat[:, :-h, :-w]
+        hit = (counts > 0).flatten(1).float().mean(1)
+        rows = which == j
+        out[rows] = hit[image[rows]]
+    return out
+
+
 def patch_table(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
-                foreground: torch.Tensor | None = None, metrics: Sequence[str] = METRICS):
+                objects: torch.Tensor | None = None, metrics: Sequence[str] = METRICS):
     """One row per selected (image, layer, neuron, metric): the patch's box, its area and,
-    given foreground masks (N x 1 x H x W), the number of object pixels inside it."""
+    given object masks (N x 1 x H x W), the number of object pixels inside it and the
+    chance that a box of its size at a random place would hold one (``box_chance``)."""
     frames = []
-    if foreground is not None:
-        # A summed-area table gives every box's object-pixel count in one gather.
-        fg = foreground[:, 0].to(torch.long)
-        sat = torch.nn.functional.pad(fg.cumsum(1).cumsum(2), (1, 0, 1, 0))
+    if objects is not None:
+        sat = _summed_area(objects)
     for layer, mask in masks.items():
         picked = mask.nonzero()
         img, met, ch = picked.unbind(1)
         b = boxes[layer][img, ch]
         top, bottom, left, right = b.unbind(1)
-        frame = {"image": img, "layer": [layer] * len(img), "metric": [metrics[i] for i in met.tolist()],
-                 "neuron": ch, "top": top, "bottom": bottom, "left": left, "right": right,
+        frame = {"image": img, "layer": [layer] * len(img),
+                 "metric": [metrics[i] for i in met.tolist()], "neuron": ch, "top": top,
+                 "bottom": bottom, "left": left, "right": right,
                  "area": ((bottom - top) * (right - left)).clamp(min=0)}
-        if foreground is not None:
-            t, bo, le, r = top.clamp(min=0), bottom.clamp(min=0), left.clamp(min=0), right.clamp(min=0)
-            frame["object_pixels"] = sat[img, bo, r] - sat[img, t, r] - sat[img, bo, le] + sat[img, t, le]
-        frames.append(pd.DataFrame({k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in frame.items()}))
+        if objects is not None:
+            t, bo, le, r = (v.clamp(min=0) for v in (top, bottom, left, right))
+            frame["object_pixels"] = (sat[img, bo, r] - sat[img, t, r] - sat[img, bo, le]
+                                      + sat[img, t, le])
+            frame["chance"] = box_chance(objects, img, bottom - top, right - left)
+        frames.append(pd.DataFrame({k: v.numpy() if isinstance(v, torch.Tensor) else v
+                                    for k, v in frame.items()}))
     table = pd.concat(frames, ignore_index=True)
     return table[table["top"] >= 0].reset_index(drop=True)
 
 
+@dataclass
+class PatchAccuracy:
+    """The secondary classifier's accuracy over all test patches, and per image (the share
+    of an image's patches classified right; NaN for training images and images without
+    a patch), for paired comparisons between metrics over the same test images."""
+
+    accuracy: float
+    per_image: torch.Tensor
+
+
 def patch_accuracy(images: torch.Tensor, labels: torch.Tensor, train_images: torch.Tensor,
-                   masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], metric: str, size: int = 16,
-                   width: int = 64, epochs: int = 10, seed: int = 0) -> float:
+                   masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], metric: str,
+                   size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0
+                   ) -> PatchAccuracy:
     """The paper's secondary classifier: trained on the patches that ``metric`` selects in
     the images flagged by ``train_images`` (each patch labelled with its image's label),
     tested on the patches of the other images. Three 3x3 conv layers of ``width``
-    channels with max-pooling in between (a ``VGG``), Adam, cached by ``train.fit``.
-    Returns the test accuracy over patches."""
+    channels with max-pooling in between (a ``VGG``), Adam, cached by ``train.fit``; on
+    the images' device."""
     cut, source = patches(images, masks, boxes, metric, size)
     is_train = train_images[source]
     if not is_train.any() or is_train.all():
-        raise ValueError("train_images: the secondary classifier needs patches of training and of test images")
+        raise ValueError("train_images: the secondary classifier needs patches of training "
+                         "and of test images")
     patch_labels = labels[source]
     with train.seeded(seed):
-        model = VGG((width, "M", width, "M", width), in_channels=images.shape[1], num_classes=int(labels.max()) + 1)
+        model = VGG((width, "M", width, "M", width), in_channels=images.shape[1],
+                    num_classes=int(labels.max()) + 1).to(images.device)
     config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
-    trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config, desc="patch classifier")
+    trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config,
+                        desc="patch classifier")
     test = TensorDataset(cut[~is_train], patch_labels[~is_train])
-    return train.evaluate(trained.model, test).accuracy
+    right = (train.evaluate(trained.model, test).predictions == patch_labels[~is_train]).float()
+    per_image = torch.full((len(images),), float("nan"))
+    counts = torch.zeros(len(images)).index_add_(0, source[~is_train], torch.ones(len(right)))
+    sums = torch.zeros(len(images)).index_add_(0, source[~is_train], right)
+    has = counts > 0
+    per_image[has] = sums[has] / counts[has]
+    return PatchAccuracy(right.mean().item(), per_image)
+
+
+def cluttered(data: ImageSet, canvas_size: int, n_clutter: int = 4, clutter_size: int = 8,
+              seed: int = 0) -> tuple[ImageSet, torch.Tensor]:
+    """The localisation test's images, as cluttered MNIST (Mnih et al. 2014): every image
+    of ``data`` pasted at a uniformly random place on a black ``canvas_size`` square, over
+    ``n_clutter`` pieces (``clutter_size`` squares cut at random from other images of the
+    set) at random places; overlaps keep the brighter pixel. Returns the canvases (same
+    labels and classes) and the object masks (N x 1 x S x S, bool): the pasted image's
+    non-black pixels, or its whole square when the data has no black background."""
+    n, c, h, w = data.images.shape
+    if canvas_size < max(h, w):
+        raise ValueError(f"canvas_size: expected >= the image size {max(h, w)}, got {canvas_size}")
+    if not 1 <= clutter_size <= min(h, w):
+        raise ValueError(f"clutter_size: expected 1..{min(h, w)}, got {clutter_size}")
+    g = torch.Generator().manual_seed(seed)
+    canvas = torch.zeros((n, c, canvas_size, canvas_size), dtype=torch.uint8)
+    objects = torch.zeros((n, 1, canvas_size, canvas_size), dtype=torch.bool)
+    span = canvas_size - clutter_size + 1
+    source = torch.randint(0, n, (n, n_clutter), generator=g)
+    cut = torch.randint(0, min(h, w) - clutter_size + 1, (n, n_clutter, 2), generator=g)
+    place = torch.randint(0, span, (n, n_clutter, 2), generator=g)
+    ty = torch.randint(0, canvas_size - h + 1, (n,), generator=g)
+    tx = torch.randint(0, canvas_size - w + 1, (n,), generator=g)
+    for i in range(n):
+        for (s, (cy, cx), (py, px)) in zip(source[i].tolist(), cut[i].tolist(),
+                                           place[i].tolist()):
+            piece = data.images[s, :, cy:cy + clutter_size, cx:cx + clutter_size]
+            region = canvas[i, :, py:py + clutter_size, px:px + clutter_size]
+            torch.maximum(region, piece, out=region)
+        y, x = ty[i].item(), tx[i].item()
+        region = canvas[i, :, y:y + h, x:x + w]
+        torch.maximum(region, data.images[i], out=region)
+        objects[i, :, y:y + h, x:x + w] = (foreground(data.images[i:i + 1])[0]
+                                           if data.black_background else True)
+    return ImageSet(canvas, data.labels, data.classes, f"{data.name} on cluttered canvas",
+                    black_background=False), objects
