@@ -324,23 +324,26 @@ class AblationResult:
         return correct_of(reference) - correct_of(end)
 
 
+def _class_means(drops: np.ndarray, labels) -> np.ndarray:
+    """Classes x ablations: the mean drop on the images of class k for the ablation
+    ranked for class c (NaN for a class without images)."""
+    labels = np.asarray(labels)
+    onehot = (labels[:, None] == np.arange(drops.shape[1])).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return onehot.T @ np.nan_to_num(drops) / onehot.sum(0)[:, None]
+
+
 def class_drop(drops: np.ndarray, labels) -> float:
     """Mean over classes c of the mean drop on the images of c for the ablation ranked for
     c (``drops``: images x classes, as ``AblationResult.drops``)."""
-    labels = np.asarray(labels)
-    return float(np.nanmean([drops[labels == c, c].mean() if (labels == c).any() else np.nan
-                             for c in range(drops.shape[1])]))
+    return float(np.nanmean(np.diag(_class_means(drops, labels))))
 
 
 def other_drop(drops: np.ndarray, labels) -> float:
     """Mean over classes c of the mean per-class drop on the other classes' images."""
-    labels = np.asarray(labels)
-    per = []
-    for c in range(drops.shape[1]):
-        others = [drops[labels == k, c].mean() for k in range(drops.shape[1])
-                  if k != c and (labels == k).any()]
-        per.append(np.mean(others) if others else np.nan)
-    return float(np.nanmean(per))
+    means = _class_means(drops, labels)
+    off = ~np.eye(len(means), dtype=bool)
+    return float(np.nanmean([np.nanmean(means[off[:, c], c]) for c in range(means.shape[1])]))
 
 
 def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], data: ImageSet,
