@@ -1,3 +1,4 @@
+import collections
 import copy
 import json
 
@@ -90,3 +91,8 @@ def test_gpu_entries_are_keyed_apart_and_stored_on_the_cpu(isolated_cache):
     assert len(list(isolated_cache.glob("t-*.pt"))) == 2
     assert first["w"][0].device == again["w"][0].device == devices.CPU
     torch.testing.assert_close(first["w"][0], on_cpu["w"])
+
+
+def test_cpu_values_are_returned_as_computed(isolated_cache):
+    value = {"state": collections.OrderedDict(w=torch.ones(2)), "rows": [torch.zeros(1), 3]}
+    assert cache.cached("t", {}, lambda: value) is value

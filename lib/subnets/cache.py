@@ -124,13 +124,16 @@ def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dic
 
 
 def _on_host(value: Any) -> Any:
-    """``value`` with every tensor that is not on the CPU moved there (CPU ones untouched)."""
+    """``value`` with every tensor that is not on the CPU moved there; a value with none
+    comes back as it is (the same object)."""
     if isinstance(value, torch.Tensor):
         return value if devices.key_kind(value) is None else devices.to_host(value)
     if isinstance(value, dict):
-        return {k: _on_host(v) for k, v in value.items()}
+        moved = {k: _on_host(v) for k, v in value.items()}
+        return value if all(moved[k] is v for k, v in value.items()) else moved
     if type(value) in (list, tuple):
-        return type(value)(_on_host(v) for v in value)
+        moved = [_on_host(v) for v in value]
+        return value if all(m is v for m, v in zip(moved, value)) else type(value)(moved)
     return value
 
 
