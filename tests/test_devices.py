@@ -79,7 +79,8 @@ def device_names(source: str) -> list[str]:
                 and isinstance(func.value, ast.Name) and func.value.id == "torch":
             found.append(f"{node.lineno}: torch.device()")
         found += [f"{node.lineno}: device={ast.unparse(k.value)}" for k in node.keywords
-                  if k.arg == "device" and isinstance(k.value, ast.Constant)]
+                  if k.arg == "device" and isinstance(k.value, ast.Constant)
+                  and k.value.value is not None]
     return found
 
 
@@ -88,6 +89,7 @@ def test_the_device_scan_catches_every_form():
 x.to("cuda:0"); y = x.cuda(); z = x.cpu(); torch.device(name)
 torch.zeros(2, device="mps"); torch.ones(1, device=0); load(p, map_location="cpu")
 torch.zeros(2, device=x.device); x.to(devices.CPU); "a cpu in prose"; torch.cuda.is_available()
+torch.zeros(2, device=None)
 '''
     assert sorted(line.split(": ", 1)[1] for line in device_names(source)) == sorted([
         "string 'cuda:0'", ".cuda()", ".cpu()", "torch.device()", "string 'mps'",
