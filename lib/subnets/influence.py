@@ -1,5 +1,5 @@
-"""Class-specific influential features of the final layer (paper 003) and Class-Specific
-Gates (Liang et al. 2020) to compare them with.
+"""Class-specific influential features of the final layer (the paper of chapter 4,
+"Decomposing the Deep") and Class-Specific Gates (Liang et al. 2020) to compare them with.
 
 Algorithm 1 of the paper, on the penultimate features ``f`` (the input of the final linear
 layer) of the training set:
@@ -10,14 +10,16 @@ layer) of the training set:
 
 The *decomposed* final layer computes class c's logit from its own features only,
 ``z_c = sum_{j in S_c} W[c, j] f_j + b_c``, and its softmax over these logits is the
-decomposed softmax. It costs ``k2 * C`` multiply-accumulates instead of ``D * C``.
+decomposed softmax. It reads ``k2 * C`` weights instead of ``D * C``, and computes only those.
 
 Ties (equal feature values, equal histogram counts) go to the lower index, so the same
-features always give the same sets.
+features always give the same sets. Every function that runs a model works on the model's
+device and returns its results on the CPU.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
@@ -28,8 +30,41 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from . import cache
+from .devices import to_host, to_model
 from .progress import bar
-from .train import TrainConfig, data_identity
+from .train import TrainConfig, augment_batch, data_identity
+
+__all__ = [
+    "ClassSpecificGates",
+    "DecomposedLinear",
+    "DecompositionGrid",
+    "GateAccuracy",
+    "GateConfig",
+    "InfluentialFeatures",
+    "NoiseAblation",
+    "accuracy",
+    "channel_maps",
+    "check_k",
+    "correct",
+    "decompose",
+    "fit_gates",
+    "foreground_share",
+    "gate_accuracies",
+    "gate_overlap",
+    "index_histograms",
+    "influential_features",
+    "layer_correct",
+    "linear_macs",
+    "most_frequent",
+    "noise_ablation",
+    "noised_features",
+    "non_influential_indices",
+    "penultimate_features",
+    "random_feature_sets",
+    "relative_accuracy_grid",
+    "top_k_indices",
+    "top_k_mass_share",
+]
 
 
 def check_k(dim: int, **values: int | Iterable[int]) -> None:
@@ -37,20 +72,24 @@ def check_k(dim: int, **values: int | Iterable[int]) -> None:
     for name, value in values.items():
         for k in (value if isinstance(value, (list, tuple)) else [value]):
             if not isinstance(k, int) or not 1 <= k <= dim:
-                raise ValueError(f"{name}: expected an integer in 1..{dim} (the final layer's width), got {k!r}")
+                raise ValueError(f"{name}: expected an integer in 1..{dim} (the final layer's "
+                                 f"width), got {k!r}")
 
 
-def check_features(features: torch.Tensor, labels: torch.Tensor) -> None:
+def _check_features(features: torch.Tensor, labels: torch.Tensor) -> None:
     if features.ndim != 2:
-        raise ValueError(f"features: expected N x D penultimate features, got shape {tuple(features.shape)}")
+        raise ValueError(f"features: expected N x D penultimate features, "
+                         f"got shape {tuple(features.shape)}")
     if labels.shape != (len(features),):
-        raise ValueError(f"labels: expected {len(features)} labels, got shape {tuple(labels.shape)}")
+        raise ValueError(f"labels: expected {len(features)} labels, "
+                         f"got shape {tuple(labels.shape)}")
 
 
 # --- penultimate features --------------------------------------------------------------
 
 @torch.no_grad()
-def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 500) -> dict[str, torch.Tensor]:
+def penultimate_features(model: nn.Module, data: Dataset,
+                         batch_size: int = 500) -> dict[str, torch.Tensor]:
     """``{"features": N x D, "labels": N}``: what ``model.fc`` reads for every image of
     ``data`` (wrap in ``cache.call`` to keep them)."""
     if not hasattr(model, "penultimate"):
@@ -58,7 +97,7 @@ def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 500)
     model.eval()
     chunks, labels = [], []
     for x, y in bar(DataLoader(data, batch_size=batch_size), desc="penultimate features"):
-        chunks.append(model.penultimate(x))
+        chunks.append(to_host(model.penultimate(to_model(model, x))))
         labels.append(y)
     return {"features": torch.cat(chunks), "labels": torch.cat(labels)}
 
@@ -72,9 +111,11 @@ def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
     return features.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
 
 
-def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int, num_classes: int) -> torch.Tensor:
-    """C x D counts: how often each feature index is among the top ``k1`` of an instance of each class."""
-    check_features(features, labels)
+def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
+                     num_classes: int) -> torch.Tensor:
+    """C x D counts: how often each feature index is among the top ``k1`` of an instance
+    of each class."""
+    _check_features(features, labels)
     dim = features.shape[1]
     top = top_k_indices(features, k1)
     flat = (labels[:, None] * dim + top).flatten()
@@ -82,7 +123,8 @@ def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int, num_
 
 
 def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
-    """C x k2: per class (row) the indices of the ``k2`` largest counts (or scores), largest first."""
+    """C x k2: per class (row) the indices of the ``k2`` largest counts (or scores),
+    largest first."""
     check_k(histograms.shape[1], k2=k2)
     return (-histograms).sort(dim=1, stable=True).indices[:, :k2]
 
@@ -106,7 +148,7 @@ class InfluentialFeatures:
 
     def mask(self) -> torch.Tensor:
         """C x D booleans: feature j is influential for class c."""
-        return torch.zeros(self.num_classes, self.dim, dtype=torch.bool).scatter_(1, self.indices, True)
+        return _index_mask(self.indices, self.dim)
 
     def overlap(self) -> torch.Tensor:
         """C x C: how many influential features two classes share (the diagonal is ``k2``)."""
@@ -128,14 +170,28 @@ class InfluentialFeatures:
                 "mean_pairwise_jaccard": jaccard[pairs].mean().item()}
 
 
+def _index_mask(indices: torch.Tensor, dim: int) -> torch.Tensor:
+    """Rows x dim booleans, True at each row's ``indices``."""
+    return torch.zeros(indices.shape[0], dim, dtype=torch.bool).scatter_(1, indices, True)
+
+
 def influential_features(features: torch.Tensor, labels: torch.Tensor, k1: int, k2: int,
                          num_classes: int | None = None) -> InfluentialFeatures:
     """Algorithm 1 on penultimate ``features`` (N x D) of instances with ``labels``."""
-    check_features(features, labels)
+    _check_features(features, labels)
     check_k(features.shape[1], k1=k1, k2=k2)
     num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
     hist = index_histograms(features, labels, k1, num_classes)
     return InfluentialFeatures(most_frequent(hist, k2), hist, k1, k2)
+
+
+def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
+    """Per instance, the share of its features' L1 mass in its ``k`` largest (Section 4.4's
+    "coverage" of k1); NaN for an all-zero feature vector."""
+    mass = features.abs()
+    total = mass.sum(1)
+    top = mass.gather(1, top_k_indices(features, k)).sum(1)
+    return torch.where(total > 0, top / total.clamp_min(1e-12), torch.full_like(total, math.nan))
 
 
 # --- the decomposed final layer ----------------------------------------------------------
@@ -148,23 +204,21 @@ class DecomposedLinear(nn.Module):
     def __init__(self, fc: nn.Linear, indices: torch.Tensor) -> None:
         super().__init__()
         if indices.ndim != 2 or indices.shape[0] != fc.out_features:
-            raise ValueError(f"indices: expected {fc.out_features} rows (one per class), got shape {tuple(indices.shape)}")
+            raise ValueError(f"indices: expected {fc.out_features} rows (one per class), "
+                             f"got shape {tuple(indices.shape)}")
         if indices.min() < 0 or indices.max() >= fc.in_features:
             raise ValueError(f"indices: expected feature indices in 0..{fc.in_features - 1}")
         self.in_features = fc.in_features
-        self.register_buffer("indices", indices.detach().clone().long())
-        self.weight = nn.Parameter(fc.weight.detach().gather(1, self.indices).clone())
+        indices = indices.detach().long().to(fc.weight.device)
+        self.register_buffer("indices", indices.clone())
+        self.weight = nn.Parameter(fc.weight.detach().gather(1, indices).clone())
         self.bias = None if fc.bias is None else nn.Parameter(fc.bias.detach().clone())
 
-    def dense_weight(self) -> torch.Tensor:
-        """C x D: the kept weights in place, zeros elsewhere."""
-        full = torch.zeros(self.weight.shape[0], self.in_features, dtype=self.weight.dtype, device=self.weight.device)
-        return full.scatter(1, self.indices, self.weight)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # The same sums as gathering each class's k2 features, but one small dense matrix
-        # product is faster on a CPU than the gather (benchmarks/influence.py).
-        return nn.functional.linear(x, self.dense_weight(), self.bias)
+        # Each class's k2 features gathered (N x C x k2) and dotted with its k2 weights:
+        # k2 * C multiply-accumulates per instance, the cost that ``macs`` reports.
+        z = (x[:, self.indices] * self.weight).sum(-1)
+        return z if self.bias is None else z + self.bias
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """The decomposed softmax: p_c = exp(z_c) / sum_j exp(z_j) over decomposed logits."""
@@ -175,30 +229,75 @@ class DecomposedLinear(nn.Module):
         return self.indices.numel()
 
 
+def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
+    """A copy of ``model`` whose final linear layer ``fc`` is a ``DecomposedLinear`` on
+    ``indices`` (to retrain the whole network after decomposition, Section 5.2.3)."""
+    if not isinstance(getattr(model, "fc", None), nn.Linear):
+        raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
+    out = copy.deepcopy(model)
+    out.fc = DecomposedLinear(model.fc, indices)
+    return out
+
+
 def linear_macs(fc: nn.Linear) -> int:
     """Multiply-accumulates per input of a full linear layer."""
     return fc.in_features * fc.out_features
 
 
+def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per instance, 1.0 where the arg-max of ``logits`` is the label, else 0.0 (on the CPU)."""
+    return to_host((logits.argmax(1) == labels.to(logits.device)).float())
+
+
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return (logits.argmax(1) == labels).float().mean().item()
+    return correct(logits, labels).mean().item()
 
 
 @torch.no_grad()
-def relative_accuracy_grid(fc: nn.Linear, train: dict[str, torch.Tensor], test: dict[str, torch.Tensor],
-                           k1s: Iterable[int], k2s: Iterable[int]) -> pd.DataFrame:
-    """One row per (k1, k2): test accuracy of the decomposed layer built from the training
-    features, the full layer's accuracy and their ratio (the paper's relative accuracy).
-    ``train`` and ``test`` are ``penultimate_features`` results."""
-    full = accuracy(fc(test["features"]), test["labels"])
-    rows = []
+def layer_correct(layer: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Per instance of ``data`` (a ``penultimate_features`` result), 1.0 where the final
+    ``layer`` (full, decomposed or retrained) predicts the label, else 0.0."""
+    x, y = to_model(layer, data["features"], data["labels"])
+    return correct(layer(x), y)
+
+
+@dataclass
+class DecompositionGrid:
+    """``table``: one row per (k1, k2) with the decomposed layer's test accuracy, the full
+    layer's and their ratio (the paper's relative accuracy). ``correct``: N x rows, per
+    test instance whether the decomposed layer of that row is right; ``full_correct``: N."""
+
+    table: pd.DataFrame
+    correct: torch.Tensor
+    full_correct: torch.Tensor
+
+
+@torch.no_grad()
+def relative_accuracy_grid(fc: nn.Linear, train: dict[str, torch.Tensor],
+                           test: dict[str, torch.Tensor], k1s: Iterable[int],
+                           k2s: Iterable[int]) -> DecompositionGrid:
+    """The decomposed layer for every (k1, k2), its sets found on the training features,
+    measured on the test features (both ``penultimate_features`` results)."""
+    x, y = to_model(fc, test["features"], test["labels"])
+    full = correct(fc(x), y)
+    rows, hits = [], []
     for k1 in k1s:
         hist = index_histograms(train["features"], train["labels"], k1, fc.out_features)
         for k2 in k2s:
-            layer = DecomposedLinear(fc, most_frequent(hist, k2))
-            acc = accuracy(layer(test["features"]), test["labels"])
-            rows.append({"k1": k1, "k2": k2, "accuracy": acc, "full_accuracy": full, "relative": acc / full})
-    return pd.DataFrame(rows)
+            hits.append(correct(DecomposedLinear(fc, most_frequent(hist, k2))(x), y))
+            acc = hits[-1].mean().item()
+            rows.append({"k1": k1, "k2": k2, "accuracy": acc,
+                         "full_accuracy": full.mean().item(),
+                         "relative": acc / full.mean().item()})
+    return DecompositionGrid(pd.DataFrame(rows), torch.stack(hits, 1), full)
+
+
+def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
+    """C x k: per class ``k`` distinct features drawn at random (seeded): the control for
+    Algorithm 1's sets."""
+    check_k(dim, k2=k)
+    g = torch.Generator().manual_seed(seed)
+    return torch.stack([torch.randperm(dim, generator=g)[:k] for _ in range(num_classes)])
 
 
 # --- Gaussian-noise ablation (Table 8) -----------------------------------------------------
@@ -207,8 +306,8 @@ def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> 
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
     influential for that class."""
     if 2 * influential.k2 > influential.dim:
-        raise ValueError(f"k2: {influential.k2} influential features leave fewer than {influential.k2} others "
-                         f"of {influential.dim}")
+        raise ValueError(f"k2: {influential.k2} influential features leave fewer than "
+                         f"{influential.k2} others of {influential.dim}")
     g = torch.Generator().manual_seed(seed)
     mask = influential.mask()
     rows = []
@@ -218,32 +317,54 @@ def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> 
     return torch.stack(rows)
 
 
-def noised_features(features: torch.Tensor, labels: torch.Tensor, indices: torch.Tensor,
+def noised_features(features: torch.Tensor, labels: torch.Tensor, replace: torch.Tensor,
                     mean: torch.Tensor, std: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A copy of ``features`` in which each instance's features ``indices[label]`` are
-    replaced by draws from N(mean_j, std_j) of each replaced feature j."""
-    check_features(features, labels)
+    """A copy of ``features`` in which each instance's features ``replace[label]`` (a C x D
+    boolean mask) are replaced by draws from N(mean_j, std_j) of each replaced feature j.
+    The same ``seed`` gives the same draws, so two masks are compared on the same noise."""
+    _check_features(features, labels)
+    if replace.dtype != torch.bool or replace.shape[1] != features.shape[1]:
+        raise ValueError(f"replace: expected a C x {features.shape[1]} boolean mask")
     g = torch.Generator().manual_seed(seed)
     noise = mean + std * torch.randn(features.shape, generator=g)
-    replace = torch.zeros(indices.shape[0], features.shape[1], dtype=torch.bool).scatter_(1, indices, True)[labels]
-    return torch.where(replace, noise, features)
+    return torch.where(replace[labels], noise, features)
+
+
+@dataclass
+class NoiseAblation:
+    """Per test instance (1.0 right, 0.0 wrong): the full layer on the original features,
+    with the instance's influential features replaced by noise, with all its other
+    features replaced (Section 5.2.6), and with as many (``k2``) random others replaced."""
+
+    original: torch.Tensor
+    influential: torch.Tensor
+    non_influential: torch.Tensor
+    as_many_others: torch.Tensor
+
+    def accuracies(self) -> dict[str, float]:
+        return {name: value.mean().item() for name, value in vars(self).items()}
 
 
 @torch.no_grad()
-def noise_ablation(fc: nn.Linear, influential: InfluentialFeatures, train: dict[str, torch.Tensor],
-                   test: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
-    """Test accuracy of the full final layer on the original features, with each test
-    instance's influential features (of its class) replaced by Gaussian noise, and with as
-    many of its non-influential features replaced. The noise has the mean and standard
-    deviation of each feature over the training set."""
+def noise_ablation(fc: nn.Linear, influential: InfluentialFeatures,
+                   train: dict[str, torch.Tensor], test: dict[str, torch.Tensor],
+                   seed: int = 0) -> NoiseAblation:
+    """The full final layer on test features whose features of the instance's (true) class
+    are replaced by Gaussian noise with each feature's training-set mean and standard
+    deviation: the influential ones, all the others (D - k2), or ``k2`` random others."""
     mean, std = train["features"].mean(0), train["features"].std(0)
     x, y = test["features"], test["labels"]
-    others = non_influential_indices(influential, seed)
-    return {
-        "original": accuracy(fc(x), y),
-        "influential_noised": accuracy(fc(noised_features(x, y, influential.indices, mean, std, seed)), y),
-        "non_influential_noised": accuracy(fc(noised_features(x, y, others, mean, std, seed)), y),
-    }
+    mask = influential.mask()
+    as_many = _index_mask(non_influential_indices(influential, seed), influential.dim)
+
+    def hits(features: torch.Tensor) -> torch.Tensor:
+        return correct(fc(to_model(fc, features)), y)
+
+    return NoiseAblation(
+        original=hits(x),
+        influential=hits(noised_features(x, y, mask, mean, std, seed)),
+        non_influential=hits(noised_features(x, y, ~mask, mean, std, seed)),
+        as_many_others=hits(noised_features(x, y, as_many, mean, std, seed)))
 
 
 # --- activation maps of influential channels (Table 7) -------------------------------------
@@ -252,15 +373,19 @@ def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, in
     """N x 1 x H x W: per image the mean of its ``channels`` (N x k) of the last conv
     layer's ``maps`` (N x K x h x w), bilinearly upsampled to ``size``."""
     if channels.shape[0] != maps.shape[0]:
-        raise ValueError(f"channels: expected one row per map ({maps.shape[0]}), got {channels.shape[0]}")
+        raise ValueError(f"channels: expected one row per map ({maps.shape[0]}), "
+                         f"got {channels.shape[0]}")
+    channels = channels.to(maps.device)
     picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-    return nn.functional.interpolate(picked.mean(1, keepdim=True), size=size, mode="bilinear", align_corners=False)
+    return nn.functional.interpolate(picked.mean(1, keepdim=True), size=size, mode="bilinear",
+                                     align_corners=False)
 
 
 def foreground_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per map, the share of its (non-negative) mass on the foreground ``masks``; NaN for an all-zero map."""
+    """Per map, the share of its (non-negative) mass on the foreground ``masks``; NaN for an
+    all-zero map."""
     mass = maps.clamp_min(0).flatten(1)
-    inside = (mass * masks.flatten(1).to(mass.dtype)).sum(1)
+    inside = (mass * masks.flatten(1).to(mass)).sum(1)
     total = mass.sum(1)
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.full_like(total, math.nan))
 
@@ -269,37 +394,51 @@ def foreground_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class GateConfig:
-    """How the gates are trained: total loss = CE(STD path) + ``path_weight`` * CE(CSG path)
-    + ``sparsity_weight`` * max(0, ||G||_1 - ``density`` * C * D). The gates start open (1),
-    take plain SGD steps of ``gate_lr`` (momentum would carry them past the target density)
-    and are clipped to [0, 1] after every step."""
+    """How the gates are trained, after Liang et al.'s code (CSGCNN): the gate matrix G
+    starts at ``init``; training alternates epochs, ``period - 1`` CSG epochs then one
+    standard (STD) epoch; a CSG epoch minimises CE(CSG path) + ``sparsity_weight`` *
+    max(0, ||G||_1 - ``density`` * C * D), and after every CSG step each feature's gates are
+    divided by their largest (over classes) and clipped to [0, 1]. The gates take plain SGD
+    steps of ``gate_lr`` (the weights take the training configuration's optimiser)."""
 
-    path_weight: float = 1.0
     sparsity_weight: float = 0.1
-    density: float = 0.1
+    density: float = 0.2
     gate_lr: float = 0.5
+    init: float = 0.5
+    period: int = 3
 
     def __post_init__(self) -> None:
-        for name in ("path_weight", "sparsity_weight", "gate_lr"):
+        for name in ("sparsity_weight", "gate_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        if not 0 <= self.density <= 1:
-            raise ValueError(f"density: expected a value in [0, 1], got {self.density}")
+        for name in ("density", "init"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
+        if not isinstance(self.period, int) or self.period < 1:
+            raise ValueError(f"period: expected an integer >= 1, got {self.period!r}")
+
+    def is_csg_epoch(self, epoch: int) -> bool:
+        """Epochs count from 1; with ``period`` 1 every epoch is a CSG epoch."""
+        return self.period == 1 or epoch % self.period != 0
 
 
 class ClassSpecificGates(nn.Module):
     """A network with a learnable class x feature gate matrix ``gates`` (C x D, in [0, 1])
-    on its penultimate features. ``forward`` is the standard (STD) path; ``gated_logits``
-    the CSG path, which multiplies the features of an instance by its label's gate row;
+    on its penultimate features, used only in training. ``forward`` is the standard (STD)
+    path, the network as it classifies new images; ``gated_logits`` the CSG path of
+    training, which multiplies an instance's features by its label's gate row;
     ``label_free_logits`` reads class c's logit through class c's gates (no label needed).
     ``model`` needs ``penultimate(x)`` and a linear ``fc``."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, init: float = 0.5) -> None:
         super().__init__()
-        if not hasattr(model, "penultimate") or not isinstance(getattr(model, "fc", None), nn.Linear):
+        if not hasattr(model, "penultimate") or not isinstance(getattr(model, "fc", None),
+                                                                nn.Linear):
             raise TypeError(f"model: {type(model).__name__} needs penultimate(x) and a linear fc")
         self.model = model
-        self.gates = nn.Parameter(torch.ones(model.fc.out_features, model.fc.in_features))
+        fc = model.fc
+        self.gates = nn.Parameter(torch.full((fc.out_features, fc.in_features), float(init),
+                                             device=fc.weight.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -310,62 +449,41 @@ class ClassSpecificGates(nn.Module):
 
     def label_free_logits(self, features: torch.Tensor) -> torch.Tensor:
         """z_c = w_c . (G_c * f) + b_c: every class through its own gates."""
-        return nn.functional.linear(features, self.model.fc.weight * self.gates, self.model.fc.bias)
+        return nn.functional.linear(features, self.model.fc.weight * self.gates,
+                                    self.model.fc.bias)
+
+    @torch.no_grad()
+    def clip_gates(self) -> None:
+        """Liang et al.'s clipping: each feature's gates over the classes divided by their
+        largest, then clipped to [0, 1]."""
+        top = self.gates.max(0, keepdim=True).values.clamp_min(1e-12)
+        self.gates.copy_((self.gates / top).clamp(0, 1))
 
     def open_gates(self, threshold: float = 0.5) -> torch.Tensor:
-        """C x D booleans: gates above ``threshold``."""
-        return self.gates.detach() > threshold
+        """C x D booleans: gates above ``threshold`` (on the CPU)."""
+        return to_host(self.gates) > threshold
 
 
-def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(),
-              gates: GateConfig = GateConfig(), desc: str = "training with gates") -> ClassSpecificGates:
+def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None,
+              gates: GateConfig | None = None,
+              desc: str = "training with gates") -> ClassSpecificGates:
     """Train ``model`` (in place, from its current weights: a fresh model built under
-    ``train.seeded``, or a trained one to fine-tune) and a gate matrix jointly on the STD
-    and CSG paths, every batch through both; or load the cached result of that exact
-    training."""
-    if config.loss != "cross_entropy" or config.augment:
-        raise ValueError("config: gate training supports the cross_entropy loss without augmentation")
-    net = ClassSpecificGates(model)
-    parts = {"model": net, "data": data_identity(data), "config": asdict(config), "gates": asdict(gates)}
+    ``train.seeded``, or a trained one to fine-tune) with a gate matrix, alternating CSG
+    and STD epochs as ``gates`` says; or load the cached result of that exact training.
+    ``config``'s optimiser and schedule drive the weights in both kinds of epoch (defaults:
+    ``TrainConfig()`` and ``GateConfig()``)."""
+    config = TrainConfig() if config is None else config
+    gates = GateConfig() if gates is None else gates
+    if config.loss != "cross_entropy":
+        raise ValueError("config: gate training supports the cross_entropy loss")
+    net = ClassSpecificGates(model, gates.init)
+    parts = {"model": net, "data": data_identity(data), "config": asdict(config),
+             "gates": asdict(gates)}
 
     def compute() -> dict:
-        g = torch.Generator().manual_seed(config.seed)
-        loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
-        weights = [p for p in net.model.parameters() if p.requires_grad]
-        if config.optimizer == "adam":
-            opt = torch.optim.Adam(weights, lr=config.lr, weight_decay=config.weight_decay)
-        else:
-            opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-        gate_opt = torch.optim.SGD([net.gates], lr=gates.gate_lr)
-        budget = gates.density * net.gates.numel()
-        steps = max(1, config.epochs * len(loader))
-        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps) if config.schedule == "cosine"
-                 else torch.optim.lr_scheduler.ConstantLR(opt, factor=1.0))
-        history = []
-        with torch.random.fork_rng():
-            torch.manual_seed(config.seed)
-            for epoch in bar(range(1, config.epochs + 1), desc=desc):
-                net.train()
-                sums = {"std_loss": 0.0, "csg_loss": 0.0, "density": 0.0}
-                for x, y in bar(loader, desc=f"epoch {epoch}"):
-                    features = net.model.penultimate(x)
-                    std = nn.functional.cross_entropy(net.model.fc(features), y)
-                    csg = nn.functional.cross_entropy(net.gated_logits(features, y), y)
-                    l1 = net.gates.abs().sum()
-                    loss = std + gates.path_weight * csg + gates.sparsity_weight * (l1 - budget).clamp_min(0)
-                    opt.zero_grad(set_to_none=True)
-                    gate_opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
-                    gate_opt.step()
-                    sched.step()
-                    with torch.no_grad():
-                        net.gates.clamp_(0, 1)
-                    for name, value in (("std_loss", std), ("csg_loss", csg), ("density", l1 / net.gates.numel())):
-                        sums[name] += value.item() / len(loader)
-                history.append({"epoch": epoch, **sums})
-        net.eval()
-        return {"state": {k: v.detach().clone() for k, v in net.state_dict().items()}, "history": history}
+        history = _gate_training(net, data, config, gates, desc)
+        return {"state": {k: to_host(v).clone() for k, v in net.state_dict().items()},
+                "history": history}
 
     entry = cache.cached("csg", parts, compute)
     net.load_state_dict(entry["state"])
@@ -373,26 +491,91 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig
     return net.eval()
 
 
+def _gate_training(net: ClassSpecificGates, data: Dataset, config: TrainConfig,
+                   gates: GateConfig, desc: str) -> list[dict]:
+    g = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
+    weights = [p for p in net.model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(weights, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
+                              weight_decay=config.weight_decay)
+    # Plain SGD for the gates: momentum would carry them past the target density.
+    gate_opt = torch.optim.SGD([net.gates], lr=gates.gate_lr)
+    steps = max(1, config.epochs * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+        if config.schedule == "cosine" else (lambda s: 1.0))
+    budget = gates.density * net.gates.numel()
+    history = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        for epoch in bar(range(1, config.epochs + 1), desc=desc):
+            csg = gates.is_csg_epoch(epoch)
+            net.train()
+            sums = {"loss": 0.0, "sparsity": 0.0}
+            for x, y in bar(loader, desc=f"epoch {epoch} ({'CSG' if csg else 'STD'})"):
+                if config.augment:
+                    x = augment_batch(x, g)
+                x, y = to_model(net, x, y)
+                if csg:
+                    loss = nn.functional.cross_entropy(
+                        net.gated_logits(net.model.penultimate(x), y), y)
+                    hinge = (net.gates.abs().sum() - budget).clamp_min(0)
+                    total = loss + gates.sparsity_weight * hinge
+                else:
+                    loss = nn.functional.cross_entropy(net.model(x), y)
+                    hinge, total = torch.zeros(()), loss
+                opt.zero_grad(set_to_none=True)
+                gate_opt.zero_grad(set_to_none=True)
+                total.backward()
+                if config.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(weights, config.clip_grad_norm)
+                opt.step()
+                sched.step()
+                if csg:
+                    gate_opt.step()
+                    net.clip_gates()
+                sums["loss"] += loss.item() / len(loader)
+                sums["sparsity"] += hinge.item() / len(loader)
+            history.append({"epoch": epoch, "path": "CSG" if csg else "STD", **sums,
+                            "density": net.gates.detach().mean().item()})
+    net.eval()
+    return history
+
+
+@dataclass
+class GateAccuracy:
+    """Per test instance (1.0 right, 0.0 wrong): the gated network's STD path (how it
+    classifies new images; the gates are used only in training) and its label-free gated
+    read-out z_c = w_c . (G_c * f) + b_c."""
+
+    std: torch.Tensor
+    label_free: torch.Tensor
+
+
 @torch.no_grad()
-def gate_accuracies(net: ClassSpecificGates, test: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Test accuracy of the STD path, the CSG path (gates of the true label, as in
-    training) and the label-free gated layer, on ``penultimate_features`` of ``net.model``."""
-    x, y = test["features"], test["labels"]
-    return {"std": accuracy(net.model.fc(x), y), "csg_true_label": accuracy(net.gated_logits(x, y), y),
-            "csg_label_free": accuracy(net.label_free_logits(x), y)}
+def gate_accuracies(net: ClassSpecificGates, test: dict[str, torch.Tensor]) -> GateAccuracy:
+    """Both label-free read-outs of ``net`` on ``penultimate_features`` of ``net.model``."""
+    x, y = to_model(net, test["features"], test["labels"])
+    return GateAccuracy(std=correct(net.model.fc(x), y),
+                        label_free=correct(net.label_free_logits(x), y))
 
 
 def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> pd.DataFrame:
     """Per class: how many of its ``k2`` largest gates (ties to the lower index) are among
     its influential features, how many that would be by chance (``k2**2 / D``), the mean
     gate on its influential and on its other features, and its open gates (> 0.5)."""
-    gates = net.gates.detach()
+    gates = to_host(net.gates)
     mask = influential.mask()
     if gates.shape != mask.shape:
-        raise ValueError(f"influential: expected sets over {tuple(gates.shape)} (classes x features)")
+        raise ValueError(f"influential: expected sets over {tuple(gates.shape)} "
+                         "(classes x features)")
     k2, dim = influential.k2, influential.dim
-    top = torch.zeros_like(mask).scatter_(1, most_frequent(gates, k2), True)
-    return pd.DataFrame({"top gates influential": (top & mask).sum(1).numpy(), "by chance": k2 * k2 / dim,
+    top = _index_mask(most_frequent(gates, k2), dim)
+    return pd.DataFrame({"top gates influential": (top & mask).sum(1).numpy(),
+                         "by chance": k2 * k2 / dim,
                          "mean gate, influential": ((gates * mask).sum(1) / k2).numpy(),
                          "mean gate, others": ((gates * ~mask).sum(1) / (dim - k2)).numpy(),
                          "open gates": net.open_gates().sum(1).numpy()})

@@ -53,3 +53,42 @@ def table_heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: 
     sns.heatmap(table, annot=table.size <= 200, fmt=fmt, cmap=cmap, ax=ax, **kwargs)
     ax.set_title(title)
     return ax
+
+
+def class_histograms(histograms: torch.Tensor, kept: torch.Tensor, classes: list[str],
+                     title: str = "", ylabel: str = "count") -> plt.Figure:
+    """One bar chart per class (row of ``histograms``, C x D counts) over the feature
+    index, the ``kept`` (C x D booleans) bars in red, the others grey (chapter 4, Fig. 2)."""
+    n = len(classes)
+    cols = min(n, (n + 1) // 2) if n > 2 else n
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3 * cols, 2.3 * rows), sharex=True,
+                             sharey=True, squeeze=False)
+    for c, ax in enumerate(axes.flat):
+        if c >= n:
+            ax.axis("off")
+            continue
+        counts = histograms[c].numpy()
+        colours = np.where(kept[c].numpy(), "tab:red", "tab:gray")
+        ax.bar(np.arange(len(counts)), counts, color=colours, width=1.0)
+        ax.set_title(f"{c}: {classes[c]}" if n > 1 else classes[c], fontsize=9)
+    fig.supxlabel("feature index")
+    fig.supylabel(ylabel)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def gates_and_sets(gates: torch.Tensor, kept: torch.Tensor, classes: list[str],
+                   title: str = "kept features") -> plt.Figure:
+    """A gate matrix (C x D, in [0, 1]) beside a C x D boolean set matrix on the same
+    feature axis, each with its colour bar (chapter 4: gates vs influential features)."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.3 * len(classes) + 1.6), sharey=True)
+    sns.heatmap(pd.DataFrame(gates.numpy(), index=classes), ax=axes[0], cmap="viridis",
+                vmin=0, vmax=1, cbar_kws={"label": "gate"})
+    axes[0].set(title="gate matrix G", xlabel="feature")
+    sns.heatmap(pd.DataFrame(kept.numpy().astype(float), index=classes), ax=axes[1],
+                cmap="Reds", vmin=0, vmax=1, cbar_kws={"label": "in the set"})
+    axes[1].set(title=title, xlabel="feature")
+    fig.tight_layout()
+    return fig

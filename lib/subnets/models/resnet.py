@@ -7,11 +7,40 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+SHORTCUTS = ("projection", "identity")
+
+
+class _PadShortcut(nn.Module):
+    """He et al.'s option A: the identity, subsampled by ``stride`` and zero-padded with the
+    extra channels (no parameters)."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int) -> None:
+        super().__init__()
+        self.stride = stride
+        extra = out_channels - in_channels
+        self.pad = (extra // 2, extra - extra // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x[:, :, ::self.stride, ::self.stride]
+        return nn.functional.pad(x, (0, 0, 0, 0, *self.pad))
+
+
+def _shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn.Module:
+    """The block's skip path: identity where shapes agree, else a 1x1 conv + BN projection
+    (option B) or the zero-padded identity (option A, ``kind="identity"``)."""
+    if stride == 1 and in_channels == out_channels:
+        return nn.Sequential()
+    if kind == "identity":
+        return _PadShortcut(in_channels, out_channels, stride)
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
 
 class BasicBlock(nn.Module):
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1,
+                 shortcut: str = "projection") -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -19,12 +48,7 @@ class BasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(channels)
         self.relu2 = nn.ReLU()
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_channels != channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(channels),
-            )
+        self.shortcut = _shortcut(in_channels, channels, stride, shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -39,7 +63,8 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, channels: int, stride: int = 1,
+                 shortcut: str = "projection") -> None:
         super().__init__()
         out_channels = channels * self.expansion
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
@@ -51,12 +76,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(channels, out_channels, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_channels)
         self.relu3 = nn.ReLU()
-        self.shortcut = nn.Sequential()
-        if stride != 1 or in_channels != out_channels:
-            self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels),
-            )
+        self.shortcut = _shortcut(in_channels, out_channels, stride, shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu1(self.bn1(self.conv1(x)))
@@ -71,7 +91,9 @@ BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 class ResNet(nn.Module):
     """``stem`` (3x3 conv, BN, ReLU, optional receptive-field max-pool), one stage of
     ``blocks[i]`` blocks (``block``: "basic" or "bottleneck") per width (stride 2 from the
-    second stage on), global average pool and a linear ``fc`` on the penultimate features."""
+    second stage on), global average pool and a linear ``fc`` on the penultimate features.
+    ``shortcut`` is how a block's skip path changes shape: "projection" (1x1 conv + BN) or
+    "identity" (He et al.'s option A, zero-padded)."""
 
     def __init__(
         self,
@@ -82,10 +104,13 @@ class ResNet(nn.Module):
         rf_pool: int = 1,
         rf_pool_stride: int = 1,
         block: str = "basic",
+        shortcut: str = "projection",
     ) -> None:
         super().__init__()
         if block not in BLOCKS:
             raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
+        if shortcut not in SHORTCUTS:
+            raise ValueError(f"shortcut: expected one of {list(SHORTCUTS)}, got {shortcut!r}")
         if len(blocks) != len(widths):
             raise ValueError(f"blocks and widths differ in length: {blocks} vs {widths}")
         if rf_pool < 1:
@@ -103,7 +128,8 @@ class ResNet(nn.Module):
         for i, (count, width) in enumerate(zip(blocks, widths)):
             layers = []
             for j in range(count):
-                layers.append(BLOCKS[block](channels, width, stride=2 if (i > 0 and j == 0) else 1))
+                stride = 2 if (i > 0 and j == 0) else 1
+                layers.append(BLOCKS[block](channels, width, stride=stride, shortcut=shortcut))
                 channels = width * BLOCKS[block].expansion
             stages.append(nn.Sequential(*layers))
         self.layers = nn.Sequential(*stages)
@@ -121,12 +147,15 @@ class ResNet(nn.Module):
         return self.fc(self.penultimate(x))
 
 
-def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10, **kwargs) -> ResNet:
-    """He et al.'s CIFAR ResNet-n: n = 6k + 2, three stages of k blocks, 16/32/64 wide."""
-    if depth < 8 or (depth - 2) % 6:
+def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10,
+                 shortcut: str = "identity", **kwargs) -> ResNet:
+    """He et al.'s CIFAR ResNet-n: n = 6k + 2, three stages of k blocks, 16/32/64 wide, with
+    their option-A (zero-padded identity) shortcuts unless ``shortcut="projection"``."""
+    if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth: expected 6k + 2 with k >= 1 (20, 32, 44, 56, ...), got {depth}")
     k = (depth - 2) // 6
-    return ResNet((k, k, k), (16, 32, 64), in_channels=in_channels, num_classes=num_classes, **kwargs)
+    return ResNet((k, k, k), (16, 32, 64), in_channels=in_channels, num_classes=num_classes,
+                  shortcut=shortcut, **kwargs)
 
 
 def resnet18_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
