@@ -2,6 +2,9 @@
 
 Every other module reads the device off the model it is given (``model_device``) and
 moves inputs there with ``to_model``; nothing else in the library names "cpu" or "cuda".
+What differs on CUDA is decided here too: bf16 autocast and tuned cuDNN kernels for
+training, pinned memory and worker processes for loading, how much data may stay on the
+device, and the device kind that a cache key records (none on the CPU).
 """
 
 from __future__ import annotations
