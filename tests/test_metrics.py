@@ -19,7 +19,8 @@ def test_binary_scores_by_hand():
 
 
 def test_accuracy_by_class():
-    acc = metrics.accuracy_by_class(torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1]), ["a", "b"])
+    correct, labels = torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1])
+    acc = metrics.accuracy_by_class(correct, labels, ["a", "b"])
     assert acc.tolist() == [0.5, 1.0] and list(acc.index) == ["a", "b"]
 
 
@@ -28,7 +29,8 @@ def test_map_agreement_is_scale_free_and_detects_disagreement():
     same = metrics.map_agreement(a, 10 * a + 3, top=0.25)
     assert same["spearman"].iloc[0] == pytest.approx(1.0) and same["top25_iou"].iloc[0] == 1.0
     flipped = metrics.map_agreement(a, -a, top=0.25)
-    assert flipped["spearman"].iloc[0] == pytest.approx(-1.0) and flipped["top25_iou"].iloc[0] == 0.0
+    assert flipped["spearman"].iloc[0] == pytest.approx(-1.0)
+    assert flipped["top25_iou"].iloc[0] == 0.0
     dead = metrics.map_agreement(a, torch.zeros_like(a))
     assert math.isnan(dead["spearman"].iloc[0])
     with pytest.raises(ValueError, match="shape"):

@@ -34,16 +34,19 @@ def test_active_channels_threshold_and_never_empty():
 
 
 def test_pruned_network_equals_original_with_removed_channels_switched_off(model):
-    kept = {"conv1": torch.tensor([0, 2, 3]), "conv2": torch.tensor([1, 4]), "conv3": torch.tensor([0, 5, 7])}
+    kept = {"conv1": torch.tensor([0, 2, 3]), "conv2": torch.tensor([1, 4]),
+            "conv3": torch.tensor([0, 5, 7])}
     sub = pruning.subnetwork(model, kept, target_class=3, head="original")
     x = torch.rand(6, 1, 16, 16)
-    removed = {n: sorted(set(range(getattr(model, n).out_channels)) - set(k.tolist())) for n, k in kept.items()}
+    removed = {n: sorted(set(range(getattr(model, n).out_channels)) - set(k.tolist()))
+               for n, k in kept.items()}
     with hooks.Ablation(model, removed), hooks.Recorder(model, ["relu1", "relu2", "relu3"]) as rec:
         logits = model(x)
     with hooks.Recorder(sub, ["relu1", "relu2", "relu3"]) as sub_rec:
         binary = sub(x)
     for b in "123":
-        torch.testing.assert_close(sub_rec.outputs[f"relu{b}"], rec.outputs[f"relu{b}"][:, kept[f"conv{b}"]])
+        torch.testing.assert_close(sub_rec.outputs[f"relu{b}"],
+                                   rec.outputs[f"relu{b}"][:, kept[f"conv{b}"]])
     # The original head gives f's softmax probability of the class as a sigmoid.
     torch.testing.assert_close(torch.sigmoid(binary[:, 0]), logits.softmax(1)[:, 3])
     assert sum(p.numel() for p in sub.parameters()) < sum(p.numel() for p in model.parameters())
@@ -59,7 +62,8 @@ def test_single_exemplar_pruning_reproduces_its_activations_exactly(model):
         sub(x)
     # Removed channels were exactly zero on the exemplar, so nothing downstream changes
     # (up to float summation order over the sliced input channels).
-    torch.testing.assert_close(sub_rec.outputs["relu3"], rec.outputs["relu3"][:, kept["conv3"]], atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(sub_rec.outputs["relu3"], rec.outputs["relu3"][:, kept["conv3"]],
+                               atol=1e-6, rtol=1e-6)
 
 
 def test_reinit_head_trains_on_frozen_features(model):
@@ -151,13 +155,15 @@ def test_global_magnitude_zeros_the_smallest_weights_across_layers(model):
     pruned = pruning.global_magnitude(model, 0.7)
     layers = pruning.prunable_weights(model)
     before = torch.cat([getattr(m, n).detach().abs().flatten() for m, n in layers])
-    after = torch.cat([getattr(m, n).detach().flatten() for m, n in pruning.prunable_weights(pruned)])
+    after = torch.cat([getattr(m, n).detach().flatten()
+                       for m, n in pruning.prunable_weights(pruned)])
     assert (after == 0).sum().item() == round(0.7 * len(before))
     assert pruning.weight_sparsity(pruned) == pytest.approx(0.7, abs=1 / len(before))
     # Global, not per layer: every pruned weight is at most as large as every kept one.
     assert before[after == 0].max() <= before[after != 0].min()
     # Per-layer shares differ (the smallest-magnitude layers lose most).
-    shares = [(getattr(m, n) == 0).float().mean().item() for m, n in pruning.prunable_weights(pruned)]
+    shares = [(getattr(m, n) == 0).float().mean().item()
+              for m, n in pruning.prunable_weights(pruned)]
     assert max(shares) - min(shares) > 0.05
     torch.testing.assert_close(pruned.conv1.bias, model.conv1.bias)
     assert pruning.weight_sparsity(model) == 0  # the original is untouched
@@ -167,12 +173,12 @@ def test_global_magnitude_keeps_the_mask_when_fine_tuned(model):
     pruned = pruning.global_magnitude(model, 0.5)
     zeros = [getattr(m, n) == 0 for m, n in pruning.prunable_weights(pruned)]
     x, y = torch.rand(32, 1, 16, 16), torch.arange(32) % 10
-    tuned = train.fit(pruned, TensorDataset(x, y), train.TrainConfig(epochs=2, batch_size=8, lr=0.05,
-                                                                       optimizer="sgd")).model
+    config = train.TrainConfig(epochs=2, batch_size=8, lr=0.05, optimizer="sgd")
+    tuned = train.fit(pruned, TensorDataset(x, y), config).model
     weights = [getattr(m, n) for m, n in pruning.prunable_weights(tuned)]
+    originals = [getattr(m, n) for m, n in pruning.prunable_weights(model)]
     assert all((w[z] == 0).all() for w, z in zip(weights, zeros))
-    assert any((w[~z] != p[~z]).any() for w, z, p in zip(weights, zeros, (getattr(m, n) for m, n in
-                                                                          pruning.prunable_weights(model))))
+    assert any((w[~z] != p[~z]).any() for w, z, p in zip(weights, zeros, originals))
     with pytest.raises(ValueError, match="rate"):
         pruning.global_magnitude(model, 1.5)
 
@@ -204,7 +210,8 @@ def test_global_pruning_can_empty_a_layer_and_layerwise_never_does():
     assert (layerwise(x) - layerwise(other)).abs().max() > 1e-3
     # Rate 1 keeps one weight per layer, not zero.
     full = pruning.layerwise_magnitude(model, 1.0, keep_head=False)
-    assert all((m.weight != 0).sum() == 1 for m in full.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    assert all((m.weight != 0).sum() == 1 for m in full.modules()
+               if isinstance(m, (nn.Conv2d, nn.Linear)))
     with pytest.raises(ValueError, match="pruning_scope"):
         pruning.magnitude(model, 0.5, scope="per-channel")
 
@@ -232,3 +239,15 @@ def test_batch_norm_recalibration_matches_the_statistics_of_the_pruned_network()
     torch.testing.assert_close(bn.running_var, conv_out.var((0, 2, 3)), atol=1e-4, rtol=1e-3)
     assert not torch.allclose(stale, bn.running_mean)
     assert not pruned.training and bn.momentum == 0.1
+
+
+@pytest.mark.gpu
+def test_layerwise_pruning_and_recalibration_on_cuda_match_the_cpu():
+    # Tolerance: float32 convolutions, summation order only.
+    model = small_rf_vgg()
+    x = torch.rand(32, 1, 28, 28)
+    cpu = pruning.recalibrate_batch_norm(pruning.layerwise_magnitude(model, 0.8), x)
+    cuda = pruning.recalibrate_batch_norm(
+        pruning.layerwise_magnitude(copy.deepcopy(model).to("cuda"), 0.8), x)
+    for (name, a), b in zip(cpu.state_dict().items(), cuda.state_dict().values()):
+        torch.testing.assert_close(b.cpu().float(), a.float(), rtol=1e-4, atol=1e-5, msg=name)
