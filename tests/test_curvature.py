@@ -10,7 +10,8 @@ from subnets import curvature
 def tiny_net():
     """conv -> batch norm (with non-trivial running statistics) -> ReLU -> pool -> linear."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU(), nn.MaxPool2d(2),
+                          nn.Flatten(),
                           nn.Linear(2 * 3 * 3, 3)).double()
     model.train()
     model(torch.randn(16, 1, 8, 8, dtype=torch.float64))
@@ -81,3 +82,14 @@ def test_bad_arguments(problem):
         curvature.Hessian(model, x, y[:3])
     with pytest.raises(ValueError, match="v: expected shape"):
         h.hvp(torch.zeros(3, dtype=torch.float64))
+
+
+@pytest.mark.gpu
+def test_top_eigenvalues_on_cuda_match_the_cpu():
+    model = tiny_net()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(12, 1, 8, 8, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (12,), generator=g)
+    cpu = curvature.top_eigenvalues(model, x, y, k=3, tol=1e-8)
+    cuda = curvature.top_eigenvalues(model.cuda(), x, y, k=3, tol=1e-8)
+    np.testing.assert_allclose(cuda, cpu, rtol=1e-6)  # float64 on both: rounding only

@@ -20,12 +20,14 @@ def test_paper_vgg_column_from_layer_arithmetic():
 def test_paper_resnet50_column_from_layer_arithmetic():
     # Tables 1 and 2: ResNet50 213, 318, 423 for levels 2-4. Level 1 gives 108 where the
     # paper prints 110; the chapter reports the difference.
-    sizes = [receptive.receptive_field(meta_model("resnet50", level)).size for level in (1, 2, 3, 4)]
+    sizes = [receptive.receptive_field(meta_model("resnet50", level)).size
+             for level in (1, 2, 3, 4)]
     assert sizes == [108, 213, 318, 423]
 
 
 def test_hand_computed_chain_with_dilation_and_pools():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(3, stride=2), nn.Conv2d(2, 2, 3, dilation=2),
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(3, stride=2),
+                          nn.Conv2d(2, 2, 3, dilation=2),
                           nn.AvgPool2d(2), nn.Flatten(), nn.Linear(8, 2))
     # conv 3: size 3; pool 3/2: 3 + 2 = 5, jump 2; dilated conv (effective 5): 5 + 4 * 2 = 13;
     # avg pool 2 (stride 2): 13 + 1 * 2 = 15, jump 4.
@@ -96,7 +98,8 @@ def test_projection_is_the_input_gradient_of_the_centre_units():
     # By hand: forward to the layer, sum its centre unit over channels, backprop.
     xg = x.clone().requires_grad_()
     out = {}
-    handle = dict(model.named_modules())[layer].register_forward_hook(lambda m, i, o: out.update(y=o))
+    handle = dict(model.named_modules())[layer].register_forward_hook(
+        lambda m, i, o: out.update(y=o))
     model(xg)
     handle.remove()
     y = out["y"]
@@ -115,3 +118,30 @@ def test_gradient_projection_summary_and_determinism():
     assert (a.maxima >= a.mean.max() - 1e-12).any() and model.training is True
     with pytest.raises(ValueError, match="n_inputs"):
         receptive.gradient_projection(model, n_inputs=0)
+
+
+@pytest.mark.gpu
+def test_gradient_projection_on_cuda_matches_the_cpu():
+    with train.seeded(0):
+        model = rf_model("vgg", 2, in_channels=1).eval()
+    cpu = receptive.gradient_projection(model, n_inputs=4, input_size=32)
+    cuda = receptive.gradient_projection(model.cuda(), n_inputs=4, input_size=32)
+    assert cuda.mean.device.type == "cpu"  # results come back to the host
+    torch.testing.assert_close(cuda.mean, cpu.mean, rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(cuda.maxima, cpu.maxima, rtol=1e-3, atol=1e-6)
+
+
+def test_width_scales_the_paper_families_and_small_inputs_are_refused():
+    from subnets.models import rfpool
+
+    with torch.device("meta"):
+        counts = {arch: sum(p.numel() for p in rf_model(arch, 1, 1, 10, width=16).parameters())
+                  for arch in ("vgg19", "resnet50")}
+        full = sum(p.numel() for p in rf_model("vgg19", 1).parameters())
+    assert full == 20_040_522  # the paper's VGG19 variant at width 64, RGB input
+    assert all(n > 1_000_000 for n in counts.values())  # the large preset's nets
+    rfpool.check_input_size(["vgg19", "resnet50"], [1, 2, 3, 4], 1, 32, width=16)
+    with pytest.raises(ValueError, match="image_size: 28x28 .* vgg19 at rf level 4"):
+        rfpool.check_input_size(["vgg19"], [1, 4], 1, 28, width=16)
+    with pytest.raises(ValueError, match="width"):
+        rf_model("vgg", 1, width=0)

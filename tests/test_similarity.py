@@ -11,8 +11,8 @@ from subnets import similarity
 def features(n=40, d=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g, dtype=torch.float64)
-    y = x @ torch.randn(d, 5, generator=g, dtype=torch.float64) + 0.5 * torch.randn(n, 5, generator=g,
-                                                                                     dtype=torch.float64)
+    noise = torch.randn(n, 5, generator=g, dtype=torch.float64)
+    y = x @ torch.randn(d, 5, generator=g, dtype=torch.float64) + 0.5 * noise
     return x, y
 
 
@@ -103,7 +103,8 @@ def test_too_small_a_batch_is_an_error_not_nan():
     with pytest.raises(ValueError, match="no batch"):
         similarity.MinibatchCKA().compute()
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
-    with pytest.raises(ValueError, match="batch_size: 10 inputs in batches of 4 leave a last batch of 2"):
+    with pytest.raises(ValueError,
+                       match="batch_size: 10 inputs in batches of 4 leave a last batch of 2"):
         similarity.cka_matrix(model, model, torch.rand(10, 1, 8, 8), batch_size=4)
     with pytest.raises(ValueError, match="batch_size"):
         similarity.cka_matrix(model, model, torch.rand(10, 1, 8, 8), batch_size=2)
@@ -111,7 +112,8 @@ def test_too_small_a_batch_is_an_error_not_nan():
 
 def test_cka_matrix_of_a_model_with_itself():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 2, 3))
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                          nn.Conv2d(4, 2, 3))
     table = similarity.cka_matrix(model, model, torch.rand(30, 1, 10, 10), batch_size=10)
     assert list(table.index) == ["0", "2", "4"] and list(table.columns) == ["0", "2", "4"]
     np.testing.assert_allclose(np.diag(table.to_numpy()), 1.0, rtol=1e-10)
@@ -121,10 +123,11 @@ def test_cka_matrix_of_a_model_with_itself():
 
 def test_full_batch_cka_from_grams_equals_linear_cka_on_the_features():
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 5))
-    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(),
-                          nn.Linear(4 * 6 * 6, 5))
+    def net():
+        return nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),
+                             nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+
+    model, other = net(), net()
     x = torch.rand(30, 1, 10, 10)
     layers = similarity.representation_layers(model)
     assert layers == ["0", "2", "5"]
@@ -167,3 +170,17 @@ def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
         torch.testing.assert_close(blocks[b], own, rtol=1e-6, atol=1e-8)
     with pytest.raises(ValueError, match="n_blocks"):
         similarity.blockwise_layer_cka(blocks, blocks, n_blocks=10)
+
+
+@pytest.mark.gpu
+def test_full_and_minibatch_cka_on_cuda_match_the_cpu():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    x = torch.rand(40, 1, 10, 10)
+    for batch_size in (None, 10):
+        cpu = similarity.cka_matrix(model, other, x, batch_size=batch_size).to_numpy()
+        cuda = similarity.cka_matrix(model.cuda(), other.cuda(), x, batch_size=batch_size)
+        model.cpu(), other.cpu()
+        # float32 features, TF32 allowed in CUDA matmuls: agreement to 1e-3.
+        np.testing.assert_allclose(cuda.to_numpy(), cpu, atol=1e-3)

@@ -70,12 +70,15 @@ class Hessian:
         """H v for a flat vector ``v`` of length ``dim``."""
         if v.shape != (self.dim,):
             raise ValueError(f"v: expected shape ({self.dim},), got {tuple(v.shape)}")
-        parts = list(torch.split(to_model(self.model, v.to(self.dtype)), [p.numel() for p in self.params]))
+        sizes = [p.numel() for p in self.params]
+        parts = list(torch.split(to_model(self.model, v.to(self.dtype)), sizes))
         parts = [part.view_as(p) for part, p in zip(parts, self.params)]
         total = self.params[0].new_zeros(self.dim)
-        grads = self.graph if self.graph is not None else (self.gradient(x, y) for x, y in self.batches)
+        grads = self.graph if self.graph is not None else (self.gradient(x, y)
+                                                            for x, y in self.batches)
         for g in grads:
-            hv = torch.autograd.grad(g, self.params, grad_outputs=parts, retain_graph=self.graph is not None,
+            hv = torch.autograd.grad(g, self.params, grad_outputs=parts,
+                                     retain_graph=self.graph is not None,
                                      allow_unused=True)
             total += torch.cat([(h if h is not None else torch.zeros_like(p)).reshape(-1)
                                 for h, p in zip(hv, self.params)])
@@ -85,7 +88,8 @@ class Hessian:
     def operator(self) -> LinearOperator:
         """The Hessian as a scipy ``LinearOperator`` (float64 vectors in and out)."""
         def matvec(v: np.ndarray) -> np.ndarray:
-            return self.hvp(torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))).double().numpy()
+            flat = torch.from_numpy(np.asarray(v, dtype=np.float64).reshape(-1))
+            return self.hvp(flat).double().numpy()
         return LinearOperator((self.dim, self.dim), matvec=matvec, dtype=np.float64)
 
     def top_eigenvalues(self, k: int = 20, tol: float = 1e-3, which: str = "magnitude",
@@ -100,15 +104,18 @@ class Hessian:
         if tol < 0:
             raise ValueError(f"tol: expected >= 0, got {tol}")
         v0 = np.random.default_rng(seed).standard_normal(self.dim)
-        values = eigsh(self.operator(), k=k, which=WHICH[which], tol=tol, v0=v0, return_eigenvectors=False)
+        values = eigsh(self.operator(), k=k, which=WHICH[which], tol=tol, v0=v0,
+                       return_eigenvectors=False)
         return np.sort(values)[::-1]
 
 
 def top_eigenvalues(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, k: int = 20,
                     tol: float = 1e-3, which: str = "magnitude", batch_size: int | None = None,
                     seed: int = 0) -> np.ndarray:
-    """``Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)``."""
-    return Hessian(model, inputs, targets, batch_size=batch_size).top_eigenvalues(k, tol, which, seed)
+    """``Hessian(model, inputs, targets, batch_size=batch_size)``'s
+    ``top_eigenvalues(k, tol, which, seed)``."""
+    hessian = Hessian(model, inputs, targets, batch_size=batch_size)
+    return hessian.top_eigenvalues(k, tol, which, seed)
 
 
 def spectrum_moments(eigenvalues) -> tuple[float, float]:

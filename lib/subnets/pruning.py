@@ -254,7 +254,8 @@ def magnitude(model: nn.Module, rate: float, scope: str = "layerwise") -> nn.Mod
 
 
 @torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor, batch_size: int = 500) -> nn.Module:
+def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
+                           batch_size: int = 500) -> nn.Module:
     """Re-estimate every batch-norm layer's running mean and variance in place as the plain
     average over ``inputs`` (batches of ``batch_size``), the rest of the model in eval mode.
     Pruning changes the statistics that the running averages were collected for."""

@@ -30,7 +30,8 @@ __all__ = ["Field", "receptive_field", "feature_layer", "GradientProjection", "P
 POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
 FUNCTIONAL_POOLS = (nn.functional.max_pool2d, nn.functional.avg_pool2d)
-GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d,
+GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d,
+                    nn.functional.adaptive_max_pool2d,
                     nn.functional.linear)
 GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
 
@@ -83,7 +84,8 @@ def window(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int
     return 1, 1
 
 
-def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.fx.Node | None, Field | None]:
+def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.fx.Node | None,
+                                             Field | None]:
     """The field of every module call's output by module name, the names in execution
     order, and the node (with its field) whose output feeds the first global operation."""
     modules = dict(model.named_modules())
@@ -110,7 +112,8 @@ def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.
             continue
         strides = {f.stride for f in inputs}
         if len(strides) > 1:
-            raise ValueError(f"receptive_field: {node.name} merges paths with strides {sorted(strides)}")
+            raise ValueError(f"receptive_field: {node.name} merges paths with strides "
+                             f"{sorted(strides)}")
         size, jump = max(f.size for f in inputs), strides.pop()
         kernel, stride = spec
         fields[node] = Field(size + (kernel - 1) * jump, jump * stride)
@@ -125,8 +128,8 @@ def feature_layer(model: nn.Module) -> str:
     pooling, flatten or linear layer): the last feature map."""
     _, _, feature, _ = traced_fields(model)
     if feature is None or feature.op != "call_module":
-        raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, flatten or "
-                         "linear layer; name the layer explicitly")
+        raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, "
+                         "flatten or linear layer; name the layer explicitly")
     return feature.target
 
 
@@ -135,8 +138,8 @@ def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
     fields, order, feature, feature_field = traced_fields(model)
     if layer is None:
         if feature_field is None:
-            raise ValueError(f"layer: {type(model).__name__} has no global pool, flatten or linear layer; "
-                             f"name one of {order}")
+            raise ValueError(f"layer: {type(model).__name__} has no global pool, flatten or "
+                             f"linear layer; name one of {order}")
         return feature_field
     if layer not in fields:
         raise ValueError(f"layer: {layer!r} is not a spatial layer of {type(model).__name__} "
@@ -147,7 +150,8 @@ def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
 def centre_units(output: torch.Tensor) -> torch.Tensor:
     """Per example, the sum over channels of the unit at the centre of the feature map."""
     if output.ndim != 4:
-        raise ValueError(f"gradient projection needs a 4-d feature map, got shape {tuple(output.shape)}")
+        raise ValueError(f"gradient projection needs a 4-d feature map, got shape "
+                         f"{tuple(output.shape)}")
     return output[:, :, output.shape[2] // 2, output.shape[3] // 2].sum(1)
 
 
@@ -204,7 +208,8 @@ def gradient_projection(model: nn.Module, layer: str | None = None, n_inputs: in
     their mean map and per-input maxima."""
     x = random_inputs(n_inputs, input_channels(model), input_size, seed)
     method = GradientProjection(model, layer)
-    maps = torch.cat([method.attribute(x[i:i + batch_size]).sum(1) for i in range(0, n_inputs, batch_size)])
+    maps = torch.cat([method.attribute(x[i:i + batch_size]).sum(1)
+                      for i in range(0, n_inputs, batch_size)])
     return Projection(maps.mean(0), maps.flatten(1).amax(1))
 
 

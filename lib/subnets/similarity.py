@@ -38,7 +38,8 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     """Linear CKA of two feature matrices (examples first, features flattened):
     ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)`` on column-centred X and Y."""
     if len(x) != len(y):
-        raise ValueError(f"x and y: expected the same number of examples, got {len(x)} and {len(y)}")
+        raise ValueError(f"x and y: expected the same number of examples, got {len(x)} and "
+                         f"{len(y)}")
     x, y = centred(x), centred(y)
     return float((y.T @ x).square().sum() / ((x.T @ x).norm() * (y.T @ y).norm()))
 
@@ -58,7 +59,8 @@ def unbiased_hsic(a: tuple, b: tuple, n: int) -> torch.Tensor:
     ka, sa, ra = a
     kb, sb, rb = b
     trace = torch.einsum("pij,qij->pq", ka, kb)
-    return (trace + torch.outer(sa, sb) / ((n - 1) * (n - 2)) - 2 / (n - 2) * ra @ rb.T) / (n * (n - 3))
+    return (trace + torch.outer(sa, sb) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * ra @ rb.T) / (n * (n - 3))
 
 
 class MinibatchCKA:
@@ -70,12 +72,14 @@ class MinibatchCKA:
         self.xy = self.xx = self.yy = None
         self.batches = 0
 
-    def update(self, features_a: Sequence[torch.Tensor], features_b: Sequence[torch.Tensor]) -> None:
+    def update(self, features_a: Sequence[torch.Tensor],
+               features_b: Sequence[torch.Tensor]) -> None:
         n = len(features_a[0])
         if any(len(f) != n for f in [*features_a, *features_b]):
             raise ValueError("features: every layer must have the same number of examples")
         if n < MIN_BATCH:
-            raise ValueError(f"batch of {n} examples: the unbiased HSIC estimator needs at least {MIN_BATCH}")
+            raise ValueError(f"batch of {n} examples: the unbiased HSIC estimator needs at "
+                             f"least {MIN_BATCH}")
         a, b = gram_terms(features_a), gram_terms(features_b)
         xy = unbiased_hsic(a, b, n)
         xx = unbiased_hsic(a, a, n).diagonal()
@@ -95,7 +99,8 @@ class MinibatchCKA:
 
 def check_batches(n: int, batch_size: int) -> None:
     if batch_size < MIN_BATCH:
-        raise ValueError(f"batch_size: the unbiased HSIC estimator needs at least {MIN_BATCH}, got {batch_size}")
+        raise ValueError(f"batch_size: the unbiased HSIC estimator needs at least {MIN_BATCH}, "
+                         f"got {batch_size}")
     if 0 < n % batch_size < MIN_BATCH:
         raise ValueError(f"batch_size: {n} inputs in batches of {batch_size} leave a last batch of "
                          f"{n % batch_size} (< {MIN_BATCH}); choose another batch size")
@@ -134,7 +139,8 @@ def gram_matrices(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] 
     return torch.stack([_centre(g) for g in grams])
 
 
-def _group_grams(model: nn.Module, inputs: torch.Tensor, layers: list[str], batch_size: int) -> list:
+def _group_grams(model: nn.Module, inputs: torch.Tensor, layers: list[str],
+                 batch_size: int) -> list:
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with Recorder(model, layers) as rec:
         for i in range(0, len(inputs), batch_size):
@@ -159,7 +165,8 @@ def cka_from_grams(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor
     return a @ b.T
 
 
-def blockwise_layer_cka(grams_a: torch.Tensor, grams_b: torch.Tensor, n_blocks: int) -> torch.Tensor:
+def blockwise_layer_cka(grams_a: torch.Tensor, grams_b: torch.Tensor,
+                        n_blocks: int) -> torch.Tensor:
     """Linear CKA of each layer of ``grams_a`` with the same layer of ``grams_b``
     (``gram_matrices`` of the same number of layers) on ``n_blocks`` disjoint, contiguous
     blocks of the examples (n_blocks x L), for an interval over blocks. A block of a
