@@ -13,6 +13,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+__all__ = ["AlexNet", "alexnet_small"]
+
 
 class AlexNet(nn.Module):
     """conv1-ReLU-pool, conv2-ReLU-pool, conv3-5 with ReLUs, pool, adaptive average
