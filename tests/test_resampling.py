@@ -375,6 +375,12 @@ def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cach
     assert "boxes" not in plain and torch.equal(
         plain["masks"][layers[1]], result["masks"][layers[1]]
     )
+    # Boxes for one metric's neurons only: exactly those of the full run.
+    some = resampling.analyse(tiny_vgg, images, layers, top_k=2, boxes=["precision"], n_samples=10)
+    for layer in layers:
+        picked = result["masks"][layer][:, 1]
+        assert torch.equal(some["boxes"][layer][picked], result["boxes"][layer][picked])
+        assert (some["boxes"][layer][~picked] == -1).all()
 
 
 def test_patch_accuracy_learns_a_separable_task():

@@ -424,21 +424,27 @@ def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, tor
 
 
 def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k: int = 5,
-            support_fraction: float = 0.1, boxes: bool = True, **resampling) -> dict:
-    """Scores, eligible neurons, top-``top_k`` masks and (if ``boxes``) deconvnet boxes of
-    ``images``, cached by model weights, images and every setting:
-    ``{"scores"|"eligible"|"masks"|"boxes": {layer: tensor}}``. ``resampling`` goes to
-    ``InputResampling`` (n_samples, std, index_scaled, threshold, relative_threshold,
-    after_relu, seed)."""
+            support_fraction: float = 0.1, boxes: bool | Sequence[str] = True,
+            **resampling) -> dict:
+    """Scores, eligible neurons, top-``top_k`` masks and deconvnet boxes of ``images``,
+    cached by model weights, images and every setting:
+    ``{"scores"|"eligible"|"masks"|"boxes": {layer: tensor}}``. ``boxes``: True for the
+    neurons of every metric, a list of metric names for theirs only (the deconvnet is
+    the expensive part), False for none. ``resampling`` goes to ``InputResampling``
+    (n_samples, std, index_scaled, threshold, relative_threshold, after_relu, seed)."""
+    boxed = list(METRICS) if boxes is True else list(boxes or [])
+    which = [_metric_index(m) for m in boxed]
     parts = {"model": model, "images": images, "layers": list(layers), "top_k": top_k,
-             "support_fraction": support_fraction if boxes else None, "resampling": resampling}
+             "support_fraction": support_fraction if boxed else None, "boxed": boxed,
+             "resampling": resampling}
 
     def compute() -> dict:
         scores = InputResampling(model, layers, **resampling).attribute(images)
         masks = scores.top(top_k)
         result = {"scores": scores.scores, "eligible": scores.eligible, "masks": masks}
-        if boxes:
-            result["boxes"] = selection_boxes(model, images, masks, support_fraction)
+        if boxed:
+            result["boxes"] = selection_boxes(model, images, {k: m[:, which] for k, m in
+                                                              masks.items()}, support_fraction)
         return result
 
     return cache.cached("resampling", parts, compute)
