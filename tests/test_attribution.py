@@ -401,3 +401,15 @@ def test_saliency_and_gradcam_on_cuda_match_cpu():
         assert gpu[name].device.type == "cpu"
         scale = cpu[name].abs().max().item()
         torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-3, atol=1e-3 * scale)
+
+
+@pytest.mark.gpu
+def test_deconvnet_on_cuda_matches_the_cpu():
+    # Tolerance: two transposed convs and an unpooling in float32, 1e-4 of the map's scale.
+    torch.manual_seed(1)
+    model = TwoConvNet().eval()
+    x = torch.rand(3, 2, 8, 8)
+    cpu = attribution.deconvnet(model, x, "relu2", [0, 2, 3])
+    gpu = attribution.deconvnet(copy.deepcopy(model).cuda(), x, "relu2", [0, 2, 3])
+    assert gpu.device.type == "cpu"
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4 * cpu.abs().max().item())
