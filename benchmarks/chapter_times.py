@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed_run(chapter: str, preset: str | None, cache: str, out: Path) -> float:
-    cmd = [sys.executable, "-m", "subnets.run", chapter, "-o", str(out)] + (["--preset", preset] if preset else [])
+    cmd = ([sys.executable, "-m", "subnets.run", chapter, "-o", str(out)]
+           + (["--preset", preset] if preset else []))
     env = {**os.environ, "SUBNETS_CACHE": cache, "SUBNETS_PROGRESS": "0"}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
@@ -33,15 +34,16 @@ def main() -> None:
     parser.add_argument("chapters", nargs="*", help="chapter numbers (default: all)")
     parser.add_argument("--preset", help="a preset instead of the defaults")
     args = parser.parse_args()
-    chapters = args.chapters or sorted(p.name[:2] for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
+    chapters = args.chapters or sorted(p.name[:2]
+                                       for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
     rows = []
     for chapter in chapters:
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out.ipynb"
             cold = timed_run(chapter, args.preset, f"{tmp}/cache", out)
             warm = timed_run(chapter, args.preset, f"{tmp}/cache", out)
-        rows.append({"chapter": chapter, "preset": args.preset or "defaults", "cold_s": round(cold, 1),
-                     "warm_s": round(warm, 1)})
+        rows.append({"chapter": chapter, "preset": args.preset or "defaults",
+                     "cold_s": round(cold, 1), "warm_s": round(warm, 1)})
         print(rows[-1], flush=True)
     print(pd.DataFrame(rows).to_string(index=False))
 

@@ -71,13 +71,18 @@ def main() -> None:
     rows = []
     for k in args.k:
         exact = hessian.top_eigenvalues(k, tol=0, which="magnitude")
-        lanczos, l_hvps, l_time = timed(lambda: hessian.top_eigenvalues(k, args.tol, which="magnitude"), hessian)
-        power, p_hvps, p_time = timed(lambda: power_iteration_deflated(hessian, k, args.tol), hessian)
-        rows.append({"k": k, "Lanczos HVPs": l_hvps, "power HVPs": p_hvps, "HVP ratio": p_hvps / l_hvps,
+        lanczos, l_hvps, l_time = timed(
+            lambda k=k: hessian.top_eigenvalues(k, args.tol, which="magnitude"), hessian)
+        power, p_hvps, p_time = timed(
+            lambda k=k: power_iteration_deflated(hessian, k, args.tol), hessian)
+        rows.append({"k": k, "Lanczos HVPs": l_hvps, "power HVPs": p_hvps,
+                     "HVP ratio": p_hvps / l_hvps,
                      "Lanczos s": l_time, "power s": p_time, "time ratio": p_time / l_time,
-                     "Lanczos max rel. error": float(np.max(np.abs(lanczos - exact) / np.abs(exact))),
+                     "Lanczos max rel. error":
+                         float(np.max(np.abs(lanczos - exact) / np.abs(exact))),
                      "power max rel. error": float(np.max(np.abs(power - exact) / np.abs(exact)))})
-    print(f"{args.arch} level {args.level}, {hessian.dim} parameters, {args.n_images} images, tol {args.tol}")
+    print(f"{args.arch} level {args.level}, {hessian.dim} parameters, {args.n_images} images, "
+          f"tol {args.tol}")
     print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
 
 

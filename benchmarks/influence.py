@@ -25,12 +25,14 @@ import torch
 from subnets import influence
 
 
-def loop_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int, num_classes: int) -> torch.Tensor:
+def loop_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
+                    num_classes: int) -> torch.Tensor:
     counters = [Counter() for _ in range(num_classes)]
     for f, y in zip(features.tolist(), labels.tolist()):
         top = sorted(range(len(f)), key=lambda j: (-abs(f[j]), j))[:k1]
         counters[y].update(top)
-    return torch.tensor([[counters[c][j] for j in range(features.shape[1])] for c in range(num_classes)])
+    return torch.tensor([[counters[c][j] for j in range(features.shape[1])]
+                         for c in range(num_classes)])
 
 
 def best_time(fn, repeats: int) -> float:
@@ -44,7 +46,8 @@ def best_time(fn, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--n", type=int, default=50000, help="instances (CIFAR-10's training set: 50000)")
+    parser.add_argument("--n", type=int, default=50000,
+                        help="instances (CIFAR-10's training set: 50000)")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--classes", type=int, default=10)
     parser.add_argument("--k", type=int, default=5, help="k1 = k2")
@@ -69,14 +72,18 @@ def main() -> None:
     rows = []
     with torch.no_grad():
         for name, mine, reference in [
-            ("histograms (Algorithm 1)", lambda: influence.index_histograms(features, labels, args.k, args.classes),
+            ("histograms (Algorithm 1)",
+             lambda: influence.index_histograms(features, labels, args.k, args.classes),
              lambda: loop_histograms(features, labels, args.k, args.classes)),
             ("decomposed layer forward", lambda: layer(features), gathered),
         ]:
-            t_mine, t_ref = best_time(mine, args.repeats), best_time(reference, max(1, args.repeats // 2))
-            rows.append({"step": name, "subnets_s": t_mine, "reference_s": t_ref, "ratio (reference / subnets)": t_ref / t_mine})
+            t_mine = best_time(mine, args.repeats)
+            t_ref = best_time(reference, max(1, args.repeats // 2))
+            rows.append({"step": name, "subnets_s": t_mine, "reference_s": t_ref,
+                         "ratio (reference / subnets)": t_ref / t_mine})
     print(f"{args.n} instances, D = {args.dim}, C = {args.classes}, k1 = k2 = {args.k}; "
-          f"final-layer MACs per instance: {influence.linear_macs(fc)} full, {layer.macs()} decomposed")
+          f"final-layer MACs per instance: {influence.linear_macs(fc)} full, "
+          f"{layer.macs()} decomposed")
     print(pd.DataFrame(rows).to_string(index=False, float_format="{:.4g}".format))
 
 

@@ -34,19 +34,21 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def benchmark(name: str, model: torch.nn.Module, x: torch.Tensor, target: int, n_steps: int, n_neurons: int,
-              seed: int) -> dict:
+def benchmark(name: str, model: torch.nn.Module, x: torch.Tensor, target: int, n_steps: int,
+              n_neurons: int, seed: int) -> dict:
     model.eval()
     layers = unit_layers(model)
 
     def forward(z):  # the paper's F: the class probability
         return model(z).softmax(1)
 
-    batched, t_batched = timed(lambda: attribution.UnitConductance(model, layers).attribute(x, target, n_steps=n_steps))
+    batched, t_batched = timed(lambda: attribution.UnitConductance(model, layers).attribute(
+        x, target, n_steps=n_steps))
 
     def per_layer():
-        return {n: LayerConductance(forward, layer(model, n)).attribute(x, target=target, n_steps=n_steps,
-                                                                        method="riemann_trapezoid") for n in layers}
+        return {n: LayerConductance(forward, layer(model, n)).attribute(
+                    x, target=target, n_steps=n_steps, method="riemann_trapezoid")
+                for n in layers}
 
     layer_maps, t_layer = timed(per_layer)
     # A random sample of neurons over all layers, in proportion to their neuron counts.
@@ -64,15 +66,17 @@ def benchmark(name: str, model: torch.nn.Module, x: torch.Tensor, target: int, n
         n = max((m for m in layers if starts[m] <= p), key=lambda m: starts[m])
         u, i, j = torch.unravel_index(torch.tensor(p - starts[n]), batched[n].shape[1:])
         nc = NeuronConductance(forward, layer(model, n))
-        ref, t = timed(lambda: nc.attribute(x, neuron_selector=(int(u), int(i), int(j)), target=target,
-                                            n_steps=n_steps, method="riemann_trapezoid").sum((1, 2, 3)))
+        ref, t = timed(lambda nc=nc, u=u, i=i, j=j: nc.attribute(
+            x, neuron_selector=(int(u), int(i), int(j)), target=target, n_steps=n_steps,
+            method="riemann_trapezoid").sum((1, 2, 3)))
         t_neurons += t
         scale = batched[n][:, u].abs().max().clamp_min(1e-12)
         neuron_err = max(neuron_err, ((batched[n][:, u, i, j] - ref).abs().max() / scale).item())
     t_all_neurons = t_neurons / len(picks) * total
     layer_err = max((batched[n] - layer_maps[n]).abs().max().item() for n in layers)
-    return {"network": name, "layers": len(layers), "neurons": total, "batched_s": round(t_batched, 2),
-            "per_layer_s": round(t_layer, 2), "per_neuron_s (extrapolated)": round(t_all_neurons, 1),
+    return {"network": name, "layers": len(layers), "neurons": total,
+            "batched_s": round(t_batched, 2), "per_layer_s": round(t_layer, 2),
+            "per_neuron_s (extrapolated)": round(t_all_neurons, 1),
             "ratio per-layer/batched": round(t_layer / t_batched, 1),
             "ratio per-neuron/batched": round(t_all_neurons / t_batched, 0),
             "max |diff| vs per-layer": f"{layer_err:.1e}",
@@ -83,21 +87,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=4)
     parser.add_argument("--n-steps", type=int, default=16)
-    parser.add_argument("--neurons", type=int, default=24, help="neurons timed for the per-neuron loop")
+    parser.add_argument("--neurons", type=int, default=24,
+                        help="neurons timed for the per-neuron loop")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     test = data.load("fashion-mnist", "test")
     x, y = test.tensors(torch.arange(args.images))
     target = int(y[0])
     rows = []
-    for name, build in (("AlexNet-small", models.alexnet_small), ("VGG11-small", models.vgg11_small),
+    for name, build in (("AlexNet-small", models.alexnet_small),
+                        ("VGG11-small", models.vgg11_small),
                         ("ResNet18-small", models.resnet18_small)):
         torch.manual_seed(args.seed)
         rows.append(benchmark(name, build(), x, target, args.n_steps, args.neurons, args.seed))
         print(rows[-1], flush=True)
-    print(f"\n{args.images} images, n_steps={args.n_steps}, target class {target}; untrained weights (speed does "
-          "not depend on them). The per-neuron maps are another discretisation of the same integral (sum over the "
-          "inputs of captum's NeuronConductance): the relative difference (to the unit map's largest value) "
+    print(f"\n{args.images} images, n_steps={args.n_steps}, target class {target}; untrained "
+          "weights (speed does not depend on them). The per-neuron maps are another "
+          "discretisation of the same integral (sum over the inputs of captum's "
+          "NeuronConductance): the relative difference (to the unit map's largest value) "
           "shrinks as n_steps grows.")
     print(pd.DataFrame(rows).to_string(index=False))
 

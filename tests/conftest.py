@@ -1,7 +1,14 @@
-"""Shared fixtures: every test gets its own empty cache folder."""
+"""Shared fixtures: every test gets its own empty cache folder; a CIFAR-10 folder in the
+python-pickle layout for the tests that need one."""
 
+import pickle
+
+import numpy as np
 import pytest
 import torch
+
+CIFAR10_CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
+                   b"horse", b"ship", b"truck"]
 
 
 @pytest.fixture(autouse=True)
@@ -10,6 +17,22 @@ def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SUBNETS_PROGRESS", "0")
     torch.manual_seed(0)
     return tmp_path / "cache"
+
+
+@pytest.fixture
+def cifar10_root(tmp_path):
+    """``tmp_path`` holding ``cifar-10-batches-py``: two 32 x 32 images per batch, batch i's
+    pixels all i but the green plane (200), labels (i % 10, 9)."""
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": CIFAR10_CLASSES}, f)
+    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+        pixels = np.full((2, 3072), i, dtype=np.uint8)
+        pixels[:, 1024:2048] = 200  # the green plane: CIFAR rows are R, G, B planes
+        with open(folder / name, "wb") as f:
+            pickle.dump({b"data": pixels, b"labels": [i % 10, 9]}, f)
+    return tmp_path
 
 
 def pytest_collection_modifyitems(config, items):

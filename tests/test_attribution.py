@@ -42,7 +42,8 @@ def test_gradcam_matches_hand_computation():
 
 
 def test_gradcam_is_upsampled_bilinearly_to_the_input():
-    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2 * 16, 3))
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+                          nn.Linear(2 * 16, 3))
     cam = attribution.gradcam_maps(model, "1", torch.rand(2, 1, 8, 8), target=[0, 2])
     assert cam.shape == (2, 1, 8, 8) and (cam >= 0).all()
 
@@ -55,7 +56,7 @@ def test_saliency_is_abs_input_gradient_max_over_channels():
     assert sal.shape == (1, 1, 1, 1) and sal.item() == 2.0
 
 
-# --- per-unit relevance (paper 001) ------------------------------------------------------
+# --- per-unit relevance (Islam and Tushar, chapter 2) ------------------------------
 
 class ConvPoolConvNet(nn.Module):
     """conv-ReLU-maxpool-conv-ReLU-average-linear, layers addressable by name."""
@@ -103,7 +104,8 @@ def per_neuron_maps(model, name, unit, x, target, n_steps, positions=None):
     conductance = NeuronConductance(softmax_of(model), getattr(model, name))
     out = torch.zeros(len(x), h, w)
     for i, j in positions or [(i, j) for i in range(h) for j in range(w)]:
-        out[:, i, j] = conductance.attribute(x, neuron_selector=(unit, i, j), target=target, n_steps=n_steps,
+        out[:, i, j] = conductance.attribute(x, neuron_selector=(unit, i, j), target=target,
+                                             n_steps=n_steps,
                                              method="riemann_trapezoid").sum((1, 2, 3))
     return out
 
@@ -111,10 +113,12 @@ def per_neuron_maps(model, name, unit, x, target, n_steps, positions=None):
 def test_unit_maps_agree_with_captums_per_neuron_conductance():
     model = ConvPoolConvNet().eval()
     x = torch.rand(2, 1, 6, 6)
-    sample = [("relu2", 0, None), ("relu2", 3, None), ("relu1", 2, [(0, 0), (2, 3), (4, 1), (5, 5)])]
+    sample = [("relu2", 0, None), ("relu2", 3, None),
+              ("relu1", 2, [(0, 0), (2, 3), (4, 1), (5, 5)])]
     errors = []
     for n_steps in (8, 48):
-        maps = attribution.UnitConductance(model, ["relu1", "relu2"]).attribute(x, target=1, n_steps=n_steps)
+        maps = attribution.UnitConductance(model, ["relu1", "relu2"]).attribute(x, target=1,
+                                                                                n_steps=n_steps)
         err = 0.0
         for name, unit, positions in sample:
             ref = per_neuron_maps(model, name, unit, x, 1, n_steps, positions)
@@ -135,26 +139,31 @@ def test_unit_conductance_of_a_cut_layer_sums_to_the_output_difference():
     maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=2, n_steps=200)
     with torch.no_grad():
         delta = model(x).softmax(1)[:, 2] - model(torch.zeros_like(x)).softmax(1)[:, 2]
-    torch.testing.assert_close(maps["relu2"].sum((1, 2, 3)), delta, atol=2e-3 * delta.abs().max().item(), rtol=0)
+    torch.testing.assert_close(maps["relu2"].sum((1, 2, 3)), delta,
+                               atol=2e-3 * delta.abs().max().item(), rtol=0)
 
 
 def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
     model = ConvPoolConvNet().eval()
     x = torch.rand(3, 1, 8, 8)
     masks = torch.rand(3, 1, 8, 8) > 0.5
-    rel = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=0, n_steps=6, batch_size=2)
+    rel = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=0, n_steps=6,
+                                     batch_size=2)
     maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=0, n_steps=6)["relu2"]
     expected = torch.zeros(6)
     for u in range(6):
         for n in range(3):
-            up = F.interpolate(maps[n, u].abs()[None, None], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+            up = F.interpolate(maps[n, u].abs()[None, None], size=(8, 8), mode="bilinear",
+                               align_corners=False)[0, 0]
             expected[u] += (up * masks[n, 0]).sum() / 3
     torch.testing.assert_close(rel["relu2"], expected)
     # and from captum's per-neuron maps, for a sample of units
     for u in (1, 4):
         ref = per_neuron_maps(model, "relu2", u, x, 0, 64).abs()
-        r = (F.interpolate(ref[:, None], size=(8, 8), mode="bilinear", align_corners=False) * masks).sum((1, 2, 3)).mean()
-        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0, n_steps=64)["relu2"][u]
+        up = F.interpolate(ref[:, None], size=(8, 8), mode="bilinear", align_corners=False)
+        r = (up * masks).sum((1, 2, 3)).mean()
+        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0,
+                                          n_steps=64)["relu2"][u]
         torch.testing.assert_close(fine, r, rtol=0.05, atol=0)
 
 
@@ -314,7 +323,7 @@ def test_unit_relevance_and_ablation_on_cuda_match_the_cpu():
     assert on_gpu.correct.equal(on_cpu.correct)
 
 
-# --- deconvnet and patch boxes (paper 004) -------------------------------------------------
+# --- deconvnet and patch boxes (Lengerich et al., chapter 5) -----------------------
 
 class TwoConvNet(nn.Module):
     """conv-ReLU-maxpool-conv-ReLU: small enough for a hand-written deconvnet."""
@@ -397,10 +406,10 @@ def test_saliency_and_gradcam_on_cuda_match_cpu():
     cnn.to("cuda")
     gpu = {"saliency": attribution.saliency_maps(cnn, x, target),
            "gradcam": attribution.gradcam_maps(cnn, "conv3", x, target)}
-    for name in cpu:
+    for name, on_cpu in cpu.items():
         assert gpu[name].device.type == "cpu"
-        scale = cpu[name].abs().max().item()
-        torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-3, atol=1e-3 * scale)
+        scale = on_cpu.abs().max().item()
+        torch.testing.assert_close(gpu[name], on_cpu, rtol=1e-3, atol=1e-3 * scale)
 
 
 @pytest.mark.gpu

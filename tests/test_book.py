@@ -50,9 +50,11 @@ def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
     assert not broken, f"{page.name}: figures that did not load: {broken}"
     text = browser.find_element("css selector", "main").text
     assert "Traceback (most recent call last)" not in text
-    errors = browser.find_elements("css selector", ".cell_output .output.traceback, .cell_output .output.error")
+    errors = browser.find_elements("css selector",
+                                   ".cell_output .output.traceback, .cell_output .output.error")
     assert not errors, f"{page.name}: a cell shows an error"
-    assert browser.find_elements("xpath", "//h2[contains(., 'Paper vs this book')]"), f"{page.name}: no 'Paper vs this book'"
+    assert browser.find_elements("xpath", "//h2[contains(., 'Paper vs this book')]"), \
+        f"{page.name}: no 'Paper vs this book'"
     tables = browser.find_elements("css selector", ".cell_output table")
     assert tables, f"{page.name}: no tables in cell outputs"
 

@@ -5,8 +5,20 @@ import math
 import numpy as np
 import pytest
 
-from subnets.claims import (HELD, NOT_DECIDED, NOT_HELD, SETTING, Claim, Estimate, Rule,
-                            bootstrap, claims_frame, paired_bootstrap, seed_interval, verdict)
+from subnets.claims import (
+    HELD,
+    NOT_DECIDED,
+    NOT_HELD,
+    SETTING,
+    Claim,
+    Estimate,
+    Rule,
+    bootstrap,
+    claims_frame,
+    paired_bootstrap,
+    seed_interval,
+    verdict,
+)
 
 
 def test_point_estimates_against_a_threshold_with_margin():

@@ -1,5 +1,4 @@
 import gzip
-import pickle
 import struct
 
 import numpy as np
@@ -11,7 +10,8 @@ from subnets import data
 
 
 def write_idx(path, array, compress=True):
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = (struct.pack(">BBBB", 0, 0, 0x08, array.ndim)
+              + struct.pack(f">{array.ndim}I", *array.shape))
     blob = header + array.astype(np.uint8).tobytes()
     (gzip.open if compress else open)(path, "wb").write(blob)
 
@@ -35,7 +35,8 @@ def test_fashion_mnist_reads_idx_files_gzipped_or_not(fashion_folder):
     assert train.images.shape == (12, 1, 28, 28) and train.images.dtype == torch.uint8
     assert test.labels.tolist() == [0, 1, 2, 3, 4]
     assert train.classes[9] == "Ankle boot" and train.black_background
-    raw = gzip.open(fashion_folder / "train-images-idx3-ubyte.gz").read()
+    with gzip.open(fashion_folder / "train-images-idx3-ubyte.gz") as f:
+        raw = f.read()
     assert train.images[3, 0].flatten().tolist() == list(raw[16 + 3 * 784: 16 + 4 * 784])
 
 
@@ -53,20 +54,14 @@ def test_missing_fashion_mnist_says_where_to_put_it(tmp_path, monkeypatch):
         data.load("fashion-mnist")
 
 
-def test_cifar10_python_pickle_layout(tmp_path):
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    pickle.dump({b"label_names": names}, open(folder / "batches.meta", "wb"))
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
-        pixels = np.full((2, 3072), i, dtype=np.uint8)
-        pixels[:, 1024:2048] = 200  # the green plane: CIFAR rows are R, G, B planes
-        pickle.dump({b"data": pixels, b"labels": [i % 10, 9]}, open(folder / name, "wb"))
+def test_cifar10_python_pickle_layout(cifar10_root):
+    tmp_path, folder = cifar10_root, cifar10_root / "cifar-10-batches-py"
     train = data.load(f"cifar10:{tmp_path}", "train")
     test = data.load(f"cifar10:{folder}", "test")
     assert train.images.shape == (10, 3, 32, 32) and len(test) == 2
     assert train.classes[8] == "ship"
-    assert train.images[0, 1].unique().tolist() == [200] and train.images[2, 0].unique().tolist() == [1]
+    assert train.images[0, 1].unique().tolist() == [200]
+    assert train.images[2, 0].unique().tolist() == [1]
 
 
 def write_images(folder, n, colour):
@@ -101,7 +96,8 @@ def test_imagefolder_without_splits_is_a_seeded_disjoint_split(tmp_path):
     train = data.load(f"imagefolder:{tmp_path}", "train", image_size=8)
     test = data.load(f"imagefolder:{tmp_path}", "test", image_size=8)
     assert len(train) == 16 and len(test) == 4
-    assert data.load(f"imagefolder:{tmp_path}", "test", image_size=8).labels.tolist() == test.labels.tolist()
+    again = data.load(f"imagefolder:{tmp_path}", "test", image_size=8)
+    assert again.labels.tolist() == test.labels.tolist()
 
 
 def test_bad_names_and_missing_folders_are_clear_errors(tmp_path):
@@ -125,10 +121,12 @@ def test_foreground_balanced_indices_and_fingerprint():
     idx = data.balanced_indices(labels, per_class=2, seed=1)
     assert torch.bincount(labels[idx]).tolist() == [2, 2, 1]
     assert idx.tolist() == data.balanced_indices(labels, per_class=2, seed=1).tolist()
-    a = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]), ["x", "y"], "t")
-    b = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([1, 0]), ["x", "y"], "t")
+    a = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([0, 1]),
+                      ["x", "y"], "t")
+    b = data.ImageSet(torch.zeros(2, 1, 2, 2, dtype=torch.uint8), torch.tensor([1, 0]),
+                      ["x", "y"], "t")
     assert a.fingerprint() != b.fingerprint()
-    x, y = a.tensors()
+    x, _y = a.tensors()
     assert x.dtype == torch.float32 and x.max() <= 1
 
 

@@ -50,7 +50,8 @@ def reference_iou(model, name, probe, quantile):
         for k, cat in enumerate(probe.categories):
             inter = union = 0
             for n in range(len(probe)):
-                if not any(probe.categories[c - 1] == cat for c in probe.segmentation[n].unique().tolist() if c):
+                present = [c for c in probe.segmentation[n].unique().tolist() if c]
+                if not any(probe.categories[c - 1] == cat for c in present):
                     continue
                 label = (probe.segmentation[n] == k + 1).any(0)
                 inter += (fired[n] & label).sum().item()
@@ -107,7 +108,8 @@ def test_saturated_units_segment_their_maximum_and_dead_units_nothing():
     x[0, 0, :2] = 1.0  # unit 0 saturates on half the positions (more than the quantile)
     x[0, 1, 0, 0] = 0.5  # unit 1 has one peak
     # unit 2 is constant zero (dead)
-    probe = dissection.ProbeSet((x * 255).to(torch.uint8), torch.zeros(1, 1, 4, 4, dtype=torch.int16), [], [])
+    probe = dissection.ProbeSet((x * 255).to(torch.uint8),
+                                torch.zeros(1, 1, 4, 4, dtype=torch.int16), [], [])
     th = dissection.unit_thresholds(nn.Identity(), [""], probe, quantile=0.1)
     assert th.inclusive[""].tolist() == [True, False, False]
     masks = th.segment("", probe.tensors())
@@ -117,7 +119,8 @@ def test_saturated_units_segment_their_maximum_and_dead_units_nothing():
 def test_upsample_is_bilinear_interpolation():
     maps = torch.randn(2, 3, 4, 5)
     torch.testing.assert_close(dissection.upsample(maps, (12, 10)),
-                               F.interpolate(maps, size=(12, 10), mode="bilinear", align_corners=False))
+                               F.interpolate(maps, size=(12, 10), mode="bilinear",
+                                             align_corners=False))
 
 
 def test_synthetic_probe_is_deterministic_and_its_labels_fit_the_pixels():
@@ -129,7 +132,8 @@ def test_synthetic_probe_is_deterministic_and_its_labels_fit_the_pixels():
     assert set(a.categories) == set(dissection.CATEGORIES)
     assert sum(cat == "color" for cat in a.categories) == 11
     full = dissection.synthetic_probe(12, image_size=32, seed=3)
-    color_of = {k + 1: name for k, (name, cat) in enumerate(zip(full.concepts, full.categories)) if cat == "color"}
+    color_of = {k + 1: name for k, (name, cat) in enumerate(zip(full.concepts, full.categories))
+                if cat == "color"}
     colors = torch.tensor([k for k in color_of])
     seg = full.segmentation.long()
     is_color = torch.isin(seg, colors)
@@ -151,7 +155,8 @@ def test_synthetic_probe_is_deterministic_and_its_labels_fit_the_pixels():
 def test_grey_probe_is_the_luminance_of_the_colour_probe():
     rgb = dissection.synthetic_probe(3, image_size=16, seed=0)
     grey = dissection.synthetic_probe(3, image_size=16, channels=1, seed=0)
-    lum = (rgb.images.float() * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    lum = (rgb.images.float()
+           * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
     assert grey.images.shape == (3, 1, 16, 16) and (grey.images.float() - lum).abs().max() <= 0.5
     kept = dissection.synthetic_probe(3, image_size=16, channels=1, seed=0, merge_grey=False)
     assert kept.segmentation.equal(rgb.segmentation) and kept.concepts == rgb.concepts
@@ -220,8 +225,9 @@ def write_broden(root):
     with open(root / "label.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["number", "name", "category", "frequency", "coverage", "syns"])
-        for number, name, cat in [(1, "black", "color(1)"), (2, "red", "color(2)"), (300, "car", "object(1)"),
-                                  (301, "wheel", "part(1)"), (7, "sky", "scene(1)")]:
+        for number, name, cat in [(1, "black", "color(1)"), (2, "red", "color(2)"),
+                                  (300, "car", "object(1)"), (301, "wheel", "part(1)"),
+                                  (7, "sky", "scene(1)")]:
             w.writerow([number, name, cat, 1, 1.0, ""])
 
     def mask_png(path, numbers):
@@ -231,7 +237,8 @@ def write_broden(root):
 
     rows = []
     for i in range(2):
-        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(root / "images" / f"ade/{i}.png")
+        Image.fromarray(np.full((8, 8, 3), 40 * i, dtype=np.uint8)).save(
+            root / "images" / f"ade/{i}.png")
         color = np.where(np.arange(4)[None, :] < 2, 1, 2).repeat(4, 0)
         obj = np.zeros((4, 4), dtype=np.int64)
         obj[1:3, 1:3] = 300
@@ -240,9 +247,11 @@ def write_broden(root):
         mask_png(f"ade/{i}_color.png", color)
         mask_png(f"ade/{i}_object.png", obj)
         mask_png(f"ade/{i}_part_1.png", part)
-        rows.append({"image": f"ade/{i}.png", "split": "train" if i == 0 else "val", "ih": 8, "iw": 8, "sh": 4, "sw": 4,
+        rows.append({"image": f"ade/{i}.png", "split": "train" if i == 0 else "val",
+                     "ih": 8, "iw": 8, "sh": 4, "sw": 4,
                      "color": f"ade/{i}_color.png", "object": f"ade/{i}_object.png",
-                     "part": f"ade/{i}_part_1.png" if i == 0 else "", "material": "", "scene": "7", "texture": ""})
+                     "part": f"ade/{i}_part_1.png" if i == 0 else "", "material": "",
+                     "scene": "7", "texture": ""})
     with open(root / "index.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -311,7 +320,8 @@ def test_unit_maps_reproduce_the_segmentation_used_for_iou():
     probe = tiny_probe()
     d = dissection.dissect(Pooled(), ["pool"], probe, quantile=0.1)
     maps, masks = d.unit_maps(Pooled(), probe, "pool", 1, [0, 2])
-    expected = F.interpolate(F.avg_pool2d(probe.tensors([0, 2]), 2), size=(8, 8), mode="bilinear")[:, 1]
+    expected = F.interpolate(F.avg_pool2d(probe.tensors([0, 2]), 2), size=(8, 8),
+                             mode="bilinear")[:, 1]
     torch.testing.assert_close(maps, expected)
     assert masks.equal(maps > d.thresholds.level["pool"][1])
 
@@ -327,7 +337,8 @@ def test_unit_sites_switch_a_residual_unit_off_before_the_addition():
     with Recorder(net, ["layers.1.0.relu2", "layers.1.0.shortcut"]) as rec:
         net(x)
     skip = rec.outputs["layers.1.0.shortcut"]
-    with Ablation(net, {sites["layers.1.0.relu2"]: [3]}), Recorder(net, ["layers.1.0.relu2"]) as off:
+    with (Ablation(net, {sites["layers.1.0.relu2"]: [3]}),
+          Recorder(net, ["layers.1.0.relu2"]) as off):
         net(x)
     # the unit's own branch is gone, its skip path is kept (zero at the ReLU would cut both)
     torch.testing.assert_close(off.outputs["layers.1.0.relu2"][:, 3], skip[:, 3].relu())
@@ -351,14 +362,17 @@ def test_concept_images_give_the_probe_images_of_each_concept_with_masks():
     data, masks = dissection.concept_images(probe, ["tip", "edge"], "part")
     has_tip = (probe.segmentation == 4).flatten(1).any(1)
     assert data.classes == ["tip", "edge"] and (data.labels == 0).sum() == has_tip.sum()
-    assert masks.shape == (len(data), 1, 8, 8) and masks[0, 0].equal((probe.segmentation[0] == 4).any(0))
+    assert masks.shape == (len(data), 1, 8, 8)
+    assert masks[0, 0].equal((probe.segmentation[0] == 4).any(0))
     with pytest.raises(ValueError, match="concepts: \\['bench'\\]"):
         dissection.concept_images(probe, ["tip", "bench"], "part")
 
 
 def test_unit_layers_are_the_activations_after_each_conv():
-    assert dissection.unit_layers(models.alexnet_small()) == [f"features.{i}" for i in (1, 4, 7, 9, 11)]
-    assert dissection.unit_layers(models.vgg11_small()) == [f"features.{i}" for i in (2, 6, 10, 13, 17, 20)]
+    alexnet = [f"features.{i}" for i in (1, 4, 7, 9, 11)]
+    vgg = [f"features.{i}" for i in (2, 6, 10, 13, 17, 20)]
+    assert dissection.unit_layers(models.alexnet_small()) == alexnet
+    assert dissection.unit_layers(models.vgg11_small()) == vgg
     res = dissection.unit_layers(models.resnet18_small())
     assert res[0] == "stem.2" and len(res) == 17 and "layers.1.0.relu2" in res
     assert not any("shortcut" in n for n in res)
@@ -369,9 +383,10 @@ def test_ranking_agreement_error_and_correlation():
     same = dissection.ranking_agreement(scores, scores, fraction=0.4)
     assert same.error.tolist() == [0.0, 0.0] and same.spearman.tolist() == pytest.approx([1.0, 1.0])
     flipped = dissection.ranking_agreement(scores, {"l": scores["l"].flip(1)}, fraction=0.4)
-    assert flipped.error.tolist() == [1.0, 1.0] and flipped.spearman.tolist() == pytest.approx([-1.0, -1.0])
-    half = dissection.ranking_agreement(scores, {"l": torch.tensor([[5.0], [0.0], [4.0], [0.0], [0.0]]).expand(5, 2)},
-                                        fraction=0.4)
+    assert flipped.error.tolist() == [1.0, 1.0]
+    assert flipped.spearman.tolist() == pytest.approx([-1.0, -1.0])
+    relevance = torch.tensor([[5.0], [0.0], [4.0], [0.0], [0.0]]).expand(5, 2)
+    half = dissection.ranking_agreement(scores, {"l": relevance}, fraction=0.4)
     assert half.error.tolist() == [0.5, 1.0]  # top-2 by IoU {0, 1} vs {0, 2}; {4, 3} vs {0, 2}
 
 

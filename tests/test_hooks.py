@@ -24,9 +24,8 @@ def test_recorder_records_and_removes_its_hooks():
 def test_ablation_zeroes_channels_then_restores():
     model, x = net(), torch.rand(2, 1, 4, 4)
     before = model(x)
-    with hooks.Ablation(model, {"0": [1]}):
-        with hooks.Recorder(model, ["0"]) as rec:
-            ablated = model(x)
+    with hooks.Ablation(model, {"0": [1]}), hooks.Recorder(model, ["0"]) as rec:
+        ablated = model(x)
     assert rec.outputs["0"][:, 1].abs().sum() == 0 and rec.outputs["0"][:, 0].abs().sum() > 0
     kept = torch.tensor([1.0, 0.0, 1.0]).view(1, 3, 1, 1)
     expected = model[3](model[2](torch.relu(model[0](x) * kept)))

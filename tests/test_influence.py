@@ -5,11 +5,12 @@ import math
 
 import pytest
 import torch
+from torch import nn
+from torch.utils.data import TensorDataset
+
 from subnets import influence, models
 from subnets.models.resnet import _PadShortcut
 from subnets.train import TrainConfig, seeded
-from torch import nn
-from torch.utils.data import TensorDataset
 
 
 def tiny_fc() -> nn.Linear:
@@ -46,7 +47,8 @@ def test_histograms_and_algorithm_1_by_hand():
     assert inf.overlap().tolist() == [[2, 0], [0, 2]]
     assert inf.union().tolist() == [0, 1, 2, 3]
     s = inf.summary()
-    assert s["fraction_of_width"] == 0.5 and s["union_fraction"] == 1.0 and s["mean_pairwise_jaccard"] == 0.0
+    assert s["fraction_of_width"] == 0.5 and s["union_fraction"] == 1.0
+    assert s["mean_pairwise_jaccard"] == 0.0
 
 
 def test_decomposed_layer_by_hand():
@@ -337,7 +339,8 @@ def test_gate_overlap_counts_and_chance():
         net.gates.zero_()
         net.gates[0, [0, 1, 2]] = torch.tensor([1.0, 0.8, 0.2])
         net.gates[1, [5, 3]] = torch.tensor([0.9, 0.4])
-    inf = influence.InfluentialFeatures(torch.tensor([[0, 4], [5, 1]]), torch.zeros(2, 6, dtype=torch.long), 2, 2)
+    inf = influence.InfluentialFeatures(torch.tensor([[0, 4], [5, 1]]),
+                                        torch.zeros(2, 6, dtype=torch.long), 2, 2)
     table = influence.gate_overlap(net, inf)
     # Class 0's two largest gates are 0 and 1 (one influential); class 1's are 5 and 3 (one).
     assert table["top gates influential"].tolist() == [1, 1]

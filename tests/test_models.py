@@ -29,7 +29,8 @@ def test_pretrained_lite0_classifies_the_imagenet_photos():
     x, y = photos()
     with torch.no_grad():
         correct = (efficientnet_lite0(pretrained=True)(x).argmax(1) == y).sum().item()
-    assert correct >= 16, f"top-1 {correct}/20: the weights need tf_efficientnet_lite0, mean=std=0.5"
+    assert correct >= 16, \
+        f"top-1 {correct}/20: the weights need tf_efficientnet_lite0, mean=std=0.5"
 
 
 def test_relu6_is_a_captum_visible_relu_with_the_same_outputs():

@@ -191,9 +191,10 @@ def per_neuron_scores(model, image, copies, layer, target, threshold, after_relu
 def test_scores_match_per_neuron_formulas(tiny_vgg, after_relu):
     image = torch.rand(2, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)
-    settings = dict(
-        n_samples=30, threshold=0.05, relative_threshold=False, after_relu=after_relu, seed=3
-    )
+    settings = {
+        "n_samples": 30, "threshold": 0.05, "relative_threshold": False,
+        "after_relu": after_relu, "seed": 3,
+    }
     scores = resampling.InputResampling(tiny_vgg, layers, batch_size=40, **settings).attribute(
         image, target=1
     )
@@ -439,14 +440,14 @@ def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
     half_black[..., :2] = 0  # channel 0 is zero there on every copy
     bright = torch.rand(1, 1, 4, 4) * 0.5 + 0.5  # channel 0 varies everywhere
     # Channel 1 is a constant 0.5 (always counted); channel 2 is dead (never active).
-    relu = dict(n_samples=8, threshold=0.1, relative_threshold=False, after_relu=True)
+    relu = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False, "after_relu": True}
     one = resampling.zero_variance_shares(model, half_black, ["0"], **relu)
     assert one == {"0": 1.0}
     assert resampling.zero_variance_shares(model, bright, ["0"], **relu) == {"0": 0.5}
     both = resampling.zero_variance_shares(model, torch.cat([half_black, bright]), ["0"], **relu)
     assert both == {"0": 0.75}
     # Before the ReLU, channel 2 (-x) is active in magnitude and varies where x does.
-    z = dict(n_samples=8, threshold=0.1, relative_threshold=False)
+    z = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False}
     assert resampling.zero_variance_shares(model, bright, ["0"], **z) == {"0": 1 / 3}
     assert resampling.zero_variance_shares(model, half_black, ["0"], **z) == {"0": 1.0}
 

@@ -167,7 +167,8 @@ def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
     for b, part in enumerate(x.tensor_split(3)):
         own = similarity.cka_from_grams(similarity.gram_matrices(model, part),
                                         similarity.gram_matrices(other, part)).diagonal()
-        torch.testing.assert_close(blocks[b], own, rtol=1e-6, atol=1e-8)
+        # float32 Gram products: a block of n x n and the block's own differ by rounding
+        torch.testing.assert_close(blocks[b], own, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="n_blocks"):
         similarity.blockwise_layer_cka(blocks, blocks, n_blocks=10)
 

@@ -60,7 +60,7 @@ def gradcam_maps(model: nn.Module, layer_name: str, inputs: torch.Tensor, target
     return to_host(LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear"))
 
 
-# --- Deconvnet (Zeiler and Fergus), for paper 004's patches ------------------------------
+# --- Deconvnet (Zeiler and Fergus), for Lengerich et al.'s patches (chapter 5) --------
 
 def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels) -> torch.Tensor:
     """Zeiler and Fergus's deconvnet: the strongest activation of channel ``channels[i]``
@@ -113,12 +113,12 @@ def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
     return torch.where(rows.any(1, keepdim=True), boxes, -1)
 
 
-# --- Per-unit class relevance (paper 001): conductance of every unit of several layers ---
+# --- Per-unit class relevance (Islam and Tushar, chapter 2): conductance of every unit ---
 
 class UnitConductance:
     """Integrated Gradients of a class output, attributed to every unit of several layers
     along the input path: each unit's conductance (Dhamdhere et al., ICLR 2019) at every
-    spatial position of its map, paper 001's per-unit map ``G_{i,c}(x)``.
+    spatial position of its map: Islam and Tushar's per-unit map ``G_{i,c}(x)`` (chapter 2).
 
     The inputs ``x' + a_k (x - x')``, ``a_k = k / n_steps`` (k = 0..n_steps), run through
     the model as one batch; one backward pass gives dF/dy for every recorded layer output
@@ -147,7 +147,8 @@ class UnitConductance:
         return logits.softmax(1) if self.output == "probability" else logits
 
     def attribute(self, inputs: torch.Tensor, target, baselines: torch.Tensor | None = None,
-                  n_steps: int = 32, internal_batch_size: int | None = None) -> dict[str, torch.Tensor]:
+                  n_steps: int = 32,
+                  internal_batch_size: int | None = None) -> dict[str, torch.Tensor]:
         """Per layer, the N x U x h x w conductance maps of every unit for ``target`` (a
         class index or one per input); baselines default to black (zeros). Runs on the
         model's device; the maps come back on the host."""
@@ -188,10 +189,10 @@ class UnitConductance:
 def unit_relevance(model: nn.Module, layers: list[str], inputs: torch.Tensor, masks: torch.Tensor,
                    target: int, n_steps: int = 32, batch_size: int = 16,
                    output: str = "probability") -> dict[str, torch.Tensor]:
-    """Paper 001's eq. (3), ``R(i, c)`` for every unit i of the named layers and one class
-    c: the mean over ``inputs`` (images of class c) of the sum over pixels of
-    ``masks * bilinearUpsample(|G_{i,c}(x)|)``. ``masks`` (N x 1 x H x W) are the object
-    masks at input resolution. Returns, per layer, a vector of U relevances (on the host).
+    """Islam and Tushar's eq. (3) (chapter 2), ``R(i, c)`` for every unit i of the named layers and
+    one class c: the mean over ``inputs`` (images of class c) of the sum over pixels of ``masks *
+    bilinearUpsample(|G_{i,c}(x)|)``. ``masks`` (N x 1 x H x W) are the object masks at input
+    resolution. Returns, per layer, a vector of U relevances (on the host).
 
     The sum runs over input pixels, so a layer whose map is s times smaller per side has
     its units' relevances scaled by about s^2 against a full-size layer: compare units
@@ -350,10 +351,10 @@ def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], dat
                        fractions=(0.01, 0.02, 0.03), classes=None, ends=("top", "bottom"),
                        sites: dict[str, str] | None = None, rounding: str = "share",
                        random_draws: int = 1, seed: int = 0) -> AblationResult:
-    """Paper 001's ablation: for each class c, switch off the top or bottom ``fraction`` of
-    the units of the layers in ``relevance`` (units x classes, ranked by column c) at
-    once (``unit_quotas``: how ``rounding`` turns a fraction into units), or as many
-    random units (``end="random"``, ``random_draws`` selections from ``seed``), and
+    """Islam and Tushar's ablation (chapter 2): for each class c, switch off the top or bottom
+    ``fraction`` of the units of the layers in ``relevance`` (units x classes, ranked by column c)
+    at once (``unit_quotas``: how ``rounding`` turns a fraction into units), or as many random units
+    (``end="random"``, ``random_draws`` selections from ``seed``), and
     record which images of ``data`` the network still classifies right.
 
     ``sites[layer]`` names the module whose output channels are switched off for the

@@ -100,7 +100,7 @@ def read(path: Path, key: str) -> dict | None:
         return None
     try:
         entry = torch.load(path, map_location=devices.CPU, weights_only=True)
-    except Exception as err:  # truncated, corrupt or foreign file: recompute
+    except Exception as err:  # noqa: BLE001  truncated, corrupt or foreign file: recompute
         warnings.warn(f"cache entry {path.name} is unreadable ({type(err).__name__}); "
                       "recomputing", stacklevel=3)
         return None

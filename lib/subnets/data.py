@@ -87,12 +87,16 @@ class ImageSet(Dataset):
 
     def tensors(self, indices=None) -> tuple[torch.Tensor, torch.Tensor]:
         """Float images in [0, 1] and labels, all or at ``indices``."""
-        images, labels = (self.images, self.labels) if indices is None else (self.images[indices], self.labels[indices])
+        if indices is None:
+            images, labels = self.images, self.labels
+        else:
+            images, labels = self.images[indices], self.labels[indices]
         return images.float().div_(255), labels
 
     def subset(self, indices) -> ImageSet:
         indices = torch.as_tensor(indices, dtype=torch.long)
-        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.name, self.black_background)
+        return ImageSet(self.images[indices], self.labels[indices], self.classes, self.name,
+                        self.black_background)
 
     def relabel(self, labels: torch.Tensor, classes: list[str]) -> ImageSet:
         """The same images with other labels (e.g. class C vs the rest)."""
@@ -195,7 +199,8 @@ def class_names(name: str) -> list[str]:
     return names
 
 
-def load(name: str = "fashion-mnist", split: str = "train", image_size: int | None = None) -> ImageSet:
+def load(name: str = "fashion-mnist", split: str = "train",
+         image_size: int | None = None) -> ImageSet:
     """Load ``split`` ('train' or 'test') of dataset ``name`` (see the module doc).
 
     ``image_size`` resizes to a square side (imagefolder needs it; others keep their size
@@ -207,8 +212,9 @@ def load(name: str = "fashion-mnist", split: str = "train", image_size: int | No
     kind, _, path = name.partition(":")
     data = LOADERS[kind](path, split, image_size)
     if image_size is not None and data.images.shape[-1] != image_size:
-        resized = torch.nn.functional.interpolate(data.images.float(), size=(image_size, image_size),
-                                                  mode="bilinear", antialias=True, align_corners=False)
+        resized = torch.nn.functional.interpolate(
+            data.images.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
+            align_corners=False)
         data = ImageSet(resized.round().clamp(0, 255).to(torch.uint8), data.labels, data.classes,
                         data.name, data.black_background)
     return data
@@ -217,7 +223,8 @@ def load(name: str = "fashion-mnist", split: str = "train", image_size: int | No
 # --- Fashion-MNIST -----------------------------------------------------------------
 
 def fashion_mnist_folders() -> list[Path]:
-    return [data_dir() / "fashion-mnist", REPO_ROOT / "data" / "fashion-mnist", DEBIAN_FASHION_MNIST]
+    return [data_dir() / "fashion-mnist", REPO_ROOT / "data" / "fashion-mnist",
+            DEBIAN_FASHION_MNIST]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -231,7 +238,8 @@ def read_idx(path: Path) -> np.ndarray:
     shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
     if data.size != int(np.prod(shape)):
-        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, found {data.size}")
+        raise ValueError(f"{path}: expected {int(np.prod(shape))} values for shape {shape}, "
+                         f"found {data.size}")
     return data.reshape(shape)
 
 
@@ -252,7 +260,8 @@ def load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
     prefix = "train" if split == "train" else "t10k"
     images = read_idx(find_idx(f"{prefix}-images-idx3-ubyte"))
     labels = read_idx(find_idx(f"{prefix}-labels-idx1-ubyte"))
-    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)),
+    return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
+                    torch.from_numpy(labels.astype(np.int64)),
                     list(FASHION_MNIST_CLASSES), "fashion-mnist", black_background=True)
 
 
@@ -289,8 +298,8 @@ def load_cifar10(path: str, split: str, _size: int | None) -> ImageSet:
         batch = unpickle(folder / name)
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch[b"labels"])
-    return ImageSet(torch.from_numpy(np.concatenate(images)), torch.tensor(labels, dtype=torch.long),
-                    cifar10_classes(folder), "cifar10")
+    return ImageSet(torch.from_numpy(np.concatenate(images)),
+                    torch.tensor(labels, dtype=torch.long), cifar10_classes(folder), "cifar10")
 
 
 # --- class-per-folder images ---------------------------------------------------------
@@ -375,12 +384,14 @@ def tiny_imagenet_files(root: Path, split: str, classes: list[str]) -> tuple[lis
                 continue
             name, wnid = line.split("\t")[:2]
             if wnid not in index:
-                raise DataNotFoundError(f"tiny-imagenet: {notes} labels {name} as {wnid}, not a folder of train/")
+                raise DataNotFoundError(f"tiny-imagenet: {notes} labels {name} as {wnid}, "
+                                        "not a folder of train/")
             pairs.append((root / "val" / "images" / name, index[wnid]))
     missing = [f for f, _ in pairs if not f.is_file()]
     if missing or not pairs:
         raise DataNotFoundError(f"tiny-imagenet: no {split} images under {root}" if not pairs else
-                                f"tiny-imagenet: {len(missing)} listed images are missing, e.g. {missing[0]}")
+                                f"tiny-imagenet: {len(missing)} listed images are missing, "
+                                f"e.g. {missing[0]}")
     return [f for f, _ in pairs], [label for _, label in pairs]
 
 
@@ -393,5 +404,5 @@ def load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
                     classes, "tiny-imagenet")
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10, "imagefolder": load_imagefolder,
-           "tiny-imagenet": load_tiny_imagenet}
+LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10,
+           "imagefolder": load_imagefolder, "tiny-imagenet": load_tiny_imagenet}

@@ -40,7 +40,8 @@ def device(spec: str | torch.device = "auto") -> torch.device:
     if isinstance(spec, torch.device):
         spec = str(spec)
     if not isinstance(spec, str):
-        raise ValueError(f"device: expected a string like 'auto', 'cpu' or 'cuda', got {spec!r}")
+        raise ValueError(  # noqa: TRY004  (documented: anything else raises ValueError)
+            f"device: expected a string like 'auto', 'cpu' or 'cuda', got {spec!r}")
     have = available()
     if spec == "auto":
         return torch.device(have[0])

@@ -1,5 +1,5 @@
-"""Network Dissection (Bau et al. 2017) as paper 001 uses it: every unit of a layer is a
-binary segmenter of its top-quantile activations, scored by IoU against concept masks.
+"""Network Dissection (Bau et al. 2017) as Islam and Tushar (chapter 2) use it: every unit of a
+layer is a binary segmenter of its top-quantile activations, scored by IoU against concept masks.
 
 - Concepts and their pixel masks come in a ``ProbeSet``: ``synthetic_probe`` draws one
   offline and deterministically (the 11 colour names of van de Weijer et al., textures
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +46,10 @@ CATEGORIES = ("object", "part", "material", "color")
 # The 11 basic colour terms of van de Weijer et al. (2009), which Broden annotates every
 # pixel with; the RGB values are typical members, jittered per image (shades).
 COLORS = {
-    "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 70, 30), "grey": (128, 128, 128),
-    "green": (40, 150, 50), "orange": (245, 140, 20), "pink": (245, 160, 200), "purple": (130, 50, 160),
-    "red": (205, 30, 30), "white": (240, 240, 240), "yellow": (240, 220, 40),
+    "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 70, 30),
+    "grey": (128, 128, 128), "green": (40, 150, 50), "orange": (245, 140, 20),
+    "pink": (245, 160, 200), "purple": (130, 50, 160), "red": (205, 30, 30),
+    "white": (240, 240, 240), "yellow": (240, 220, 40),
 }
 # Each image shades a colour by up to this many levels per channel (uniform integers).
 SHADE_JITTER = 25
@@ -154,7 +156,8 @@ def concat(*probes: ProbeSet) -> ProbeSet:
     depth = max(p.segmentation.shape[1] for p in probes)
     segs = []
     for p in probes:
-        remap = torch.tensor([0] + [keys.index(k) + 1 for k in zip(p.concepts, p.categories)], dtype=torch.int16)
+        remap = torch.tensor([0] + [keys.index(k) + 1 for k in zip(p.concepts, p.categories)],
+                             dtype=torch.int16)
         seg = remap[p.segmentation.long()]
         segs.append(F.pad(seg, (0, 0, 0, 0, 0, depth - seg.shape[1])))
     return ProbeSet(torch.cat([p.images for p in probes]), torch.cat(segs),
@@ -165,7 +168,8 @@ def dataset_probe(data: ImageSet, indices=None) -> ProbeSet:
     """Images of a dataset drawn on black (Fashion-MNIST) as a probe set: each image's
     foreground is the mask of the object concept named after its class."""
     if not data.black_background:
-        raise ValueError(f"data: {data.name} has no foreground masks (its objects do not sit on black)")
+        raise ValueError(f"data: {data.name} has no foreground masks "
+                         "(its objects do not sit on black)")
     images = data.images if indices is None else data.images[indices]
     labels = data.labels if indices is None else data.labels[indices]
     seg = torch.where(foreground(images), labels.view(-1, 1, 1, 1) + 1, 0).to(torch.int16)
@@ -177,7 +181,8 @@ def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
     """The probe images that carry each named concept of ``category``, as an image set
     labelled by the concept's position in ``names`` (an image with two of them appears
     twice), and each image's mask of its concept at image resolution (nearest
-    neighbour): paper 001's relevance images with their annotation masks."""
+    neighbour): Islam and Tushar's relevance images (chapter 2) with their annotation
+    masks."""
     known = {n for n, c in zip(probe.concepts, probe.categories) if c == category}
     missing = [n for n in names if n not in known]
     if missing:
@@ -199,7 +204,8 @@ def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
 
 # --- the synthetic probe set -------------------------------------------------------------
 
-def shape_polygon(shape: str, cx: float, cy: float, r: float, turn: float) -> tuple[np.ndarray, np.ndarray]:
+def shape_polygon(shape: str, cx: float, cy: float, r: float,
+                  turn: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertices of ``shape`` (centre, radius, rotation) and the vertices that are corners."""
     def ring(n: int, radii=(1.0,), offset: float = 0.0) -> np.ndarray:
         k = np.arange(n * len(radii))
@@ -276,7 +282,8 @@ def draw_probe_image(size: int, rng: np.random.Generator):
 
     def paint(region: np.ndarray, colors: tuple[int, ...], texture: int | None) -> None:
         """Fill ``region`` plainly (one colour) or with a two-colour texture."""
-        second = texture_pattern(TEXTURES[texture], size, rng) if texture is not None else np.zeros_like(region)
+        second = (texture_pattern(TEXTURES[texture], size, rng) if texture is not None
+                  else np.zeros_like(region))
         for which, c in enumerate(colors[:2 if texture is not None else 1]):
             part = region & (second == bool(which))
             image[part] = shade(c)
@@ -285,7 +292,8 @@ def draw_probe_image(size: int, rng: np.random.Generator):
 
     everywhere = np.ones((size, size), dtype=bool)
     textured = rng.random() < 0.5
-    paint(everywhere, (palette[0], palette[1]), int(rng.integers(len(TEXTURES))) if textured else None)
+    paint(everywhere, (palette[0], palette[1]),
+          int(rng.integers(len(TEXTURES))) if textured else None)
     y, x = np.mgrid[0:size, 0:size] + 0.5
     points = np.stack([x.ravel(), y.ravel()], 1)
     width = max(1, round(size / 40))
@@ -299,7 +307,8 @@ def draw_probe_image(size: int, rng: np.random.Generator):
             continue
         outline = region & ~erode(region, width)
         fill = palette[2 + 3 * s: 5 + 3 * s]
-        paint(region, (fill[0], fill[1]), int(rng.integers(len(TEXTURES))) if rng.random() < 0.6 else None)
+        paint(region, (fill[0], fill[1]),
+              int(rng.integers(len(TEXTURES))) if rng.random() < 0.6 else None)
         image[outline] = shade(fill[2])
         labels["color"][outline] = fill[2]
         labels["object"][region] = shape
@@ -335,7 +344,7 @@ def grey_colour_groups() -> list[tuple[str, ...]]:
     gap = 2 * math.sqrt(per_channel_var * float((weights ** 2).sum()))
     ordered = sorted(level, key=level.get)
     groups = [[ordered[0]]]
-    for before, name in zip(ordered, ordered[1:]):
+    for before, name in itertools.pairwise(ordered):
         if level[name] - level[before] < gap:
             groups[-1].append(name)
         else:
@@ -373,7 +382,8 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
     if n_images < 1:
         raise ValueError(f"n_images: expected >= 1, got {n_images}")
     if image_size < 8 or mask_size < 1 or image_size % mask_size:
-        raise ValueError(f"mask_size: expected a divisor of image_size {image_size} (>= 8), got {mask_size}")
+        raise ValueError(f"mask_size: expected a divisor of image_size {image_size} (>= 8), "
+                         f"got {mask_size}")
     if channels not in (1, 3):
         raise ValueError(f"channels: expected 1 or 3, got {channels}")
     names, cats, offsets = synthetic_concepts()
@@ -381,7 +391,8 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
     images, segs = [], []
     for i in range(n_images):
         image, labels = draw_probe_image(image_size, np.random.default_rng([seed, i]))
-        maps = [np.where(m >= 0, m + offsets[k] + 1, 0)[step // 2::step, step // 2::step] for k, m in labels.items()]
+        maps = [np.where(m >= 0, m + offsets[k] + 1, 0)[step // 2::step, step // 2::step]
+                for k, m in labels.items()]
         images.append(image)
         segs.append(np.stack(maps))
     images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
@@ -423,14 +434,16 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     root = Path(folder).expanduser()
     for name in ("index.csv", "label.csv"):
         if not (root / name).is_file():
-            raise DataNotFoundError(f"Broden: {root / name} not found (expected Broden's index.csv, label.csv "
-                                    "and images/ folder, as unpacked from broden1_224.zip)")
+            raise DataNotFoundError(f"Broden: {root / name} not found (expected Broden's "
+                                    "index.csv, label.csv and images/ folder, as unpacked from "
+                                    "broden1_224.zip)")
     with open(root / "label.csv", newline="") as f:
         label_names = {int(row["number"]): row["name"] for row in csv.DictReader(f)}
     with open(root / "index.csv", newline="") as f:
         rows = [r for r in csv.DictReader(f) if split is None or r["split"] == split]
     if fraction < 1:
-        rows = [rows[i] for i in sorted({int(k / fraction) for k in range(round(fraction * len(rows)))})]
+        kept = sorted({int(k / fraction) for k in range(round(fraction * len(rows)))})
+        rows = [rows[i] for i in kept]
     if max_images is not None:
         rows = rows[:max_images]
     if not rows:
@@ -441,7 +454,8 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     for row in rows:
         size = image_size or int(row["ih"])
         msize = mask_size or int(row["sh"])
-        image = Image.open(root / "images" / row["image"]).convert("RGB").resize((size, size), Image.BILINEAR)
+        image = Image.open(root / "images" / row["image"]).convert("RGB").resize(
+            (size, size), Image.BILINEAR)
         images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
         maps = []
         for cat in CATEGORIES:
@@ -500,7 +514,8 @@ class TopQuantile:
 
     def value(self) -> torch.Tensor:
         if self.seen != self.total:
-            raise ValueError(f"TopQuantile expected {self.total} values per row, received {self.seen}")
+            raise ValueError(f"TopQuantile expected {self.total} values per row, "
+                             f"received {self.seen}")
         low = self.top[:, self.keep - 1]
         high = self.top[:, max(self.keep - 2, 0)]
         return low + self.weight * (high - low)
@@ -558,7 +573,8 @@ def unit_thresholds(model: nn.Module, layers: list[str], probe: ProbeSet, quanti
 def bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """``size_out x size_in`` weights of 1-d linear interpolation (``align_corners=False``)."""
     eye = torch.eye(size_in).view(size_in, 1, size_in)
-    return F.interpolate(eye, size=size_out, mode="linear", align_corners=False)[:, 0].T.contiguous()
+    weights = F.interpolate(eye, size=size_out, mode="linear", align_corners=False)
+    return weights[:, 0].T.contiguous()
 
 
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -579,7 +595,8 @@ def unit_iou(model: nn.Module, layers: list[str], probe: ProbeSet, thresholds: T
     bilinearly to the mask size, ``> T_i``, against every concept mask; the sums run over
     the images that carry a label of the concept's category."""
     model.eval()
-    concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories], dtype=torch.long)
+    concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories],
+                                    dtype=torch.long)
     presence = to_model(model, probe.presence().float())
     label_area = to_model(model, torch.zeros(len(probe.concepts), dtype=torch.float64))
     inter: dict[str, torch.Tensor] = {}
@@ -602,11 +619,14 @@ def unit_iou(model: nn.Module, layers: list[str], probe: ProbeSet, thresholds: T
                 for i in range(0, len(idx), chunk):
                     fired = thresholds.segment(name, upsample(out[i:i + chunk], probe.mask_size))
                     fired = fired.flatten(2).float()
-                    inter[name] += torch.bmm(fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
-                    active[name] += (fired.sum(2).T @ presence[idx[i:i + chunk].to(out.device)]).double()
+                    inter[name] += torch.bmm(
+                        fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
+                    active[name] += (
+                        fired.sum(2).T @ presence[idx[i:i + chunk].to(out.device)]).double()
     result = {}
     for name in layers:
-        union = to_host(active[name])[:, concept_category] + to_host(label_area) - to_host(inter[name])
+        union = (to_host(active[name])[:, concept_category] + to_host(label_area)
+                 - to_host(inter[name]))
         result[name] = (to_host(inter[name]) / union.clamp_min(1)).float()
     return result
 
@@ -648,7 +668,8 @@ class Dissection:
         matches = [k for k, (n, c) in enumerate(zip(self.concepts, self.categories))
                    if n == concept and category in (None, c)]
         if len(matches) != 1:
-            raise KeyError(f"concept {concept!r} (category {category}) matches {len(matches)} concepts")
+            raise KeyError(f"concept {concept!r} (category {category}) matches "
+                           f"{len(matches)} concepts")
         return {name: self.iou[name][:, matches[0]] for name in self.layers}
 
     @torch.no_grad()
@@ -678,11 +699,13 @@ def dissect(model: nn.Module, layers: list[str], probe: ProbeSet, quantile: floa
         thresholds = unit_thresholds(model, layers, probe, quantile, batch_size)
         iou = unit_iou(model, layers, probe, thresholds, batch_size)
         return {"level": [thresholds.level[n] for n in layers],
-                "inclusive": [thresholds.inclusive[n] for n in layers], "iou": [iou[n] for n in layers]}
+                "inclusive": [thresholds.inclusive[n] for n in layers],
+                "iou": [iou[n] for n in layers]}
 
     entry = cache.cached("dissection", {"model": model, "layers": list(layers), "probe": probe,
                                         "quantile": quantile}, compute)
-    thresholds = Thresholds(dict(zip(layers, entry["level"])), dict(zip(layers, entry["inclusive"])))
+    thresholds = Thresholds(dict(zip(layers, entry["level"])),
+                            dict(zip(layers, entry["inclusive"])))
     return Dissection(list(layers), list(probe.concepts), list(probe.categories), thresholds,
                       dict(zip(layers, entry["iou"])))
 
@@ -747,13 +770,15 @@ def ranking_agreement(iou: dict[str, torch.Tensor], relevance: dict[str, torch.T
     for name, scores in iou.items():
         rel = relevance[name]
         if rel.shape != scores.shape:
-            raise ValueError(f"{name}: IoU is {tuple(scores.shape)} but relevance is {tuple(rel.shape)}")
+            raise ValueError(f"{name}: IoU is {tuple(scores.shape)} but relevance is "
+                             f"{tuple(rel.shape)}")
         k = max(1, math.ceil(fraction * len(scores)))
         for c in range(scores.shape[1]):
             top_iou = set(torch.argsort(scores[:, c], descending=True, stable=True)[:k].tolist())
             top_rel = set(torch.argsort(rel[:, c], descending=True, stable=True)[:k].tolist())
             constant = scores[:, c].std() == 0 or rel[:, c].std() == 0
-            rho = float("nan") if constant else spearmanr(scores[:, c].numpy(), rel[:, c].numpy()).statistic
+            rho = (float("nan") if constant
+                   else spearmanr(scores[:, c].numpy(), rel[:, c].numpy()).statistic)
             rows.append({"layer": name, "class": c, "units": len(scores), "top_k": k,
                          "error": 1 - len(top_iou & top_rel) / k, "spearman": rho})
     return pd.DataFrame(rows)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Mapping
+from typing import Self
 
 import torch
 from torch import nn
@@ -47,7 +48,7 @@ class Recorder(contextlib.AbstractContextManager):
         self.outputs: dict[str, torch.Tensor] = {}
         self.handles = []
 
-    def __enter__(self) -> Recorder:
+    def __enter__(self) -> Self:
         for name, module in zip(self.names, self.modules):
             self.handles.append(module.register_forward_hook(self.store(name)))
         return self
@@ -76,7 +77,7 @@ class Ablation(contextlib.AbstractContextManager):
         self.value = value
         self.handles = []
 
-    def __enter__(self) -> Ablation:
+    def __enter__(self) -> Self:
         for module, idx in self.targets:
             self.handles.append(module.register_forward_hook(self.replace(idx)))
         return self

@@ -8,17 +8,20 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from .devices import to_host
+
 sns.set_theme(context="notebook", style="white")
 
 
 def as_image(x: torch.Tensor) -> np.ndarray:
     """C x H x W in [0, 1] to what imshow takes (H x W grey or H x W x 3)."""
-    x = x.detach().cpu()
+    x = to_host(x)
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
 
-def map_comparison(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: list[str] | None = None,
-                   shared_scale: bool = True, alpha: float = 0.55, cmap: str = "jet") -> plt.Figure:
+def map_comparison(images: torch.Tensor, maps: dict[str, torch.Tensor],
+                   titles: list[str] | None = None, shared_scale: bool = True,
+                   alpha: float = 0.55, cmap: str = "jet") -> plt.Figure:
     """One column per image: the image, then one row per entry of ``maps`` overlaid on it.
 
     With ``shared_scale`` every map of a column uses the same colour range (0 to the
@@ -35,7 +38,8 @@ def map_comparison(images: torch.Tensor, maps: dict[str, torch.Tensor], titles: 
         for i, (name, m) in enumerate(maps.items(), start=1):
             axes[i, j].imshow(img, cmap="gray", vmin=0, vmax=1)
             top = vmax if shared_scale else float(m[j].max())
-            axes[i, j].imshow(m[j, 0].cpu().numpy(), cmap=cmap, alpha=alpha, vmin=0, vmax=top or 1.0)
+            axes[i, j].imshow(to_host(m[j, 0]).numpy(), cmap=cmap, alpha=alpha, vmin=0,
+                              vmax=top or 1.0)
             if j == 0:
                 axes[i, j].set_ylabel(name, fontsize=8)
     for ax in axes.flat:

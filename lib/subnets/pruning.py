@@ -1,4 +1,4 @@
-"""Class-conditional channel pruning (paper 000) and structural sub-networks.
+"""Class-conditional channel pruning (Perna et al., chapter 1) and structural sub-networks.
 
 A channel of a conv layer is *active* for a set of images when the mean of its absolute
 post-ReLU activation over those images and all positions exceeds a threshold. With one
@@ -179,7 +179,7 @@ def train_head(sub: PrunedCNN, images: torch.Tensor, labels: torch.Tensor, targe
     return pd.DataFrame(entry["history"])
 
 
-# --- global magnitude pruning (paper 002) ---------------------------------------------
+# --- global magnitude pruning (Avendaño Muñoz, chapter 3) -----------------------------
 
 def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """The ``weight`` of every conv and linear layer (biases and batch norm excluded)."""

@@ -5,10 +5,10 @@ recurrence to every conv and pool, ``size += (kernel - 1) * jump; jump *= stride
 taking the larger field where paths merge (a residual add), so a ResNet's field is its
 longest path's. It is the theoretical field: every input pixel that can reach the unit.
 
-``GradientProjection`` is paper 002's importance map: a unit gradient at the centre of
-every channel of a layer, projected back to the input (captum's ``NeuronGradient`` with
-a selector that sums the centre units), as an absolute value. Averaged over inputs it is
-the effective receptive field of Luo et al. (2016); ``gradient_support`` measures the
+``GradientProjection`` is Avendaño Muñoz's importance map (chapter 3): a unit gradient at the centre
+of every channel of a layer, projected back to the input (captum's ``NeuronGradient`` with a
+selector that sums the centre units), as an absolute value. Averaged over inputs it is the effective
+receptive field of Luo et al. (2016); ``gradient_support`` measures the
 extent of the pixels it ever reaches, which the arithmetic must match.
 """
 
@@ -135,7 +135,7 @@ def feature_layer(model: nn.Module) -> str:
 
 def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
     """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
-    fields, order, feature, feature_field = traced_fields(model)
+    fields, order, _feature, feature_field = traced_fields(model)
     if layer is None:
         if feature_field is None:
             raise ValueError(f"layer: {type(model).__name__} has no global pool, flatten or "

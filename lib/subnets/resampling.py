@@ -1,4 +1,4 @@
-"""Important neurons by input resampling (Lengerich et al. 2017, paper 004).
+"""Important neurons by input resampling (Lengerich et al. 2017, chapter 5).
 
 A test image is copied ``n_samples`` times, each copy with every pixel multiplied by
 ``1 + N(0, std)``; one batched forward pass records every conv channel ("neuron") on all
@@ -105,8 +105,9 @@ def pre_activation_layer(model: nn.Module, conv: str) -> str:
     names = [n for n, _ in model.named_modules()]
     before = names[names.index(activation_layer(model, conv)) - 1]
     if not isinstance(hooks.layer(model, before), (nn.Conv2d, nn.BatchNorm2d)):
-        raise ValueError(f"layers: the ReLU after {conv!r} does not directly follow a conv or "
-                         f"batch norm ({before!r}); use after_relu=True")
+        raise ValueError(  # noqa: TRY004  (a bad `layers` value, not a bad argument type)
+            f"layers: the ReLU after {conv!r} does not directly follow a conv or "
+            f"batch norm ({before!r}); use after_relu=True")
     return before
 
 

@@ -18,9 +18,13 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
+import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from jupyter_client.manager import AsyncKernelManager
 
 from . import data, devices
 
@@ -102,21 +106,37 @@ def folder_rule(name: str, value: Any, _params: dict) -> None:
         raise ParameterError(f"{name}: folder {value!r} does not exist")
 
 
+def names_rule(name: str, value: Any, params: dict) -> None:
+    """A list of names, one per class of the chapter's dataset, or [] (the class names)."""
+    values = _values(name, value, str)
+    if not values:
+        return
+    try:
+        n = len(data.class_names(params.get("dataset", "fashion-mnist")))
+    except (ValueError, FileNotFoundError):
+        return  # the dataset rule reports a bad dataset
+    if len(values) != n:
+        raise ParameterError(f"{name}: expected one name per class ({n}), got {len(values)}")
+
+
 def rule_for(name: str):
     """The range rule for a parameter name: exact names first, then name patterns."""
     exact = {"dataset": dataset_rule, "device": device_rule, "image_size": image_size_rule,
              "seed": at_least(0), "quantile": between(0.0, 1.0), "broden": folder_rule,
+             "class_concepts": names_rule,
              "layers": at_least(0),  # layer indices
              "n_train": at_least(0), "n_test": at_least(0)}  # 0 means all images
     if name in exact:
         return exact[name]
-    if name.endswith("class") or name.endswith("classes"):
+    if name.endswith("_folder"):
+        return folder_rule
+    if name.endswith(("class", "classes")):
         return class_rule
     if name.endswith(("fraction", "fractions", "rate", "rates", "sparsity")):
         return between(0.0, 1.0)
     if name.endswith(("threshold", "thresholds", "noise", "lr", "sigma", "std", "tol", "decay",
-                      "levels", "weight", "weights", "margin")) \
-            or name.startswith("epochs") or name.endswith("epochs"):
+                      "levels", "weight", "weights", "margin", "epochs")) \
+            or name.startswith("epochs"):
         return at_least(0)
     if name.startswith(("n_", "k_", "num_")) or name.endswith(
             ("_size", "_steps", "seeds", "depth", "depths", "widths", "width", "k1", "k2",
@@ -144,6 +164,15 @@ def check(choices: dict[str, list] | None = None, **params: Any) -> dict[str, An
     return params
 
 
+def check_chapter(chapter: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """Check every parameter of ``chapter`` as it stands in ``namespace`` (a chapter's
+    ``globals()`` after its parameters cell and papermill's injected cell): types against
+    the defaults, then ``check`` with the front matter's choices. Returns the values."""
+    defaults, _presets, choices = read_chapter_rules(chapter_path(chapter))
+    params = {name: coerce(name, namespace[name], default) for name, default in defaults.items()}
+    return check(choices, **params)
+
+
 # --- reading a chapter ----------------------------------------------------------------
 
 def chapter_path(chapter: str) -> Path:
@@ -153,7 +182,8 @@ def chapter_path(chapter: str) -> Path:
     matches = sorted(NOTEBOOKS.glob(f"{chapter}_*.md")) or sorted(NOTEBOOKS.glob(f"{chapter}*.md"))
     if len(matches) != 1:
         known = ", ".join(sorted(q.stem for q in NOTEBOOKS.glob("*.md")))
-        raise ParameterError(f"chapter: {chapter!r} matches {len(matches)} notebooks; chapters are: {known}")
+        raise ParameterError(f"chapter: {chapter!r} matches {len(matches)} notebooks; "
+                             f"chapters are: {known}")
     return matches[0]
 
 
@@ -169,12 +199,15 @@ def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, 
     import jupytext
 
     nb = jupytext.read(path)
-    cells = [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
+    cells = [c for c in nb.cells
+             if c.cell_type == "code" and "parameters" in c.metadata.get("tags", [])]
     if len(cells) != 1:
-        raise ParameterError(f"{path.name}: expected one code cell tagged 'parameters', found {len(cells)}")
+        raise ParameterError(f"{path.name}: expected one code cell tagged 'parameters', "
+                             f"found {len(cells)}")
     defaults = {}
     for node in ast.parse(cells[0].source).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+        if (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
             defaults[node.targets[0].id] = ast.literal_eval(node.value)
     meta = nb.metadata.get("subnets", {})
     return defaults, meta.get("presets", {}), meta.get("choices", {})
@@ -197,10 +230,13 @@ def coerce(name: str, value: Any, default: Any) -> Any:
         if isinstance(default, float) and isinstance(value, int):
             return float(value)
         if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
-            return type(default)(coerce(name, v, default[0]) for v in value) if default else type(default)(value)
+            if default:
+                return type(default)(coerce(name, v, default[0]) for v in value)
+            return type(default)(value)
         if isinstance(value, type(default)):
             return value
-    raise ParameterError(f"{name}: expected {type(default).__name__} like {default!r}, got {value!r}")
+    raise ParameterError(f"{name}: expected {type(default).__name__} like {default!r}, "
+                         f"got {value!r}")
 
 
 def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -209,21 +245,34 @@ def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[s
     params: dict[str, Any] = {}
     if preset is not None:
         if preset not in presets:
-            raise ParameterError(f"preset: {path.stem} has presets {sorted(presets)}, not {preset!r}")
+            raise ParameterError(f"preset: {path.stem} has presets {sorted(presets)}, "
+                                 f"not {preset!r}")
         params.update(presets[preset])
     params.update(overrides)
     for name, value in params.items():
         if name not in defaults:
-            raise ParameterError(f"{name}: not a parameter of {path.stem}; its parameters are {sorted(defaults)}")
+            raise ParameterError(f"{name}: not a parameter of {path.stem}; "
+                                 f"its parameters are {sorted(defaults)}")
         params[name] = coerce(name, value, defaults[name])
     check(choices, **{**defaults, **params})
     return params
 
 
+class IPCKernelManager(AsyncKernelManager):
+    """A kernel on Unix sockets of its own: kernels started at once by parallel processes
+    (pytest-xdist workers) can be handed the same free TCP port, and then a client waits
+    for a reply that went to another kernel."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        prefix = Path(tempfile.gettempdir()) / f"subnets-kernel-{uuid.uuid4().hex[:12]}"
+        super().__init__(transport="ipc", ip=str(prefix), **kwargs)
+
+
 def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = True,
             cell_timeout: int = 1500) -> Path:
-    """Execute the chapter with papermill in a temporary ipynb next to ``output``.
-    A cell running longer than ``cell_timeout`` seconds fails the run instead of hanging."""
+    """Execute the chapter with papermill (on an ``IPCKernelManager`` kernel) in a
+    temporary ipynb next to ``output``. A cell running longer than ``cell_timeout``
+    seconds fails the run instead of hanging."""
     import jupytext
     import papermill
 
@@ -231,9 +280,10 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
     source = output.with_name(f".{output.stem}.source.ipynb")
     jupytext.write(jupytext.read(path), source)
     try:
-        papermill.execute_notebook(str(source), str(output), parameters=params, cwd=str(path.parent),
-                                   kernel_name="python3", progress_bar=progress,
-                                   execution_timeout=cell_timeout)
+        papermill.execute_notebook(str(source), str(output), parameters=params,
+                                   cwd=str(path.parent), kernel_name="python3",
+                                   progress_bar=progress, execution_timeout=cell_timeout,
+                                   kernel_manager_class=IPCKernelManager)
     finally:
         source.unlink(missing_ok=True)
     return output
@@ -247,7 +297,8 @@ RECORDS = data.REPO_ROOT / "book" / "at-scale"
 def _git(*args: str) -> str:
     import subprocess
 
-    done = subprocess.run(["git", *args], cwd=data.REPO_ROOT, capture_output=True, text=True)
+    done = subprocess.run(["git", *args], cwd=data.REPO_ROOT, capture_output=True, text=True,
+                          check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -259,7 +310,7 @@ def hardware(device_spec: str = "auto") -> str:
     import torch
 
     dev = devices.device(device_spec)
-    if dev.type == "cuda":
+    if devices.is_cuda(dev):
         return f"{torch.cuda.get_device_name(dev)} (CUDA {torch.version.cuda})"
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
@@ -339,7 +390,8 @@ def stale_records() -> list[str]:
         if not commit or not _git("cat-file", "-t", commit):
             stale.append(f"{nb_path.name}: no known commit")
         elif _git("diff", "--name-only", commit, "HEAD", "--", str(chapter), "lib/subnets"):
-            stale.append(f"{nb_path.name}: {chapter.name} or lib/subnets changed since {commit[:10]}")
+            stale.append(f"{nb_path.name}: {chapter.name} or lib/subnets changed "
+                         f"since {commit[:10]}")
     return stale
 
 
@@ -349,9 +401,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("chapter", nargs="?", help="chapter number (01) or notebook path")
     parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                         metavar=("NAME", "VALUE"))
-    parser.add_argument("--preset", help="a preset of the chapter's front matter (smoke, large, paper)")
-    parser.add_argument("-o", "--output", help="executed notebook (default: CHAPTER.out.ipynb here; "
-                                               "with --record: book/at-scale/CHAPTER.ipynb)")
+    parser.add_argument("--preset",
+                        help="a preset of the chapter's front matter (smoke, large, paper)")
+    parser.add_argument("-o", "--output",
+                        help="executed notebook (default: CHAPTER.out.ipynb here; "
+                             "with --record: book/at-scale/CHAPTER.ipynb)")
     parser.add_argument("--record", action="store_true",
                         help="record the run for the book's 'At a larger scale' part, with its "
                              "provenance as the first cell")
@@ -374,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     if args.record:
-        out = record(path, args.preset, params, Path(args.output).resolve() if args.output else None)
+        out = record(path, args.preset, params,
+                     Path(args.output).resolve() if args.output else None)
         print(f"recorded {path.name} ({args.preset}) -> {out}")
         return 0
     output = Path(args.output) if args.output else Path.cwd() / f"{path.stem}.out.ipynb"

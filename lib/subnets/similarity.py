@@ -107,9 +107,9 @@ def check_batches(n: int, batch_size: int) -> None:
 
 
 def representation_layers(model: nn.Module) -> list[str]:
-    """The layers whose representations paper 002 compares, in definition order: every
-    conv layer except those on a residual shortcut, and every linear layer (ResNet50: 49
-    convs and the fc, about 50 layers)."""
+    """The layers whose representations Avendaño Muñoz (chapter 3) compares, in definition order:
+    every conv layer except those on a residual shortcut, and every linear layer (ResNet50: 49 convs
+    and the fc, about 50 layers)."""
     return [n for n, m in model.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear))
             and not any(part in SHORTCUT_NAMES for part in n.split("."))]

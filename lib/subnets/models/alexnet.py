@@ -1,4 +1,4 @@
-"""AlexNet-style networks (paper 001): five convs, three max-pools, three fully
+"""AlexNet-style networks (Islam and Tushar, chapter 2): five convs, three max-pools, three fully
 connected layers, laid out as torchvision's ``alexnet`` (``features``, ``avgpool``,
 ``classifier``) so layer names read the same.
 
@@ -70,7 +70,7 @@ class AlexNet(nn.Module):
 def alexnet_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> AlexNet:
     """AlexNet's shape at about a quarter of its width for 28 x 28 inputs: a 5x5 first
     conv at stride 1 and 2x2 pools, so the maps go 28 -> 14 -> 7 -> 3."""
-    options = dict(widths=(24, 64, 96, 96, 64), conv1_kernel=5, conv1_stride=1, conv1_padding=2, pool_kernel=2,
-                   pooled_size=3, hidden=256)
+    options = {"widths": (24, 64, 96, 96, 64), "conv1_kernel": 5, "conv1_stride": 1,
+               "conv1_padding": 2, "pool_kernel": 2, "pooled_size": 3, "hidden": 256}
     options.update(kwargs)
     return AlexNet(in_channels=in_channels, num_classes=num_classes, **options)

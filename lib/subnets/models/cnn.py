@@ -1,4 +1,4 @@
-"""The CNN of paper 000: three conv-ReLU-maxpool blocks, then FC-ReLU-FC."""
+"""The CNN of Perna et al. (chapter 1): three conv-ReLU-maxpool blocks, then FC-ReLU-FC."""
 
 from collections.abc import Sequence
 

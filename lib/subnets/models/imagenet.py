@@ -1,6 +1,6 @@
-"""Paper 001's networks at ImageNet size: torchvision's AlexNet, VGG11 (no batch norm,
-7x7 average pool, three fully connected layers) and ResNet18 (7x7 stride-2 stem and
-max-pool), each behind ImageNet input normalisation so that it takes images in [0, 1].
+"""Islam and Tushar's networks (chapter 2) at ImageNet size: torchvision's AlexNet, VGG11 (no batch
+norm, 7x7 average pool, three fully connected layers) and ResNet18 (7x7 stride-2 stem and max-pool),
+each behind ImageNet input normalisation so that it takes images in [0, 1].
 ImageNet weights come from a local file in torchvision's format when the reader has
 one (``load_imagenet_weights``); nothing is downloaded.
 

@@ -1,6 +1,6 @@
-"""ResNets with basic or bottleneck blocks: CIFAR ResNet-n (paper 003), a small ResNet18
-(paper 001), and the receptive-field pool of paper 002 after the stem conv (with a
-CIFAR-style ResNet50 of bottleneck blocks)."""
+"""ResNets with basic or bottleneck blocks: CIFAR ResNet-n (chapter 4), a small ResNet18 (Islam and
+Tushar, chapter 2), and the receptive-field pool of Avendaño Muñoz (chapter 3) after the stem conv
+(with a CIFAR-style ResNet50 of bottleneck blocks)."""
 
 from collections.abc import Sequence
 
@@ -160,4 +160,5 @@ def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10,
 
 def resnet18_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
     """ResNet18's 2-2-2-2 basic blocks at a quarter of its width, for 28x28 inputs."""
-    return ResNet((2, 2, 2, 2), (16, 32, 64, 128), in_channels=in_channels, num_classes=num_classes, **kwargs)
+    return ResNet((2, 2, 2, 2), (16, 32, 64, 128), in_channels=in_channels,
+                  num_classes=num_classes, **kwargs)

@@ -1,6 +1,6 @@
-"""Paper 002's receptive-field variants: VGG- and ResNet-style networks that differ only
-in the max-pool right after the first conv (no parameters, so every variant of an
-architecture has the same parameter count).
+"""Avendaño Muñoz's receptive-field variants (chapter 3): VGG- and ResNet-style networks that differ
+only in the max-pool right after the first conv (no parameters, so every variant of an architecture
+has the same parameter count).
 
 Level ``s`` is a pool of kernel ``s + 1`` and stride ``s``; level 0 is no pool. The
 paper's text says only the kernel changes, but its receptive-field column
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import devices
 from .resnet import ResNet
 from .vgg import VGG
 
@@ -99,7 +100,7 @@ def check_input_size(architectures, levels, in_channels: int, image_size: int,
     ``image_size``-square inputs (shapes only, on the meta device: no weights, no work)."""
     for arch in architectures:
         for level in levels:
-            with torch.device("meta"):
+            with devices.META:
                 model = rf_model(arch, level, in_channels, 2, width).eval()
                 try:
                     model(torch.empty(1, in_channels, image_size, image_size))

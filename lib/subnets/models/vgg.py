@@ -1,9 +1,9 @@
-"""VGG-style networks (papers 001, 002, 004), sized for small inputs.
+"""VGG-style networks (chapters 2, 3 and 5), sized for small inputs.
 
-``rf_pool`` and ``rf_pool_stride`` are paper 002's receptive-field knob: a max-pool of
-that kernel and stride right after the first conv (``models.rfpool`` grows both with the
-level). It has no parameters, so every variant has the same parameter count;
-``rf_pool=1`` with stride 1 means no pool.
+``rf_pool`` and ``rf_pool_stride`` are Avendaño Muñoz's receptive-field knob (chapter 3): a
+max-pool of that kernel and stride right after the first conv (``models.rfpool`` grows both with the
+level). It has no parameters, so every variant has the same parameter count; ``rf_pool=1`` with
+stride 1 means no pool.
 """
 
 from collections.abc import Sequence
