@@ -10,7 +10,7 @@ JOBS ?= 2
 .PHONY: book test install data browser-test benchmarks publish push-site stale-records clean
 
 book: install data
-	SUBNETS_PROGRESS=0 $(VENV)/bin/jupyter-book build . -W -n --keep-going
+	SUBNETS_HEADLESS=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going
 	@echo "The book is in _build/html/index.html"
 
 # One thread per test worker: JOBS workers on JOBS cores, not JOBS x cores threads.

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def timed_run(chapter: str, preset: str | None, cache: str, out: Path) -> float:
     cmd = ([sys.executable, "-m", "subnets.run", chapter, "-o", str(out)]
            + (["--preset", preset] if preset else []))
-    env = {**os.environ, "SUBNETS_CACHE": cache, "SUBNETS_PROGRESS": "0"}
+    env = {**os.environ, "SUBNETS_CACHE": cache, "SUBNETS_HEADLESS": "1"}
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - start

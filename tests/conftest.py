@@ -14,7 +14,7 @@ CIFAR10_CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog",
 @pytest.fixture(autouse=True)
 def isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("SUBNETS_PROGRESS", "0")
+    monkeypatch.setenv("SUBNETS_HEADLESS", "1")
     torch.manual_seed(0)
     return tmp_path / "cache"
 

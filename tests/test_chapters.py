@@ -52,6 +52,8 @@ def test_chapter_runs_with_smoke_preset(path, tmp_path):
     nb = executed(path, run.resolve(path, "smoke", {}), tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
+    # The strict book build fails on any stderr output (warnings included).
+    assert not [o.text for o in outputs if o.get("name") == "stderr"]
     assert any("image/png" in o.get("data", {}) for o in outputs), "the chapter drew no figure"
     headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(line.startswith("## Paper vs this book") for h in headings

@@ -16,6 +16,7 @@ from subnets.claims import (
     bootstrap,
     claims_frame,
     paired_bootstrap,
+    scale_comparison,
     seed_interval,
     verdict,
 )
@@ -76,6 +77,18 @@ def test_bootstrap_of_a_constant_has_a_zero_width_interval():
     assert (est.value, est.low, est.high) == (0.25, 0.25, 0.25)
 
 
+def test_a_statistic_undefined_on_every_resample_is_not_decided_without_warnings():
+    import warnings
+
+    def gap(a, b):  # the mean of the rows whose b is 0: there are none
+        return a[b == 0].mean() if (b == 0).any() else float("nan")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = paired_bootstrap([1.0, 2.0, 3.0], [1.0, 1.0, 1.0], gap, n_resamples=20)
+    assert est.is_nan and verdict(est, Rule(">", 0.0)).outcome == NOT_DECIDED
+
+
 def test_seed_interval_is_the_t_interval():
     est = seed_interval([1.0, 2.0, 3.0])
     half = 4.302652729911275 * 1.0 / math.sqrt(3)  # t(0.975, 2) * sd / sqrt(n)
@@ -100,3 +113,21 @@ def test_bad_rules_are_refused():
         Rule(">=", 0.5)
     with pytest.raises(ValueError, match="margin"):
         Rule(">", 0.5, -0.1)
+
+
+def test_scale_comparison_puts_each_claims_verdicts_side_by_side():
+    import types
+
+    import pandas as pd
+
+    ci = [Claim("a", "yes", 0.5, Rule(">", 0.0)), Claim("b", "yes", -1.0, Rule(">", 0.0))]
+    recorded = pd.DataFrame([{"claim": "b", "paper": "yes", "this book": "2.000",
+                              "verdict": HELD},
+                             {"claim": "c", "paper": "no", "this book": "1.000",
+                              "verdict": NOT_HELD}])
+    record = types.SimpleNamespace(claims=recorded, summary="recorded on a test")
+    frame = scale_comparison(ci, record).data
+    assert frame.claim.tolist() == ["a", "b", "c"]
+    assert frame["CI verdict"].tolist() == [HELD, NOT_HELD, "—"]
+    assert frame["larger verdict"].tolist() == ["—", HELD, NOT_HELD]
+    assert (scale_comparison(ci, None).data["larger scale"] == "not recorded yet").all()

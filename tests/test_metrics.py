@@ -104,3 +104,13 @@ def test_half_max_area():
     maps[1] = 1.0
     area = metrics.half_max_area(maps)
     assert area[0] == 0.5 and area[1] == 1.0 and math.isnan(area[2])
+
+
+def test_spearman_is_nan_without_a_warning_where_undefined():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isnan(metrics.spearman([1, 1, 1], [1, 2, 3]))
+        assert math.isnan(metrics.spearman([1, float("nan"), 2], [1, 2, 3]))
+    assert metrics.spearman([1, 2, 3], [10, 30, 20]) == 0.5

@@ -35,6 +35,13 @@ CHAPTER = textwrap.dedent('''\
     ```{code-cell} ipython3
     result = epochs * threshold
     ```
+
+    ```{code-cell} ipython3
+    from subnets import claims
+
+    claims.claims_table([claims.Claim("x", "yes", result, claims.Rule(">", 0.0))],
+                        glue_name="ch09_claims")
+    ```
     ''')
 
 
@@ -231,6 +238,17 @@ def test_record_writes_the_provenance_first(chapter, tmp_path):
     assert "cores" in info["hardware"] or "CUDA" in info["hardware"]
     for field in ("hardware", "commit", "wall time", "`epochs=1`"):
         assert field in nb.cells[0].source
+
+
+def test_a_record_is_read_back_claim_by_claim(chapter, tmp_path, monkeypatch):
+    monkeypatch.setattr(run, "RECORDS", tmp_path)
+    assert run.recorded_claims("09_example") is None
+    run.record(chapter, "smoke", run.resolve(chapter, "smoke", {}), progress=False)
+    record = run.recorded_claims("09_example")
+    assert record.claims[["claim", "this book", "verdict"]].values.tolist() == [
+        ["x", "0.050", "held"]]
+    assert "'smoke' preset" in record.summary and record.provenance["commit"][:10] in \
+        record.summary
 
 
 def test_cli_record_needs_a_preset(capsys):

@@ -25,8 +25,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
-           "bootstrap", "seed_interval", "claims_table", "HELD", "NOT_HELD", "NOT_DECIDED",
-           "SETTING"]
+           "bootstrap", "seed_interval", "claims_frame", "claims_table", "scale_comparison",
+           "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING"]
 
 HELD, NOT_HELD, NOT_DECIDED, SETTING = "held", "not held", "not decided", "setting"
 LEVEL = 0.95
@@ -147,10 +147,12 @@ def paired_bootstrap(a, b=None, statistic: Callable | None = None, n_resamples: 
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(a), size=(n_resamples, len(a)))
     draws = np.array([statistic(a[i], None if b is None else b[i]) for i in idx], dtype=float)
-    tail = (1 - level) / 2 * 100
-    low, high = np.nanpercentile(draws, [tail, 100 - tail])
     method = (f"{level:.0%} paired bootstrap over {len(a)} {unit}, {n_resamples} resamples, "
               f"seed {seed}")
+    if np.isnan(draws).all():  # e.g. a group that every resample leaves empty
+        return Estimate(value, float("nan"), float("nan"), method)
+    tail = (1 - level) / 2 * 100
+    low, high = np.nanpercentile(draws, [tail, 100 - tail])
     return Estimate(value, float(low), float(high), method)
 
 
@@ -219,10 +221,41 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
 
 def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
     """The styled "Paper vs this book" table; with ``glue_name`` also glued (myst-nb) for
-    the book's Scorecard page."""
+    the book's Scorecard page, and its rows glued as JSON (``<glue_name>_rows``) so that a
+    recorded run can be read back claim by claim (``subnets.run.recorded_claims``)."""
     frame = claims_frame(claims)
-    styled = frame.style.hide(axis="index").map(lambda v: COLOURS.get(v, ""), subset=["verdict"])
-    styled = styled.set_properties(**{"text-align": "left", "vertical-align": "top"})
+    styled = _styled(frame, ["verdict"])
+    if glue_name is not None:
+        from myst_nb import glue
+
+        glue(glue_name, styled, display=False)
+        glue(f"{glue_name}_rows", frame.to_json(orient="records"), display=False)
+    return styled
+
+
+def _styled(frame: pd.DataFrame, verdicts: list[str]):
+    styled = frame.style.hide(axis="index").map(lambda v: COLOURS.get(v, ""), subset=verdicts)
+    return styled.set_properties(**{"text-align": "left", "vertical-align": "top"})
+
+
+def scale_comparison(claims: Sequence[Claim], record=None, glue_name: str | None = None):
+    """This run's verdicts beside a recorded larger-scale run's, claim by claim. Rows are
+    matched by the claim's text; a claim that only one run has shows a dash in the
+    other's columns. ``record`` is ``subnets.run.recorded_claims(chapter)`` (its
+    ``claims`` frame and ``summary`` line), None while the chapter has no record."""
+    ours = claims_frame(claims)[["claim", "paper", "this book", "verdict"]].rename(
+        columns={"this book": "CI scale", "verdict": "CI verdict"})
+    if record is None:
+        frame = ours.assign(**{"larger scale": "not recorded yet", "larger verdict": "—"})
+        caption = "This chapter has no recorded larger-scale run yet."
+    else:
+        caption = record.summary
+        theirs = record.claims[["claim", "paper", "this book", "verdict"]].rename(
+            columns={"this book": "larger scale", "verdict": "larger verdict"})
+        only_theirs = theirs[~theirs.claim.isin(ours.claim)]
+        frame = pd.concat([ours.merge(theirs.drop(columns="paper"), on="claim", how="left"),
+                           only_theirs], ignore_index=True).fillna("—")
+    styled = _styled(frame, ["CI verdict", "larger verdict"]).set_caption(caption)
     if glue_name is not None:
         from myst_nb import glue
 

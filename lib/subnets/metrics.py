@@ -9,11 +9,12 @@ a top mask smaller than the fraction asked for.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-__all__ = ["binary_scores", "accuracy_by_class", "jaccard", "top_fraction_mask",
+__all__ = ["binary_scores", "accuracy_by_class", "jaccard", "spearman", "top_fraction_mask",
            "map_agreement", "is_flat", "object_share", "foreground_share", "centred_blob",
            "half_max_area"]
 
@@ -47,6 +48,15 @@ def jaccard(a, b) -> float:
     """|A ∩ B| / |A ∪ B| of two collections of indices (1.0 for two empty sets)."""
     a, b = set(torch.as_tensor(a).tolist()), set(torch.as_tensor(b).tolist())
     return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two sequences; NaN, without a warning, where it is
+    undefined (a NaN in either, or either constant)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if np.isnan(a).any() or np.isnan(b).any() or np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
 
 
 def is_flat(maps: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -9,6 +11,7 @@ import seaborn as sns
 import torch
 
 from .devices import to_host
+from .progress import headless
 
 sns.set_theme(context="notebook", style="white")
 
@@ -96,3 +99,16 @@ def gates_and_sets(gates: torch.Tensor, kept: torch.Tensor, classes: list[str],
     axes[1].set(title=title, xlabel="feature")
     fig.tight_layout()
     return fig
+
+
+def explorer(function: Callable[..., None], controls: Callable[[], dict]) -> None:
+    """``ipywidgets.interact(function, **controls())`` when a person runs the notebook; in
+    a headless run (``subnets.progress.headless``: the book build, papermill, the tests)
+    ``function()`` once with its own defaults instead, so that its code runs and no
+    widget opens a comm. ``controls`` builds the widgets only when they are wanted."""
+    if headless():
+        function()
+        return
+    import ipywidgets
+
+    ipywidgets.interact(function, **controls())

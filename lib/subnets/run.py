@@ -21,9 +21,11 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from jupyter_client.manager import AsyncKernelManager
 
 from . import data, devices
@@ -270,15 +272,19 @@ class IPCKernelManager(AsyncKernelManager):
 
 def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = True,
             cell_timeout: int = 1500) -> Path:
-    """Execute the chapter with papermill (on an ``IPCKernelManager`` kernel) in a
-    temporary ipynb next to ``output``. A cell running longer than ``cell_timeout``
-    seconds fails the run instead of hanging."""
+    """Execute the chapter with papermill (on an ``IPCKernelManager`` kernel, headless:
+    ``subnets.progress``) in a temporary ipynb next to ``output``. A cell running longer
+    than ``cell_timeout`` seconds fails the run instead of hanging."""
+    import os
+
     import jupytext
     import papermill
 
     output.parent.mkdir(parents=True, exist_ok=True)
     source = output.with_name(f".{output.stem}.source.ipynb")
     jupytext.write(jupytext.read(path), source)
+    before = os.environ.get("SUBNETS_HEADLESS")
+    os.environ["SUBNETS_HEADLESS"] = "1"  # the kernel inherits it
     try:
         papermill.execute_notebook(str(source), str(output), parameters=params,
                                    cwd=str(path.parent), kernel_name="python3",
@@ -286,6 +292,10 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
                                    kernel_manager_class=IPCKernelManager)
     finally:
         source.unlink(missing_ok=True)
+        if before is None:
+            del os.environ["SUBNETS_HEADLESS"]
+        else:
+            os.environ["SUBNETS_HEADLESS"] = before
     return output
 
 
@@ -375,6 +385,43 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     nb.metadata.setdefault("subnets", {})["provenance"] = info
     nbformat.write(nb, output)
     return output
+
+
+@dataclass(frozen=True)
+class Record:
+    """A recorded run's "Paper vs this book" rows and its provenance."""
+
+    claims: pd.DataFrame
+    provenance: dict[str, Any]
+
+    @property
+    def summary(self) -> str:
+        p = self.provenance
+        return (f"Larger scale: the {p['preset']!r} preset recorded on {p['hardware']} at "
+                f"commit {p['commit'][:10]}, {p['wall_seconds'] / 60:.0f} min, "
+                f"finished {p['finished']}.")
+
+
+def recorded_claims(chapter: str) -> Record | None:
+    """The "Paper vs this book" rows of ``chapter``'s recorded run (its glued
+    ``chNN_claims_rows``) with the record's provenance; None when it has no record."""
+    import json
+
+    import nbformat
+
+    path = RECORDS / f"{chapter}.ipynb"
+    if not path.is_file():
+        return None
+    nb = nbformat.read(path, as_version=4)
+    name = f"ch{chapter[:2]}_claims_rows"
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("metadata", {}).get("scrapbook", {}).get("name") == name:
+                text = next(v for k, v in output["data"].items() if k.endswith("text/plain"))
+                return Record(pd.DataFrame(json.loads(ast.literal_eval(text))),
+                              nb.metadata["subnets"]["provenance"])
+    raise ValueError(f"{path}: no glued {name!r}; re-record it with `python -m subnets.run "
+                     f"{chapter[:2]} --preset <preset> --record`")
 
 
 def stale_records() -> list[str]:
