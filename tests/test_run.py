@@ -244,6 +244,7 @@ def test_a_record_is_read_back_claim_by_claim(chapter, tmp_path, monkeypatch):
     monkeypatch.setattr(run, "RECORDS", tmp_path)
     assert run.recorded_claims("09_example") is None
     run.record(chapter, "smoke", run.resolve(chapter, "smoke", {}), progress=False)
+    assert [p.name for p in tmp_path.glob("*.ipynb")] == ["09_example.ipynb"]  # no partial
     record = run.recorded_claims("09_example")
     assert record.claims[["claim", "this book", "verdict"]].values.tolist() == [
         ["x", "0.050", "held"]]

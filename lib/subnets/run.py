@@ -371,19 +371,24 @@ def provenance_cell(record: dict[str, Any]):
 def record(path: Path, preset: str, params: dict[str, Any], output: Path | None = None,
            progress: bool = True) -> Path:
     """Execute the chapter and save it with its provenance as the first cell, in
-    ``book/at-scale/<chapter>.ipynb`` unless ``output`` says otherwise."""
+    ``book/at-scale/<chapter>.ipynb`` unless ``output`` says otherwise. The run goes to a
+    hidden ``.<chapter>.partial.ipynb`` beside it (papermill saves as it goes, and the
+    chapter itself reads the record that is in place: the previous one, or none), which
+    replaces the record only once the run has finished and its provenance is written."""
     import time
 
     import nbformat
 
     output = output or RECORDS / f"{path.stem}.ipynb"
+    partial = output.with_name(f".{output.stem}.partial.ipynb")
     start = time.perf_counter()
-    execute(path, params, output, progress=progress, cell_timeout=7200)
+    execute(path, params, partial, progress=progress, cell_timeout=7200)
     info = provenance(path, preset, params, time.perf_counter() - start)
-    nb = nbformat.read(output, as_version=4)
+    nb = nbformat.read(partial, as_version=4)
     nb.cells.insert(0, provenance_cell(info))
     nb.metadata.setdefault("subnets", {})["provenance"] = info
-    nbformat.write(nb, output)
+    nbformat.write(nb, partial)
+    partial.replace(output)
     return output
 
 
@@ -418,10 +423,12 @@ def recorded_claims(chapter: str) -> Record | None:
         for output in cell.get("outputs", []):
             if output.get("metadata", {}).get("scrapbook", {}).get("name") == name:
                 text = next(v for k, v in output["data"].items() if k.endswith("text/plain"))
-                return Record(pd.DataFrame(json.loads(ast.literal_eval(text))),
-                              nb.metadata["subnets"]["provenance"])
-    raise ValueError(f"{path}: no glued {name!r}; re-record it with `python -m subnets.run "
-                     f"{chapter[:2]} --preset <preset> --record`")
+                info = nb.metadata.get("subnets", {}).get("provenance")
+                if info is None:
+                    break
+                return Record(pd.DataFrame(json.loads(ast.literal_eval(text))), info)
+    raise ValueError(f"{path}: no glued {name!r} or no provenance; re-record it with "
+                     f"`python -m subnets.run {chapter[:2]} --preset <preset> --record`")
 
 
 def stale_records() -> list[str]:
