@@ -236,7 +236,8 @@ def test_record_writes_the_provenance_first(chapter, tmp_path):
     assert info["parameters"] == {**run.read_chapter(chapter)[0], "epochs": 1}
     assert info["commit"] == run._git("rev-parse", "HEAD") and info["wall_seconds"] > 0
     assert "cores" in info["hardware"] or "CUDA" in info["hardware"]
-    for field in ("hardware", "commit", "wall time", "`epochs=1`"):
+    assert info["cached_results"] == 0  # each test has its own empty cache
+    for field in ("hardware", "commit", "wall time", "cache at start", "`epochs=1`"):
         assert field in nb.cells[0].source
 
 

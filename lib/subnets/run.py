@@ -331,14 +331,17 @@ def hardware(device_spec: str = "auto") -> str:
     return f"{model}, {os.cpu_count()} cores"
 
 
-def provenance(path: Path, preset: str | None, params: dict[str, Any],
-               wall_seconds: float) -> dict[str, Any]:
-    """What a recorded run ran on: hardware, versions, commit, full parameters, wall time."""
+def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """What a recorded run runs on, taken before it starts: hardware, versions, the
+    commit (and whether the work tree differed from it), full parameters and how many
+    results the cache already held (0: everything is computed by this run). ``record``
+    adds the wall time when the run ends."""
     import platform
-    import time
 
     import torch
     import torchvision
+
+    from .cache import cache_dir
 
     defaults, _ = read_chapter(path)
     full = {**defaults, **params}
@@ -346,8 +349,8 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any],
             "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
             "hardware": hardware(str(full.get("device", "auto"))),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "wall_seconds": round(wall_seconds, 1),
-            "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+            "python": platform.python_version(),
+            "cached_results": len(list(cache_dir().glob("*.pt")))}
 
 
 def provenance_cell(record: dict[str, Any]):
@@ -360,6 +363,9 @@ def provenance_cell(record: dict[str, Any]):
             ("torch / torchvision", f"{record['torch']} / {record['torchvision']}"),
             ("commit", record["commit"] + (" (uncommitted changes)" if record["dirty"] else "")),
             ("wall time", f"{record['wall_seconds'] / 60:.1f} min"),
+            ("cache at start", "empty: every result computed in this run"
+             if not record["cached_results"] else
+             f"{record['cached_results']} results of earlier runs, reused where they match"),
             ("finished", record["finished"]),
             ("parameters", ", ".join(f"`{k}={v!r}`" for k, v in record["parameters"].items()))]
     table = "\n".join(["| run | |", "|---|---|"] + [f"| {k} | {v} |" for k, v in rows])
@@ -381,9 +387,11 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
 
     output = output or RECORDS / f"{path.stem}.ipynb"
     partial = output.with_name(f".{output.stem}.partial.ipynb")
+    info = provenance(path, preset, params)
     start = time.perf_counter()
     execute(path, params, partial, progress=progress, cell_timeout=7200)
-    info = provenance(path, preset, params, time.perf_counter() - start)
+    info["wall_seconds"] = round(time.perf_counter() - start, 1)
+    info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     nb = nbformat.read(partial, as_version=4)
     nb.cells.insert(0, provenance_cell(info))
     nb.metadata.setdefault("subnets", {})["provenance"] = info
