@@ -76,12 +76,20 @@ def dataset_rule(name: str, value: Any, _params: dict) -> None:
                              f"{name}: {message}") from None
 
 
+def _class_count(params: dict) -> int | None:
+    """The number of classes of the chapter's dataset; None for a bad dataset, which the
+    dataset rule reports."""
+    try:
+        return len(data.class_names(params.get("dataset", "fashion-mnist")))
+    except (ValueError, FileNotFoundError):
+        return None
+
+
 def class_rule(name: str, value: Any, params: dict) -> None:
     """Class indices must exist in the chapter's dataset."""
-    try:
-        n = len(data.class_names(params.get("dataset", "fashion-mnist")))
-    except (ValueError, FileNotFoundError):
-        return  # the dataset rule reports a bad dataset
+    n = _class_count(params)
+    if n is None:
+        return
     values = value if isinstance(value, (list, tuple)) else [value]
     for v in values:
         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < n:
@@ -111,13 +119,8 @@ def folder_rule(name: str, value: Any, _params: dict) -> None:
 def names_rule(name: str, value: Any, params: dict) -> None:
     """A list of names, one per class of the chapter's dataset, or [] (the class names)."""
     values = _values(name, value, str)
-    if not values:
-        return
-    try:
-        n = len(data.class_names(params.get("dataset", "fashion-mnist")))
-    except (ValueError, FileNotFoundError):
-        return  # the dataset rule reports a bad dataset
-    if len(values) != n:
+    n = _class_count(params)
+    if values and n is not None and len(values) != n:
         raise ParameterError(f"{name}: expected one name per class ({n}), got {len(values)}")
 
 
