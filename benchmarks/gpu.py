@@ -6,7 +6,7 @@ context, cuDNN algorithm search, first-call allocations):
   batch 128, Adam (``train.fit``, not cached; on CUDA: bf16 autocast, channels-last);
 - relevance: one all-unit conductance pass (``attribution.UnitConductance`` over every
   unit layer of VGG11-small, ``n_steps`` 32);
-- Lanczos: the top 20 Hessian eigenvalues of a ResNet-8 (``curvature.top_eigenvalues``);
+- Lanczos: the top 20 Hessian eigenvalues of a ResNet-8 (``curvature.Hessian``);
 - resampling: every channel's scores on 50 noisy copies of each image
   (``resampling.InputResampling`` over the conv layers of VGG11-small).
 Untrained weights: speed does not depend on them. Prints seconds per device and the
@@ -66,7 +66,7 @@ def relevance(dev, images, n, n_steps):
 def lanczos(dev, images, n, k):
     model = built(lambda: models.cifar_resnet(8, in_channels=1, num_classes=10), dev)
     x, y = images.tensors(torch.arange(n))
-    return lambda: curvature.top_eigenvalues(model, x, y, k=k)
+    return lambda: curvature.Hessian(model, x, y).top_eigenvalues(k=k)
 
 
 def scoring(dev, images, n, n_samples):

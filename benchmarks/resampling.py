@@ -26,7 +26,7 @@ VGG16_SMALL = (8, 8, "M", 16, 16, "M", 32, 32, 32, "M", 64, 64, 64, "M", 64, 64,
 def per_neuron_loop(model, images, layers, n_samples=50, std=0.1, threshold=0.1, seed=0):
     """The six metrics neuron by neuron (the reference): returns {layer: N x 6 x C}."""
     copies = resampling.perturb(images, n_samples, std, seed=seed)
-    relus = [resampling.activation_layer(model, name) for name in layers]
+    relus = [hooks.activation_after(model, name) for name in layers]
     out = {name: torch.empty(len(images), 6, hooks.layer(model, name).out_channels)
            for name in layers}
     for i in range(len(images)):

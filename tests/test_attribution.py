@@ -34,17 +34,24 @@ def test_gradcam_matches_hand_computation():
     # d logit_c / d A_k(i,j) = w_ck / 4; alpha_k = mean over positions = w_ck / 4.
     # Target 0: alpha = (1/4, -1/4); A = (x, 2x); CAM = relu(x/4 - 2x/4) = relu(-x/4) = 0.
     # Target 1: alpha = (0.5/4, 3/4); CAM = x * (0.125 + 1.5) = 1.625 x.
-    cam1 = attribution.gradcam_maps(model, "relu", x, target=1)
-    torch.testing.assert_close(cam1, 1.625 * x)
-    assert attribution.gradcam_maps(model, "relu", x, target=0).abs().sum() == 0
-    raw = attribution.gradcam_maps(model, "relu", x, target=0, relu=False)
-    torch.testing.assert_close(raw, -x / 4)
+    gradcam = attribution.GradCAM(model, "relu")
+    torch.testing.assert_close(gradcam.attribute(x, target=1), 1.625 * x)
+    assert gradcam.attribute(x, target=0).abs().sum() == 0
+    torch.testing.assert_close(gradcam.attribute(x, target=0, relu=False), -x / 4)
+
+
+def test_methods_name_their_layer_at_construction():
+    for method in (attribution.GradCAM, attribution.Deconvnet):
+        with pytest.raises(KeyError, match="conv9"):
+            method(TinyCNN(), "conv9")
+    with pytest.raises(KeyError, match="conv9"):
+        attribution.UnitRelevance(TinyCNN(), ["relu", "conv9"])
 
 
 def test_gradcam_is_upsampled_bilinearly_to_the_input():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
                           nn.Linear(2 * 16, 3))
-    cam = attribution.gradcam_maps(model, "1", torch.rand(2, 1, 8, 8), target=[0, 2])
+    cam = attribution.GradCAM(model, "1").attribute(torch.rand(2, 1, 8, 8), target=[0, 2])
     assert cam.shape == (2, 1, 8, 8) and (cam >= 0).all()
 
 
@@ -52,26 +59,29 @@ def test_saliency_is_abs_input_gradient_max_over_channels():
     w = torch.tensor([[1.0, -2.0, 0.5]])
     model = nn.Sequential(nn.Flatten(), nn.Linear(3, 1, bias=False))
     model[1].weight.data = w
-    sal = attribution.saliency_maps(model, torch.rand(1, 3, 1, 1), target=0)
+    sal = attribution.Saliency(model).attribute(torch.rand(1, 3, 1, 1), target=0)
     assert sal.shape == (1, 1, 1, 1) and sal.item() == 2.0
 
 
 # --- per-unit relevance (Islam and Tushar, chapter 2) ------------------------------
 
 class ConvPoolConvNet(nn.Module):
-    """conv-ReLU-maxpool-conv-ReLU-average-linear, layers addressable by name."""
+    """conv-ReLU-maxpool-conv-ReLU-average-linear, layers addressable by name; small
+    enough for a hand-written deconvnet. ``bias``: the conv biases (None: PyTorch's
+    random initialisation)."""
 
-    def __init__(self):
+    def __init__(self, channels=1, widths=(4, 6), classes=3, bias=0.05):
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv1 = nn.Conv2d(channels, widths[0], 3, padding=1)
         self.relu1 = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.conv2 = nn.Conv2d(widths[0], widths[1], 3, padding=1)
         self.relu2 = nn.ReLU()
-        self.fc = nn.Linear(6, 3)
-        with torch.no_grad():
-            self.conv1.bias.fill_(0.05)
-            self.conv2.bias.fill_(0.05)
+        self.fc = nn.Linear(widths[1], classes)
+        if bias is not None:
+            with torch.no_grad():
+                self.conv1.bias.fill_(bias)
+                self.conv2.bias.fill_(bias)
 
     def forward(self, x):
         return self.fc(self.relu2(self.conv2(self.pool(self.relu1(self.conv1(x))))).mean((2, 3)))
@@ -87,6 +97,7 @@ def test_unit_conductance_is_captums_layer_conductance_for_every_layer():
     for output, forward in (("probability", softmax_of(model)), ("logit", model)):
         maps = attribution.UnitConductance(model, ["relu1", "relu2"], output).attribute(
             x, target=[0, 1, 2], n_steps=10, internal_batch_size=2)
+        assert isinstance(maps, attribution.LayerMaps) and list(maps.maps) == ["relu1", "relu2"]
         for name in ("relu1", "relu2"):
             ref = LayerConductance(forward, getattr(model, name)).attribute(
                 x, target=[0, 1, 2], n_steps=10, method="riemann_trapezoid")
@@ -143,12 +154,16 @@ def test_unit_conductance_of_a_cut_layer_sums_to_the_output_difference():
                                atol=2e-3 * delta.abs().max().item(), rtol=0)
 
 
-def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
+def test_relevance_of_units_is_the_mean_masked_upsampled_absolute_map():
     model = ConvPoolConvNet().eval()
     x = torch.rand(3, 1, 8, 8)
     masks = torch.rand(3, 1, 8, 8) > 0.5
-    rel = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=0, n_steps=6,
-                                     batch_size=2)
+    rel = attribution.UnitRelevance(model, ["relu1", "relu2"]).attribute(
+        x, target=0, masks=masks, n_steps=6, internal_batch_size=2)
+    assert isinstance(rel, attribution.Relevance) and list(rel.scores) == ["relu1", "relu2"]
+    per_input = attribution.UnitRelevance(model, ["relu2"]).attribute(
+        x, target=torch.zeros(3, dtype=torch.long), masks=masks, n_steps=6, internal_batch_size=2)
+    torch.testing.assert_close(per_input["relu2"], rel["relu2"])
     maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, target=0, n_steps=6)["relu2"]
     expected = torch.zeros(6)
     for u in range(6):
@@ -162,8 +177,8 @@ def test_unit_relevance_is_the_mean_masked_upsampled_absolute_map():
         ref = per_neuron_maps(model, "relu2", u, x, 0, 64).abs()
         up = F.interpolate(ref[:, None], size=(8, 8), mode="bilinear", align_corners=False)
         r = (up * masks).sum((1, 2, 3)).mean()
-        fine = attribution.unit_relevance(model, ["relu2"], x, masks, target=0,
-                                          n_steps=64)["relu2"][u]
+        fine = attribution.UnitRelevance(model, ["relu2"]).attribute(x, 0, masks,
+                                                                     n_steps=64)["relu2"][u]
         torch.testing.assert_close(fine, r, rtol=0.05, atol=0)
 
 
@@ -192,14 +207,20 @@ class ChannelVote(nn.Module):
         return self.relu(self.conv(x)).mean((2, 3))
 
 
-def test_class_relevance_has_one_column_per_class_from_foreground_masks():
+# unit k of ChannelVote's ReLU matters for class k
+DIAGONAL = attribution.Relevance({"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])})
+
+
+def test_relevance_per_class_has_one_column_per_class_from_foreground_masks():
     data = toy_imageset()
-    rel = attribution.class_relevance(ChannelVote(), ["relu"], data, per_class=2, n_steps=4, seed=0)
-    assert rel["relu"].shape == (2, 2)
+    rel = attribution.ClassRelevance(ChannelVote(), ["relu"]).attribute(data, per_class=2,
+                                                                        n_steps=4, seed=0)
+    assert isinstance(rel, attribution.Relevance) and rel["relu"].shape == (2, 2)
     chosen = balanced_indices(data.labels, 2, 0)
     for c in range(2):
         x, _ = data.tensors(chosen[data.labels[chosen] == c])
-        direct = attribution.unit_relevance(ChannelVote(), ["relu"], x, foreground(x), c, n_steps=4)
+        direct = attribution.UnitRelevance(ChannelVote(), ["relu"]).attribute(
+            x, c, foreground(x), n_steps=4)
         torch.testing.assert_close(rel["relu"][:, c], direct["relu"])
     # each class leans on its own channel
     assert rel["relu"][0, 0] > rel["relu"][1, 0] and rel["relu"][1, 1] > rel["relu"][0, 1]
@@ -235,11 +256,29 @@ def test_unit_quotas_give_every_network_the_same_share_of_its_units():
         attribution.unit_quotas(sizes, 0.01, "floor")
 
 
+def test_relevance_methods_check_their_arguments():
+    model, x = ConvPoolConvNet().eval(), torch.rand(2, 1, 8, 8)
+    with pytest.raises(ValueError, match="output"):
+        attribution.UnitConductance(model, ["relu2"], output="margin")
+    with pytest.raises(ValueError, match="n_steps"):
+        attribution.UnitConductance(model, ["relu2"]).attribute(x, 0, n_steps=0)
+    with pytest.raises(ValueError, match="masks"):
+        attribution.UnitRelevance(model, ["relu2"]).attribute(x, 0, torch.ones(2, 1, 4, 4))
+    data = toy_imageset()
+    with pytest.raises(ValueError, match="masks"):
+        attribution.ClassRelevance(ChannelVote(), ["relu"]).attribute(
+            data, masks=torch.ones(3, 1, 4, 4))
+    with pytest.raises(ValueError, match="relevance: no scores for layers"):
+        attribution.relevance_ablation(ChannelVote(), ["conv"], data, DIAGONAL)
+    with pytest.raises(ValueError, match="ends"):
+        attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL, ends=("middle",))
+
+
 def test_relevance_ablation_switches_off_the_ranked_units():
     data = toy_imageset()
-    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}  # unit k matters for class k
-    result = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5],
-                                            ends=("top", "bottom", "random"), random_draws=3)
+    result = attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL,
+                                            fractions=[0.5], ends=("top", "bottom", "random"),
+                                            random_draws=3)
     row = result.table.set_index(["class", "end", "draw"])
     assert row.loc[("zero", "none", 0), "accuracy_class"] == 1.0
     # top: class 0 loses its unit, class 1 keeps its own
@@ -278,12 +317,11 @@ class TinyResidual(nn.Module):
 def test_relevance_ablation_at_a_site_keeps_the_skip_path():
     data = toy_imageset()
     model = TinyResidual().eval()
-    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
-    at_relu = attribution.relevance_ablation(model, relevance, data, fractions=[0.5])
+    at_relu = attribution.relevance_ablation(model, ["relu"], data, DIAGONAL, fractions=[0.5])
     sites = dissection.unit_sites(model, ["relu"])
     assert sites == {"relu": "bn"}
-    before_add = attribution.relevance_ablation(model, relevance, data, fractions=[0.5],
-                                                sites=sites)
+    before_add = attribution.relevance_ablation(model, ["relu"], data, DIAGONAL,
+                                                fractions=[0.5], sites=sites)
     # zero at the ReLU blinds class 0 entirely; before the addition the identity still
     # carries channel 0, so the class is still recognised
     assert attribution.class_drop(at_relu.drops("top", 0.5), data.labels) == 1.0
@@ -295,7 +333,7 @@ def test_layer_relevance_per_map_pixel_removes_the_upsampling_factor():
     model = ConvPoolConvNet().eval()
     x = torch.rand(2, 1, 8, 8)
     ones = torch.ones(2, 1, 8, 8, dtype=torch.bool)
-    rel = attribution.unit_relevance(model, ["relu2"], x, ones, target=0, n_steps=8)["relu2"]
+    rel = attribution.UnitRelevance(model, ["relu2"]).attribute(x, 0, ones, n_steps=8)["relu2"]
     maps = attribution.UnitConductance(model, ["relu2"]).attribute(x, 0, n_steps=8)["relu2"]
     area = attribution.upsampling_area(tuple(maps.shape[-2:]), (8, 8))
     # bilinear upsampling (align_corners=False) preserves a map's mean, so per map pixel
@@ -304,41 +342,36 @@ def test_layer_relevance_per_map_pixel_removes_the_upsampling_factor():
 
 
 @pytest.mark.gpu
-def test_unit_relevance_and_ablation_on_cuda_match_the_cpu():
+def test_relevance_and_ablation_on_cuda_match_the_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     model = ConvPoolConvNet().eval()
     x = torch.rand(4, 1, 8, 8)
     masks = torch.rand(4, 1, 8, 8) > 0.3
-    cpu = attribution.unit_relevance(model, ["relu1", "relu2"], x, masks, target=1, n_steps=8)
-    gpu = attribution.unit_relevance(copy.deepcopy(model).cuda(), ["relu1", "relu2"], x, masks,
-                                     target=1, n_steps=8)
-    for name in cpu:  # float32 reductions in another order: 1e-4 relative
+    layers = ["relu1", "relu2"]
+    cpu = attribution.UnitRelevance(model, layers).attribute(x, 1, masks, n_steps=8)
+    gpu = attribution.UnitRelevance(copy.deepcopy(model).cuda(), layers).attribute(
+        x, 1, masks, n_steps=8)
+    for name in layers:  # float32 reductions in another order: 1e-4 relative
         assert gpu[name].device.type == "cpu"
         torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-4, atol=1e-6)
     data = toy_imageset()
-    relevance = {"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
-    on_cpu = attribution.relevance_ablation(ChannelVote(), relevance, data, fractions=[0.5])
-    on_gpu = attribution.relevance_ablation(ChannelVote().cuda(), relevance, data, fractions=[0.5])
+    on_cpu = attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL,
+                                            fractions=[0.5])
+    on_gpu = attribution.relevance_ablation(ChannelVote().cuda(), ["relu"], data, DIAGONAL,
+                                            fractions=[0.5])
     assert on_gpu.correct.equal(on_cpu.correct)
 
 
 # --- deconvnet and patch boxes (Lengerich et al., chapter 5) -----------------------
 
-class TwoConvNet(nn.Module):
-    """conv-ReLU-maxpool-conv-ReLU: small enough for a hand-written deconvnet."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
-        self.relu1 = nn.ReLU()
-        self.pool = nn.MaxPool2d(2)
-        self.conv2 = nn.Conv2d(3, 4, 3, padding=1)
-        self.relu2 = nn.ReLU()
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.relu2(self.conv2(self.pool(self.relu1(self.conv1(x))))).mean((2, 3)))
+@pytest.fixture
+def deconv_case():
+    """A two-colour ConvPoolConvNet (3 and 4 units, random biases) and three inputs,
+    seeded so that channel 3 of relu2 is dead on the third."""
+    torch.manual_seed(1)
+    model = ConvPoolConvNet(channels=2, widths=(3, 4), classes=2, bias=None).eval()
+    return model, torch.rand(3, 2, 8, 8)
 
 
 def zeiler_fergus(model, x, channel):
@@ -356,12 +389,11 @@ def zeiler_fergus(model, x, channel):
     return F.conv_transpose2d(s.relu(), model.conv1.weight, padding=1)
 
 
-def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation():
-    torch.manual_seed(1)
-    model = TwoConvNet().eval()
-    x = torch.rand(3, 2, 8, 8)
+def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation(deconv_case):
+    model, x = deconv_case
     channels = [0, 2, 3]  # channel 3 is dead on the third image: it projects to zero
-    got = attribution.deconvnet(model, x, "relu2", channels)
+    deconvnet = attribution.Deconvnet(model, "relu2")
+    got = deconvnet.attribute(x, target=channels)
     assert got.shape == x.shape
     for i, c in enumerate(channels):
         expected = zeiler_fergus(model, x[i:i + 1], c)[0].detach()
@@ -372,8 +404,8 @@ def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation()
     a2 = model.relu2(model.conv2(model.pool(model.relu1(model.conv1(first)))))
     plain, = torch.autograd.grad(a2[0, 0].flatten().max().square() / 2, first)
     assert not torch.allclose(got[0], plain[0], atol=1e-5)
-    with pytest.raises(ValueError, match="channels"):
-        attribution.deconvnet(model, x, "relu2", [0, 1])
+    with pytest.raises(ValueError, match="target: expected one channel per input"):
+        deconvnet.attribute(x, target=[0, 1])
 
 
 def test_support_boxes_enclose_the_pixels_above_the_fraction():
@@ -401,11 +433,11 @@ def test_saliency_and_gradcam_on_cuda_match_cpu():
         cnn = models.ThreeBlockCNN(image_size=16, widths=(4, 6, 8), hidden=5).eval()
     x = torch.rand(4, 1, 16, 16)
     target = torch.tensor([0, 3, 5, 9])
-    cpu = {"saliency": attribution.saliency_maps(cnn, x, target),
-           "gradcam": attribution.gradcam_maps(cnn, "conv3", x, target)}
+    cpu = {"saliency": attribution.Saliency(cnn).attribute(x, target),
+           "gradcam": attribution.GradCAM(cnn, "conv3").attribute(x, target)}
     cnn.to("cuda")
-    gpu = {"saliency": attribution.saliency_maps(cnn, x, target),
-           "gradcam": attribution.gradcam_maps(cnn, "conv3", x, target)}
+    gpu = {"saliency": attribution.Saliency(cnn).attribute(x, target),
+           "gradcam": attribution.GradCAM(cnn, "conv3").attribute(x, target)}
     for name, on_cpu in cpu.items():
         assert gpu[name].device.type == "cpu"
         scale = on_cpu.abs().max().item()
@@ -413,12 +445,10 @@ def test_saliency_and_gradcam_on_cuda_match_cpu():
 
 
 @pytest.mark.gpu
-def test_deconvnet_on_cuda_matches_the_cpu():
+def test_deconvnet_on_cuda_matches_the_cpu(deconv_case):
     # Tolerance: two transposed convs and an unpooling in float32, 1e-4 of the map's scale.
-    torch.manual_seed(1)
-    model = TwoConvNet().eval()
-    x = torch.rand(3, 2, 8, 8)
-    cpu = attribution.deconvnet(model, x, "relu2", [0, 2, 3])
-    gpu = attribution.deconvnet(copy.deepcopy(model).cuda(), x, "relu2", [0, 2, 3])
+    model, x = deconv_case
+    cpu = attribution.Deconvnet(model, "relu2").attribute(x, [0, 2, 3])
+    gpu = attribution.Deconvnet(copy.deepcopy(model).cuda(), "relu2").attribute(x, [0, 2, 3])
     assert gpu.device.type == "cpu"
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4 * cpu.abs().max().item())

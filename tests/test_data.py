@@ -40,16 +40,32 @@ def test_fashion_mnist_reads_idx_files_gzipped_or_not(fashion_folder):
     assert train.images[3, 0].flatten().tolist() == list(raw[16 + 3 * 784: 16 + 4 * 784])
 
 
+def test_load_keeps_a_class_balanced_subset_of_n(fashion_folder):
+    train = data.load("fashion-mnist", "train")
+    sub = data.load("fashion-mnist", "train", n=10, seed=3)
+    assert len(train) == 12 and len(sub) == 10 and sub.labels.bincount().tolist() == [1] * 10
+    # The same images as drawing balanced_indices by hand, and the same for the same seed.
+    by_hand = train.subset(data.balanced_indices(train.labels, 1, 3))
+    assert torch.equal(sub.images, by_hand.images) and torch.equal(sub.labels, by_hand.labels)
+    assert torch.equal(data.load("fashion-mnist", "train", n=10, seed=3).images, sub.images)
+    assert torch.equal(data.load("fashion-mnist", "train", n=0).images, train.images)
+    assert len(data.load("fashion-mnist", "train", n=3)) == 10  # at least one of each class
+    assert torch.bincount(data.load("fashion-mnist", "train", n=20).labels).tolist() == \
+        [2, 2] + [1] * 8  # all of the classes that have fewer
+    with pytest.raises(ValueError, match="n: expected 0"):
+        data.load("fashion-mnist", "train", n=-1)
+
+
 def test_truncated_idx_file_is_a_clear_error(tmp_path):
     path = tmp_path / "x-idx3-ubyte"
     path.write_bytes(struct.pack(">BBBB3I", 0, 0, 8, 3, 10, 28, 28) + b"\0" * 100)
     with pytest.raises(ValueError, match="expected 7840 values"):
-        data.read_idx(path)
+        data._read_idx(path)
 
 
 def test_missing_fashion_mnist_says_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("SUBNETS_DATA", str(tmp_path))
-    monkeypatch.setattr(data, "fashion_mnist_folders", lambda: [tmp_path / "fashion-mnist"])
+    monkeypatch.setattr(data, "_fashion_mnist_folders", lambda: [tmp_path / "fashion-mnist"])
     with pytest.raises(data.DataNotFoundError, match="dataset-fashion-mnist"):
         data.load("fashion-mnist")
 

@@ -145,11 +145,11 @@ def _images(n: int = 6, size: int = 32) -> torch.Tensor:
 def test_gpu_saliency_and_gradcam_match_cpu(exact_fp32):
     model, x, target = _net(), _images(), torch.tensor([0, 1, 2, 0, 1, 2])
     fast = _on_cuda(model)
-    _assert_close(attribution.saliency_maps(fast, x, target),
-                  attribution.saliency_maps(model, x, target))
+    _assert_close(attribution.Saliency(fast).attribute(x, target),
+                  attribution.Saliency(model).attribute(x, target))
     name = hooks.conv_layers(model)[-1]
-    _assert_close(attribution.gradcam_maps(fast, name, x, target),
-                  attribution.gradcam_maps(model, name, x, target))
+    _assert_close(attribution.GradCAM(fast, name).attribute(x, target),
+                  attribution.GradCAM(model, name).attribute(x, target))
 
 
 @pytest.mark.gpu
@@ -167,8 +167,8 @@ def test_gpu_lanczos_top_eigenvalues_match_cpu(exact_fp32):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 36, 3))
     x, y = torch.rand(32, 1, 8, 8), torch.arange(32) % 3
-    on_cpu = curvature.top_eigenvalues(model, x, y, k=5, tol=1e-6)
-    on_cuda = curvature.top_eigenvalues(_on_cuda(model), x, y, k=5, tol=1e-6)
+    on_cpu = curvature.Hessian(model, x, y).top_eigenvalues(k=5, tol=1e-6)
+    on_cuda = curvature.Hessian(_on_cuda(model), x, y).top_eigenvalues(k=5, tol=1e-6)
     np.testing.assert_allclose(on_cuda, on_cpu, rtol=1e-3, atol=1e-3 * abs(on_cpu).max())
 
 
@@ -177,9 +177,11 @@ def test_gpu_cka_matches_cpu(exact_fp32):
     a, x = _net(), _images(16)
     torch.manual_seed(1)
     b = vgg11_small(in_channels=1, num_classes=3).eval()
+    layers = hooks.conv_layers(a)
     for batch_size in (None, 8):
-        on_cpu = similarity.cka_matrix(a, b, x, batch_size=batch_size)
-        on_cuda = similarity.cka_matrix(_on_cuda(a), _on_cuda(b), x, batch_size=batch_size)
+        on_cpu = similarity.cka_matrix(a, layers, b, layers, x, batch_size=batch_size)
+        on_cuda = similarity.cka_matrix(_on_cuda(a), layers, _on_cuda(b), layers, x,
+                                        batch_size=batch_size)
         np.testing.assert_allclose(on_cuda.to_numpy(), on_cpu.to_numpy(), atol=1e-4)
 
 
@@ -190,14 +192,14 @@ def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32):
     data = TensorDataset(_images(12), torch.arange(12) % 3)
     on_cpu = influence.penultimate_features(model, data)
     on_cuda = influence.penultimate_features(_on_cuda(model), data)
-    _assert_close(on_cuda["features"], on_cpu["features"])
-    assert torch.equal(on_cuda["labels"], on_cpu["labels"])
-    k = max(1, on_cpu["features"].shape[1] // 4)
-    found = influence.influential_features(on_cpu["features"], on_cpu["labels"], k, k)
+    _assert_close(on_cuda.features, on_cpu.features)
+    assert torch.equal(on_cuda.labels, on_cpu.labels)
+    k = max(1, on_cpu.features.shape[1] // 4)
+    found = influence.InfluentialFeatureSelection(model, k1=k, k2=k).attribute(on_cpu)
     layer = influence.DecomposedLinear(model.fc, found.indices)
     fast = _on_cuda(layer)
     assert devices.model_device(fast) == fast.indices.device == _cuda()
-    features = on_cpu["features"]
+    features = on_cpu.features
     _assert_close(devices.to_host(fast(devices.to_model(fast, features))), layer(features))
 
 

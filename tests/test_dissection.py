@@ -79,7 +79,7 @@ def test_thresholds_and_iou_match_the_formula_written_out():
     probe = tiny_probe(n=6, size=8, mask=8)
     model = Pooled()
     q = 0.05
-    result = dissection.dissect(model, ["pool"], probe, quantile=q, batch_size=4)
+    result = dissection.NetDissect(model, ["pool"], quantile=q, batch_size=4).attribute(probe)
     thresholds, iou = reference_iou(model, "pool", probe, q)
     torch.testing.assert_close(result.thresholds.level["pool"], thresholds)
     torch.testing.assert_close(result.iou["pool"], iou)
@@ -99,7 +99,7 @@ def test_presence_limits_the_union_to_images_with_the_category():
     th = dissection.Thresholds({"": torch.tensor([0.5])}, {"": torch.tensor([False])})
     with torch.no_grad():
         probe = dissection.ProbeSet((acts * 255).to(torch.uint8), seg, ["tip"], ["part"])
-        iou = dissection.unit_iou(model, [""], probe, th)
+        iou = dissection.NetDissect(model, [""]).unit_iou(probe, th)
     assert iou[""].item() == 1.0
 
 
@@ -110,7 +110,7 @@ def test_saturated_units_segment_their_maximum_and_dead_units_nothing():
     # unit 2 is constant zero (dead)
     probe = dissection.ProbeSet((x * 255).to(torch.uint8),
                                 torch.zeros(1, 1, 4, 4, dtype=torch.int16), [], [])
-    th = dissection.unit_thresholds(nn.Identity(), [""], probe, quantile=0.1)
+    th = dissection.NetDissect(nn.Identity(), [""], quantile=0.1).unit_thresholds(probe)
     assert th.inclusive[""].tolist() == [True, False, False]
     masks = th.segment("", probe.tensors())
     assert masks[0, 0].equal(x[0, 0] > 0) and masks[0, 1].sum() == 1 and masks[0, 2].sum() == 0
@@ -281,7 +281,8 @@ def test_load_broden_reads_grey_images_for_grey_networks_and_a_spread_share(tmp_
     grey = dissection.load_broden(tmp_path, channels=1)
     assert grey.images.shape == (2, 1, 8, 8) and grey.images.equal(dissection.grey(rgb.images))
     # a grey net takes the grey probe (3-channel images into it crashed before)
-    dissection.dissect(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), ["1"], grey, quantile=0.1)
+    dissection.NetDissect(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU()), ["1"],
+                          quantile=0.1).attribute(grey)
     half = dissection.load_broden(tmp_path, fraction=0.5)
     assert len(half) == 1 and half.images.equal(rgb.images[:1])
     with pytest.raises(ValueError, match="fraction"):
@@ -308,17 +309,35 @@ def test_units_and_detectors_count_top_concepts_per_category():
 
 def test_dissect_is_cached(isolated_cache):
     probe = tiny_probe()
-    first = dissection.dissect(Pooled(), ["pool"], probe, quantile=0.1)
+    first = dissection.NetDissect(Pooled(), ["pool"], quantile=0.1).attribute(probe)
     files = list(isolated_cache.glob("dissection-*.pt"))
-    second = dissection.dissect(Pooled(), ["pool"], probe, quantile=0.1)
+    second = dissection.NetDissect(Pooled(), ["pool"], quantile=0.1).attribute(probe)
     assert len(files) == 1 and second.iou["pool"].equal(first.iou["pool"])
-    with pytest.raises(ValueError, match="quantile"):
-        dissection.dissect(Pooled(), ["pool"], probe, quantile=0.0)
+
+
+def test_net_dissect_checks_its_settings_and_returns_a_dissection():
+    probe = tiny_probe()
+    for bad in ({"quantile": 0.0}, {"quantile": 1.0}, {"batch_size": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            dissection.NetDissect(Pooled(), ["pool"], **bad)
+    with pytest.raises(KeyError, match="'nope'"):
+        dissection.NetDissect(Pooled(), ["nope"])
+    method = dissection.NetDissect(Pooled(), ["pool"], quantile=0.1, batch_size=2)
+    d = method.attribute(probe)
+    assert isinstance(d, dissection.Dissection)
+    assert d.layers == ["pool"] and d.concepts == probe.concepts
+    assert d.categories == probe.categories
+    assert d.iou["pool"].shape == (3, len(probe.concepts))
+    # the two passes one at a time give what attribute caches, in any batch size
+    whole = dissection.NetDissect(Pooled(), ["pool"], quantile=0.1, batch_size=len(probe))
+    thresholds = whole.unit_thresholds(probe)
+    assert thresholds.level["pool"].equal(d.thresholds.level["pool"])
+    assert whole.unit_iou(probe, thresholds)["pool"].equal(d.iou["pool"])
 
 
 def test_unit_maps_reproduce_the_segmentation_used_for_iou():
     probe = tiny_probe()
-    d = dissection.dissect(Pooled(), ["pool"], probe, quantile=0.1)
+    d = dissection.NetDissect(Pooled(), ["pool"], quantile=0.1).attribute(probe)
     maps, masks = d.unit_maps(Pooled(), probe, "pool", 1, [0, 2])
     expected = F.interpolate(F.avg_pool2d(probe.tensors([0, 2]), 2), size=(8, 8),
                              mode="bilinear")[:, 1]
@@ -398,11 +417,12 @@ def test_dissection_on_cuda_matches_the_cpu(isolated_cache):
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()
-    cpu = dissection.unit_thresholds(net, ["1", "4"], probe, quantile=0.05)
-    cpu_iou = dissection.unit_iou(net, ["1", "4"], probe, cpu)
-    gpu_net = net.cuda()
-    gpu = dissection.unit_thresholds(gpu_net, ["1", "4"], probe, quantile=0.05)
-    gpu_iou = dissection.unit_iou(gpu_net, ["1", "4"], probe, gpu)
+    on_cpu = dissection.NetDissect(net, ["1", "4"], quantile=0.05)
+    cpu = on_cpu.unit_thresholds(probe)
+    cpu_iou = on_cpu.unit_iou(probe, cpu)
+    on_gpu = dissection.NetDissect(net.cuda(), ["1", "4"], quantile=0.05)
+    gpu = on_gpu.unit_thresholds(probe)
+    gpu_iou = on_gpu.unit_iou(probe, gpu)
     for name in ("1", "4"):  # thresholds to float32 rounding; IoU to a few boundary pixels
         assert gpu.level[name].device.type == "cpu"
         torch.testing.assert_close(gpu.level[name], cpu.level[name], rtol=1e-5, atol=1e-6)

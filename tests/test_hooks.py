@@ -60,3 +60,40 @@ def test_gpu_hooks_match_cpu():
         fast(devices.to_model(fast, x))
     assert rec.outputs["0"].device == _cuda()
     assert rec.outputs["0"][:, 1].abs().sum() == 0 and rec.outputs["0"][:, 0].abs().sum() > 0
+
+
+def test_activation_after_finds_the_next_activation_of_each_conv():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.SiLU(), nn.Conv2d(2, 2, 3),
+                          nn.ReLU6(), nn.Conv2d(2, 2, 3), nn.ReLU())
+    assert [hooks.activation_after(model, c) for c in hooks.conv_layers(model)] == ["2", "4", "6"]
+    with pytest.raises(ValueError, match="'0'.*ReLU"):
+        hooks.activation_after(model, "0", kinds=(nn.ReLU,))
+    with pytest.raises(ValueError, match="'3'"):  # nn.ReLU6 is no nn.ReLU
+        hooks.activation_after(model, "3", kinds=(nn.ReLU,))
+    assert hooks.activation_after(model, "5", kinds=(nn.ReLU,)) == "6"
+
+
+def test_activation_after_stops_at_the_next_conv_and_checks_the_name():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.ReLU())
+    with pytest.raises(ValueError, match="conv '0'"):
+        hooks.activation_after(model, "0")
+    assert hooks.activation_after(model, "1") == "2"
+    with pytest.raises(KeyError, match="'nope'"):
+        hooks.activation_after(model, "nope")
+
+
+def test_activation_after_skips_projection_shortcuts_and_counts_relu_subclasses():
+    class Rectifier(nn.ReLU):
+        pass
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+            self.shortcut = nn.Sequential(nn.Conv2d(2, 2, 1), nn.BatchNorm2d(2))
+            self.relu = Rectifier()
+
+    block = Block()
+    assert hooks.is_shortcut("shortcut.0") and hooks.is_shortcut("layer1.0.downsample.0")
+    assert not hooks.is_shortcut("conv")
+    assert hooks.activation_after(block, "conv", kinds=(nn.ReLU,)) == "relu"

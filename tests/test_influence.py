@@ -2,14 +2,18 @@
 the CIFAR ResNet's option-A shortcut on tiny hand-checked inputs."""
 
 import math
+from dataclasses import asdict
 
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from subnets import influence, models
+from subnets import cache, influence, models, train
+from subnets.data import ImageSet
+from subnets.influence import PenultimateFeatures
 from subnets.models.resnet import _PadShortcut
+from subnets.progress import bar
 from subnets.train import TrainConfig, seeded
 
 
@@ -21,6 +25,27 @@ def tiny_fc() -> nn.Linear:
                                       [0.0, -2.0, 1.0, 1.0]]))
         fc.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
     return fc
+
+
+class Head(nn.Module):
+    """A network that is only its final layer: its penultimate features are its inputs."""
+
+    def __init__(self, dim: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, classes)
+
+    def penultimate(self, x):
+        return x
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def select(features, labels, k1, k2, classes=None):
+    """Algorithm 1 on ``features`` through a final layer of their width."""
+    classes = int(labels.max()) + 1 if classes is None else classes
+    method = influence.InfluentialFeatureSelection(Head(features.shape[1], classes), k1=k1, k2=k2)
+    return method.attribute(PenultimateFeatures(features, labels))
 
 
 def test_top_k_indices_by_magnitude_with_ties_to_lower_index():
@@ -40,15 +65,65 @@ def test_histograms_and_algorithm_1_by_hand():
     y = torch.tensor([0, 0, 0, 1, 1])
     hist = influence.index_histograms(f, y, k1=2, num_classes=2)
     assert hist.tolist() == [[0, 3, 2, 1], [1, 0, 1, 2]]
-    inf = influence.influential_features(f, y, k1=2, k2=2)
+    inf = select(f, y, k1=2, k2=2)
+    assert (inf.k1, inf.k2, inf.num_classes, inf.dim) == (2, 2, 2, 4)
+    assert torch.equal(inf.histograms, hist)
     # Class 1's second place is a tie between 0 and 2: the lower index wins.
     assert inf.indices.tolist() == [[1, 2], [3, 0]]
     assert inf.mask().tolist() == [[False, True, True, False], [True, False, False, True]]
     assert inf.overlap().tolist() == [[2, 0], [0, 2]]
     assert inf.union().tolist() == [0, 1, 2, 3]
-    s = inf.summary()
-    assert s["fraction_of_width"] == 0.5 and s["union_fraction"] == 1.0
-    assert s["mean_pairwise_jaccard"] == 0.0
+    assert inf.summary() == influence.SetSummary(features_per_class=2, fraction_of_width=0.5,
+                                                 union=4, union_fraction=1.0,
+                                                 mean_pairwise_jaccard=0.0)
+
+
+def test_selection_on_a_dataset_is_the_selection_on_its_features():
+    data = two_blobs(40)
+    with seeded(0):
+        net = TinyNet()
+    method = influence.InfluentialFeatureSelection(net, k1=3, k2=2)
+    on_data = method.attribute(data)
+    on_features = method.attribute(influence.penultimate_features(net, data))
+    assert torch.equal(on_data.indices, on_features.indices)
+    assert torch.equal(on_data.histograms, on_features.histograms)
+    assert on_data.indices.shape == (2, 2) and on_data.histograms.sum() == 40 * 3
+
+
+def test_selection_checks_its_model_k_and_data():
+    with seeded(0):
+        net = TinyNet()  # 6 features, 2 classes
+    with pytest.raises(TypeError, match="fc"):
+        influence.InfluentialFeatureSelection(nn.Linear(6, 2), k1=1, k2=1)
+    with pytest.raises(ValueError, match="k1"):
+        influence.InfluentialFeatureSelection(net, k1=7, k2=1)
+    with pytest.raises(ValueError, match="k2"):
+        influence.InfluentialFeatureSelection(net, k1=1, k2=0)
+    method = influence.InfluentialFeatureSelection(net, k1=2, k2=2)
+    with pytest.raises(ValueError, match="6 features"):
+        method.attribute(PenultimateFeatures(torch.rand(4, 5), torch.zeros(4, dtype=torch.long)))
+    with pytest.raises(ValueError, match="labels in 0..1"):
+        method.attribute(PenultimateFeatures(torch.rand(4, 6), torch.tensor([0, 1, 2, 0])))
+
+
+def test_penultimate_features_are_a_dataclass_and_cached(isolated_cache):
+    data = two_blobs(30)
+    with seeded(0):
+        net = TinyNet()
+    feats = influence.penultimate_features(net, data)
+    assert isinstance(feats, PenultimateFeatures)
+    torch.testing.assert_close(feats.features, net.penultimate(data.tensors[0]))
+    assert torch.equal(feats.labels, data.tensors[1])
+    assert len(list(isolated_cache.glob("penultimate-features-*.pt"))) == 1
+    again = influence.penultimate_features(net, data)
+    assert torch.equal(again.features, feats.features)
+    assert len(list(isolated_cache.glob("penultimate-features-*.pt"))) == 1
+    fresh = influence.penultimate_features(net, data, cached=False)
+    assert torch.equal(fresh.features, feats.features)
+    x, y = feats.dataset().tensors
+    assert torch.equal(x, feats.features) and torch.equal(y, feats.labels)
+    with pytest.raises(TypeError, match="penultimate"):
+        influence.penultimate_features(nn.Linear(2, 2), data)
 
 
 def test_decomposed_layer_by_hand():
@@ -85,7 +160,7 @@ def test_layer_correct_marks_each_instance():
     fc = tiny_fc()
     x = torch.tensor([[1.0, 2.0, 3.0, 4.0], [0.0, 0.0, 0.0, 0.0]])
     # Logits: row 0 -> [30.1, 6.8, 3.3] (class 0), row 1 -> the biases (class 2).
-    hits = influence.layer_correct(fc, {"features": x, "labels": torch.tensor([0, 0])})
+    hits = influence.layer_correct(fc, PenultimateFeatures(x, torch.tensor([0, 0])))
     assert hits.tolist() == [1.0, 0.0]
 
 
@@ -120,11 +195,13 @@ def test_decomposed_layer_rejects_bad_indices():
 def test_bad_k_and_shapes_name_the_parameter():
     f, y = torch.rand(4, 3), torch.tensor([0, 1, 0, 1])
     with pytest.raises(ValueError, match="k1"):
-        influence.influential_features(f, y, k1=4, k2=1)
+        select(f, y, k1=4, k2=1)
     with pytest.raises(ValueError, match="k2"):
-        influence.influential_features(f, y, k1=1, k2=0)
+        select(f, y, k1=1, k2=0)
     with pytest.raises(ValueError, match="labels"):
-        influence.influential_features(f, y[:3], k1=1, k2=1)
+        PenultimateFeatures(f, y[:3])
+    with pytest.raises(ValueError, match="features"):
+        PenultimateFeatures(f[0], y)
     with pytest.raises(ValueError, match="k_grid"):
         influence.check_k(64, k1=5, k_grid=[1, 65])
 
@@ -134,7 +211,7 @@ def test_relative_accuracy_grid_is_one_with_all_features():
     fc = nn.Linear(6, 3)
     x = torch.rand(30, 6)
     y = fc(x).argmax(1)  # the full layer is right on every instance
-    data = {"features": x, "labels": y}
+    data = PenultimateFeatures(x, y)
     result = influence.relative_accuracy_grid(fc, data, data, k1s=[1, 6], k2s=[2, 6])
     grid = result.table
     assert grid["full_accuracy"].eq(1.0).all()
@@ -160,7 +237,7 @@ def test_noise_replaces_only_the_chosen_features_of_each_label():
 def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
     f = torch.rand(40, 8)
     y = torch.arange(40) % 2
-    inf = influence.influential_features(f, y, k1=3, k2=3)
+    inf = select(f, y, k1=3, k2=3)
     others = influence.non_influential_indices(inf, seed=1)
     assert others.shape == (2, 3)
     for c in range(2):
@@ -179,10 +256,10 @@ def test_noise_ablation_of_features_the_layer_ignores_changes_nothing():
     x = torch.rand(200, 6, generator=g)
     x[:, 2:] *= 0.1  # features 2..5 are small, so 0 and 1 top every instance
     y = fc(x).argmax(1)
-    data = {"features": x, "labels": y}
-    inf = influence.influential_features(x, y, k1=2, k2=2)
+    data = PenultimateFeatures(x, y)
+    inf = select(x, y, k1=2, k2=2)
     assert sorted(inf.indices[0].tolist()) == [0, 1] and sorted(inf.indices[1].tolist()) == [0, 1]
-    result = influence.noise_ablation(fc, inf, data, data, seed=0).accuracies()
+    result = influence.noise_ablation(fc, data, data, inf, seed=0).accuracies()
     assert result["original"] == 1.0 and result["non_influential"] == 1.0
     assert result["as_many_others"] == 1.0
     assert result["influential"] < 0.8
@@ -204,9 +281,9 @@ def test_noise_ablation_replaces_all_non_influential_features():
         fc.bias.fill_(0.0)
         fc.bias[0] = 0.55  # class 1 when x5 > 0.055
     y = fc(x).argmax(1)
-    data = {"features": x, "labels": y}
-    inf = influence.influential_features(x, y, k1=2, k2=2, num_classes=2)
-    res = influence.noise_ablation(fc, inf, data, data, seed=0)
+    data = PenultimateFeatures(x, y)
+    inf = select(x, y, k1=2, k2=2, classes=2)
+    res = influence.noise_ablation(fc, data, data, inf, seed=0)
     assert res.original.mean() == 1.0 and res.influential.mean() == 1.0
     assert res.non_influential.mean() < 0.8  # feature 5 always replaced
     # The control replaces feature 5 only for classes whose two random others include it.
@@ -316,6 +393,97 @@ def test_fit_gates_sparsifies_within_bounds_and_is_cached():
     assert net.open_gates().shape == (2, 6)
 
 
+def reference_gate_training(net, data, config, gates):
+    """The CPU loop gate training had of its own before it went through
+    ``train.run_training``: a DataLoader over the dataset's items, wrapped in the progress
+    bar, per-batch ``.item()`` sums."""
+    g = torch.Generator().manual_seed(config.seed)
+    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
+    weights = [p for p in net.model.parameters() if p.requires_grad]
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(weights, lr=config.lr)
+    else:
+        opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum)
+    gate_opt = torch.optim.SGD([net.gates], lr=gates.gate_lr)
+    steps = config.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
+    budget = gates.density * net.gates.numel()
+    history = []
+    with torch.random.fork_rng():
+        torch.manual_seed(config.seed)
+        for epoch in range(1, config.epochs + 1):
+            csg = gates.is_csg_epoch(epoch)
+            net.train()
+            sums = {"loss": 0.0, "sparsity": 0.0}
+            for x, y in bar(loader):
+                x = train.augment_batch(x, g) if config.augment else x
+                if csg:
+                    loss = nn.functional.cross_entropy(
+                        net.gated_logits(net.model.penultimate(x), y), y)
+                    hinge = (net.gates.abs().sum() - budget).clamp_min(0)
+                    total = loss + gates.sparsity_weight * hinge
+                else:
+                    loss = nn.functional.cross_entropy(net.model(x), y)
+                    hinge, total = torch.zeros(()), loss
+                opt.zero_grad(set_to_none=True)
+                gate_opt.zero_grad(set_to_none=True)
+                total.backward()
+                if config.clip_grad_norm is not None:
+                    nn.utils.clip_grad_norm_(weights, config.clip_grad_norm)
+                opt.step()
+                sched.step()
+                if csg:
+                    gate_opt.step()
+                    net.clip_gates()
+                sums["loss"] += loss.item() / len(loader)
+                sums["sparsity"] += hinge.item() / len(loader)
+            history.append({"epoch": epoch, "path": "CSG" if csg else "STD", **sums,
+                            "density": net.gates.detach().mean().item()})
+    return net.state_dict(), history
+
+
+def conv_images(n=150, side=10):
+    g = torch.Generator().manual_seed(2)
+    images = torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8)
+    return ImageSet(images, (images.float().mean((1, 2, 3)) > 127.5).long(), ["a", "b"], "toy")
+
+
+@pytest.mark.parametrize(("augment", "optimizer"), [(False, "adam"), (True, "sgd")])
+def test_cpu_gate_training_is_bit_for_bit_its_own_former_loop(augment, optimizer):
+    # A CIFAR ResNet (batch norm, convolutions) on uint8 images: the trainer's in-memory
+    # batches, augmentation draws and schedule must be the former loop's, step for step.
+    data = conv_images()
+    config = TrainConfig(epochs=4, batch_size=32, lr=0.01, optimizer=optimizer,
+                         schedule="cosine", augment=augment,
+                         clip_grad_norm=0.5 if optimizer == "sgd" else None)
+    gates = influence.GateConfig(period=2, density=0.3)
+
+    def fresh():
+        with seeded(0):
+            return models.cifar_resnet(8, in_channels=3, num_classes=2)
+
+    net = influence.fit_gates(fresh(), data, config, gates)
+    state, history = reference_gate_training(influence.ClassSpecificGates(fresh(), gates.init),
+                                             data, config, gates)
+    assert net.history.to_dict("records") == history
+    assert net.history["sparsity"].gt(0).any()  # the hinge took part
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+
+
+def test_cpu_gate_cache_key_is_the_one_it_always_was(isolated_cache):
+    data = two_blobs()
+    config = TrainConfig(epochs=1, batch_size=16)
+    gates = influence.GateConfig()
+    with seeded(0):
+        model = TinyNet()
+    parts = {"model": influence.ClassSpecificGates(model, gates.init), "data": list(data.tensors),
+             "config": asdict(config), "gates": asdict(gates)}
+    key = cache.key_of("csg", parts)  # before training changes the weights
+    influence.fit_gates(model, data, config, gates)
+    assert [p.name for p in isolated_cache.glob("csg-*.pt")] == [f"{key}.pt"]
+
+
 def test_gate_accuracies_never_read_the_label():
     # The CSG path with the true label's gates is told the answer; the evaluation uses only
     # the STD path and the label-free read-out, so its predictions ignore the labels.
@@ -323,7 +491,7 @@ def test_gate_accuracies_never_read_the_label():
         net = influence.ClassSpecificGates(TinyNet())
     f = torch.rand(20, 6)
     y = torch.randint(0, 2, (20,))
-    acc = influence.gate_accuracies(net, {"features": f, "labels": y})
+    acc = influence.gate_accuracies(net, PenultimateFeatures(f, y))
     assert set(vars(acc)) == {"std", "label_free"}
     with torch.no_grad():
         pred_std = net.model.fc(f).argmax(1)
@@ -395,8 +563,8 @@ def test_features_and_decomposition_on_cuda_match_cpu():
         net = TinyNet()
     cpu = influence.penultimate_features(net, data)
     gpu = influence.penultimate_features(net.to("cuda"), data)
-    torch.testing.assert_close(gpu["features"], cpu["features"], rtol=1e-3, atol=1e-4)
-    assert gpu["features"].device.type == "cpu"
+    torch.testing.assert_close(gpu.features, cpu.features, rtol=1e-3, atol=1e-4)
+    assert gpu.features.device.type == "cpu"
     net_cpu = net.to("cpu")
     grid_cpu = influence.relative_accuracy_grid(net_cpu.fc, cpu, cpu, [2], [2])
     grid_gpu = influence.relative_accuracy_grid(net.to("cuda").fc, cpu, cpu, [2], [2])
@@ -405,7 +573,9 @@ def test_features_and_decomposition_on_cuda_match_cpu():
 
 @pytest.mark.gpu
 def test_gate_training_on_cuda_is_close_to_cpu():
-    # Same data and seeds; CUDA kernels may sum in another order, so the gates agree to 1e-3.
+    # Same data and seeds; on CUDA the trainer runs the forward pass in bf16 autocast (8 bits
+    # of mantissa), and Adam's steps of lr 1e-2 move a weight by about 1e-2 whatever its
+    # gradient: after 12 steps the gates (in [0, 1], each feature's largest 1) agree to 5e-2.
     data = two_blobs()
     config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=0)
     gates = influence.GateConfig(density=0.5, gate_lr=0.1, sparsity_weight=1.0)
@@ -413,4 +583,4 @@ def test_gate_training_on_cuda_is_close_to_cpu():
         cpu = influence.fit_gates(TinyNet(), data, config, gates, desc="cpu")
     with seeded(0):
         gpu = influence.fit_gates(TinyNet().to("cuda"), data, config, gates, desc="cuda")
-    torch.testing.assert_close(gpu.gates.detach().cpu(), cpu.gates.detach(), rtol=0, atol=1e-3)
+    torch.testing.assert_close(gpu.gates.detach().cpu(), cpu.gates.detach(), rtol=0, atol=5e-2)

@@ -20,8 +20,13 @@ def test_binary_scores_by_hand():
 
 def test_accuracy_by_class():
     correct, labels = torch.tensor([True, False, True, True]), torch.tensor([0, 0, 1, 1])
-    acc = metrics.accuracy_by_class(correct, labels, ["a", "b"])
-    assert acc.tolist() == [0.5, 1.0] and list(acc.index) == ["a", "b"]
+    acc = metrics.accuracy_by_class(correct, labels, ["a", "b", "c"])
+    assert acc.tolist()[:2] == [0.5, 1.0] and list(acc.index) == ["a", "b", "c"]
+    assert math.isnan(acc["c"]) and acc.name == "accuracy" and acc.index.name == "class"
+    # float32 shares, as the per-class tables have always been computed
+    thirds = metrics.accuracy_by_class(torch.tensor([True, False, False]),
+                                       torch.zeros(3, dtype=torch.long), ["a"])
+    assert thirds["a"] == torch.tensor(1 / 3).item() != 1 / 3
 
 
 def test_map_agreement_is_scale_free_and_detects_disagreement():
@@ -43,8 +48,24 @@ def test_top_fraction_mask_counts():
 
 
 def test_jaccard_is_intersection_over_union():
-    assert metrics.jaccard([1, 2, 3], torch.tensor([2, 3, 4, 5])) == pytest.approx(2 / 5)
-    assert metrics.jaccard([], []) == 1.0 and metrics.jaccard([1], [2]) == 0.0
+    a = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    b = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    j = metrics.jaccard(a, b)
+    assert j.shape == (3,) and j.dtype == torch.get_default_dtype()
+    assert j[0].item() == pytest.approx(2 / 4)  # not 2 / (3 + 3), the public code's ratio
+    assert j[1].item() == 1.0
+    assert torch.isnan(j[2])  # two empty sets: undefined
+    # Batched over leading dimensions, broadcasting.
+    assert metrics.jaccard(a.view(3, 1, 5), b.view(1, 3, 5)).shape == (3, 3)
+
+
+def test_jaccard_of_index_sets_through_index_mask():
+    mask = metrics.index_mask(torch.tensor([1, 3]), 5)
+    assert mask.tolist() == [False, True, False, True, False]
+    assert not metrics.index_mask([], 3).any()
+    a, b = metrics.index_mask([1, 2, 3], 6), metrics.index_mask(torch.tensor([2, 3, 4, 5]), 6)
+    assert metrics.jaccard(a, b).item() == pytest.approx(2 / 5)
+    assert math.isnan(metrics.jaccard(metrics.index_mask([], 4), metrics.index_mask([], 4)))
 
 
 def test_binary_scores_separate_recall_and_specificity():

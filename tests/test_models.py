@@ -55,3 +55,39 @@ def test_deconvnet_rectifies_the_relu6_gradients():
     plain = Saliency(model).attribute(x, target=3, abs=False)
     # With timm's nn.ReLU6 captum hooks nothing and the deconvnet is the plain gradient.
     assert not torch.allclose(deconv, plain)
+
+
+def test_small_networks_by_name():
+    from subnets import models
+
+    for name, build in zip(models.NETWORKS, (models.alexnet_small, models.vgg11_small,
+                                             models.resnet18_small)):
+        torch.manual_seed(0)
+        net = models.small_network(name, 1, 3)
+        torch.manual_seed(0)
+        reference = build(in_channels=1, num_classes=3)
+        assert type(net) is type(reference)
+        for a, b in zip(net.state_dict().values(), reference.state_dict().values()):
+            assert torch.equal(a, b)
+        assert net(torch.rand(2, 1, 28, 28)).shape == (2, 3)
+    assert models.small_network("vgg11", batch_norm=False).features[1].__class__ is nn.ReLU
+    with pytest.raises(ValueError, match="network: expected one of"):
+        models.small_network("vgg16")
+
+
+def test_vgg_layouts_come_from_cfgs():
+    from subnets.models import rfpool, vgg
+
+    def convs(model):
+        return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+    def pools(model):
+        return sum(isinstance(m, nn.MaxPool2d) for m in model.features)
+
+    with torch.device("meta"):
+        assert convs(vgg.vgg11_small()) == [32, 64, 128, 128, 256, 256]
+        assert convs(rfpool.vgg_small_rf(2, width=8)) == [8, 8, 16, 16, 32, 32]
+        assert convs(rfpool.vgg19_rf(2, width=16)) == [16, 16, 32, 32] + [64] * 4 + [128] * 8
+        # the receptive-field pool comes on top of the layout's own 2x2 pools
+        assert pools(rfpool.vgg_small_rf(0)) == 2 and pools(rfpool.vgg_small_rf(3)) == 3
+    assert set(vgg.cfgs) == {"vgg11_small", "vgg19_rf", "vgg_small_rf"}

@@ -4,9 +4,11 @@ import sys
 import types
 
 import matplotlib
+import pandas as pd
 import torch
+from torch import nn
 
-from subnets import plots
+from subnets import dissection, plots
 
 matplotlib.use("Agg")
 
@@ -35,3 +37,63 @@ def test_map_comparison_draws_one_column_per_image_and_a_row_per_map():
     images = torch.rand(3, 1, 8, 8)
     fig = plots.map_comparison(images, {"f": torch.rand(3, 1, 8, 8), "S": torch.zeros(3, 1, 8, 8)})
     assert len(fig.axes) == 3 * 3
+
+
+def tiny_dissection():
+    probe = dissection.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
+    return model, probe, dissection.NetDissect(model, ["1"], quantile=0.1).attribute(probe)
+
+
+def test_probe_labels_draw_the_images_and_a_row_per_category_with_legends():
+    _, probe, _ = tiny_dissection()
+    fig = plots.probe_labels(probe, n=3)
+    assert len(fig.axes) == 5 * 3
+    assert all(ax.get_legend() is not None for ax in fig.axes[3 * 4:])  # every pixel has a colour
+    assert fig.axes[3].get_ylabel() == "object"
+
+
+def test_detector_bars_stack_one_colour_per_category():
+    _, _, result = tiny_dissection()
+    counts = result.detectors(0.0)
+    ax = plots.detector_bars(counts, "tiny")
+    assert ax.get_title() == "tiny" and len(ax.patches) == counts.size
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == list(counts.columns)
+    assert plots.detector_bars(counts, legend=False).get_legend() is None
+
+
+def test_unit_examples_draw_a_row_per_unit_and_blank_missing_images():
+    model, probe, result = tiny_dissection()
+    units = [("1", 0, "grey"), ("1", 1, "circle")]
+    fig = plots.unit_examples(model, probe, result, units, n=5)
+    assert len(fig.axes) == 2 * 5
+    assert "unit 1" in fig.axes[5].get_ylabel()
+    assert not fig.axes[4].axison  # 4 probe images: the fifth column stays empty
+
+
+def test_unit_class_bars_show_relevance_beside_iou():
+    fig = plots.unit_class_bars(torch.tensor([0.1, 0.3]), torch.tensor([0.0, 0.2]), ["a", "b"],
+                                "unit 0")
+    assert [len(ax.patches) for ax in fig.axes] == [2, 2]
+    assert fig._suptitle.get_text() == "unit 0"
+
+
+def test_ablation_bars_draw_a_panel_per_network_and_image_group_with_the_intact_line():
+    ablation = pd.DataFrame([
+        {"network": net, "class": "a", "end": end, "fraction": f, "draw": 0,
+         "accuracy_class": 0.5, "accuracy_others": 0.8}
+        for net in ("x", "y") for end in ("top", "bottom", "random") for f in (0.01, 0.02)])
+    intact = pd.DataFrame({"network": ["x", "y"], "class": ["a", "a"], "accuracy_class": 0.9,
+                           "accuracy_others": 0.95}).set_index(["network", "class"])
+    grid = plots.ablation_bars(ablation, intact, "a")
+    assert grid.axes.shape == (2, 2)
+    assert grid.axes_dict["a", "x"].lines[-1].get_ydata()[0] == 0.9
+
+
+def test_agreement_by_layer_adds_the_chance_line_to_every_network():
+    per_layer = pd.DataFrame({"network": ["x", "x", "y"], "layer": ["l1", "l2", "l1"],
+                              "error": [0.5, 0.7, 0.2], "chance": [0.9, 0.9, 0.8]})
+    grid = plots.agreement_by_layer(per_layer)
+    assert len(grid.axes.flat) == 2
+    assert [len(ax.lines) for ax in grid.axes.flat] == [2, 2]

@@ -108,24 +108,42 @@ def test_projection_is_the_input_gradient_of_the_centre_units():
     assert model.training is False
 
 
-def test_gradient_projection_summary_and_determinism():
+def test_random_projection_summary_and_determinism():
     with train.seeded(0):
         model = rf_model("vgg", 3, in_channels=1)
-    a = receptive.gradient_projection(model, n_inputs=6, input_size=32, seed=1, batch_size=4)
-    b = receptive.gradient_projection(model, n_inputs=6, input_size=32, seed=1, batch_size=6)
+    method = receptive.GradientProjection(model)
+    a = method.on_random_inputs(n_inputs=6, input_size=32, seed=1, batch_size=4)
+    b = method.on_random_inputs(n_inputs=6, input_size=32, seed=1, batch_size=6)
+    assert isinstance(a, receptive.Projection)
     assert a.mean.shape == (32, 32) and a.maxima.shape == (6,)
     torch.testing.assert_close(a.mean, b.mean)
-    assert (a.maxima >= a.mean.max() - 1e-12).any() and model.training is True
+    # The summary of attribute's maps on the seeded uniform inputs, summed over channels.
+    x = torch.rand(6, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    maps = method.attribute(x).sum(1)
+    torch.testing.assert_close(a.mean, maps.mean(0))
+    torch.testing.assert_close(a.maxima, maps.flatten(1).amax(1))
+    assert model.training is True
     with pytest.raises(ValueError, match="n_inputs"):
-        receptive.gradient_projection(model, n_inputs=0)
+        method.on_random_inputs(n_inputs=0)
+
+
+def test_projection_layer_defaults_to_the_feature_layer_and_can_be_named():
+    with train.seeded(0):
+        model = rf_model("vgg", 1, in_channels=1)
+    assert receptive.GradientProjection(model).layer == receptive.feature_layer(model)
+    first = receptive.GradientProjection(model, "features.0")
+    assert first.layer == "features.0"
+    maps = first.attribute(torch.rand(2, 1, 16, 16))
+    # A 3x3 conv's centre unit reaches a 3x3 patch of the input.
+    assert maps.shape == (2, 1, 16, 16) and (maps.sum((0, 1)) > 0).sum() == 9
 
 
 @pytest.mark.gpu
-def test_gradient_projection_on_cuda_matches_the_cpu():
+def test_random_projection_on_cuda_matches_the_cpu():
     with train.seeded(0):
         model = rf_model("vgg", 2, in_channels=1).eval()
-    cpu = receptive.gradient_projection(model, n_inputs=4, input_size=32)
-    cuda = receptive.gradient_projection(model.cuda(), n_inputs=4, input_size=32)
+    cpu = receptive.GradientProjection(model).on_random_inputs(n_inputs=4, input_size=32)
+    cuda = receptive.GradientProjection(model.cuda()).on_random_inputs(n_inputs=4, input_size=32)
     assert cuda.mean.device.type == "cpu"  # results come back to the host
     torch.testing.assert_close(cuda.mean, cpu.mean, rtol=1e-3, atol=1e-6)
     torch.testing.assert_close(cuda.maxima, cpu.maxima, rtol=1e-3, atol=1e-6)

@@ -1,12 +1,13 @@
 """Tests of subnets.resampling: perturbations, the six metrics on hand-made activations
-and against per-neuron formulas, top-k, Jaccard, patches and their localization."""
+and against per-neuron formulas, top-k, the chance Jaccard, the neuron selection, patches
+and their localization."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from subnets import attribution, data, hooks, resampling, train
+from subnets import attribution, data, hooks, metrics, resampling, train
 from subnets.models import VGG
 
 CFG = (4, "M", 6, 6, "M", 8)
@@ -116,30 +117,27 @@ def test_output_log_odds():
     )
 
 
-def test_activation_layers_and_outgoing_weights(tiny_vgg):
+def test_activation_inputs_and_outgoing_weights(tiny_vgg):
     convs = hooks.conv_layers(tiny_vgg)
-    assert [resampling.activation_layer(tiny_vgg, c) for c in convs] == [
-        "features.2",
-        "features.6",
-        "features.9",
-        "features.13",
-    ]
     w = resampling.outgoing_weights(tiny_vgg, convs[1])
     assert w.shape == (6, 6 * 9)
     assert torch.equal(w[2], tiny_vgg.features[7].weight[:, 2].flatten())
     last = resampling.outgoing_weights(tiny_vgg, convs[-1])
     assert torch.equal(last, tiny_vgg.classifier[0].weight.T)
-    with pytest.raises(ValueError, match="layers"):
-        resampling.activation_layer(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)), "0")
     # Eq. 1's z: the batch norm's output, which the ReLU rectifies.
-    assert [resampling.pre_activation_layer(tiny_vgg, c) for c in convs] == [
+    assert [resampling.activation_input(tiny_vgg, c) for c in convs] == [
         "features.1",
         "features.5",
         "features.8",
         "features.12",
     ]
     plain = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    assert resampling.pre_activation_layer(plain, "0") == "0"
+    assert resampling.activation_input(plain, "0") == "0"
+    with pytest.raises(ValueError, match="activation"):
+        resampling.activation_input(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3)), "0")
+    dropout = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Dropout(), nn.ReLU())
+    with pytest.raises(ValueError, match="after_relu"):
+        resampling.activation_input(dropout, "0")
 
 
 def test_conv_names_and_blocks():
@@ -158,7 +156,7 @@ def test_conv_names_and_blocks():
 def per_neuron_scores(model, image, copies, layer, target, threshold, after_relu=False):
     """The six metrics, one neuron at a time with numpy, from their definitions, with an
     absolute threshold on the mean |z|."""
-    source = (resampling.activation_layer if after_relu else resampling.pre_activation_layer)(
+    source = (hooks.activation_after if after_relu else resampling.activation_input)(
         model, layer
     )
     acts = hooks.activations(model, torch.cat([image, copies]), [source])[source].double().numpy()
@@ -282,7 +280,7 @@ def test_chance_jaccard_of_two_random_selections():
         b = torch.rand(20000, n, generator=g).argsort(-1)[:, :5]
         ma = torch.zeros(20000, n, dtype=torch.bool).scatter(1, a, True)
         mb = torch.zeros(20000, n, dtype=torch.bool).scatter(1, b, True)
-        simulated = resampling.jaccard(ma, mb).mean().item()
+        simulated = metrics.jaccard(ma, mb).mean().item()
         assert resampling.chance_jaccard(torch.tensor([n]), 5).item() == pytest.approx(
             simulated, abs=0.005
         )
@@ -300,15 +298,6 @@ def test_neuron_scores_top_and_metric():
         scores.top(0)
 
 
-def test_jaccard_is_intersection_over_union():
-    a = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
-    b = torch.tensor([[0, 1, 1, 1, 0], [1, 1, 0, 0, 0], [0, 0, 0, 0, 0]], dtype=torch.bool)
-    j = resampling.jaccard(a, b)
-    assert j[0].item() == pytest.approx(2 / 4)  # not 2 / (3 + 3), the public code's ratio
-    assert j[1].item() == 1.0
-    assert torch.isnan(j[2])
-
-
 def test_patches_cut_and_resize_the_boxes():
     h = w = 12
     yy, xx = torch.meshgrid(
@@ -321,7 +310,7 @@ def test_patches_cut_and_resize_the_boxes():
     boxes = {"a": torch.full((2, 3, 4), -1)}
     boxes["a"][0, 2] = torch.tensor([2, 10, 4, 8])  # rows 2..9, cols 4..7
     boxes["a"][1, 0] = torch.tensor([1, 5, 3, 7])
-    cut, image = resampling.patches(images, masks, boxes, "precision", size=4)
+    cut, image = resampling.patches(masks, boxes, images, "precision", size=4)
     assert image.tolist() == [0, 1]  # neuron (1, 1) has no box: dead, no patch
     # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus
     # half a pixel.
@@ -355,33 +344,73 @@ def test_patch_table_counts_object_pixels_in_each_box():
         assert masks[row.layer][row.image, resampling.METRICS.index(row.metric), row.neuron]
 
 
-def test_analyse_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
+def test_neuron_selection_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
     images = torch.rand(3, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)[1:3]
-    result = resampling.analyse(
-        tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10
-    )
+    selection = resampling.NeuronSelection(
+        tiny_vgg, layers, top_k=2, support_fraction=0.1, n_samples=10
+    ).attribute(images)
+    assert isinstance(selection, resampling.Selection) and selection.layers == layers
+    scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10).attribute(images)
     for layer in layers:
-        masks, boxes = result["masks"][layer], result["boxes"][layer]
+        masks, boxes = selection.masks[layer], selection.boxes[layer]
+        channels = hooks.layer(tiny_vgg, layer).out_channels
+        assert masks.shape == (3, len(resampling.METRICS), channels)
+        assert boxes.shape == (3, channels, 4)
+        assert torch.equal(selection.eligible[layer], scores.eligible[layer])
+        assert torch.equal(masks, scores.top(2)[layer])
         assert (masks.sum(-1) <= 2).all()
         has_box = boxes[..., 0] >= 0
         assert not (has_box & ~masks.any(1)).any()  # boxes only for selected neurons
         assert (boxes[has_box][:, [1, 3]] <= 12).all() and (boxes[has_box][:, [0, 2]] >= 0).all()
-    again = resampling.analyse(
-        tiny_vgg, images, layers, top_k=2, support_fraction=0.1, n_samples=10
+    # Metrics are read by name, not by position.
+    assert torch.equal(selection.mask_of("precision", layers[0]), selection.masks[layers[0]][:, 1])
+    assert torch.equal(
+        selection.scores_of("correlation", layers[1]).nan_to_num(-1),
+        scores.metric("correlation")[layers[1]].nan_to_num(-1),
     )
-    assert torch.equal(again["masks"][layers[0]], result["masks"][layers[0]])
+    with pytest.raises(ValueError, match="metric"):
+        selection.mask_of("saliency", layers[0])
+    again = resampling.NeuronSelection(
+        tiny_vgg, layers, top_k=2, support_fraction=0.1, n_samples=10
+    ).attribute(images)
+    assert torch.equal(again.masks[layers[0]], selection.masks[layers[0]])
     assert len(list(isolated_cache.glob("resampling-*.pt"))) == 1
-    plain = resampling.analyse(tiny_vgg, images, layers, top_k=2, boxes=False, n_samples=10)
-    assert "boxes" not in plain and torch.equal(
-        plain["masks"][layers[1]], result["masks"][layers[1]]
-    )
+    plain = resampling.NeuronSelection(tiny_vgg, layers, top_k=2, boxes=False, n_samples=10)
+    plain = plain.attribute(images)
+    assert plain.boxes is None
+    assert torch.equal(plain.masks[layers[1]], selection.masks[layers[1]])
     # Boxes for one metric's neurons only: exactly those of the full run.
-    some = resampling.analyse(tiny_vgg, images, layers, top_k=2, boxes=["precision"], n_samples=10)
+    some = resampling.NeuronSelection(
+        tiny_vgg, layers, top_k=2, boxes=["precision"], n_samples=10
+    ).attribute(images)
     for layer in layers:
-        picked = result["masks"][layer][:, 1]
-        assert torch.equal(some["boxes"][layer][picked], result["boxes"][layer][picked])
-        assert (some["boxes"][layer][~picked] == -1).all()
+        picked = selection.mask_of("precision", layer)
+        assert torch.equal(some.boxes[layer][picked], selection.boxes[layer][picked])
+        assert (some.boxes[layer][~picked] == -1).all()
+
+
+def test_neuron_selection_scores_the_given_target(tiny_vgg, isolated_cache):
+    images = torch.rand(2, 1, 12, 12)
+    layers = hooks.conv_layers(tiny_vgg)[1:2]
+    method = resampling.NeuronSelection(tiny_vgg, layers, top_k=2, boxes=False, n_samples=10)
+    for target in (0, 1):
+        scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10).attribute(
+            images, target=target
+        )
+        got = method.attribute(images, target=target).scores[layers[0]]
+        assert torch.equal(got.nan_to_num(-1), scores[layers[0]].nan_to_num(-1))
+    assert len(list(isolated_cache.glob("resampling-*.pt"))) == 2  # one entry per target
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"top_k": 0}, "top_k"), ({"boxes": ["saliency"]}, "metric"),
+     ({"threshold": -1}, "threshold")],
+)
+def test_neuron_selection_rejects_bad_settings(tiny_vgg, kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        resampling.NeuronSelection(tiny_vgg, hooks.conv_layers(tiny_vgg), **kwargs)
 
 
 def test_patch_accuracy_learns_a_separable_task():
@@ -396,18 +425,18 @@ def test_patch_accuracy_learns_a_separable_task():
     boxes = {"a": torch.tensor([[3, 9, 3, 9], [0, 3, 0, 3]]).expand(200, 2, 4)}
     train_images = torch.arange(200) < 150
     acc = resampling.patch_accuracy(
-        images, labels, train_images, masks, boxes, "precision", size=6, width=8, epochs=15
+        masks, boxes, images, labels, train_images, "precision", size=6, width=8, epochs=15
     )
     assert acc.accuracy > 0.9
     assert acc.per_image[:150].isnan().all() and not acc.per_image[150:].isnan().any()
     assert acc.per_image[150:].mean().item() == pytest.approx(acc.accuracy)  # one patch each
     blind = resampling.patch_accuracy(
-        images, labels, train_images, masks, boxes, "random", size=6, width=8, epochs=15
+        masks, boxes, images, labels, train_images, "random", size=6, width=8, epochs=15
     )
     assert blind.accuracy < 0.8  # the corner patches carry no label information
     with pytest.raises(ValueError, match="train_images"):
         resampling.patch_accuracy(
-            images, labels, torch.ones(200, dtype=torch.bool), masks, boxes, "precision"
+            masks, boxes, images, labels, torch.ones(200, dtype=torch.bool), "precision"
         )
 
 
@@ -422,11 +451,12 @@ def test_input_resampling_rejects_bad_settings(tiny_vgg):
 
 def test_leading_part_projects_like_the_whole_network(tiny_vgg):
     x = torch.rand(4, 1, 12, 12)
-    relu = resampling.activation_layer(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
+    relu = hooks.activation_after(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
     net, name = resampling._leading_part(tiny_vgg, relu)
     assert len(net) < len(tiny_vgg.features) and net[int(name)] is hooks.layer(tiny_vgg, relu)
-    whole = attribution.deconvnet(tiny_vgg, x, relu, [0, 1, 2, 3])
-    assert torch.allclose(attribution.deconvnet(net, x, name, [0, 1, 2, 3]), whole, atol=1e-6)
+    whole = attribution.Deconvnet(tiny_vgg, relu).attribute(x, [0, 1, 2, 3])
+    part = attribution.Deconvnet(net, name).attribute(x, [0, 1, 2, 3])
+    assert torch.allclose(part, whole, atol=1e-6)
     assert resampling._leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
 
 
@@ -441,15 +471,15 @@ def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
     bright = torch.rand(1, 1, 4, 4) * 0.5 + 0.5  # channel 0 varies everywhere
     # Channel 1 is a constant 0.5 (always counted); channel 2 is dead (never active).
     relu = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False, "after_relu": True}
-    one = resampling.zero_variance_shares(model, half_black, ["0"], **relu)
+    one = resampling.zero_variance_shares(model, ["0"], half_black, **relu)
     assert one == {"0": 1.0}
-    assert resampling.zero_variance_shares(model, bright, ["0"], **relu) == {"0": 0.5}
-    both = resampling.zero_variance_shares(model, torch.cat([half_black, bright]), ["0"], **relu)
+    assert resampling.zero_variance_shares(model, ["0"], bright, **relu) == {"0": 0.5}
+    both = resampling.zero_variance_shares(model, ["0"], torch.cat([half_black, bright]), **relu)
     assert both == {"0": 0.75}
     # Before the ReLU, channel 2 (-x) is active in magnitude and varies where x does.
     z = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False}
-    assert resampling.zero_variance_shares(model, bright, ["0"], **z) == {"0": 1 / 3}
-    assert resampling.zero_variance_shares(model, half_black, ["0"], **z) == {"0": 1.0}
+    assert resampling.zero_variance_shares(model, ["0"], bright, **z) == {"0": 1 / 3}
+    assert resampling.zero_variance_shares(model, ["0"], half_black, **z) == {"0": 1.0}
 
 
 def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
@@ -464,7 +494,7 @@ def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
     masks[layers[0]][0, 1, [0, 2]] = True
     masks[layers[0]][2, 6, 5] = True
     masks[layers[1]][1, 0, :] = True
-    effects = resampling.switch_off_effects(tiny_vgg, images, masks, batch_size=5)
+    effects = resampling.switch_off_effects(tiny_vgg, masks, images, batch_size=5)
     assert effects.shape == (3, len(resampling.METRICS), 2)
     logits = train.predict(tiny_vgg, images)
     target = logits.argmax(1)
@@ -472,7 +502,7 @@ def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
     for i, m, j in [(0, 1, 0), (2, 6, 0), (1, 0, 1)]:
         layer = layers[j]
         channels = masks[layer][i, m].nonzero().flatten().tolist()
-        with hooks.Ablation(tiny_vgg, {resampling.activation_layer(tiny_vgg, layer): channels}):
+        with hooks.Ablation(tiny_vgg, {hooks.activation_after(tiny_vgg, layer): channels}):
             off = resampling.output_log_odds(
                 train.predict(tiny_vgg, images[i : i + 1]), target[i : i + 1]
             )
@@ -545,12 +575,12 @@ def test_input_resampling_on_cuda_matches_the_cpu(tiny_vgg):
         assert torch.equal(gpu.eligible[layer], cpu.eligible[layer])
     masks = cpu.top(2)
     torch.testing.assert_close(
-        resampling.switch_off_effects(on_gpu, images, masks),
-        resampling.switch_off_effects(tiny_vgg, images, masks),
+        resampling.switch_off_effects(on_gpu, masks, images),
+        resampling.switch_off_effects(tiny_vgg, masks, images),
         rtol=1e-3,
         atol=1e-4,
     )
-    boxes_cpu = resampling.selection_boxes(tiny_vgg, images, masks)
-    boxes_gpu = resampling.selection_boxes(on_gpu, images, masks)
+    boxes_cpu = resampling.selection_boxes(tiny_vgg, masks, images)
+    boxes_gpu = resampling.selection_boxes(on_gpu, masks, images)
     for layer in layers:
         assert (boxes_cpu[layer] - boxes_gpu[layer]).abs().max() <= 1  # a pixel at the edge

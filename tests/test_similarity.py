@@ -33,8 +33,8 @@ def hsic_u_statistic(k, l):
 
 
 def unbiased(x, y):
-    a, b = similarity.gram_terms([x]), similarity.gram_terms([y])
-    return similarity.unbiased_hsic(a, b, len(x))[0, 0].item()
+    a, b = similarity._gram_terms([x]), similarity._gram_terms([y])
+    return similarity._unbiased_hsic(a, b, len(x))[0, 0].item()
 
 
 def test_linear_cka_matches_the_hsic_formula_with_a_centring_matrix():
@@ -103,19 +103,26 @@ def test_too_small_a_batch_is_an_error_not_nan():
     with pytest.raises(ValueError, match="no batch"):
         similarity.MinibatchCKA().compute()
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+    layers = ["0", "2"]
     with pytest.raises(ValueError,
                        match="batch_size: 10 inputs in batches of 4 leave a last batch of 2"):
-        similarity.cka_matrix(model, model, torch.rand(10, 1, 8, 8), batch_size=4)
+        similarity.cka_matrix(model, layers, model, layers, torch.rand(10, 1, 8, 8), batch_size=4)
     with pytest.raises(ValueError, match="batch_size"):
-        similarity.cka_matrix(model, model, torch.rand(10, 1, 8, 8), batch_size=2)
+        similarity.cka_matrix(model, layers, model, layers, torch.rand(10, 1, 8, 8), batch_size=2)
+    similarity.check_batches(12, 4)
+    with pytest.raises(ValueError, match="last batch of 1"):
+        similarity.check_batches(9, 4)
 
 
 def test_cka_matrix_of_a_model_with_itself():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3), nn.ReLU(),
                           nn.Conv2d(4, 2, 3))
-    table = similarity.cka_matrix(model, model, torch.rand(30, 1, 10, 10), batch_size=10)
-    assert list(table.index) == ["0", "2", "4"] and list(table.columns) == ["0", "2", "4"]
+    layers = ["0", "2", "4"]
+    table = similarity.cka_matrix(model, layers, model, layers, torch.rand(30, 1, 10, 10),
+                                  batch_size=10)
+    assert list(table.index) == layers and list(table.columns) == layers
+    assert table.index.name == "layer A" and table.columns.name == "layer B"
     np.testing.assert_allclose(np.diag(table.to_numpy()), 1.0, rtol=1e-10)
     np.testing.assert_allclose(table.to_numpy(), table.to_numpy().T, rtol=1e-10)
     assert np.isfinite(table.to_numpy()).all()
@@ -132,10 +139,12 @@ def test_full_batch_cka_from_grams_equals_linear_cka_on_the_features():
     layers = similarity.representation_layers(model)
     assert layers == ["0", "2", "5"]
     # Tiny max_bytes: one layer per pass; the result must not depend on the grouping.
-    grams = similarity.gram_matrices(model, x, batch_size=7, max_bytes=1)
+    grams = similarity.gram_matrices(model, layers, x, batch_size=7, max_bytes=1)
     assert grams.shape == (3, 30, 30) and grams.dtype == torch.float64
-    table = similarity.cka_matrix(model, other, x, layers, similarity.representation_layers(other),
-                                  batch_size=None)
+    torch.testing.assert_close(grams, similarity.gram_matrices(model, layers, x))
+    table = similarity.cka_matrix(model, layers, other, similarity.representation_layers(other),
+                                  x, batch_size=None)
+    assert table.shape == (3, 3)
     with torch.no_grad():
         feats_a = [model[:i + 1](x) for i in (0, 2, 5)]
         feats_b = [other[:i + 1](x) for i in (0, 2, 5)]
@@ -161,12 +170,13 @@ def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
     other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
     x = torch.rand(24, 1, 8, 8)
-    blocks = similarity.blockwise_layer_cka(similarity.gram_matrices(model, x),
-                                            similarity.gram_matrices(other, x), n_blocks=3)
+    layers = ["0", "2"]
+    blocks = similarity.blockwise_layer_cka(similarity.gram_matrices(model, layers, x),
+                                            similarity.gram_matrices(other, layers, x), n_blocks=3)
     assert blocks.shape == (3, 2)
     for b, part in enumerate(x.tensor_split(3)):
-        own = similarity.cka_from_grams(similarity.gram_matrices(model, part),
-                                        similarity.gram_matrices(other, part)).diagonal()
+        own = similarity.cka_from_grams(similarity.gram_matrices(model, layers, part),
+                                        similarity.gram_matrices(other, layers, part)).diagonal()
         # float32 Gram products: a block of n x n and the block's own differ by rounding
         torch.testing.assert_close(blocks[b], own, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="n_blocks"):
@@ -179,9 +189,12 @@ def test_full_and_minibatch_cka_on_cuda_match_the_cpu():
     model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
     other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
     x = torch.rand(40, 1, 10, 10)
+    layers = ["0", "2"]
     for batch_size in (None, 10):
-        cpu = similarity.cka_matrix(model, other, x, batch_size=batch_size).to_numpy()
-        cuda = similarity.cka_matrix(model.cuda(), other.cuda(), x, batch_size=batch_size)
+        cpu = similarity.cka_matrix(model, layers, other, layers, x,
+                                    batch_size=batch_size).to_numpy()
+        cuda = similarity.cka_matrix(model.cuda(), layers, other.cuda(), layers, x,
+                                     batch_size=batch_size)
         model.cpu(), other.cpu()
         # float32 features, TF32 allowed in CUDA matmuls: agreement to 1e-3.
         np.testing.assert_allclose(cuda.to_numpy(), cpu, atol=1e-3)

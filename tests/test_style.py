@@ -4,6 +4,7 @@ of them (ruff reads notebooks cell by cell)."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import jupytext
 
@@ -44,3 +45,30 @@ def test_chapters_read_like_a_lecture():
         assert words / code * 1000 >= 150, f"{path.name}: {words / code * 1000:.0f} words per " \
                                           "1,000 characters of visible code"
         assert "$$" in prose or "```{math}" in prose, f"{path.name}: no equation"
+
+
+def test_every_module_lists_its_public_names():
+    """``__all__`` names exactly a module's public top-level functions, classes and
+    constants (no leading ``_``); internal helpers start with ``_``."""
+    import ast
+    import importlib
+    import pkgutil
+
+    import subnets
+
+    names = [m.name for m in pkgutil.walk_packages(subnets.__path__, "subnets.")]
+    for name in ["subnets", *names]:
+        module = importlib.import_module(name)
+        tree = ast.parse(Path(module.__file__).read_text())
+        defined = {node.name for node in tree.body
+                   if isinstance(node, (ast.FunctionDef, ast.ClassDef))}
+        defined |= {t.id for node in tree.body if isinstance(node, ast.Assign)
+                    for t in node.targets if isinstance(t, ast.Name) and t.id.isupper()}
+        public = {n for n in defined if not n.startswith("_")}
+        listed = getattr(module, "__all__", None)
+        assert listed is not None, f"{name}: no __all__"
+        assert not set(listed) - set(dir(module)), \
+            f"{name}: __all__ names what it lacks: {sorted(set(listed) - set(dir(module)))}"
+        assert public <= set(listed), \
+            f"{name}: public but not in __all__ (list them, or start them with _): " \
+            f"{sorted(public - set(listed))}"

@@ -97,7 +97,7 @@ def test_config_rejects_bad_values():
         train.TrainConfig(optimizer="lbfgs")
 
 
-def test_per_class_accuracy():
+def test_evaluation_per_class_is_the_recall_of_each_class():
     ev = train.Evaluation(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]),
                           ["a", "b", "c"])
     assert ev.per_class().tolist() == [1.0, 1.0, 0.5] and ev.accuracy == 0.75
@@ -110,6 +110,43 @@ def test_at_epoch_refuses_epochs_without_a_snapshot():
     for epoch in (0, 3, -1):
         with pytest.raises(ValueError, match="epoch"):
             trained.at_epoch(epoch)
+
+
+class LastLayerOnly(train.Objective):
+    """An objective that trains only the last layer and records its own fields."""
+
+    def parameters(self, model):
+        return list(model[-1].parameters())
+
+    def begin_epoch(self, model, epoch):
+        self.batches = 0
+        return super().begin_epoch(model, epoch)
+
+    def after_step(self, model):
+        self.batches += 1
+
+    def end_epoch(self, model):
+        return {"batches": self.batches, **super().end_epoch(model)}
+
+
+def test_an_objective_chooses_the_parameters_and_the_history():
+    data = toy_problem()
+    config = train.TrainConfig(epochs=2, batch_size=64, lr=0.05)
+    model = make_model()
+    first = model[0].weight.detach().clone()
+    entry = train.run_training(model, data, config, data, "last layer",
+                               objective=LastLayerOnly(config))
+    assert torch.equal(entry["state"]["0.weight"], first)  # not the objective's parameters
+    assert not torch.equal(entry["state"]["2.weight"], make_model()[2].weight)
+    history = entry["history"]
+    assert [list(row) for row in history] == [["epoch", "batches", "loss", "train_accuracy",
+                                               "test_accuracy"]] * 2
+    assert [row["batches"] for row in history] == [4, 4]  # after_step after every step
+    plain = train.run_training(make_model(), data, config, data, "plain",
+                               objective=train.Objective(config))
+    default = train.run_training(make_model(), data, config, data, "default")
+    assert plain["history"] == default["history"]
+    assert all(torch.equal(plain["state"][k], v) for k, v in default["state"].items())
 
 
 # --- CPU training is exactly the plain DataLoader loop it always was ----------------------

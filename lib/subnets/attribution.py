@@ -1,9 +1,13 @@
-"""Attribution maps at input resolution, built on captum.
+"""Attribution maps and per-unit relevance, built on captum, each method a class in
+captum's style: ``Method(model, layer | layers).attribute(inputs, target)``.
 
-Grad-CAM: captum's ``LayerGradCam`` (gradient-weighted channel sum of a conv layer,
-then ReLU), upsampled bilinearly with ``LayerAttribution.interpolate``. The maps are not
-normalised per image: an original and a pruned network keep their absolute scales, and
-figures choose a shared colour scale instead (see ``plots``).
+Saliency (Simonyan et al.) and Grad-CAM (Selvaraju et al.), chapter 1: captum's
+``Saliency`` and ``LayerGradCam`` (gradient-weighted channel sum of a conv layer, then
+ReLU), the latter upsampled bilinearly with ``LayerAttribution.interpolate``. The maps
+are not normalised per image: an original and a pruned network keep their absolute
+scales, and figures choose a shared colour scale instead (see ``plots``).
+Per-unit conductance, relevance and ablation (Islam and Tushar), chapter 2. Zeiler and
+Fergus's deconvnet and its patch boxes, for Lengerich et al. (chapter 5).
 """
 
 from __future__ import annotations
@@ -15,16 +19,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import torch
-from captum.attr import LayerAttribution, LayerGradCam, NeuronDeconvolution, Saliency
+from captum import attr as captum_attr
 from torch import nn
 from torch.nn import functional as F
 
-from . import cache
+from . import cache, hooks
 from .data import ImageSet, balanced_indices, foreground
 from .devices import to_host, to_model
-from .hooks import Ablation, Recorder, layer
+from .metrics import accuracy_by_class
 from .progress import bar
 from .train import predict, predicted_labels
+
+__all__ = ["Saliency", "GradCAM", "Deconvnet", "support_boxes", "LayerMaps", "UnitConductance",
+           "Relevance", "UnitRelevance", "upsampling_area", "ClassRelevance", "ROUNDINGS",
+           "unit_quotas", "ENDS", "ranked_units", "AblationResult", "class_drop", "other_drop",
+           "relevance_ablation"]
 
 
 def _on_model(model: nn.Module, inputs: torch.Tensor, target):
@@ -34,62 +43,82 @@ def _on_model(model: nn.Module, inputs: torch.Tensor, target):
     return inputs, to_model(model, target) if isinstance(target, torch.Tensor) else target
 
 
-def saliency_maps(model: nn.Module, inputs: torch.Tensor, target) -> torch.Tensor:
-    """Simonyan et al.'s saliency: |d output[target] / d input|, max over colour channels.
+class Saliency:
+    """Simonyan et al.'s saliency (chapter 1): |d output[target] / d input|, max over
+    colour channels."""
 
-    ``target`` is a class index, one per input, or 0 for a single-output network.
-    Returns N x 1 x H x W on the CPU, whatever the model's device.
-    """
-    model.eval()
-    inputs, target = _on_model(model, inputs, target)
-    grads = Saliency(model).attribute(inputs.clone().requires_grad_(True), target=target, abs=True)
-    return to_host(grads.amax(dim=1, keepdim=True))
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+
+    def attribute(self, inputs: torch.Tensor, target) -> torch.Tensor:
+        """N x 1 x H x W maps on the CPU, whatever the model's device; ``target`` is a
+        class index, one per input, or 0 for a single-output network."""
+        self.model.eval()
+        inputs, target = _on_model(self.model, inputs, target)
+        grads = captum_attr.Saliency(self.model).attribute(inputs.clone().requires_grad_(True),
+                                                           target=target, abs=True)
+        return to_host(grads.amax(dim=1, keepdim=True))
 
 
-def gradcam_maps(model: nn.Module, layer_name: str, inputs: torch.Tensor, target,
-                 relu: bool = True) -> torch.Tensor:
-    """Grad-CAM of ``layer_name`` for ``target``, bilinearly upsampled to the input size.
+class GradCAM:
+    """Selvaraju et al.'s Grad-CAM (chapter 1) of the layer called ``layer``, bilinearly
+    upsampled to the input size."""
 
-    Returns N x 1 x H x W on the CPU, unnormalised (ReLU applied unless ``relu=False``).
-    """
-    model.eval()
-    inputs, target = _on_model(model, inputs, target)
-    cam = LayerGradCam(model, layer(model, layer_name)).attribute(inputs, target=target,
-                                                                 relu_attributions=relu)
-    size = tuple(inputs.shape[-2:])
-    return to_host(LayerAttribution.interpolate(cam, size, interpolate_mode="bilinear"))
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        self.model = model
+        self.layer = layer
+        self._module = hooks.layer(model, layer)
+
+    def attribute(self, inputs: torch.Tensor, target, relu: bool = True) -> torch.Tensor:
+        """N x 1 x H x W maps on the CPU, unnormalised, for ``target`` (a class index or
+        one per input); ReLU applied unless ``relu=False``."""
+        self.model.eval()
+        inputs, target = _on_model(self.model, inputs, target)
+        cam = captum_attr.LayerGradCam(self.model, self._module).attribute(
+            inputs, target=target, relu_attributions=relu)
+        size = tuple(inputs.shape[-2:])
+        return to_host(captum_attr.LayerAttribution.interpolate(cam, size,
+                                                                interpolate_mode="bilinear"))
 
 
 # --- Deconvnet (Zeiler and Fergus), for Lengerich et al.'s patches (chapter 5) --------
 
-def deconvnet(model: nn.Module, inputs: torch.Tensor, layer_name: str, channels) -> torch.Tensor:
-    """Zeiler and Fergus's deconvnet: the strongest activation of channel ``channels[i]``
-    of layer ``layer_name`` (a ReLU, so the map is rectified), every other activation of
-    the layer set to zero, projected back to the pixels of ``inputs[i]``.
+class Deconvnet:
+    """Zeiler and Fergus's deconvnet: the strongest activation of one channel of the
+    layer called ``layer`` (a ReLU, so the map is rectified), every other activation of
+    the layer set to zero, projected back to the pixels of the input.
 
     captum's ``NeuronDeconvolution`` does the projection (unpooling through the recorded
     max locations, rectifying at every ReLU, filtering with the transposed convs). The
     selected neuron is half the square of the channel's maximum, whose gradient is that
     maximum at its position and zero elsewhere: the deconvnet's starting signal (a dead
-    channel projects to zero). Runs on the model's device; returns a map shaped like
-    ``inputs``, on the CPU.
+    channel projects to zero).
     """
-    channels = torch.as_tensor(channels, dtype=torch.long).view(-1)
-    if len(channels) != len(inputs):
-        raise ValueError(f"channels: expected one channel per input ({len(inputs)}), "
-                         f"got {len(channels)}")
-    inputs, channels, rows = to_model(model, inputs, channels, torch.arange(len(inputs)))
 
-    def strongest(out: torch.Tensor) -> torch.Tensor:
-        return out[rows, channels].flatten(1).amax(1).square() / 2
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        self.model = model
+        self.layer = layer
+        self._module = hooks.layer(model, layer)
 
-    model.eval()
-    with warnings.catch_warnings():
-        # captum announces its (temporary) ReLU hooks on every call.
-        warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        maps = NeuronDeconvolution(model, layer(model, layer_name)).attribute(
-            inputs.detach().clone().requires_grad_(), strongest)
-    return to_host(maps)
+    def attribute(self, inputs: torch.Tensor, target) -> torch.Tensor:
+        """The projection of channel ``target[i]`` for ``inputs[i]`` (one channel per
+        input), a map shaped like ``inputs`` on the CPU; runs on the model's device."""
+        channels = torch.as_tensor(target, dtype=torch.long).view(-1)
+        if len(channels) != len(inputs):
+            raise ValueError(f"target: expected one channel per input ({len(inputs)}), "
+                             f"got {len(channels)}")
+        inputs, channels, rows = to_model(self.model, inputs, channels, torch.arange(len(inputs)))
+
+        def strongest(out: torch.Tensor) -> torch.Tensor:
+            return out[rows, channels].flatten(1).amax(1).square() / 2
+
+        self.model.eval()
+        with warnings.catch_warnings():
+            # captum announces its (temporary) ReLU hooks on every call.
+            warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
+            maps = captum_attr.NeuronDeconvolution(self.model, self._module).attribute(
+                inputs.detach().clone().requires_grad_(), strongest)
+        return to_host(maps)
 
 
 def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
@@ -115,6 +144,16 @@ def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
 
 # --- Per-unit class relevance (Islam and Tushar, chapter 2): conductance of every unit ---
 
+@dataclass
+class LayerMaps:
+    """Per layer (by name), the N x U x h x w maps of every unit of the layer."""
+
+    maps: dict[str, torch.Tensor]
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self.maps[layer]
+
+
 class UnitConductance:
     """Integrated Gradients of a class output, attributed to every unit of several layers
     along the input path: each unit's conductance (Dhamdhere et al., ICLR 2019) at every
@@ -138,7 +177,7 @@ class UnitConductance:
         self.model = model
         self.layers = list(layers)
         for name in self.layers:
-            layer(model, name)
+            hooks.layer(model, name)
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -147,17 +186,17 @@ class UnitConductance:
         return logits.softmax(1) if self.output == "probability" else logits
 
     def attribute(self, inputs: torch.Tensor, target, baselines: torch.Tensor | None = None,
-                  n_steps: int = 32,
-                  internal_batch_size: int | None = None) -> dict[str, torch.Tensor]:
+                  n_steps: int = 32, internal_batch_size: int | None = None) -> LayerMaps:
         """Per layer, the N x U x h x w conductance maps of every unit for ``target`` (a
         class index or one per input); baselines default to black (zeros). Runs on the
-        model's device; the maps come back on the host."""
+        model's device, ``internal_batch_size`` inputs at a time (default: all); the maps
+        come back on the host."""
         if n_steps < 1:
             raise ValueError(f"n_steps: expected >= 1, got {n_steps}")
         target = torch.as_tensor(target, dtype=torch.long).expand(len(inputs))
         baselines = torch.zeros_like(inputs) if baselines is None else baselines.expand_as(inputs)
         maps = self._maps(inputs, target, baselines, n_steps, internal_batch_size)
-        return {name: to_host(m) for name, m in maps.items()}
+        return LayerMaps({name: to_host(m) for name, m in maps.items()})
 
     def _maps(self, inputs, target, baselines, n_steps, internal_batch_size=None):
         """``attribute``'s maps, left on the model's device."""
@@ -174,7 +213,7 @@ class UnitConductance:
         alphas = torch.linspace(0, 1, n_steps + 1, device=x.device).view(-1, *[1] * x.dim())
         # (steps + 1) n inputs, step-major
         path = (baseline + alphas * (x - baseline)).flatten(0, 1).requires_grad_(True)
-        with torch.enable_grad(), Recorder(self.model, self.layers, keep_graph=True) as rec:
+        with torch.enable_grad(), hooks.Recorder(self.model, self.layers, keep_graph=True) as rec:
             out = self.forward(path)
             picked = out[torch.arange(len(path), device=x.device), target.repeat(n_steps + 1)]
             grads = torch.autograd.grad(picked.sum(), [rec.outputs[name] for name in self.layers])
@@ -186,32 +225,52 @@ class UnitConductance:
         return maps
 
 
-def unit_relevance(model: nn.Module, layers: list[str], inputs: torch.Tensor, masks: torch.Tensor,
-                   target: int, n_steps: int = 32, batch_size: int = 16,
-                   output: str = "probability") -> dict[str, torch.Tensor]:
-    """Islam and Tushar's eq. (3) (chapter 2), ``R(i, c)`` for every unit i of the named layers and
-    one class c: the mean over ``inputs`` (images of class c) of the sum over pixels of ``masks *
-    bilinearUpsample(|G_{i,c}(x)|)``. ``masks`` (N x 1 x H x W) are the object masks at input
-    resolution. Returns, per layer, a vector of U relevances (on the host).
+@dataclass
+class Relevance:
+    """Islam and Tushar's ``R(i, c)`` (chapter 2) per layer (by name): a vector of U
+    relevances for one class (``UnitRelevance``), or units x classes (``ClassRelevance``)."""
+
+    scores: dict[str, torch.Tensor]
+
+    def __getitem__(self, layer: str) -> torch.Tensor:
+        return self.scores[layer]
+
+
+class UnitRelevance:
+    """Islam and Tushar's eq. (3) (chapter 2), ``R(i, c)`` for every unit i of the named
+    layers: the mean over the inputs (images of class c) of the sum over pixels of
+    ``masks * bilinearUpsample(|G_{i,c}(x)|)``, with ``G`` the ``UnitConductance`` map
+    (``output`` as there).
 
     The sum runs over input pixels, so a layer whose map is s times smaller per side has
     its units' relevances scaled by about s^2 against a full-size layer: compare units
     within a layer, or divide by ``upsampling_area`` to compare layers."""
-    if masks.shape[0] != len(inputs) or masks.shape[-2:] != inputs.shape[-2:]:
-        raise ValueError(f"masks: expected {len(inputs)} x 1 x {tuple(inputs.shape[-2:])}, "
-                         f"got {tuple(masks.shape)}")
-    conductance = UnitConductance(model, layers, output)
-    totals: dict[str, torch.Tensor] = {}
-    for i in range(0, len(inputs), batch_size):
-        x = inputs[i:i + batch_size]
-        target_x = torch.as_tensor(target, dtype=torch.long).expand(len(x))
-        maps = conductance._maps(x, target_x, torch.zeros_like(x), n_steps)
-        mask = to_model(model, masks[i:i + batch_size].float())
-        for name, g in maps.items():
-            up = F.interpolate(g.abs(), size=tuple(inputs.shape[-2:]), mode="bilinear",
-                               align_corners=False)
-            totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
-    return {name: to_host(totals[name] / len(inputs)) for name in layers}
+
+    def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
+        self.model = model
+        self.layers = list(layers)
+        self._conductance = UnitConductance(model, self.layers, output)
+
+    def attribute(self, inputs: torch.Tensor, target, masks: torch.Tensor, n_steps: int = 32,
+                  internal_batch_size: int = 16) -> Relevance:
+        """Per layer, the U relevances (on the host) for ``target`` (the class c, or one
+        per input) with ``masks`` (N x 1 x H x W), the object masks at input resolution;
+        ``internal_batch_size`` inputs at a time."""
+        if masks.shape[0] != len(inputs) or masks.shape[-2:] != inputs.shape[-2:]:
+            raise ValueError(f"masks: expected {len(inputs)} x 1 x {tuple(inputs.shape[-2:])}, "
+                             f"got {tuple(masks.shape)}")
+        target = torch.as_tensor(target, dtype=torch.long).expand(len(inputs))
+        size = tuple(inputs.shape[-2:])
+        totals: dict[str, torch.Tensor] = {}
+        for i in range(0, len(inputs), internal_batch_size):
+            x = inputs[i:i + internal_batch_size]
+            maps = self._conductance._maps(x, target[i:i + internal_batch_size],
+                                           torch.zeros_like(x), n_steps)
+            mask = to_model(self.model, masks[i:i + internal_batch_size].float())
+            for name, g in maps.items():
+                up = F.interpolate(g.abs(), size=size, mode="bilinear", align_corners=False)
+                totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
+        return Relevance({name: to_host(totals[name] / len(inputs)) for name in self.layers})
 
 
 def upsampling_area(map_size: tuple[int, int], input_size: tuple[int, int]) -> float:
@@ -220,39 +279,50 @@ def upsampling_area(map_size: tuple[int, int], input_size: tuple[int, int]) -> f
     return (input_size[0] * input_size[1]) / (map_size[0] * map_size[1])
 
 
-def class_relevance(model: nn.Module, layers: list[str], data: ImageSet, per_class: int = 32,
-                    n_steps: int = 32, seed: int = 0, output: str = "probability",
-                    masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """``R(i, c)`` for every unit of the named layers and every class of ``data``: per
-    layer a units x classes tensor, from ``per_class`` images of each class (chosen with
-    ``seed``), masked by ``masks`` (N x 1 x H x W, one object mask per image of ``data``,
-    e.g. Broden's annotation of the class's object), else by their foreground (objects on
-    black), else by the whole image. Cached by model, layers, data, masks and settings."""
-    if masks is not None and (masks.shape[0] != len(data) or masks.shape[-2:] != data.shape[-2:]):
-        raise ValueError(f"masks: expected {len(data)} x 1 x {tuple(data.shape[-2:])}, "
-                         f"got {tuple(masks.shape)}")
-    parts = {"model": model, "layers": list(layers), "data": data, "per_class": per_class,
-             "n_steps": n_steps, "seed": seed, "output": output, "masks": masks}
+class ClassRelevance:
+    """``R(i, c)`` (``UnitRelevance``, Islam and Tushar, chapter 2) for every unit of the
+    named layers and every class of a data set: per layer a units x classes tensor."""
 
-    def compute() -> dict:
-        chosen = balanced_indices(data.labels, per_class, seed)
-        columns = []
-        for c in bar(range(data.num_classes), desc="relevance"):
-            picked = chosen[data.labels[chosen] == c]
-            x, _ = data.tensors(picked)
-            if masks is not None:
-                mask = masks[picked].bool()
-            elif data.black_background:
-                mask = foreground(x)
-            else:
-                mask = torch.ones_like(x[:, :1], dtype=torch.bool)
-            r = unit_relevance(model, layers, x, mask, c, n_steps, output=output)
-            columns.append([r[name] for name in layers])
-        return {"relevance": [torch.stack([col[j] for col in columns], 1)
-                              for j in range(len(layers))]}
+    def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
+        self.model = model
+        self.layers = list(layers)
+        self.output = output
+        self._relevance = UnitRelevance(model, self.layers, output)
 
-    entry = cache.cached("class-relevance", parts, compute)
-    return dict(zip(layers, entry["relevance"]))
+    def attribute(self, data: ImageSet, per_class: int = 32, n_steps: int = 32, seed: int = 0,
+                  masks: torch.Tensor | None = None) -> Relevance:
+        """From ``per_class`` images of each class of ``data`` (chosen with ``seed``),
+        masked by ``masks`` (N x 1 x H x W, one object mask per image of ``data``, e.g.
+        Broden's annotation of the class's object), else by their foreground (objects on
+        black), else by the whole image. Cached by model, layers, data, masks and
+        settings."""
+        if masks is not None and (masks.shape[0] != len(data)
+                                  or masks.shape[-2:] != data.shape[-2:]):
+            raise ValueError(f"masks: expected {len(data)} x 1 x {tuple(data.shape[-2:])}, "
+                             f"got {tuple(masks.shape)}")
+        layers = self.layers
+        parts = {"model": self.model, "layers": layers, "data": data, "per_class": per_class,
+                 "n_steps": n_steps, "seed": seed, "output": self.output, "masks": masks}
+
+        def compute() -> dict:
+            chosen = balanced_indices(data.labels, per_class, seed)
+            columns = []
+            for c in bar(range(data.num_classes), desc="relevance"):
+                picked = chosen[data.labels[chosen] == c]
+                x, _ = data.tensors(picked)
+                if masks is not None:
+                    mask = masks[picked].bool()
+                elif data.black_background:
+                    mask = foreground(x)
+                else:
+                    mask = torch.ones_like(x[:, :1], dtype=torch.bool)
+                r = self._relevance.attribute(x, c, mask, n_steps)
+                columns.append([r[name] for name in layers])
+            return {"relevance": [torch.stack([col[j] for col in columns], 1)
+                                  for j in range(len(layers))]}
+
+        entry = cache.cached("class-relevance", parts, compute)
+        return Relevance(dict(zip(layers, entry["relevance"])))
 
 
 ROUNDINGS = ("share", "ceil")
@@ -347,15 +417,16 @@ def other_drop(drops: np.ndarray, labels) -> float:
     return float(np.nanmean([np.nanmean(means[off[:, c], c]) for c in range(means.shape[1])]))
 
 
-def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], data: ImageSet,
+def relevance_ablation(model: nn.Module, layers: list[str], data: ImageSet, relevance: Relevance,
                        fractions=(0.01, 0.02, 0.03), classes=None, ends=("top", "bottom"),
                        sites: dict[str, str] | None = None, rounding: str = "share",
                        random_draws: int = 1, seed: int = 0) -> AblationResult:
     """Islam and Tushar's ablation (chapter 2): for each class c, switch off the top or bottom
-    ``fraction`` of the units of the layers in ``relevance`` (units x classes, ranked by column c)
-    at once (``unit_quotas``: how ``rounding`` turns a fraction into units), or as many random units
-    (``end="random"``, ``random_draws`` selections from ``seed``), and
-    record which images of ``data`` the network still classifies right.
+    ``fraction`` of the units of ``layers`` at once (``unit_quotas``: how ``rounding`` turns a
+    fraction into units), ranked by column c of ``relevance`` (units x classes per layer, as
+    ``ClassRelevance`` gives), or as many random units (``end="random"``, ``random_draws``
+    selections from ``seed``), and record which images of ``data`` the network still
+    classifies right.
 
     ``sites[layer]`` names the module whose output channels are switched off for the
     units of ``layer`` (default: the layer itself). For a residual block's output the
@@ -367,17 +438,21 @@ def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], dat
         raise ValueError(f"ends: expected among {ENDS}, got {sorted(unknown)}")
     if random_draws < 1:
         raise ValueError(f"random_draws: expected >= 1, got {random_draws}")
-    sites = {name: (sites or {}).get(name, name) for name in relevance}
+    missing = [name for name in layers if name not in relevance.scores]
+    if missing:
+        raise ValueError(f"relevance: no scores for layers {missing}")
+    ranking = {name: relevance[name] for name in layers}
+    sites = {name: (sites or {}).get(name, name) for name in ranking}
     for site in sites.values():
-        layer(model, site)
-    sizes = {name: r.shape[0] for name, r in relevance.items()}
+        hooks.layer(model, site)
+    sizes = {name: r.shape[0] for name, r in ranking.items()}
     quotas = {f: unit_quotas(sizes, f, rounding) for f in fractions}
-    parts = {"model": model, "relevance": relevance, "data": data, "fractions": list(fractions),
+    parts = {"model": model, "relevance": ranking, "data": data, "fractions": list(fractions),
              "classes": classes, "ends": list(ends), "sites": sites, "rounding": rounding,
              "random_draws": random_draws, "seed": seed}
 
     def correct_with(channels: dict[str, torch.Tensor]) -> torch.Tensor:
-        with Ablation(model, {sites[name]: idx for name, idx in channels.items()}):
+        with hooks.Ablation(model, {sites[name]: idx for name, idx in channels.items()}):
             return predicted_labels(predict(model, data)) == data.labels
 
     def compute() -> dict:
@@ -389,7 +464,7 @@ def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], dat
                     for d in range(random_draws if e == "random" else 1)]
         for c, end, fraction, draw in bar(settings, desc="ablation"):
             channels = {name: ranked_units(r[:, c], quotas[fraction][name], end, generator)
-                        for name, r in relevance.items()}
+                        for name, r in ranking.items()}
             key = tuple(tuple(v.tolist()) for v in channels.values())
             if key not in seen:
                 seen[key] = correct_with(channels)
@@ -399,29 +474,29 @@ def relevance_ablation(model: nn.Module, relevance: dict[str, torch.Tensor], dat
         return {"intact": intact, "rows": torch.tensor(rows, dtype=torch.float64),
                 "correct": torch.stack(correct) if correct else intact[:0]}
 
+    def split(right: torch.Tensor, c: int) -> dict[str, float]:
+        return _accuracy_split(accuracy_by_class(right, data.labels, data.classes), c)
+
     entry = cache.cached("relevance-ablation", parts, compute)
     names = data.classes
     records, correct = [], []
     total = sum(sizes.values())
     for c in classes:
         records.append({"class": names[c], "end": "none", "fraction": 0.0, "draw": 0,
-                        "units": 0, "share": 0.0,
-                        **accuracy_split(per_class_accuracy(entry["intact"], data), c)})
+                        "units": 0, "share": 0.0, **split(entry["intact"], c)})
         correct.append(entry["intact"])
     for (c, fraction, end, draw, units), right in zip(entry["rows"].tolist(), entry["correct"]):
         records.append({"class": names[int(c)], "end": ENDS[int(end)], "fraction": fraction,
                         "draw": int(draw), "units": int(units), "share": units / total,
-                        **accuracy_split(per_class_accuracy(right, data), int(c))})
+                        **split(right, int(c))})
         correct.append(right)
     return AblationResult(pd.DataFrame(records), torch.stack(correct), data.labels.clone())
 
 
-def per_class_accuracy(correct: torch.Tensor, data: ImageSet) -> torch.Tensor:
-    """The share of right answers among each class's images (NaN for a class without)."""
-    return torch.stack([correct[data.labels == k].float().mean() for k in range(data.num_classes)])
-
-
-def accuracy_split(per_class: torch.Tensor, c: int) -> dict[str, float]:
-    """Accuracy on class ``c`` and the mean accuracy on the other classes."""
-    others = torch.cat([per_class[:c], per_class[c + 1:]])
-    return {"accuracy_class": float(per_class[c]), "accuracy_others": float(others.mean())}
+def _accuracy_split(per_class: pd.Series, c: int) -> dict[str, float]:
+    """Accuracy on class ``c`` and the mean accuracy on the other classes (NaN if one of
+    them has no images). The mean is taken in float32, the precision in which the
+    per-class shares are computed."""
+    accuracy = torch.tensor(per_class.to_numpy(), dtype=torch.float32)
+    others = torch.cat([accuracy[:c], accuracy[c + 1:]])
+    return {"accuracy_class": float(accuracy[c]), "accuracy_others": float(others.mean())}

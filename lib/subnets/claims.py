@@ -26,7 +26,7 @@ from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
            "bootstrap", "seed_interval", "claims_frame", "claims_table", "scale_comparison",
-           "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING"]
+           "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL"]
 
 HELD, NOT_HELD, NOT_DECIDED, SETTING = "held", "not held", "not decided", "setting"
 LEVEL = 0.95
@@ -199,7 +199,7 @@ class Claim:
         return verdict(self.estimate, self.rule)
 
 
-COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "color: darkorange",
+_COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "color: darkorange",
            SETTING: "color: grey"}
 
 
@@ -234,7 +234,7 @@ def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
 
 
 def _styled(frame: pd.DataFrame, verdicts: list[str]):
-    styled = frame.style.hide(axis="index").map(lambda v: COLOURS.get(v, ""), subset=verdicts)
+    styled = frame.style.hide(axis="index").map(lambda v: _COLOURS.get(v, ""), subset=verdicts)
     return styled.set_properties(**{"text-align": "left", "vertical-align": "top"})
 
 

@@ -1,9 +1,10 @@
-"""The top eigenvalues of a loss Hessian, by Lanczos on Hessian-vector products.
+"""The top eigenvalues of a loss Hessian, by Lanczos on Hessian-vector products
+(Avendaño Muñoz, chapter 3, after PyHessian of Yao et al., 2020).
 
-``Hessian(model, inputs, targets)`` is the Hessian of the mean cross-entropy of the
+``Hessian(model, inputs, target)`` is the Hessian of the mean cross-entropy of the
 model on those examples with respect to all its trainable parameters, never formed:
 ``hvp(v)`` differentiates the gradient (built once with ``create_graph``) along ``v``.
-``top_eigenvalues`` hands that product to ARPACK's implicitly restarted Lanczos
+``Hessian(...).top_eigenvalues(k)`` hands that product to ARPACK's implicitly restarted Lanczos
 (``scipy.sparse.linalg.eigsh``), which gets all k eigenvalues from one Krylov space,
 where PyHessian's power iteration with deflation spends a separate run of products on
 each (``benchmarks/curvature.py`` counts both).
@@ -24,13 +25,13 @@ from torch import nn
 
 from .devices import to_host, to_model
 
-__all__ = ["Hessian", "top_eigenvalues", "spectrum_moments"]
+__all__ = ["Hessian"]
 
-WHICH = {"magnitude": "LM", "largest": "LA"}
+_WHICH = {"magnitude": "LM", "largest": "LA"}
 
 
 class Hessian:
-    """The Hessian of ``loss(model(inputs), targets)`` (mean over examples) in the
+    """The Hessian of ``loss(model(inputs), target)`` (mean over examples) in the
     model's trainable parameters, as a linear operator on flat vectors.
 
     ``batch_size`` splits the examples: with one batch the gradient graph is built once
@@ -38,11 +39,11 @@ class Hessian:
     (PyHessian's data-loader mode), trading time for memory.
     """
 
-    def __init__(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+    def __init__(self, model: nn.Module, inputs: torch.Tensor, target: torch.Tensor,
                  loss=nn.functional.cross_entropy, batch_size: int | None = None) -> None:
-        if len(inputs) != len(targets) or len(inputs) == 0:
-            raise ValueError(f"inputs and targets: expected the same non-zero length, got "
-                             f"{len(inputs)} and {len(targets)}")
+        if len(inputs) != len(target) or len(inputs) == 0:
+            raise ValueError(f"inputs and target: expected the same non-zero length, got "
+                             f"{len(inputs)} and {len(target)}")
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         # A copy, so the caller's model keeps its mode and its parameters' .grad.
@@ -54,8 +55,8 @@ class Hessian:
         self.dim = sum(p.numel() for p in self.params)
         self.loss = loss
         size = len(inputs) if batch_size is None else batch_size
-        inputs, targets = to_model(self.model, inputs, targets)
-        self.batches = [(inputs[i:i + size], targets[i:i + size])
+        inputs, target = to_model(self.model, inputs, target)
+        self.batches = [(inputs[i:i + size], target[i:i + size])
                         for i in range(0, len(inputs), size)]
         self.n = len(inputs)
         self.graph = [self.gradient(*self.batches[0])] if len(self.batches) == 1 else None
@@ -97,29 +98,14 @@ class Hessian:
         """The ``k`` eigenvalues of largest ``magnitude`` (PyHessian's choice: power
         iteration finds those) or ``largest`` value, in decreasing order. ``tol`` is
         ARPACK's relative accuracy; the start vector is seeded, so results repeat."""
-        if which not in WHICH:
-            raise ValueError(f"which: expected one of {sorted(WHICH)}, got {which!r}")
+        if which not in _WHICH:
+            raise ValueError(f"which: expected one of {sorted(_WHICH)}, got {which!r}")
         if not 1 <= k < self.dim:
             raise ValueError(f"k: expected 1 <= k < {self.dim} (the number of parameters), got {k}")
         if tol < 0:
             raise ValueError(f"tol: expected >= 0, got {tol}")
         v0 = np.random.default_rng(seed).standard_normal(self.dim)
-        values = eigsh(self.operator(), k=k, which=WHICH[which], tol=tol, v0=v0,
+        values = eigsh(self.operator(), k=k, which=_WHICH[which], tol=tol, v0=v0,
                        return_eigenvectors=False)
         return np.sort(values)[::-1]
 
-
-def top_eigenvalues(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, k: int = 20,
-                    tol: float = 1e-3, which: str = "magnitude", batch_size: int | None = None,
-                    seed: int = 0) -> np.ndarray:
-    """``Hessian(model, inputs, targets, batch_size=batch_size)``'s
-    ``top_eigenvalues(k, tol, which, seed)``."""
-    hessian = Hessian(model, inputs, targets, batch_size=batch_size)
-    return hessian.top_eigenvalues(k, tol, which, seed)
-
-
-def spectrum_moments(eigenvalues) -> tuple[float, float]:
-    """The first two moments of a set of top eigenvalues, as the paper's densities show
-    them: their mean (how large) and standard deviation (how wide)."""
-    values = np.asarray(eigenvalues, dtype=float)
-    return float(values.mean()), float(values.std())

@@ -32,14 +32,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+__all__ = ["REPO_ROOT", "FASHION_MNIST_CLASSES", "DataNotFoundError", "data_dir", "ImageSet",
+           "foreground", "balanced_indices", "check", "class_names", "load"]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+_DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 ]
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
-SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm"}
+_SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid", "validation")}
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -127,12 +130,12 @@ def balanced_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> tor
     return torch.cat(chosen).sort().values
 
 
-def check_name(name: str) -> None:
+def _check_name(name: str) -> None:
     """Raise ``ValueError`` naming ``dataset`` unless ``name`` is a known dataset spec.
     Cheap: looks at the name and whether a given folder exists, reads no images."""
     kind, _, path = name.partition(":")
-    if kind not in LOADERS:
-        raise ValueError(f"dataset: unknown dataset {name!r}; expected one of {sorted(LOADERS)} "
+    if kind not in _LOADERS:
+        raise ValueError(f"dataset: unknown dataset {name!r}; expected one of {sorted(_LOADERS)} "
                          "(imagefolder, tiny-imagenet and cifar10 take ':<folder>')")
     if kind in ("imagefolder", "tiny-imagenet") and not path:
         raise ValueError(f"dataset: {kind!r} needs a folder, as {kind}:<path>")
@@ -141,18 +144,18 @@ def check_name(name: str) -> None:
 
 
 def check(name: str) -> None:
-    """``check_name``, then the dataset's layout on disk, before any work: the files a
+    """``_check_name``, then the dataset's layout on disk, before any work: the files a
     loader needs exist, every class folder holds images and every image file opens (its
     header is read, not its pixels). Raises ``ValueError`` (``DataNotFoundError`` for
     missing files) naming the folder or file."""
-    check_name(name)
+    _check_name(name)
     kind, _, path = name.partition(":")
     if kind == "fashion-mnist":
         for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                      "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            find_idx(stem)
+            _find_idx(stem)
     elif kind == "cifar10":
-        folder = cifar10_folder(path)
+        folder = _cifar10_folder(path)
         for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
             if not (folder / batch).is_file():
                 raise DataNotFoundError(f"cifar10: batch {folder / batch} is missing")
@@ -165,7 +168,7 @@ def check(name: str) -> None:
         root = Path(path).expanduser()
         classes = class_names(name)
         for split in ("train", "test"):
-            _check_headers(tiny_imagenet_files(root, split, classes)[0])
+            _check_headers(_tiny_imagenet_files(root, split, classes)[0])
 
 
 def _check_headers(files: list[Path]) -> None:
@@ -180,7 +183,7 @@ def _check_headers(files: list[Path]) -> None:
 
 
 def _holds_images(folder: Path) -> bool:
-    return any(p.suffix.lower() in IMAGE_SUFFIXES for p in folder.rglob("*"))
+    return any(p.suffix.lower() in _IMAGE_SUFFIXES for p in folder.rglob("*"))
 
 
 def class_names(name: str) -> list[str]:
@@ -190,8 +193,8 @@ def class_names(name: str) -> list[str]:
     if kind == "fashion-mnist":
         return list(FASHION_MNIST_CLASSES)
     if kind == "cifar10":
-        return cifar10_classes(cifar10_folder(path))
-    base = split_root(Path(path).expanduser(), "train")
+        return _cifar10_classes(_cifar10_folder(path))
+    base = _split_root(Path(path).expanduser(), "train")
     names = sorted(d.name for d in base.iterdir() if d.is_dir() and _holds_images(d))
     if not names:
         raise DataNotFoundError(f"{kind}: {base} has no class sub-folders holding images "
@@ -199,35 +202,41 @@ def class_names(name: str) -> list[str]:
     return names
 
 
-def load(name: str = "fashion-mnist", split: str = "train",
-         image_size: int | None = None) -> ImageSet:
+def load(name: str = "fashion-mnist", split: str = "train", image_size: int | None = None,
+         n: int = 0, seed: int = 0) -> ImageSet:
     """Load ``split`` ('train' or 'test') of dataset ``name`` (see the module doc).
 
     ``image_size`` resizes to a square side (imagefolder needs it; others keep their size
-    when it is None).
+    when it is None). ``n`` > 0 keeps a class-balanced random subset of about ``n`` images:
+    ``n // classes`` of each class (at least one; all of a class that has fewer), drawn
+    with ``seed`` (``balanced_indices``); ``n`` = 0 keeps every image.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
-    check_name(name)
+    if n < 0:
+        raise ValueError(f"n: expected 0 (all images) or a positive count, got {n}")
+    _check_name(name)
     kind, _, path = name.partition(":")
-    data = LOADERS[kind](path, split, image_size)
+    data = _LOADERS[kind](path, split, image_size)
     if image_size is not None and data.images.shape[-1] != image_size:
         resized = torch.nn.functional.interpolate(
             data.images.float(), size=(image_size, image_size), mode="bilinear", antialias=True,
             align_corners=False)
         data = ImageSet(resized.round().clamp(0, 255).to(torch.uint8), data.labels, data.classes,
                         data.name, data.black_background)
+    if n:
+        data = data.subset(balanced_indices(data.labels, max(1, n // data.num_classes), seed))
     return data
 
 
 # --- Fashion-MNIST -----------------------------------------------------------------
 
-def fashion_mnist_folders() -> list[Path]:
+def _fashion_mnist_folders() -> list[Path]:
     return [data_dir() / "fashion-mnist", REPO_ROOT / "data" / "fashion-mnist",
-            DEBIAN_FASHION_MNIST]
+            _DEBIAN_FASHION_MNIST]
 
 
-def read_idx(path: Path) -> np.ndarray:
+def _read_idx(path: Path) -> np.ndarray:
     """An IDX file (optionally gzipped) as a numpy array."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
@@ -243,12 +252,12 @@ def read_idx(path: Path) -> np.ndarray:
     return data.reshape(shape)
 
 
-def find_idx(stem: str) -> Path:
-    for folder in fashion_mnist_folders():
+def _find_idx(stem: str) -> Path:
+    for folder in _fashion_mnist_folders():
         for candidate in (folder / stem, folder / f"{stem}.gz"):
             if candidate.is_file():
                 return candidate
-    searched = ", ".join(str(f) for f in fashion_mnist_folders())
+    searched = ", ".join(str(f) for f in _fashion_mnist_folders())
     raise DataNotFoundError(
         f"Fashion-MNIST file {stem}(.gz) not found in: {searched}. Install Debian's "
         "'dataset-fashion-mnist' (apt-get install dataset-fashion-mnist), or put the four IDX "
@@ -256,10 +265,10 @@ def find_idx(stem: str) -> Path:
     )
 
 
-def load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
+def _load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
     prefix = "train" if split == "train" else "t10k"
-    images = read_idx(find_idx(f"{prefix}-images-idx3-ubyte"))
-    labels = read_idx(find_idx(f"{prefix}-labels-idx1-ubyte"))
+    images = _read_idx(_find_idx(f"{prefix}-images-idx3-ubyte"))
+    labels = _read_idx(_find_idx(f"{prefix}-labels-idx1-ubyte"))
     return ImageSet(torch.from_numpy(images.copy()).unsqueeze(1),
                     torch.from_numpy(labels.astype(np.int64)),
                     list(FASHION_MNIST_CLASSES), "fashion-mnist", black_background=True)
@@ -267,7 +276,7 @@ def load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
 
 # --- CIFAR-10 ------------------------------------------------------------------------
 
-def cifar10_folder(path: str) -> Path:
+def _cifar10_folder(path: str) -> Path:
     root = Path(path).expanduser() if path else data_dir()
     for candidate in (root, root / "cifar-10-batches-py"):
         if (candidate / "batches.meta").is_file():
@@ -279,53 +288,53 @@ def cifar10_folder(path: str) -> Path:
     )
 
 
-def unpickle(path: Path) -> dict:
+def _unpickle(path: Path) -> dict:
     with open(path, "rb") as f:
         return pickle.load(f, encoding="bytes")
 
 
-def cifar10_classes(folder: Path) -> list[str]:
-    return [n.decode() for n in unpickle(folder / "batches.meta")[b"label_names"]]
+def _cifar10_classes(folder: Path) -> list[str]:
+    return [n.decode() for n in _unpickle(folder / "batches.meta")[b"label_names"]]
 
 
-def load_cifar10(path: str, split: str, _size: int | None) -> ImageSet:
-    folder = cifar10_folder(path)
+def _load_cifar10(path: str, split: str, _size: int | None) -> ImageSet:
+    folder = _cifar10_folder(path)
     files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
     images, labels = [], []
     for name in files:
         if not (folder / name).is_file():
             raise DataNotFoundError(f"CIFAR-10 batch {folder / name} is missing")
-        batch = unpickle(folder / name)
+        batch = _unpickle(folder / name)
         images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
         labels.extend(batch[b"labels"])
     return ImageSet(torch.from_numpy(np.concatenate(images)),
-                    torch.tensor(labels, dtype=torch.long), cifar10_classes(folder), "cifar10")
+                    torch.tensor(labels, dtype=torch.long), _cifar10_classes(folder), "cifar10")
 
 
 # --- class-per-folder images ---------------------------------------------------------
 
-def split_root(root: Path, split: str) -> Path:
+def _split_root(root: Path, split: str) -> Path:
     """The folder holding ``split``'s class folders: a train/test sub-folder if any."""
     if not root.is_dir():
         raise DataNotFoundError(f"imagefolder: {root} is not a folder")
     children = {d.name.lower(): d for d in root.iterdir() if d.is_dir()}
-    for name in SPLIT_FOLDERS[split]:
+    for name in _SPLIT_FOLDERS[split]:
         if name in children:
             return children[name]
-    if any(name in children for names in SPLIT_FOLDERS.values() for name in names):
+    if any(name in children for names in _SPLIT_FOLDERS.values() for name in names):
         raise DataNotFoundError(f"imagefolder: {root} has no {split!r} split folder "
-                                f"(looked for {', '.join(SPLIT_FOLDERS[split])})")
+                                f"(looked for {', '.join(_SPLIT_FOLDERS[split])})")
     return root
 
 
 def _imagefolder_files(root: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]]:
     """The image files of ``split`` and their labels (a seeded 80/20 split of the class
     folders when the dataset has no train/test folders)."""
-    base = split_root(root, split)
+    base = _split_root(root, split)
     files, labels = [], []
     for label, cls in enumerate(classes):
         folder = base / cls
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES) \
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in _IMAGE_SUFFIXES) \
             if folder.is_dir() else []
         files += found
         labels += [label] * len(found)
@@ -353,7 +362,7 @@ def _read_rgb(files: list[Path], side: int) -> np.ndarray:
     return np.stack(images)
 
 
-def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
+def _load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
     if image_size is None:
         raise ValueError("image_size: imagefolder datasets need an image size (e.g. 188 for ships)")
     root = Path(path).expanduser()
@@ -365,14 +374,15 @@ def load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
 
 # --- Tiny ImageNet -------------------------------------------------------------------
 
-TINY_IMAGENET_SIZE = 64
+_TINY_IMAGENET_SIZE = 64
 
 
-def tiny_imagenet_files(root: Path, split: str, classes: list[str]) -> tuple[list[Path], list[int]]:
+def _tiny_imagenet_files(root: Path, split: str,
+                         classes: list[str]) -> tuple[list[Path], list[int]]:
     index = {c: i for i, c in enumerate(classes)}
     if split == "train":
         pairs = [(f, index[c]) for c in classes for f in sorted((root / "train" / c).rglob("*"))
-                 if f.suffix.lower() in IMAGE_SUFFIXES]
+                 if f.suffix.lower() in _IMAGE_SUFFIXES]
     else:
         notes = root / "val" / "val_annotations.txt"
         if not notes.is_file():
@@ -395,14 +405,14 @@ def tiny_imagenet_files(root: Path, split: str, classes: list[str]) -> tuple[lis
     return [f for f, _ in pairs], [label for _, label in pairs]
 
 
-def load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
+def _load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
     root = Path(path).expanduser()
     classes = class_names(f"tiny-imagenet:{path}")
-    files, labels = tiny_imagenet_files(root, split, classes)
-    images = _read_rgb(files, TINY_IMAGENET_SIZE)  # the release's size; ``load`` resizes
+    files, labels = _tiny_imagenet_files(root, split, classes)
+    images = _read_rgb(files, _TINY_IMAGENET_SIZE)  # the release's size; ``load`` resizes
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
                     classes, "tiny-imagenet")
 
 
-LOADERS = {"fashion-mnist": load_fashion_mnist, "cifar10": load_cifar10,
-           "imagefolder": load_imagefolder, "tiny-imagenet": load_tiny_imagenet}
+_LOADERS = {"fashion-mnist": _load_fashion_mnist, "cifar10": _load_cifar10,
+           "imagefolder": _load_imagefolder, "tiny-imagenet": _load_tiny_imagenet}

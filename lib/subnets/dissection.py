@@ -6,15 +6,17 @@ layer is a binary segmenter of its top-quantile activations, scored by IoU again
   standing in for materials, shapes standing in for objects and their outlines and
   corners for parts); ``dataset_probe`` turns images on black (Fashion-MNIST) into object
   concepts with their foreground masks; ``load_broden`` reads a real Broden folder.
-- ``dissect`` runs the two passes of the method: the threshold ``T_i`` with
-  ``P(a_i > T_i) = quantile`` over every spatial position of the probe set (exact, with a
-  streaming top-k that holds a ``quantile`` share of the activations, ``TopQuantile``),
-  then the activation maps upsampled bilinearly to the mask size, thresholded, and the
-  IoU of every unit with every concept in batched matrix products.
+- ``NetDissect(model, layers).attribute(probe)`` runs the two passes of the method: the
+  threshold ``T_i`` with ``P(a_i > T_i) = quantile`` over every spatial position of the
+  probe set (exact, with a streaming top-k that holds a ``quantile`` share of the
+  activations, ``TopQuantile``), then the activation maps upsampled bilinearly to the mask
+  size, thresholded, and the IoU of every unit with every concept in batched matrix
+  products.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import itertools
@@ -32,13 +34,13 @@ from torch.nn import functional as F
 from . import cache
 from .data import DataNotFoundError, ImageSet, foreground
 from .devices import to_host, to_model
-from .hooks import Recorder, layer
+from .hooks import Recorder, activation_after, conv_layers, is_shortcut, layer
 from .progress import bar
 
-__all__ = ["CATEGORIES", "COLORS", "ProbeSet", "concat", "dataset_probe", "concept_images",
-           "synthetic_probe", "grey_colour_groups", "merge_concepts", "grey", "load_broden",
-           "TopQuantile", "Thresholds", "unit_thresholds", "upsample", "unit_iou", "Dissection",
-           "dissect", "unit_layers", "unit_sites", "ranking_agreement"]
+__all__ = ["CATEGORIES", "COLORS", "LUMINANCE", "ProbeSet", "concat", "dataset_probe",
+           "concept_images", "synthetic_probe", "grey_colour_groups", "grey", "load_broden",
+           "TopQuantile", "Thresholds", "upsample", "Dissection", "NetDissect", "unit_layers",
+           "unit_sites", "ranking_agreement"]
 
 # Broden's pixel-level categories; its scene and texture labels cover whole images and are
 # left out, as in the paper.
@@ -52,19 +54,19 @@ COLORS = {
     "white": (240, 240, 240), "yellow": (240, 220, 40),
 }
 # Each image shades a colour by up to this many levels per channel (uniform integers).
-SHADE_JITTER = 25
+_SHADE_JITTER = 25
 LUMINANCE = (0.299, 0.587, 0.114)
-SHAPES = ("circle", "square", "triangle", "hexagon", "star", "cross")
-STRIPE_ANGLES = (0, 45, 90, 135)
-STRIPE_PERIODS = {"fine": 1 / 8, "coarse": 1 / 4}  # fraction of the image side
-TEXTURES = tuple(f"stripes {a}° {f}" for a in STRIPE_ANGLES for f in STRIPE_PERIODS) + (
+_SHAPES = ("circle", "square", "triangle", "hexagon", "star", "cross")
+_STRIPE_ANGLES = (0, 45, 90, 135)
+_STRIPE_PERIODS = {"fine": 1 / 8, "coarse": 1 / 4}  # fraction of the image side
+_TEXTURES = tuple(f"stripes {a}° {f}" for a in _STRIPE_ANGLES for f in _STRIPE_PERIODS) + (
     "dots", "checkerboard", "grid", "noise")
 # The label maps of a synthetic probe image: name -> (category, concept names).
-LABEL_MAPS = {
-    "object": ("object", list(SHAPES)),
-    "outline": ("part", [f"{s} outline" for s in SHAPES]),
-    "corner": ("part", [f"{s} corner" for s in SHAPES]),
-    "material": ("material", list(TEXTURES)),
+_LABEL_MAPS = {
+    "object": ("object", list(_SHAPES)),
+    "outline": ("part", [f"{s} outline" for s in _SHAPES]),
+    "corner": ("part", [f"{s} corner" for s in _SHAPES]),
+    "material": ("material", list(_TEXTURES)),
     "color": ("color", list(COLORS)),
 }
 
@@ -204,7 +206,7 @@ def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
 
 # --- the synthetic probe set -------------------------------------------------------------
 
-def shape_polygon(shape: str, cx: float, cy: float, r: float,
+def _shape_polygon(shape: str, cx: float, cy: float, r: float,
                   turn: float) -> tuple[np.ndarray, np.ndarray]:
     """Vertices of ``shape`` (centre, radius, rotation) and the vertices that are corners."""
     def ring(n: int, radii=(1.0,), offset: float = 0.0) -> np.ndarray:
@@ -231,17 +233,17 @@ def shape_polygon(shape: str, cx: float, cy: float, r: float,
         rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
         v = np.array([cx, cy]) + r * base @ rot.T
     else:
-        raise ValueError(f"shape: expected one of {SHAPES}, got {shape!r}")
+        raise ValueError(f"shape: expected one of {_SHAPES}, got {shape!r}")
     return v, v
 
 
-def texture_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
+def _texture_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A size x size boolean pattern (True: the texture's second colour)."""
     y, x = np.mgrid[0:size, 0:size] + 0.5
     if name.startswith("stripes"):
         _, angle, fineness = name.split()
         theta = np.deg2rad(int(angle.rstrip("°")))
-        period = STRIPE_PERIODS[fineness] * size
+        period = _STRIPE_PERIODS[fineness] * size
         # Stripes run along `angle` (0°: horizontal), so the pattern varies across it.
         u = -x * np.sin(theta) + y * np.cos(theta) + rng.uniform(0, period)
         return (u % period) < period / 2
@@ -258,31 +260,31 @@ def texture_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarra
         cell = max(1, size // 32)
         coarse = rng.random((math.ceil(size / cell),) * 2) < 0.5
         return np.kron(coarse, np.ones((cell, cell), dtype=bool))[:size, :size]
-    raise ValueError(f"texture: expected one of {TEXTURES}, got {name!r}")
+    raise ValueError(f"texture: expected one of {_TEXTURES}, got {name!r}")
 
 
-def erode(mask: np.ndarray, width: int) -> np.ndarray:
+def _erode(mask: np.ndarray, width: int) -> np.ndarray:
     """Binary erosion by a (2 width + 1) square; outside the image counts as background."""
     t = torch.from_numpy(~mask).float()[None, None]
     return ~(F.max_pool2d(t, 2 * width + 1, stride=1, padding=width)[0, 0] > 0).numpy()
 
 
-def draw_probe_image(size: int, rng: np.random.Generator):
+def _draw_probe_image(size: int, rng: np.random.Generator):
     """One probe image (size x size x 3 uint8) and its label maps at full resolution
-    (``LABEL_MAPS``), each holding indices into its own concept list, -1 unlabelled."""
+    (``_LABEL_MAPS``), each holding indices into its own concept list, -1 unlabelled."""
     color_names = list(COLORS)
     palette = rng.permutation(len(color_names))  # distinct colours for the image's regions
-    labels = {k: np.full((size, size), -1, dtype=np.int16) for k in LABEL_MAPS}
+    labels = {k: np.full((size, size), -1, dtype=np.int16) for k in _LABEL_MAPS}
 
     def shade(i: int) -> np.ndarray:
-        jitter = rng.integers(-SHADE_JITTER, SHADE_JITTER + 1, 3)
+        jitter = rng.integers(-_SHADE_JITTER, _SHADE_JITTER + 1, 3)
         return np.clip(np.array(COLORS[color_names[i]]) + jitter, 0, 255)
 
     image = np.zeros((size, size, 3), dtype=np.int64)
 
     def paint(region: np.ndarray, colors: tuple[int, ...], texture: int | None) -> None:
         """Fill ``region`` plainly (one colour) or with a two-colour texture."""
-        second = (texture_pattern(TEXTURES[texture], size, rng) if texture is not None
+        second = (_texture_pattern(_TEXTURES[texture], size, rng) if texture is not None
                   else np.zeros_like(region))
         for which, c in enumerate(colors[:2 if texture is not None else 1]):
             part = region & (second == bool(which))
@@ -293,22 +295,22 @@ def draw_probe_image(size: int, rng: np.random.Generator):
     everywhere = np.ones((size, size), dtype=bool)
     textured = rng.random() < 0.5
     paint(everywhere, (palette[0], palette[1]),
-          int(rng.integers(len(TEXTURES))) if textured else None)
+          int(rng.integers(len(_TEXTURES))) if textured else None)
     y, x = np.mgrid[0:size, 0:size] + 0.5
     points = np.stack([x.ravel(), y.ravel()], 1)
     width = max(1, round(size / 40))
     for s in range(int(rng.integers(1, 3))):
-        shape = int(rng.integers(len(SHAPES)))
+        shape = int(rng.integers(len(_SHAPES)))
         r = rng.uniform(0.18, 0.32) * size
         cx, cy = rng.uniform(r, size - r, 2)
-        vertices, corners = shape_polygon(SHAPES[shape], cx, cy, r, rng.uniform(0, 2 * np.pi))
+        vertices, corners = _shape_polygon(_SHAPES[shape], cx, cy, r, rng.uniform(0, 2 * np.pi))
         region = Polygon(vertices).contains_points(points).reshape(size, size)
         if not region.any():
             continue
-        outline = region & ~erode(region, width)
+        outline = region & ~_erode(region, width)
         fill = palette[2 + 3 * s: 5 + 3 * s]
         paint(region, (fill[0], fill[1]),
-              int(rng.integers(len(TEXTURES))) if rng.random() < 0.6 else None)
+              int(rng.integers(len(_TEXTURES))) if rng.random() < 0.6 else None)
         image[outline] = shade(fill[2])
         labels["color"][outline] = fill[2]
         labels["object"][region] = shape
@@ -322,10 +324,10 @@ def draw_probe_image(size: int, rng: np.random.Generator):
     return image.astype(np.uint8), labels
 
 
-def synthetic_concepts() -> tuple[list[str], list[str], dict[str, int]]:
+def _synthetic_concepts() -> tuple[list[str], list[str], dict[str, int]]:
     """Concept names, their categories, and the offset of each label map's indices."""
     names, cats, offsets = [], [], {}
-    for key, (cat, group) in LABEL_MAPS.items():
+    for key, (cat, group) in _LABEL_MAPS.items():
         offsets[key] = len(names)
         names += group
         cats += [cat] * len(group)
@@ -340,7 +342,7 @@ def grey_colour_groups() -> list[tuple[str, ...]]:
     yellow."""
     weights = np.asarray(LUMINANCE)
     level = {name: float(np.dot(rgb, weights)) for name, rgb in COLORS.items()}
-    per_channel_var = ((2 * SHADE_JITTER + 1) ** 2 - 1) / 12  # discrete uniform
+    per_channel_var = ((2 * _SHADE_JITTER + 1) ** 2 - 1) / 12  # discrete uniform
     gap = 2 * math.sqrt(per_channel_var * float((weights ** 2).sum()))
     ordered = sorted(level, key=level.get)
     groups = [[ordered[0]]]
@@ -352,7 +354,7 @@ def grey_colour_groups() -> list[tuple[str, ...]]:
     return [tuple(sorted(g)) for g in groups]
 
 
-def merge_concepts(probe: ProbeSet, groups: list[tuple[str, ...]], category: str) -> ProbeSet:
+def _merge_concepts(probe: ProbeSet, groups: list[tuple[str, ...]], category: str) -> ProbeSet:
     """``probe`` with the concepts of ``category`` named in each group merged into one
     concept called by the group's names joined with "/"."""
     names, cats, remap = [], [], [0]
@@ -386,11 +388,11 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
                          f"got {mask_size}")
     if channels not in (1, 3):
         raise ValueError(f"channels: expected 1 or 3, got {channels}")
-    names, cats, offsets = synthetic_concepts()
+    names, cats, offsets = _synthetic_concepts()
     step = image_size // mask_size
     images, segs = [], []
     for i in range(n_images):
-        image, labels = draw_probe_image(image_size, np.random.default_rng([seed, i]))
+        image, labels = _draw_probe_image(image_size, np.random.default_rng([seed, i]))
         maps = [np.where(m >= 0, m + offsets[k] + 1, 0)[step // 2::step, step // 2::step]
                 for k, m in labels.items()]
         images.append(image)
@@ -400,7 +402,7 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
     if channels == 1:
         probe = ProbeSet(grey(images), probe.segmentation, names, cats)
         if merge_grey:
-            probe = merge_concepts(probe, grey_colour_groups(), "color")
+            probe = _merge_concepts(probe, grey_colour_groups(), "color")
     return probe
 
 
@@ -521,7 +523,7 @@ class TopQuantile:
         return low + self.weight * (high - low)
 
 
-def batches(n: int, batch_size: int, desc: str):
+def _batches(n: int, batch_size: int, desc: str):
     return bar(range(0, n, batch_size), desc=desc, total=math.ceil(n / batch_size))
 
 
@@ -546,31 +548,7 @@ class Thresholds:
         return maps > level.view(1, -1, 1, 1)
 
 
-@torch.no_grad()
-def unit_thresholds(model: nn.Module, layers: list[str], probe: ProbeSet, quantile: float = 0.005,
-                    batch_size: int = 32) -> Thresholds:
-    """Per layer, the threshold ``T_i`` of every unit with ``P(a_i > T_i) = quantile`` over
-    all spatial positions of all probe images (one streaming pass)."""
-    model.eval()
-    tops: dict[str, TopQuantile] = {}
-    lowest: dict[str, torch.Tensor] = {}
-    with Recorder(model, layers) as rec:
-        for start in batches(len(probe), batch_size, "thresholds"):
-            model(to_model(model, probe.tensors(slice(start, start + batch_size))))
-            for name in layers:
-                values = rec.outputs[name].transpose(0, 1).flatten(1)
-                if name not in tops:
-                    tops[name] = TopQuantile(quantile, len(probe) * rec.outputs[name][0, 0].numel())
-                    lowest[name] = values.amin(1)
-                tops[name].add(values)
-                lowest[name] = torch.minimum(lowest[name], values.amin(1))
-    level = {name: to_host(tops[name].value()) for name in layers}
-    inclusive = {name: to_host((tops[name].value() >= tops[name].maximum())
-                               & (tops[name].maximum() > lowest[name])) for name in layers}
-    return Thresholds(level, inclusive)
-
-
-def bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
+def _bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
     """``size_out x size_in`` weights of 1-d linear interpolation (``align_corners=False``)."""
     eye = torch.eye(size_in).view(size_in, 1, size_in)
     weights = F.interpolate(eye, size=size_out, mode="linear", align_corners=False)
@@ -583,57 +561,15 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     maps of deep layers."""
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    rows = bilinear_matrix(maps.shape[-2], size[0]).to(maps.device)
-    cols = bilinear_matrix(maps.shape[-1], size[1]).to(maps.device)
+    rows = _bilinear_matrix(maps.shape[-2], size[0]).to(maps.device)
+    cols = _bilinear_matrix(maps.shape[-1], size[1]).to(maps.device)
     return rows @ maps @ cols.T
-
-
-@torch.no_grad()
-def unit_iou(model: nn.Module, layers: list[str], probe: ProbeSet, thresholds: Thresholds,
-             batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """Per layer, the units x concepts IoU of the paper's eq. (1): activation maps upsampled
-    bilinearly to the mask size, ``> T_i``, against every concept mask; the sums run over
-    the images that carry a label of the concept's category."""
-    model.eval()
-    concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories],
-                                    dtype=torch.long)
-    presence = to_model(model, probe.presence().float())
-    label_area = to_model(model, torch.zeros(len(probe.concepts), dtype=torch.float64))
-    inter: dict[str, torch.Tensor] = {}
-    active: dict[str, torch.Tensor] = {}
-    with Recorder(model, layers) as rec:
-        for start in batches(len(probe), batch_size, "IoU"):
-            idx = torch.arange(start, min(start + batch_size, len(probe)))
-            model(to_model(model, probe.tensors(idx)))
-            labels = to_model(model, probe.concept_masks(idx).flatten(2).float())  # B x K x P
-            label_area += labels.sum((0, 2)).double()
-            for name in layers:
-                out = rec.outputs[name]
-                units = out.shape[1]
-                inter.setdefault(name, torch.zeros(units, len(probe.concepts), dtype=torch.float64,
-                                                   device=out.device))
-                active.setdefault(name, torch.zeros(units, len(CATEGORIES), dtype=torch.float64,
-                                                    device=out.device))
-                # Upsampled maps of a wide layer are large: a few images at a time.
-                chunk = max(1, 2 ** 24 // (units * labels.shape[-1]))
-                for i in range(0, len(idx), chunk):
-                    fired = thresholds.segment(name, upsample(out[i:i + chunk], probe.mask_size))
-                    fired = fired.flatten(2).float()
-                    inter[name] += torch.bmm(
-                        fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
-                    active[name] += (
-                        fired.sum(2).T @ presence[idx[i:i + chunk].to(out.device)]).double()
-    result = {}
-    for name in layers:
-        union = (to_host(active[name])[:, concept_category] + to_host(label_area)
-                 - to_host(inter[name]))
-        result[name] = (to_host(inter[name]) / union.clamp_min(1)).float()
-    return result
 
 
 @dataclass
 class Dissection:
-    """Thresholds and the units x concepts IoU of dissected layers."""
+    """What ``NetDissect.attribute`` returns: per dissected layer, the units' thresholds
+    and their units x concepts IoU."""
 
     layers: list[str]
     concepts: list[str]
@@ -686,50 +622,125 @@ class Dissection:
         return maps[:, 0], self.thresholds.segment(name, maps, slice(unit, unit + 1))[:, 0]
 
 
-def dissect(model: nn.Module, layers: list[str], probe: ProbeSet, quantile: float = 0.005,
-            batch_size: int = 64) -> Dissection:
-    """Network Dissection of the named layers of ``model`` on ``probe`` (cached by model,
-    layers, probe and quantile)."""
-    if not 0 < quantile < 1:
-        raise ValueError(f"quantile: expected a value in (0, 1), got {quantile}")
-    for name in layers:
-        layer(model, name)
+class NetDissect:
+    """Network Dissection (Bau et al. 2017) of the named ``layers`` of ``model``, as Islam and
+    Tushar use it in chapter 2. ``attribute(probe)`` runs the method's two passes over a
+    ``ProbeSet``: every unit's top-``quantile`` threshold (``unit_thresholds``), then its
+    IoU with every concept (``unit_iou``), ``batch_size`` probe images per forward pass;
+    the result is cached by model, layers, probe and quantile."""
 
-    def compute() -> dict:
-        thresholds = unit_thresholds(model, layers, probe, quantile, batch_size)
-        iou = unit_iou(model, layers, probe, thresholds, batch_size)
-        return {"level": [thresholds.level[n] for n in layers],
-                "inclusive": [thresholds.inclusive[n] for n in layers],
-                "iou": [iou[n] for n in layers]}
+    def __init__(self, model: nn.Module, layers: list[str], quantile: float = 0.005,
+                 batch_size: int = 64) -> None:
+        if not 0 < quantile < 1:
+            raise ValueError(f"quantile: expected a value in (0, 1), got {quantile}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
+        for name in layers:
+            layer(model, name)
+        self.model = model
+        self.layers = list(layers)
+        self.quantile = quantile
+        self.batch_size = batch_size
 
-    entry = cache.cached("dissection", {"model": model, "layers": list(layers), "probe": probe,
-                                        "quantile": quantile}, compute)
-    thresholds = Thresholds(dict(zip(layers, entry["level"])),
-                            dict(zip(layers, entry["inclusive"])))
-    return Dissection(list(layers), list(probe.concepts), list(probe.categories), thresholds,
-                      dict(zip(layers, entry["iou"])))
+    def attribute(self, probe: ProbeSet) -> Dissection:
+        """The thresholds and the units x concepts IoU of every layer on ``probe``."""
+        layers = self.layers
+
+        def compute() -> dict:
+            thresholds = self.unit_thresholds(probe)
+            iou = self.unit_iou(probe, thresholds)
+            return {"level": [thresholds.level[n] for n in layers],
+                    "inclusive": [thresholds.inclusive[n] for n in layers],
+                    "iou": [iou[n] for n in layers]}
+
+        entry = cache.cached("dissection", {"model": self.model, "layers": layers,
+                                            "probe": probe, "quantile": self.quantile}, compute)
+        thresholds = Thresholds(dict(zip(layers, entry["level"])),
+                                dict(zip(layers, entry["inclusive"])))
+        return Dissection(list(layers), list(probe.concepts), list(probe.categories),
+                          thresholds, dict(zip(layers, entry["iou"])))
+
+    @torch.no_grad()
+    def unit_thresholds(self, probe: ProbeSet) -> Thresholds:
+        """Per layer, the threshold ``T_i`` of every unit with ``P(a_i > T_i) = quantile``
+        over all spatial positions of all probe images (one streaming pass)."""
+        model, layers, batch_size = self.model, self.layers, self.batch_size
+        model.eval()
+        tops: dict[str, TopQuantile] = {}
+        lowest: dict[str, torch.Tensor] = {}
+        with Recorder(model, layers) as rec:
+            for start in _batches(len(probe), batch_size, "thresholds"):
+                model(to_model(model, probe.tensors(slice(start, start + batch_size))))
+                for name in layers:
+                    values = rec.outputs[name].transpose(0, 1).flatten(1)
+                    if name not in tops:
+                        total = len(probe) * rec.outputs[name][0, 0].numel()
+                        tops[name] = TopQuantile(self.quantile, total)
+                        lowest[name] = values.amin(1)
+                    tops[name].add(values)
+                    lowest[name] = torch.minimum(lowest[name], values.amin(1))
+        level = {name: to_host(tops[name].value()) for name in layers}
+        inclusive = {name: to_host((tops[name].value() >= tops[name].maximum())
+                                   & (tops[name].maximum() > lowest[name])) for name in layers}
+        return Thresholds(level, inclusive)
+
+    @torch.no_grad()
+    def unit_iou(self, probe: ProbeSet, thresholds: Thresholds) -> dict[str, torch.Tensor]:
+        """Per layer, the units x concepts IoU of the paper's eq. (1): activation maps
+        upsampled bilinearly to the mask size, ``> T_i``, against every concept mask; the
+        sums run over the images that carry a label of the concept's category."""
+        model, layers, batch_size = self.model, self.layers, self.batch_size
+        model.eval()
+        concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories],
+                                        dtype=torch.long)
+        presence = to_model(model, probe.presence().float())
+        label_area = to_model(model, torch.zeros(len(probe.concepts), dtype=torch.float64))
+        inter: dict[str, torch.Tensor] = {}
+        active: dict[str, torch.Tensor] = {}
+        with Recorder(model, layers) as rec:
+            for start in _batches(len(probe), batch_size, "IoU"):
+                idx = torch.arange(start, min(start + batch_size, len(probe)))
+                model(to_model(model, probe.tensors(idx)))
+                # B x K x P
+                labels = to_model(model, probe.concept_masks(idx).flatten(2).float())
+                label_area += labels.sum((0, 2)).double()
+                for name in layers:
+                    out = rec.outputs[name]
+                    units = out.shape[1]
+                    inter.setdefault(name, torch.zeros(units, len(probe.concepts),
+                                                       dtype=torch.float64, device=out.device))
+                    active.setdefault(name, torch.zeros(units, len(CATEGORIES),
+                                                        dtype=torch.float64, device=out.device))
+                    # Upsampled maps of a wide layer are large: a few images at a time.
+                    chunk = max(1, 2 ** 24 // (units * labels.shape[-1]))
+                    for i in range(0, len(idx), chunk):
+                        maps = upsample(out[i:i + chunk], probe.mask_size)
+                        fired = thresholds.segment(name, maps).flatten(2).float()
+                        inter[name] += torch.bmm(
+                            fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
+                        active[name] += (
+                            fired.sum(2).T @ presence[idx[i:i + chunk].to(out.device)]).double()
+        result = {}
+        for name in layers:
+            union = (to_host(active[name])[:, concept_category] + to_host(label_area)
+                     - to_host(inter[name]))
+            result[name] = (to_host(inter[name]) / union.clamp_min(1)).float()
+        return result
 
 
 def unit_layers(model: nn.Module) -> list[str]:
-    """The activation that follows each main-path conv of ``model``: for every
-    ``nn.Conv2d`` (projection shortcuts aside), the next ReLU-like module in definition
-    order. These outputs are the units the paper dissects, ranks and ablates."""
-    modules = list(model.named_modules())
+    """The activation that follows each main-path conv of ``model``
+    (``hooks.activation_after`` of every ``nn.Conv2d``, projection shortcuts aside, that
+    has one). These outputs are the units the paper dissects, ranks and ablates."""
     names = []
-    for i, (name, module) in enumerate(modules):
-        if not isinstance(module, nn.Conv2d) or _is_shortcut(name):
+    for conv in conv_layers(model):
+        if is_shortcut(conv):
             continue
-        for later, m in modules[i + 1:]:
-            if isinstance(m, (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU)):
-                names.append(later)
-                break
-            if isinstance(m, nn.Conv2d) and not _is_shortcut(later):
-                break
+        # A conv whose activation is a shared module defined earlier (torchvision's
+        # BasicBlock.conv2) has none after it and is left out.
+        with contextlib.suppress(ValueError):
+            names.append(activation_after(model, conv))
     return names
-
-
-def _is_shortcut(name: str) -> bool:
-    return "shortcut" in name or "downsample" in name
 
 
 def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
@@ -745,7 +756,7 @@ def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
         if name not in position:
             raise KeyError(f"layer {name!r} not in {type(model).__name__}")
         convs = [i for i in range(position[name]) if isinstance(modules[i][1], nn.Conv2d)
-                 and not _is_shortcut(modules[i][0])]
+                 and not is_shortcut(modules[i][0])]
         if not convs:
             raise ValueError(f"layer {name!r} follows no conv")
         after = modules[convs[-1] + 1] if convs[-1] + 1 < len(modules) else None

@@ -16,7 +16,12 @@ from torch import nn
 
 from . import devices
 
-__all__ = ["layer", "conv_layers", "Recorder", "Ablation", "activations"]
+__all__ = ["ACTIVATIONS", "layer", "conv_layers", "is_shortcut", "activation_after", "Recorder",
+           "Ablation", "activations"]
+
+# The modules that count as a conv's activation (subclasses included, like the ReLU6 of
+# ``models.efficientnet``, which is an ``nn.ReLU``).
+ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.GELU)
 
 
 def layer(model: nn.Module, name: str) -> nn.Module:
@@ -31,6 +36,32 @@ def layer(model: nn.Module, name: str) -> nn.Module:
 def conv_layers(model: nn.Module) -> list[str]:
     """Names of every ``nn.Conv2d`` of ``model``, in definition order."""
     return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def is_shortcut(name: str) -> bool:
+    """Whether ``name`` lies on a residual block's projection shortcut (``shortcut`` in the
+    book's ResNets, ``downsample`` in torchvision's), not on its main path."""
+    return "shortcut" in name or "downsample" in name
+
+
+def activation_after(model: nn.Module, conv: str,
+                     kinds: tuple[type[nn.Module], ...] = ACTIVATIONS) -> str:
+    """The name of the activation module (an instance of one of ``kinds``) that follows
+    conv layer ``conv`` in definition order, before the next main-path conv: projection
+    shortcut convs in between are skipped, so in a residual block whose shortcut is
+    defined after its last conv this is the activation after the addition. Pass
+    ``kinds=(nn.ReLU,)`` where the method needs a rectifier (captum's deconvnet overrides
+    the gradient of ``nn.ReLU`` modules only)."""
+    layer(model, conv)
+    modules = list(model.named_modules())
+    start = [n for n, _ in modules].index(conv) + 1
+    for name, module in modules[start:]:
+        if isinstance(module, kinds):
+            return name
+        if isinstance(module, nn.Conv2d) and not is_shortcut(name):
+            break
+    wanted = ", ".join(k.__name__ for k in kinds)
+    raise ValueError(f"conv {conv!r}: no activation ({wanted}) follows it before the next conv")
 
 
 class Recorder(contextlib.AbstractContextManager):

@@ -1,8 +1,9 @@
-"""Class-specific influential features of the final layer (the paper of chapter 4,
-"Decomposing the Deep") and Class-Specific Gates (Liang et al. 2020) to compare them with.
+"""Class-specific influential features of the final layer (chapter 4: "Decomposing the
+Deep", anonymous authors, 2023) and Class-Specific Gates (Liang et al. 2020) to compare them
+with.
 
 Algorithm 1 of the paper, on the penultimate features ``f`` (the input of the final linear
-layer) of the training set:
+layer ``model.fc``) of the training set:
 
 1. for every instance, the indices of its ``k1`` largest features by magnitude;
 2. per class, the histogram of those indices over the class's instances;
@@ -11,6 +12,14 @@ layer) of the training set:
 The *decomposed* final layer computes class c's logit from its own features only,
 ``z_c = sum_{j in S_c} W[c, j] f_j + b_c``, and its softmax over these logits is the
 decomposed softmax. It reads ``k2 * C`` weights instead of ``D * C``, and computes only those.
+
+The method is a class in captum's style, ``InfluentialFeatureSelection(model, k1=, k2=)
+.attribute(data)`` (the model's final layer gives the width and the classes it checks
+against). Its input is the model's ``PenultimateFeatures`` (features and labels, computed
+once per network and dataset by ``penultimate_features`` and cached), or a dataset whose
+features it computes that way: the chapter measures the decomposed layer, the (k1, k2) grid
+and the noise ablation on the same features, so everything here after the features takes
+them rather than the images.
 
 Ties (equal feature values, equal histogram counts) go to the lower index, so the same
 features always give the same sets. Every function that runs a model works on the model's
@@ -27,12 +36,12 @@ from dataclasses import asdict, dataclass
 import pandas as pd
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache
+from . import cache, devices, metrics
 from .devices import to_host, to_model
 from .progress import bar
-from .train import TrainConfig, augment_batch, data_identity
+from .train import Objective, TrainConfig, data_identity, run_training
 
 __all__ = [
     "ClassSpecificGates",
@@ -40,19 +49,19 @@ __all__ = [
     "DecompositionGrid",
     "GateAccuracy",
     "GateConfig",
+    "InfluentialFeatureSelection",
     "InfluentialFeatures",
     "NoiseAblation",
-    "accuracy",
+    "PenultimateFeatures",
+    "SetSummary",
     "channel_maps",
     "check_k",
-    "correct",
     "decompose",
     "fit_gates",
     "foreground_share",
     "gate_accuracies",
     "gate_overlap",
     "index_histograms",
-    "influential_features",
     "layer_correct",
     "linear_macs",
     "most_frequent",
@@ -87,13 +96,39 @@ def _check_features(features: torch.Tensor, labels: torch.Tensor) -> None:
 
 # --- penultimate features --------------------------------------------------------------
 
-@torch.no_grad()
-def penultimate_features(model: nn.Module, data: Dataset,
-                         batch_size: int = 500) -> dict[str, torch.Tensor]:
-    """``{"features": N x D, "labels": N}``: what ``model.fc`` reads for every image of
-    ``data`` (wrap in ``cache.call`` to keep them)."""
+@dataclass
+class PenultimateFeatures:
+    """What a network's final layer ``fc`` reads for every image of a dataset, with the
+    images' labels, on the CPU."""
+
+    features: torch.Tensor  # N x D
+    labels: torch.Tensor  # N
+
+    def __post_init__(self) -> None:
+        _check_features(self.features, self.labels)
+
+    def dataset(self) -> TensorDataset:
+        """(feature vector, label) pairs, to train a final layer on (``train.fit``)."""
+        return TensorDataset(self.features, self.labels)
+
+
+def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 500,
+                         cached: bool = True) -> PenultimateFeatures:
+    """What ``model.fc`` reads (``model.penultimate(x)``) for every image of ``data``, or the
+    cached result for this model (architecture and weights) and data."""
     if not hasattr(model, "penultimate"):
         raise TypeError(f"model: {type(model).__name__} has no penultimate(x) method")
+    if cached:
+        entry = cache.cached("penultimate-features",
+                             {"model": model, "data": data_identity(data)},
+                             lambda: _penultimate(model, data, batch_size))
+    else:
+        entry = _penultimate(model, data, batch_size)
+    return PenultimateFeatures(**entry)
+
+
+@torch.no_grad()
+def _penultimate(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, torch.Tensor]:
     model.eval()
     chunks, labels = [], []
     for x, y in bar(DataLoader(data, batch_size=batch_size), desc="penultimate features"):
@@ -130,8 +165,21 @@ def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
 
 
 @dataclass
+class SetSummary:
+    """How much of the final layer's width the influential sets take, and how separate the
+    classes' sets are."""
+
+    features_per_class: int  # k2
+    fraction_of_width: float  # k2 / D
+    union: int  # features influential for at least one class
+    union_fraction: float  # union / D
+    mean_pairwise_jaccard: float  # of two different classes' sets
+
+
+@dataclass
 class InfluentialFeatures:
-    """The result of Algorithm 1: ``indices[c]`` are class c's ``k2`` influential features."""
+    """The result of Algorithm 1: ``indices[c]`` are class c's ``k2`` influential features,
+    ``histograms[c, j]`` how often feature j is among the top ``k1`` of class c's instances."""
 
     indices: torch.Tensor  # C x k2
     histograms: torch.Tensor  # C x D
@@ -148,7 +196,7 @@ class InfluentialFeatures:
 
     def mask(self) -> torch.Tensor:
         """C x D booleans: feature j is influential for class c."""
-        return _index_mask(self.indices, self.dim)
+        return metrics.index_mask(self.indices, self.dim)
 
     def overlap(self) -> torch.Tensor:
         """C x C: how many influential features two classes share (the diagonal is ``k2``)."""
@@ -159,30 +207,46 @@ class InfluentialFeatures:
         """The features influential for at least one class, sorted."""
         return torch.nonzero(self.mask().any(0)).flatten()
 
-    def summary(self) -> dict[str, float]:
-        """Features per class and their share of the final width, the union's share, and
-        the mean Jaccard index of two classes' sets."""
-        inter = self.overlap().double()
+    def summary(self) -> SetSummary:
+        """Features per class, their share of the width, the union, and the mean Jaccard
+        index of two classes' sets."""
+        m = self.mask()
         pairs = ~torch.eye(self.num_classes, dtype=torch.bool)
-        jaccard = inter / (2 * self.k2 - inter)
-        return {"features_per_class": self.k2, "fraction_of_width": self.k2 / self.dim,
-                "union": len(self.union()), "union_fraction": len(self.union()) / self.dim,
-                "mean_pairwise_jaccard": jaccard[pairs].mean().item()}
+        jaccard = metrics.jaccard(m[:, None], m[None]).double()
+        union = len(self.union())
+        return SetSummary(features_per_class=self.k2, fraction_of_width=self.k2 / self.dim,
+                          union=union, union_fraction=union / self.dim,
+                          mean_pairwise_jaccard=jaccard[pairs].mean().item())
 
 
-def _index_mask(indices: torch.Tensor, dim: int) -> torch.Tensor:
-    """Rows x dim booleans, True at each row's ``indices``."""
-    return torch.zeros(indices.shape[0], dim, dtype=torch.bool).scatter_(1, indices, True)
+class InfluentialFeatureSelection:
+    """Algorithm 1 of chapter 4's paper ("Decomposing the Deep") on ``model``'s final layer
+    ``fc``: per class, the ``k2`` features most often among the ``k1`` largest (by magnitude)
+    of the class's instances. ``model`` needs ``penultimate(x)`` (what ``fc`` reads) and a
+    linear ``fc``, whose width and number of classes ``k1``, ``k2`` and the labels must fit."""
 
+    def __init__(self, model: nn.Module, *, k1: int, k2: int) -> None:
+        fc = getattr(model, "fc", None)
+        if not isinstance(fc, nn.Linear):
+            raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
+        check_k(fc.in_features, k1=k1, k2=k2)
+        self.model, self.k1, self.k2 = model, k1, k2
+        self.dim, self.num_classes = fc.in_features, fc.out_features
 
-def influential_features(features: torch.Tensor, labels: torch.Tensor, k1: int, k2: int,
-                         num_classes: int | None = None) -> InfluentialFeatures:
-    """Algorithm 1 on penultimate ``features`` (N x D) of instances with ``labels``."""
-    _check_features(features, labels)
-    check_k(features.shape[1], k1=k1, k2=k2)
-    num_classes = int(labels.max()) + 1 if num_classes is None else num_classes
-    hist = index_histograms(features, labels, k1, num_classes)
-    return InfluentialFeatures(most_frequent(hist, k2), hist, k1, k2)
+    def attribute(self, data: PenultimateFeatures | Dataset) -> InfluentialFeatures:
+        """The influential sets found on ``data``: the model's penultimate features with the
+        instances' labels, or a dataset of (image, label) pairs to compute them on (cached)."""
+        if not isinstance(data, PenultimateFeatures):
+            data = penultimate_features(self.model, data)
+        if data.features.shape[1] != self.dim:
+            raise ValueError(f"data: expected {self.dim} features (the width of model.fc), "
+                             f"got {data.features.shape[1]}")
+        labels = data.labels
+        if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+            raise ValueError(f"data: expected labels in 0..{self.num_classes - 1} "
+                             "(the classes of model.fc)")
+        hist = index_histograms(data.features, data.labels, self.k1, self.num_classes)
+        return InfluentialFeatures(most_frequent(hist, self.k2), hist, self.k1, self.k2)
 
 
 def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -244,21 +308,17 @@ def linear_macs(fc: nn.Linear) -> int:
     return fc.in_features * fc.out_features
 
 
-def correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Per instance, 1.0 where the arg-max of ``logits`` is the label, else 0.0 (on the CPU)."""
     return to_host((logits.argmax(1) == labels.to(logits.device)).float())
 
 
-def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
-    return correct(logits, labels).mean().item()
-
-
 @torch.no_grad()
-def layer_correct(layer: nn.Module, data: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Per instance of ``data`` (a ``penultimate_features`` result), 1.0 where the final
-    ``layer`` (full, decomposed or retrained) predicts the label, else 0.0."""
-    x, y = to_model(layer, data["features"], data["labels"])
-    return correct(layer(x), y)
+def layer_correct(layer: nn.Module, features: PenultimateFeatures) -> torch.Tensor:
+    """Per instance of ``features``, 1.0 where the final ``layer`` (full, decomposed or
+    retrained) predicts the label, else 0.0."""
+    x, y = to_model(layer, features.features, features.labels)
+    return _correct(layer(x), y)
 
 
 @dataclass
@@ -273,18 +333,18 @@ class DecompositionGrid:
 
 
 @torch.no_grad()
-def relative_accuracy_grid(fc: nn.Linear, train: dict[str, torch.Tensor],
-                           test: dict[str, torch.Tensor], k1s: Iterable[int],
+def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
+                           test: PenultimateFeatures, k1s: Iterable[int],
                            k2s: Iterable[int]) -> DecompositionGrid:
-    """The decomposed layer for every (k1, k2), its sets found on the training features,
-    measured on the test features (both ``penultimate_features`` results)."""
-    x, y = to_model(fc, test["features"], test["labels"])
-    full = correct(fc(x), y)
+    """The decomposed layer for every (k1, k2), its sets found on the ``train`` features,
+    measured on the ``test`` features."""
+    x, y = to_model(fc, test.features, test.labels)
+    full = _correct(fc(x), y)
     rows, hits = [], []
     for k1 in k1s:
-        hist = index_histograms(train["features"], train["labels"], k1, fc.out_features)
+        hist = index_histograms(train.features, train.labels, k1, fc.out_features)
         for k2 in k2s:
-            hits.append(correct(DecomposedLinear(fc, most_frequent(hist, k2))(x), y))
+            hits.append(_correct(DecomposedLinear(fc, most_frequent(hist, k2))(x), y))
             acc = hits[-1].mean().item()
             rows.append({"k1": k1, "k2": k2, "accuracy": acc,
                          "full_accuracy": full.mean().item(),
@@ -346,19 +406,18 @@ class NoiseAblation:
 
 
 @torch.no_grad()
-def noise_ablation(fc: nn.Linear, influential: InfluentialFeatures,
-                   train: dict[str, torch.Tensor], test: dict[str, torch.Tensor],
-                   seed: int = 0) -> NoiseAblation:
-    """The full final layer on test features whose features of the instance's (true) class
-    are replaced by Gaussian noise with each feature's training-set mean and standard
-    deviation: the influential ones, all the others (D - k2), or ``k2`` random others."""
-    mean, std = train["features"].mean(0), train["features"].std(0)
-    x, y = test["features"], test["labels"]
+def noise_ablation(fc: nn.Linear, train: PenultimateFeatures, test: PenultimateFeatures,
+                   influential: InfluentialFeatures, seed: int = 0) -> NoiseAblation:
+    """The full final layer on ``test`` features whose features of the instance's (true)
+    class are replaced by Gaussian noise with each feature's mean and standard deviation on
+    ``train``: the ``influential`` ones, all the others (D - k2), or ``k2`` random others."""
+    mean, std = train.features.mean(0), train.features.std(0)
+    x, y = test.features, test.labels
     mask = influential.mask()
-    as_many = _index_mask(non_influential_indices(influential, seed), influential.dim)
+    as_many = metrics.index_mask(non_influential_indices(influential, seed), influential.dim)
 
     def hits(features: torch.Tensor) -> torch.Tensor:
-        return correct(fc(to_model(fc, features)), y)
+        return _correct(fc(to_model(fc, features)), y)
 
     return NoiseAblation(
         original=hits(x),
@@ -471,7 +530,9 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None
     ``train.seeded``, or a trained one to fine-tune) with a gate matrix, alternating CSG
     and STD epochs as ``gates`` says; or load the cached result of that exact training.
     ``config``'s optimiser and schedule drive the weights in both kinds of epoch (defaults:
-    ``TrainConfig()`` and ``GateConfig()``)."""
+    ``TrainConfig()`` and ``GateConfig()``). The training is ``train.run_training``'s, on
+    the gates' objective; ``history`` has one row per epoch: its path, its mean
+    cross-entropy and sparsity hinge over the batches, and the gates' density after it."""
     config = TrainConfig() if config is None else config
     gates = GateConfig() if gates is None else gates
     if config.loss != "cross_entropy":
@@ -479,70 +540,68 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None
     net = ClassSpecificGates(model, gates.init)
     parts = {"model": net, "data": data_identity(data), "config": asdict(config),
              "gates": asdict(gates)}
-
-    def compute() -> dict:
-        history = _gate_training(net, data, config, gates, desc)
-        return {"state": {k: to_host(v).clone() for k, v in net.state_dict().items()},
-                "history": history}
-
-    entry = cache.cached("csg", parts, compute)
+    if devices.is_cuda(net):
+        # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;
+        # entries made by the float32 loop it had of its own are not its results.
+        parts["trainer"] = "run_training"
+    entry = cache.cached("csg", parts, lambda: run_training(
+        net, data, config, None, desc, objective=_GateObjective(net, config, gates)))
     net.load_state_dict(entry["state"])
     net.history = pd.DataFrame(entry["history"])
     return net.eval()
 
 
-def _gate_training(net: ClassSpecificGates, data: Dataset, config: TrainConfig,
-                   gates: GateConfig, desc: str) -> list[dict]:
-    g = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
-    weights = [p for p in net.model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(weights, lr=config.lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay)
-    # Plain SGD for the gates: momentum would carry them past the target density.
-    gate_opt = torch.optim.SGD([net.gates], lr=gates.gate_lr)
-    steps = max(1, config.epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-        if config.schedule == "cosine" else (lambda s: 1.0))
-    budget = gates.density * net.gates.numel()
-    history = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        for epoch in bar(range(1, config.epochs + 1), desc=desc):
-            csg = gates.is_csg_epoch(epoch)
-            net.train()
-            sums = {"loss": 0.0, "sparsity": 0.0}
-            for x, y in bar(loader, desc=f"epoch {epoch} ({'CSG' if csg else 'STD'})"):
-                if config.augment:
-                    x = augment_batch(x, g)
-                x, y = to_model(net, x, y)
-                if csg:
-                    loss = nn.functional.cross_entropy(
-                        net.gated_logits(net.model.penultimate(x), y), y)
-                    hinge = (net.gates.abs().sum() - budget).clamp_min(0)
-                    total = loss + gates.sparsity_weight * hinge
-                else:
-                    loss = nn.functional.cross_entropy(net.model(x), y)
-                    hinge, total = torch.zeros(()), loss
-                opt.zero_grad(set_to_none=True)
-                gate_opt.zero_grad(set_to_none=True)
-                total.backward()
-                if config.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(weights, config.clip_grad_norm)
-                opt.step()
-                sched.step()
-                if csg:
-                    gate_opt.step()
-                    net.clip_gates()
-                sums["loss"] += loss.item() / len(loader)
-                sums["sparsity"] += hinge.item() / len(loader)
-            history.append({"epoch": epoch, "path": "CSG" if csg else "STD", **sums,
-                            "density": net.gates.detach().mean().item()})
-    net.eval()
-    return history
+class _GateObjective(Objective):
+    """Liang et al.'s alternating training as ``run_training``'s objective: in a CSG epoch
+    CE(CSG path) + ``sparsity_weight`` * max(0, ||G||_1 - ``density`` * C * D), then a plain
+    SGD step of the gates and their clipping after every step; in an STD epoch CE(STD path).
+    ``config``'s optimiser trains the network's weights only."""
+
+    def __init__(self, net: ClassSpecificGates, config: TrainConfig, gates: GateConfig) -> None:
+        super().__init__(config)
+        self.gates = gates
+        # Plain SGD for the gates: momentum would carry them past the target density.
+        self.gate_optimizer = torch.optim.SGD([net.gates], lr=gates.gate_lr)
+        self.budget = gates.density * net.gates.numel()
+
+    def parameters(self, model: ClassSpecificGates) -> list[nn.Parameter]:
+        return super().parameters(model.model)
+
+    def begin_epoch(self, model: ClassSpecificGates, epoch: int) -> str:
+        self.path = "CSG" if self.gates.is_csg_epoch(epoch) else "STD"
+        self.losses, self.hinges = [], []
+        return f"epoch {epoch} ({self.path})"
+
+    def loss(self, model: ClassSpecificGates, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if self.path == "STD":
+            loss = self.criterion(model(x), y)
+            hinge, total = loss.new_zeros(()), loss
+        else:
+            loss = self.criterion(model.gated_logits(model.model.penultimate(x), y), y)
+            hinge = (model.gates.abs().sum() - self.budget).clamp_min(0)
+            total = loss + self.gates.sparsity_weight * hinge
+        self.losses.append(loss.detach())
+        self.hinges.append(hinge.detach())
+        return total
+
+    def after_step(self, model: ClassSpecificGates) -> None:
+        if self.path == "CSG":
+            self.gate_optimizer.step()
+            model.clip_gates()
+
+    def end_epoch(self, model: ClassSpecificGates) -> dict:
+        return {"path": self.path, "loss": _batch_mean(self.losses),
+                "sparsity": _batch_mean(self.hinges),
+                "density": model.gates.detach().mean().item()}
+
+
+def _batch_mean(values: list[torch.Tensor]) -> float:
+    """The mean of per-batch values, each divided by their number and added in batch order
+    (float64), as the gates' history has always been summed."""
+    total = 0.0
+    for v in torch.stack(values).tolist():
+        total += v / len(values)
+    return total
 
 
 @dataclass
@@ -556,11 +615,11 @@ class GateAccuracy:
 
 
 @torch.no_grad()
-def gate_accuracies(net: ClassSpecificGates, test: dict[str, torch.Tensor]) -> GateAccuracy:
-    """Both label-free read-outs of ``net`` on ``penultimate_features`` of ``net.model``."""
-    x, y = to_model(net, test["features"], test["labels"])
-    return GateAccuracy(std=correct(net.model.fc(x), y),
-                        label_free=correct(net.label_free_logits(x), y))
+def gate_accuracies(net: ClassSpecificGates, test: PenultimateFeatures) -> GateAccuracy:
+    """Both label-free read-outs of ``net`` on the penultimate features of ``net.model``."""
+    x, y = to_model(net, test.features, test.labels)
+    return GateAccuracy(std=_correct(net.model.fc(x), y),
+                        label_free=_correct(net.label_free_logits(x), y))
 
 
 def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> pd.DataFrame:
@@ -573,7 +632,7 @@ def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> p
         raise ValueError(f"influential: expected sets over {tuple(gates.shape)} "
                          "(classes x features)")
     k2, dim = influential.k2, influential.dim
-    top = _index_mask(most_frequent(gates, k2), dim)
+    top = metrics.index_mask(most_frequent(gates, k2), dim)
     return pd.DataFrame({"top gates influential": (top & mask).sum(1).numpy(),
                          "by chance": k2 * k2 / dim,
                          "mean gate, influential": ((gates * mask).sum(1) / k2).numpy(),

@@ -15,8 +15,8 @@ import torch
 from scipy.stats import spearmanr
 
 __all__ = ["binary_scores", "accuracy_by_class", "jaccard", "spearman", "top_fraction_mask",
-           "map_agreement", "is_flat", "object_share", "foreground_share", "centred_blob",
-           "half_max_area"]
+           "index_mask", "map_agreement", "is_flat", "object_share", "foreground_share",
+           "centred_blob", "half_max_area"]
 
 
 def binary_scores(predicted: torch.Tensor, actual: torch.Tensor) -> dict[str, float]:
@@ -39,15 +39,27 @@ def binary_scores(predicted: torch.Tensor, actual: torch.Tensor) -> dict[str, fl
 
 
 def accuracy_by_class(correct: torch.Tensor, labels: torch.Tensor, classes: list[str]) -> pd.Series:
-    """The share of ``correct`` among the images of each class."""
+    """The share of ``correct`` (boolean, one per image) among the images of each class
+    (``labels``: class indices into ``classes``), as a float32 mean per class: a Series
+    named "accuracy", indexed by class name, NaN for a class without images."""
     values = [correct[labels == c].float().mean().item() for c in range(len(classes))]
-    return pd.Series(values, index=pd.Index(classes, name="class"))
+    return pd.Series(values, index=pd.Index(classes, name="class"), name="accuracy")
 
 
-def jaccard(a, b) -> float:
-    """|A ∩ B| / |A ∪ B| of two collections of indices (1.0 for two empty sets)."""
-    a, b = set(torch.as_tensor(a).tolist()), set(torch.as_tensor(b).tolist())
-    return len(a & b) / len(a | b) if a | b else 1.0
+def jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """|A ∩ B| / |A ∪ B| of sets given as boolean masks along the last dimension (batched
+    over the others, broadcasting), in the default float dtype. NaN where both sets are
+    empty: the index is undefined there, and callers average with ``nanmean`` rather
+    than count it as agreement. Lengerich et al.'s definition (chapter 5; their public
+    code divides by |A| + |B| instead). For index sets, pass ``index_mask``'s masks."""
+    return (a & b).sum(-1) / (a | b).sum(-1)
+
+
+def index_mask(indices, size: int) -> torch.Tensor:
+    """Boolean masks of length ``size``, True at ``indices``: one mask for a 1-D index set
+    (e.g. kept channels), one per row for rows x k indices; for ``jaccard``."""
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    return torch.zeros(*indices.shape[:-1], size, dtype=torch.bool).scatter_(-1, indices, True)
 
 
 def spearman(a, b) -> float:

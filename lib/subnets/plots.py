@@ -9,9 +9,16 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.colors import ListedColormap
+from matplotlib.patches import Patch
 
 from .devices import to_host
+from .dissection import CATEGORIES, Dissection, ProbeSet
 from .progress import headless
+
+__all__ = ["as_image", "map_comparison", "table_heatmap", "class_histograms", "gates_and_sets",
+           "explorer", "probe_labels", "detector_bars", "unit_examples", "unit_class_bars",
+           "ablation_bars", "agreement_by_layer"]
 
 sns.set_theme(context="notebook", style="white")
 
@@ -112,3 +119,138 @@ def explorer(function: Callable[..., None], controls: Callable[[], dict]) -> Non
     import ipywidgets
 
     ipywidgets.interact(function, **controls())
+
+
+def probe_labels(probe: ProbeSet, n: int = 6) -> plt.Figure:
+    """The first ``n`` images of a dissection probe set (chapter 2) and, one row per
+    category, the label of every pixel: one colour per concept present in the image (its
+    legend), unlabelled pixels white."""
+    rows = CATEGORIES
+    fig, axes = plt.subplots(len(rows) + 1, n, figsize=(1.6 * n, 1.9 * (len(rows) + 1)),
+                             squeeze=False)
+    cat_of = torch.tensor([0] + [rows.index(c) + 1 for c in probe.categories])
+    colours = plt.get_cmap("tab10")
+    for j in range(n):
+        axes[0, j].imshow(as_image(probe.tensors([j])[0]), cmap="gray")
+        seg = probe.segmentation[j].long()
+        for i in range(1, len(rows) + 1):
+            label = (seg * (cat_of[seg] == i)).amax(0)
+            present = [k for k in label.unique().tolist() if k]
+            shown = torch.full(label.shape, float("nan"))
+            for rank, k in enumerate(present):
+                shown[label == k] = rank
+            axes[i, j].imshow(shown.numpy(), cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+            patches = [Patch(color=colours(rank), label=probe.concepts[k - 1])
+                       for rank, k in enumerate(present)]
+            if patches:
+                axes[i, j].legend(handles=patches, fontsize=5, loc="upper center",
+                                  bbox_to_anchor=(0.5, 0.0), frameon=False, handlelength=0.8,
+                                  ncol=2, columnspacing=0.6)
+    axes[0, 0].set_ylabel("image", fontsize=8)
+    for i, cat in enumerate(rows, start=1):
+        axes[i, 0].set_ylabel(cat, fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def detector_bars(counts: pd.DataFrame, title: str = "", ax: plt.Axes | None = None,
+                  legend: bool = True) -> plt.Axes:
+    """Network Dissection's detector counts (chapter 2, Fig. 2; ``Dissection.detectors``:
+    layers x categories) as bars stacked by category, one colour per category."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.2))
+    counts.plot.bar(stacked=True, ax=ax, color=sns.color_palette("Set2", len(counts.columns)),
+                    width=0.8, legend=legend)
+    ax.set_title(title, fontsize=10)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("detectors")
+    ax.tick_params(axis="x", rotation=60, labelsize=7)
+    if legend:
+        ax.legend(title="category", fontsize=8, bbox_to_anchor=(1.01, 1), loc="upper left")
+    return ax
+
+
+def unit_examples(model: torch.nn.Module, probe: ProbeSet, result: Dissection,
+                  units: list[tuple[str, int, str]], n: int = 4, pool: int = 256) -> plt.Figure:
+    """Network Dissection's view of units (chapter 2, Fig. 3): one row per (layer, unit,
+    concept) of ``units``, the ``n`` of the first ``pool`` probe images where the unit's
+    segmentation ``M_i(x)`` overlaps the concept's mask most (only images with some
+    overlap), everything outside the segmentation dimmed and the mask outlined in cyan."""
+    fig, axes = plt.subplots(len(units), n, figsize=(1.9 * n, 2.0 * len(units)), squeeze=False)
+    idx = torch.arange(min(pool, len(probe)))
+    for r, (name, unit, concept) in enumerate(units):
+        _, seg = result.unit_maps(model, probe, name, unit, idx)
+        label = probe.mask(concept)[idx]
+        overlap = (seg & label).flatten(1).sum(1)
+        best = overlap.argsort(descending=True)[:min(n, int((overlap > 0).sum()))]
+        iou = result.iou[name][unit, probe.concepts.index(concept)]
+        m = label.shape[-1]
+        for j, k in enumerate(best.tolist()):
+            ax = axes[r, j]
+            image = as_image(probe.tensors([int(idx[k])])[0])
+            # in mask pixels, so that the segmentation and the outline lie on the image
+            ax.imshow(image, cmap="gray", extent=(-0.5, m - 0.5, m - 0.5, -0.5))
+            outside = torch.where(seg[k], float("nan"), 0.0).numpy()
+            ax.imshow(outside, cmap=ListedColormap(["black"]), alpha=0.7, interpolation="nearest")
+            ax.contour(label[k].float().numpy(), levels=[0.5], colors="cyan", linewidths=1.2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        for ax in axes[r, len(best):]:
+            ax.axis("off")
+        axes[r, 0].set_ylabel(f"{name}\nunit {unit}\n{concept} ({iou:.2f})", fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def unit_class_bars(relevance: torch.Tensor, iou: torch.Tensor, classes: list[str],
+                    title: str = "") -> plt.Figure:
+    """One unit's relevance ``R(i, c)`` and its IoU with each class's object, side by side
+    (chapter 2's explorer)."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3))
+    pd.Series(relevance.numpy(), index=classes).plot.bar(ax=axes[0], color="darkorange")
+    axes[0].set_title("relevance R(i, c)")
+    pd.Series(iou.numpy(), index=classes).plot.bar(ax=axes[1], color="teal")
+    axes[1].set_title("IoU with the class's object")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(ablation: pd.DataFrame, intact: pd.DataFrame, name: str) -> sns.FacetGrid:
+    """Accuracy after switching off the units ranked for class ``name`` (chapter 2,
+    Figs. 5 and 6): bars per share of units and end (top, bottom, random), one column per
+    network, one row for the class's images and one for the others', with the intact
+    network's accuracy dashed. ``ablation``: one row per network, class, end, fraction and
+    draw with ``accuracy_class`` and ``accuracy_others``; ``intact``: the same accuracies
+    indexed by (network, class)."""
+    rows = ablation[(ablation["class"] == name) & (ablation.draw == 0)].melt(
+        id_vars=["network", "end", "fraction"], value_vars=["accuracy_class", "accuracy_others"],
+        var_name="images", value_name="accuracy")
+    rows["images"] = rows.images.map({"accuracy_class": name, "accuracy_others": "other classes"})
+    grid = sns.catplot(rows, x="fraction", y="accuracy", hue="end", col="network", row="images",
+                       kind="bar", height=2.4, aspect=1.2,
+                       palette={"top": "firebrick", "bottom": "steelblue", "random": "grey"})
+    for (images, net), ax in grid.axes_dict.items():
+        column = "accuracy_class" if images == name else "accuracy_others"
+        ax.axhline(intact.loc[(net, name), column], color="k", ls="--", lw=1)
+    grid.set(ylim=(0, 1))
+    grid.set_titles("{row_name} | {col_name}", size=9)
+    grid.figure.suptitle(f"Ablation ranked for class {name} (dashed: intact network)", y=1.02)
+    return grid
+
+
+def agreement_by_layer(per_layer: pd.DataFrame) -> sns.FacetGrid:
+    """How far IoU and relevance pick the same units (chapter 2, Table I), per layer: one
+    panel per network, the ranking error as a line and its chance level dashed.
+    ``per_layer``: columns network, layer, error and chance."""
+    grid = sns.relplot(per_layer, x="layer", y="error", col="network", kind="line", marker="o",
+                       facet_kws={"sharex": False}, height=3, aspect=1.3)
+    for name, ax in zip(grid.col_names, grid.axes.flat):
+        rows = per_layer[per_layer.network == name]
+        ax.plot(rows.layer, rows.chance, color="grey", ls="--", lw=1)
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    grid.set(ylim=(0, 1.05))
+    return grid

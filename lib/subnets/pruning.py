@@ -1,58 +1,72 @@
-"""Class-conditional channel pruning (Perna et al., chapter 1) and structural sub-networks.
+"""Class-conditional channel pruning (Perna et al., chapter 1) and magnitude pruning
+(Avendaño Muñoz, chapter 3; Kamath et al., chapter 5).
 
 A channel of a conv layer is *active* for a set of images when the mean of its absolute
-post-ReLU activation over those images and all positions exceeds a threshold. With one
-image and threshold 0 this is the paper's single-exemplar rule (absolute spatial sum
-> 0); with all class-C training images and 0.05 it is the paper's class-mean rule.
+activation (the output of the activation module after the conv, ``hooks.activation_after``)
+over those images and all positions exceeds a threshold. With one image and threshold 0
+this is the paper's single-exemplar rule (absolute spatial sum > 0); with all class-C
+training images and 0.05 it is the paper's class-mean rule.
 
-``subnetwork`` builds S_C as a real, smaller network: the kept channels' conv weights
-are copied and the next conv's input channels sliced, so S_C computes exactly what f
-computes with the other channels switched off. Its one-logit head is f's own fully
-connected layers (``"original"``), fresh layers left untrained (``"random"``, the
-paper's literal "the fully connected layers are randomized") or fresh layers trained on
-C vs not C with the convs frozen (``"trained"``, the book's reading of the paper).
+``ClassSubnetwork`` builds S_C as a real, smaller network: a copy of f whose inactive
+channels are removed structurally with torch-pruning's dependency graph (Fang et al.,
+DepGraph): each conv's kept output channels, its batch norm, and the input channels (or
+flattened feature columns) of whatever reads them are sliced, so S_C computes exactly what f
+computes with the other channels switched off. Convs whose outputs are added (residual
+blocks) share their channels: a channel goes only if it is inactive in all of them (the
+union is kept). Supported are networks made of convs (not grouped), batch norm,
+activations, pooling, dropout, flatten, residual additions and a head of linear layers;
+anything else (a zero-padded identity shortcut, a concatenation) is refused with a
+``ValueError`` naming the layer. Its one-logit head is f's own fully connected layers
+(``"original"``), fresh layers left untrained (``"random"``, the paper's literal "the fully
+connected layers are randomized") or fresh layers trained on C vs not C with the convs
+frozen (``"trained"``, the book's reading of the paper).
 """
 
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
+import operator
 from dataclasses import asdict, dataclass
 
-import pandas as pd
 import torch
-from torch import nn
+import torch_pruning
+from torch import fx, nn
 from torch.utils.data import TensorDataset
 
 from . import cache, devices
 from . import train as training
-from .hooks import activations
-from .models import ThreeBlockCNN
+from .hooks import ACTIVATIONS, activation_after, activations, conv_layers, is_shortcut
 
-__all__ = ["channel_activity", "active_channels", "subnetwork", "train_head",
-           "class_subnetwork", "SubNetwork", "OriginalHead", "PrunedCNN", "HEADS",
-           "EXEMPLAR_THRESHOLD", "global_magnitude", "layerwise_magnitude", "magnitude",
-           "recalibrate_batch_norm", "prunable_weights", "weight_sparsity", "head_layer"]
+__all__ = ["HEADS", "EXEMPLAR_THRESHOLD", "channel_activity", "active_channels", "SubNetwork",
+           "ClassSubnetwork", "magnitude", "weight_sparsity", "recalibrate_batch_norm"]
 
-BLOCKS = ("1", "2", "3")
 HEADS = ("trained", "random", "original")
 EXEMPLAR_THRESHOLD = 0.0  # the single-exemplar rule: absolute spatial sum > 0
 
 
+def _prunable_convs(model: nn.Module) -> list[str]:
+    """The main-path convs: a projection shortcut's conv follows the conv it is added to."""
+    return [name for name in conv_layers(model) if not is_shortcut(name)]
+
+
 @torch.no_grad()
-def channel_activity(model: ThreeBlockCNN, images: torch.Tensor,
+def channel_activity(model: nn.Module, layers: list[str] | None, inputs: torch.Tensor,
                      batch_size: int = 500) -> dict[str, torch.Tensor]:
-    """Per conv layer (``conv1..conv3``), the mean |ReLU output| of each channel over
-    ``images`` and all spatial positions (on the CPU, whatever the model's device)."""
-    relus = [f"relu{b}" for b in BLOCKS]
-    sums = {r: 0.0 for r in relus}
-    for i in range(0, len(images), batch_size):
-        batch = devices.to_model(model, images[i:i + batch_size])
-        acts = activations(model, batch, relus, batch_size=batch_size)
-        for r in relus:
-            sums[r] = sums[r] + acts[r].abs().sum(dim=(0, 2, 3))
-    positions = {r: len(images) * acts[r].shape[2] * acts[r].shape[3] for r in relus}
-    return {f"conv{r[-1]}": devices.to_host(sums[r]) / positions[r] for r in relus}
+    """Per conv layer in ``layers`` (None: every main-path conv), the mean |activation| of
+    each channel after it (``hooks.activation_after``) over ``inputs`` and all spatial
+    positions, on the CPU whatever the model's device."""
+    layers = _prunable_convs(model) if layers is None else list(layers)
+    after = {conv: activation_after(model, conv) for conv in layers}
+    recorded = list(dict.fromkeys(after.values()))
+    sums = {name: 0.0 for name in recorded}
+    for i in range(0, len(inputs), batch_size):
+        batch = devices.to_model(model, inputs[i:i + batch_size])
+        acts = activations(model, batch, recorded, batch_size=batch_size)
+        for name in recorded:
+            sums[name] = sums[name] + acts[name].abs().sum(dim=(0, 2, 3))
+    positions = {name: len(inputs) * acts[name].shape[2] * acts[name].shape[3]
+                 for name in recorded}
+    return {conv: devices.to_host(sums[a]) / positions[a] for conv, a in after.items()}
 
 
 def active_channels(activity: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
@@ -67,126 +81,148 @@ def active_channels(activity: dict[str, torch.Tensor], threshold: float) -> dict
     return kept
 
 
-class OriginalHead(nn.Module):
-    """f's own fully connected layers on the kept features; the binary logit is the
-    log-odds of f's softmax probability of ``target_class``."""
+# What structural pruning can cut through: a channel of these maps to the same channel.
+_CHANNELWISE = (nn.BatchNorm2d, *ACTIVATIONS, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+                nn.Dropout, nn.Identity, nn.Flatten)
+_FUNCTIONS = (operator.add, torch.add, torch.flatten, torch.relu, nn.functional.relu)
+_METHODS = ("add", "flatten", "relu")
 
-    def __init__(self, fc1: nn.Linear, fc2: nn.Linear, target_class: int) -> None:
+
+def _head_of(model: nn.Module) -> list[str]:
+    """The modules from the first linear layer to the output, checking on the way that
+    structural pruning can read ``model``: those modules form a chain (the head), and
+    everything before them is made of convs and of what ``_CHANNELWISE``, ``_FUNCTIONS``
+    and ``_METHODS`` name."""
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except fx.proxy.TraceError as err:
+        raise ValueError(f"model: torch.fx cannot trace {type(model).__name__} ({err})") from None
+    modules = dict(model.named_modules())
+    head: list[fx.Node] = []
+    for node in graph.nodes:
+        where = list(node.meta.get("nn_module_stack", {})) or [node.name]
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if head and node.op != "output":
+            if node.op != "call_module" or node.args != (head[-1],):
+                raise ValueError(f"layer {where[-1]!r}: expected the layers after "
+                                 f"{head[0].target!r} to be a chain of modules (a linear head)")
+            head.append(node)
+        elif isinstance(module, nn.Linear):
+            head = [node]
+        elif not (node.op in ("placeholder", "output")
+                  or isinstance(module, nn.Conv2d) and module.groups == 1
+                  or isinstance(module, _CHANNELWISE)
+                  or node.op == "call_function" and node.target in _FUNCTIONS
+                  or node.op == "call_method" and node.target in _METHODS):
+            what = type(module).__name__ if module is not None else node.target
+            what = getattr(what, "__name__", what)
+            raise ValueError(f"layer {where[-1]!r}: structural pruning cannot cut channels "
+                             f"through {what} (supported: convs, batch norm, activations, "
+                             "pooling, dropout, flatten, residual additions, a linear head)")
+    if not head:
+        raise ValueError(f"model: {type(model).__name__} has no linear head")
+    return [node.target for node in head]
+
+
+def _prune(model: nn.Module, kept: dict[str, torch.Tensor],
+           example: torch.Tensor) -> tuple[nn.Module, dict[str, torch.Tensor]]:
+    """A copy of ``model`` without the channels of each conv in ``kept`` that it does not
+    keep, and the channels each pruned conv keeps: coupled convs (added in a residual block)
+    keep the union of their kept channels, and a conv coupled to one in ``kept`` is pruned
+    with it."""
+    pruned = copy.deepcopy(model)
+    with torch.enable_grad():  # DepGraph traces the forward pass through autograd
+        graph = torch_pruning.DependencyGraph().build_dependency(
+            pruned, example_inputs=devices.to_model(model, example), verbose=False)
+    names = {module: name for name, module in pruned.named_modules()}
+    kept_after = {}
+    for group in list(graph.get_all_groups(root_module_types=[nn.Conv2d])):
+        convs = [names[dep.target.module] for dep, _ in group
+                 if isinstance(dep.target.module, nn.Conv2d)
+                 and graph.is_out_channel_pruning_fn(dep.handler)]
+        chosen = [kept[c] for c in convs if c in kept]
+        if not chosen:
+            continue
+        keep = torch.cat(chosen).unique().sort().values
+        removed = sorted(set(range(group[0].dep.target.module.out_channels)) - set(keep.tolist()))
+        if removed:
+            group.prune(idxs=removed)
+        kept_after.update({c: devices.to_host(keep) for c in convs})
+    return pruned.eval(), {c: kept_after[c] for c in conv_layers(model) if c in kept_after}
+
+
+class _ClassLogOdds(nn.Module):
+    """f's last linear layer read out as one logit: the log-odds of f's softmax
+    probability of ``target``."""
+
+    def __init__(self, linear: nn.Linear, target: int) -> None:
         super().__init__()
-        self.fc1, self.relu, self.fc2 = fc1, nn.ReLU(), fc2
-        self.target_class = target_class
+        self.linear = linear
+        self.target = target
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.fc2(self.relu(self.fc1(x)))
-        others = torch.cat([logits[:, :self.target_class], logits[:, self.target_class + 1:]],
-                           dim=1)
-        return (logits[:, self.target_class] - torch.logsumexp(others, dim=1)).unsqueeze(1)
+        logits = self.linear(x)
+        others = torch.cat([logits[:, :self.target], logits[:, self.target + 1:]], dim=1)
+        return (logits[:, self.target] - torch.logsumexp(others, dim=1)).unsqueeze(1)
 
 
-class PrunedCNN(nn.Module):
-    """S_C: the pruned conv blocks (``conv1..conv3`` etc., as in f) and a one-logit head."""
-
-    def __init__(self, blocks: nn.Module, head: nn.Module) -> None:
-        super().__init__()
-        for name, module in blocks.named_children():
-            self.add_module(name, module)
-        self.head = head
-        self.block_names = [n for n, _ in blocks.named_children()]
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        for name in self.block_names:
-            x = getattr(self, name)(x)
-        return torch.flatten(x, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+def _fresh_head(pruned: nn.Module, head: list[str], seed: int) -> None:
+    """Replace the linear layers of ``head`` in ``pruned`` by fresh ones of the same widths
+    (initialised with ``seed``), the last with one output."""
+    linears = [n for n in head if isinstance(pruned.get_submodule(n), nn.Linear)]
+    with training.seeded(seed):
+        for name in linears:
+            old = pruned.get_submodule(name)
+            out = 1 if name == linears[-1] else old.out_features
+            # Made on the CPU and then moved: the same initial head on every device.
+            fresh = nn.Linear(old.in_features, out, bias=old.bias is not None)
+            pruned.set_submodule(name, fresh.to(old.weight.device))
 
 
-def _sliced_conv(conv: nn.Conv2d, out_idx: torch.Tensor, in_idx: torch.Tensor | None) -> nn.Conv2d:
-    weight = conv.weight.detach()[out_idx.to(conv.weight.device)]
-    if in_idx is not None:
-        weight = weight[:, in_idx.to(conv.weight.device)]
-    new = nn.Conv2d(weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding)
-    new.weight.data.copy_(weight)
-    new.bias.data.copy_(conv.bias.detach()[out_idx.to(conv.bias.device)])
-    return new
+def _head_inputs(model: nn.Module, head: list[str], images: torch.Tensor) -> torch.Tensor:
+    """What the first layer of ``head`` reads for each image (on the CPU): ``model``'s
+    forward pass cut before its head with torch.fx."""
+    traced = fx.symbolic_trace(model)
+    first = next(n for n in traced.graph.nodes if n.op == "call_module" and n.target == head[0])
+    output = next(n for n in traced.graph.nodes if n.op == "output")
+    output.args = (first.args[0],)
+    traced.graph.eliminate_dead_code()
+    traced.recompile()
+    with torch.no_grad():
+        return torch.cat([devices.to_host(traced(devices.to_model(model, chunk)))
+                          for chunk in images.split(1000)])
 
 
-def _pruned_blocks(model: ThreeBlockCNN, kept: dict[str, torch.Tensor]) -> nn.Sequential:
-    """f's conv-ReLU-pool blocks with only the ``kept`` output channels of each conv."""
-    modules = {}
-    previous = None
-    for b in BLOCKS:
-        idx = kept[f"conv{b}"]
-        modules[f"conv{b}"] = _sliced_conv(getattr(model, f"conv{b}"), idx, previous)
-        modules[f"relu{b}"] = nn.ReLU()
-        modules[f"pool{b}"] = copy.deepcopy(getattr(model, f"pool{b}"))
-        previous = idx
-    return nn.Sequential(OrderedDict(modules))
-
-
-def _kept_feature_index(model: ThreeBlockCNN, kept_last: torch.Tensor) -> torch.Tensor:
-    """Columns of ``fc1`` that read the kept channels of the last conv (flattened C x H x W)."""
-    side = model.image_size // 8
-    first = devices.to_host(kept_last).view(-1, 1) * side * side
-    return (first + torch.arange(side * side)).flatten()
-
-
-def subnetwork(model: ThreeBlockCNN, kept: dict[str, torch.Tensor], target_class: int,
-               head: str = "trained", seed: int = 0) -> PrunedCNN:
-    """S_C for ``target_class``, on ``model``'s device. ``head="trained"`` and
-    ``"random"``: fresh FC layers (initialised with ``seed``) with one sigmoid output;
-    ``"trained"`` is meant to be trained with ``train_head``, ``"random"`` stays as
-    initialised. ``head="original"``: f's FC weights of the kept features, no training
-    (see ``OriginalHead``)."""
-    if head not in HEADS:
-        raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
-    blocks = _pruned_blocks(model, kept)
-    columns = _kept_feature_index(model, kept["conv3"])
-    if head == "original":
-        fc1 = nn.Linear(len(columns), model.fc1.out_features)
-        fc1.weight.data.copy_(model.fc1.weight.detach()[:, columns.to(model.fc1.weight.device)])
-        fc1.bias.data.copy_(model.fc1.bias.detach())
-        new_head = OriginalHead(fc1, copy.deepcopy(model.fc2), target_class)
-    else:
-        with training.seeded(seed):
-            new_head = nn.Sequential(nn.Linear(len(columns), model.fc1.out_features), nn.ReLU(),
-                                     nn.Linear(model.fc1.out_features, 1))
-    return PrunedCNN(blocks, new_head).to(devices.model_device(model)).eval()
-
-
-def train_head(sub: PrunedCNN, images: torch.Tensor, labels: torch.Tensor, target_class: int,
-               config: training.TrainConfig) -> pd.DataFrame:
-    """Train S_C's head in place on C vs not-C with the convs frozen; returns the training
-    history. The frozen features are computed once and the head trains on them (the same
-    result as freezing the convs, far cheaper); the whole step is cached, so a warm run
-    computes no features at all."""
+def _train_head(model: nn.Module, head: list[str], images: torch.Tensor, labels: torch.Tensor,
+                target: int, config: training.TrainConfig) -> None:
+    """Train ``model``'s ``head`` in place on C vs not-C with the convs frozen. The frozen
+    features are computed once and the head trains on them (the same result as freezing
+    the convs, far cheaper); the whole step is cached, so a warm run computes no features
+    at all."""
+    layers = nn.Sequential(*[model.get_submodule(n) for n in head])
 
     def compute() -> dict:
-        with torch.no_grad():
-            feats = torch.cat([devices.to_host(sub.features(devices.to_model(sub, chunk)))
-                               for chunk in images.split(1000)])
-        binary = (labels == target_class).long()
-        trained = training.fit(sub.head, TensorDataset(feats, binary), config,
-                               desc=f"head of S_{target_class}", cached=False)
-        return {"state": sub.head.state_dict(), "history": trained.history.to_dict("list")}
+        features = _head_inputs(model, head, images)
+        binary = (labels == target).long()
+        trained = training.fit(layers, TensorDataset(features, binary), config,
+                               desc=f"head of S_{target}", cached=False)
+        return {"state": layers.state_dict(), "history": trained.history.to_dict("list")}
 
-    parts = {"sub": sub, "images": images, "labels": labels, "target": target_class,
+    parts = {"sub": model, "images": images, "labels": labels, "target": target,
              "config": asdict(config)}
     entry = cache.cached("head", parts, compute)
-    sub.head.load_state_dict(entry["state"])
-    sub.eval()
-    return pd.DataFrame(entry["history"])
+    layers.load_state_dict(entry["state"])
+    model.eval()
 
 
-# --- global magnitude pruning (Avendaño Muñoz, chapter 3) -----------------------------
+# --- magnitude pruning (Avendaño Muñoz, chapter 3) ------------------------------------
 
-def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+def _prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
     """The ``weight`` of every conv and linear layer (biases and batch norm excluded)."""
     return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
 
 
-def global_magnitude(model: nn.Module, rate: float) -> nn.Module:
+def _global_magnitude(model: nn.Module, rate: float) -> nn.Module:
     """A copy of ``model`` with the fraction ``rate`` of its conv and linear weights of
     smallest magnitude, ranked across all those layers at once, set to zero: one-shot
     global magnitude pruning with ``torch.nn.utils.prune``. The copy keeps the masks
@@ -197,7 +233,7 @@ def global_magnitude(model: nn.Module, rate: float) -> nn.Module:
     if not 0 <= rate <= 1:
         raise ValueError(f"rate: expected a value in [0, 1], got {rate}")
     pruned = copy.deepcopy(model)
-    weights = prunable_weights(pruned)
+    weights = _prunable_weights(pruned)
     if not weights:
         raise ValueError(f"model: {type(model).__name__} has no conv or linear weights to prune")
     prune.global_unstructured(weights, pruning_method=prune.L1Unstructured, amount=float(rate))
@@ -206,11 +242,11 @@ def global_magnitude(model: nn.Module, rate: float) -> nn.Module:
 
 def weight_sparsity(model: nn.Module) -> float:
     """The fraction of conv and linear weights that are zero."""
-    weights = [getattr(m, name).detach() for m, name in prunable_weights(model)]
+    weights = [getattr(m, name).detach() for m, name in _prunable_weights(model)]
     return sum((w == 0).sum().item() for w in weights) / sum(w.numel() for w in weights)
 
 
-def head_layer(model: nn.Module) -> str:
+def _head_layer(model: nn.Module) -> str:
     """The name of the model's last linear layer (its classifier head)."""
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     if not names:
@@ -218,12 +254,12 @@ def head_layer(model: nn.Module) -> str:
     return names[-1]
 
 
-def layerwise_magnitude(model: nn.Module, rate: float, keep_head: bool = True) -> nn.Module:
+def _layerwise_magnitude(model: nn.Module, rate: float, keep_head: bool = True) -> nn.Module:
     """A copy of ``model`` with the fraction ``rate`` of each conv and linear layer's
     weights, those of smallest magnitude in that layer, set to zero (one-shot layerwise
-    magnitude pruning, masks kept as in ``global_magnitude``). Every layer keeps at least
+    magnitude pruning, masks kept as in ``_global_magnitude``). Every layer keeps at least
     one weight, so the output still depends on the input; ``keep_head`` leaves the last
-    linear layer (``head_layer``) dense. Global ranking can empty a whole layer whose
+    linear layer (``_head_layer``) dense. Global ranking can empty a whole layer whose
     weights are small (a wide last conv under a small head): the network is then constant,
     which says nothing about its representations."""
     from torch.nn.utils import prune
@@ -231,7 +267,7 @@ def layerwise_magnitude(model: nn.Module, rate: float, keep_head: bool = True) -
     if not 0 <= rate <= 1:
         raise ValueError(f"rate: expected a value in [0, 1], got {rate}")
     pruned = copy.deepcopy(model)
-    head = head_layer(pruned) if keep_head else None
+    head = _head_layer(pruned) if keep_head else None
     layers = [(n, m) for n, m in pruned.named_modules()
               if isinstance(m, (nn.Conv2d, nn.Linear)) and n != head]
     if not layers:
@@ -242,15 +278,15 @@ def layerwise_magnitude(model: nn.Module, rate: float, keep_head: bool = True) -
     return pruned
 
 
-PRUNING_SCOPES = {"layerwise": layerwise_magnitude, "global": global_magnitude}
+_SCOPES = {"layerwise": _layerwise_magnitude, "global": _global_magnitude}
 
 
 def magnitude(model: nn.Module, rate: float, scope: str = "layerwise") -> nn.Module:
-    """One-shot magnitude pruning at ``rate``, ``scope`` "layerwise" (``layerwise_magnitude``,
-    head kept) or "global" (``global_magnitude``, every conv and linear layer ranked together)."""
-    if scope not in PRUNING_SCOPES:
-        raise ValueError(f"pruning_scope: expected one of {sorted(PRUNING_SCOPES)}, got {scope!r}")
-    return PRUNING_SCOPES[scope](model, rate)
+    """One-shot magnitude pruning at ``rate``, ``scope`` "layerwise" (``_layerwise_magnitude``,
+    head kept) or "global" (``_global_magnitude``, every conv and linear layer ranked together)."""
+    if scope not in _SCOPES:
+        raise ValueError(f"pruning_scope: expected one of {sorted(_SCOPES)}, got {scope!r}")
+    return _SCOPES[scope](model, rate)
 
 
 @torch.no_grad()
@@ -279,12 +315,13 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
 
 @dataclass
 class SubNetwork:
-    """S_C with the kept channel indices and the make-up of its head's training data:
-    ``head_positives`` class-C and ``head_negatives`` other images (0 and 0 for an
-    untrained head). ``prior`` is the share of C the head saw, the prior that its 0.5
+    """S_C (``model``, a pruned copy of f with its one-logit head) with the channels each
+    pruned conv keeps (``kept``, indices into f's channels) and the make-up of its head's
+    training data: ``head_positives`` class-C and ``head_negatives`` other images (0 and 0
+    for an untrained head). ``prior`` is the share of C the head saw, the prior that its 0.5
     cut-off on the sigmoid assumes."""
 
-    model: PrunedCNN
+    model: nn.Module
     kept: dict[str, torch.Tensor]
     head_positives: int = 0
     head_negatives: int = 0
@@ -295,30 +332,68 @@ class SubNetwork:
         return self.head_positives / total if total else float("nan")
 
 
-def class_subnetwork(model: ThreeBlockCNN, images: torch.Tensor, labels: torch.Tensor,
-                     target_class: int, threshold: float, head: str,
-                     config: training.TrainConfig, n_head_train: int,
-                     exemplar: int | None = None, seed: int = 0) -> SubNetwork:
-    """S_C from training ``images``: the channels whose mean activity over all class-C
-    images exceeds ``threshold`` (the paper's class-mean rule) or, with ``exemplar`` (an
-    index into ``images``), the channels active on that one image at all (activity >
-    ``EXEMPLAR_THRESHOLD`` = 0, the paper's single-exemplar rule; ``threshold`` is not
-    used). A ``"trained"`` head then trains on a balanced set drawn with ``seed``: as
-    many class-C as other images, ``n_head_train // 2`` of each or, when C has fewer
-    images, all of C and as many others (the paper's "half C")."""
-    single = exemplar is not None
-    pick = images[exemplar:exemplar + 1] if single else images[labels == target_class]
-    cut = EXEMPLAR_THRESHOLD if single else threshold
-    kept = active_channels(cache.call(channel_activity, model, pick), cut)
-    sub = subnetwork(model, kept, target_class, head=head, seed=seed)
-    if head != "trained":
-        return SubNetwork(sub, kept)
-    g = torch.Generator().manual_seed(seed)
-    positives = torch.nonzero(labels == target_class).flatten()
-    negatives = torch.nonzero(labels != target_class).flatten()
-    half = min(n_head_train // 2, len(positives), len(negatives))
-    chosen = torch.cat([positives[torch.randperm(len(positives), generator=g)[:half]],
-                        negatives[torch.randperm(len(negatives), generator=g)[:half]]])
-    chosen = chosen.sort().values
-    train_head(sub, images[chosen], labels[chosen], target_class, config)
-    return SubNetwork(sub, kept, half, half)
+class ClassSubnetwork:
+    """Perna et al.'s class-specific sub-network S_C of ``model`` (chapter 1): the channels of
+    ``layers`` (conv names; None: every main-path conv) active on class C are kept, the
+    rest removed structurally (see the module doc), and a one-logit ``head`` (one of
+    ``HEADS``) decides C vs not C.
+
+    ``threshold`` is the class-mean rule's cut on the mean |activation|. A ``"trained"``
+    head is trained with ``train_config`` (a binary cross-entropy config) on a balanced
+    set drawn with ``seed``: as many class-C as other images, ``n_head_train // 2`` of each
+    or, when C has fewer images, all of C and as many others (the paper's "half C"); the
+    fresh heads are initialised with ``seed``."""
+
+    def __init__(self, model: nn.Module, layers: list[str] | None = None, *,
+                 threshold: float = 0.05, head: str = "trained",
+                 train_config: training.TrainConfig | None = None, n_head_train: int = 1000,
+                 seed: int = 0) -> None:
+        if head not in HEADS:
+            raise ValueError(f"head: expected one of {HEADS}, got {head!r}")
+        if threshold < 0:
+            raise ValueError(f"threshold: expected >= 0, got {threshold}")
+        config = train_config or training.TrainConfig(loss="bce", seed=seed)
+        if head == "trained" and config.loss != "bce":
+            raise ValueError(f"train_config: a one-logit head trains with loss='bce', "
+                             f"got {config.loss!r}")
+        convs = _prunable_convs(model)
+        layers = convs if layers is None else list(layers)
+        unknown = [name for name in layers if name not in convs]
+        if unknown:
+            raise ValueError(f"layers: {unknown} are not main-path convs of "
+                             f"{type(model).__name__}; they are: {convs}")
+        self.model, self.layers, self.threshold, self.head = model, layers, threshold, head
+        self.train_config, self.n_head_train, self.seed = config, n_head_train, seed
+        self.head_layers = _head_of(model)
+
+    def attribute(self, inputs: torch.Tensor, target: int, labels: torch.Tensor,
+                  exemplar: int | None = None) -> SubNetwork:
+        """S_``target`` from training ``inputs`` with their ``labels``: the channels whose mean
+        activity over all class-C images exceeds ``threshold`` (the paper's class-mean rule)
+        or, with ``exemplar`` (an index into ``inputs``), the channels active on that one
+        image at all (activity > ``EXEMPLAR_THRESHOLD`` = 0, the paper's single-exemplar
+        rule; ``threshold`` is not used). The activities are cached."""
+        if not (labels == target).any():
+            raise ValueError(f"target: no input is labelled {target}")
+        single = exemplar is not None
+        pick = inputs[exemplar:exemplar + 1] if single else inputs[labels == target]
+        cut = EXEMPLAR_THRESHOLD if single else self.threshold
+        activity = cache.call(channel_activity, self.model, self.layers, pick)
+        model, kept = _prune(self.model, active_channels(activity, cut), inputs[:1])
+        if self.head == "original":
+            last = self.head_layers[-1]
+            model.set_submodule(last, _ClassLogOdds(model.get_submodule(last), target))
+            return SubNetwork(model.eval(), kept)
+        _fresh_head(model, self.head_layers, self.seed)
+        if self.head == "random":
+            return SubNetwork(model.eval(), kept)
+        g = torch.Generator().manual_seed(self.seed)
+        positives = torch.nonzero(labels == target).flatten()
+        negatives = torch.nonzero(labels != target).flatten()
+        half = min(self.n_head_train // 2, len(positives), len(negatives))
+        chosen = torch.cat([positives[torch.randperm(len(positives), generator=g)[:half]],
+                            negatives[torch.randperm(len(negatives), generator=g)[:half]]])
+        chosen = chosen.sort().values
+        _train_head(model, self.head_layers, inputs[chosen], labels[chosen], target,
+                    self.train_config)
+        return SubNetwork(model, kept, half, half)

@@ -7,9 +7,10 @@ longest path's. It is the theoretical field: every input pixel that can reach th
 
 ``GradientProjection`` is Avendaño Muñoz's importance map (chapter 3): a unit gradient at the centre
 of every channel of a layer, projected back to the input (captum's ``NeuronGradient`` with a
-selector that sums the centre units), as an absolute value. Averaged over inputs it is the effective
-receptive field of Luo et al. (2016); ``gradient_support`` measures the
-extent of the pixels it ever reaches, which the arithmetic must match.
+selector that sums the centre units), as an absolute value. ``on_random_inputs`` runs the paper's
+protocol (Tables 3 and 4: uniform random inputs, their mean map and per-input maxima); averaged over
+inputs the map is the effective receptive field of Luo et al. (2016). ``gradient_support`` measures
+the extent of the pixels it ever reaches, which the arithmetic must match.
 """
 
 from __future__ import annotations
@@ -25,15 +26,15 @@ from .devices import to_host, to_model
 from .hooks import layer as find_layer
 
 __all__ = ["Field", "receptive_field", "feature_layer", "GradientProjection", "Projection",
-           "gradient_projection", "gradient_support"]
+           "gradient_support"]
 
-POOLS = (nn.MaxPool2d, nn.AvgPool2d)
-GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
-FUNCTIONAL_POOLS = (nn.functional.max_pool2d, nn.functional.avg_pool2d)
-GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d,
-                    nn.functional.adaptive_max_pool2d,
-                    nn.functional.linear)
-GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
+_POOLS = (nn.MaxPool2d, nn.AvgPool2d)
+_GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
+_FUNCTIONAL_POOLS = (nn.functional.max_pool2d, nn.functional.avg_pool2d)
+_GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d,
+                     nn.functional.adaptive_max_pool2d,
+                     nn.functional.linear)
+_GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class Field:
     stride: int
 
 
-def square(value, what: str) -> int:
+def _square(value, what: str) -> int:
     if isinstance(value, (tuple, list)):
         if len(set(value)) != 1:
             raise ValueError(f"receptive_field: {what} {tuple(value)} is not square")
@@ -53,41 +54,50 @@ def square(value, what: str) -> int:
     return int(value)
 
 
-def window(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int] | None:
+def _window(node: torch.fx.Node, modules: dict[str, nn.Module]) -> tuple[int, int] | None:
     """(effective kernel, stride) of a conv or pool node, (1, 1) for a pointwise node,
     None for a node whose output sees the whole input (global pooling, flatten, linear)."""
     if node.op == "call_module":
         m = modules[node.target]
         if isinstance(m, nn.Conv2d):
-            k, d = square(m.kernel_size, "kernel"), square(m.dilation, "dilation")
-            return d * (k - 1) + 1, square(m.stride, "stride")
-        if isinstance(m, POOLS):
-            k = square(m.kernel_size, "kernel")
-            d = square(getattr(m, "dilation", 1), "dilation")
-            return d * (k - 1) + 1, square(m.stride if m.stride is not None else k, "stride")
-        if isinstance(m, GLOBAL_MODULES):
+            k, d = _square(m.kernel_size, "kernel"), _square(m.dilation, "dilation")
+            return d * (k - 1) + 1, _square(m.stride, "stride")
+        if isinstance(m, _POOLS):
+            k = _square(m.kernel_size, "kernel")
+            d = _square(getattr(m, "dilation", 1), "dilation")
+            return d * (k - 1) + 1, _square(m.stride if m.stride is not None else k, "stride")
+        if isinstance(m, _GLOBAL_MODULES):
             return None
         if isinstance(m, nn.Conv1d | nn.Conv3d):
             raise ValueError(f"receptive_field: {node.target} is not a 2-d conv")
         return 1, 1
     if node.op == "call_function":
-        if node.target in FUNCTIONAL_POOLS:
+        if node.target in _FUNCTIONAL_POOLS:
             args = list(node.args) + [None] * 3
-            k = square(node.kwargs.get("kernel_size", args[1]), "kernel")
+            k = _square(node.kwargs.get("kernel_size", args[1]), "kernel")
             s = node.kwargs.get("stride", args[2])
-            return k, square(s if s not in (None, []) else k, "stride")
-        if node.target in GLOBAL_FUNCTIONS:
+            return k, _square(s if s not in (None, []) else k, "stride")
+        if node.target in _GLOBAL_FUNCTIONS:
             return None
         return 1, 1
-    if node.op == "call_method" and node.target in GLOBAL_METHODS:
+    if node.op == "call_method" and node.target in _GLOBAL_METHODS:
         return None
     return 1, 1
 
 
-def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.fx.Node | None,
-                                             Field | None]:
-    """The field of every module call's output by module name, the names in execution
-    order, and the node (with its field) whose output feeds the first global operation."""
+@dataclass
+class _Trace:
+    """What one walk of the traced graph finds: the field of every module call's output by
+    module name (``fields``), those names in execution order (``order``), and the node whose
+    output feeds the first global operation (``feature``) with its field (``feature_field``)."""
+
+    fields: dict[str, Field]
+    order: list[str]
+    feature: torch.fx.Node | None
+    feature_field: Field | None
+
+
+def _trace(model: nn.Module) -> _Trace:
     modules = dict(model.named_modules())
     graph = torch.fx.symbolic_trace(model).graph
     fields: dict[torch.fx.Node, Field | None] = {}
@@ -101,7 +111,7 @@ def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.
         inputs = [fields[a] for a in node.all_input_nodes if a in fields]
         if not inputs:
             continue
-        spec = window(node, modules)
+        spec = _window(node, modules)
         if any(f is None for f in inputs):
             fields[node] = None
             continue
@@ -120,13 +130,13 @@ def traced_fields(model: nn.Module) -> tuple[dict[str, Field], list[str], torch.
         if node.op == "call_module":
             by_name[node.target] = fields[node]
             order.append(node.target)
-    return by_name, order, feature, None if feature is None else fields[feature]
+    return _Trace(by_name, order, feature, None if feature is None else fields[feature])
 
 
 def feature_layer(model: nn.Module) -> str:
     """The name of the layer whose output the head reads (the input of the first global
     pooling, flatten or linear layer): the last feature map."""
-    _, _, feature, _ = traced_fields(model)
+    feature = _trace(model).feature
     if feature is None or feature.op != "call_module":
         raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, "
                          "flatten or linear layer; name the layer explicitly")
@@ -135,24 +145,33 @@ def feature_layer(model: nn.Module) -> str:
 
 def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
     """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
-    fields, order, _feature, feature_field = traced_fields(model)
+    trace = _trace(model)
     if layer is None:
-        if feature_field is None:
+        if trace.feature_field is None:
             raise ValueError(f"layer: {type(model).__name__} has no global pool, flatten or "
-                             f"linear layer; name one of {order}")
-        return feature_field
-    if layer not in fields:
+                             f"linear layer; name one of {trace.order}")
+        return trace.feature_field
+    if layer not in trace.fields:
         raise ValueError(f"layer: {layer!r} is not a spatial layer of {type(model).__name__} "
-                         f"(or sees the whole input); spatial layers are: {order}")
-    return fields[layer]
+                         f"(or sees the whole input); spatial layers are: {trace.order}")
+    return trace.fields[layer]
 
 
-def centre_units(output: torch.Tensor) -> torch.Tensor:
+def _centre_units(output: torch.Tensor) -> torch.Tensor:
     """Per example, the sum over channels of the unit at the centre of the feature map."""
     if output.ndim != 4:
         raise ValueError(f"gradient projection needs a 4-d feature map, got shape "
                          f"{tuple(output.shape)}")
     return output[:, :, output.shape[2] // 2, output.shape[3] // 2].sum(1)
+
+
+@dataclass
+class Projection:
+    """Gradient projections of random inputs: their mean map (H x W, summed over input
+    channels) and each input's maximum."""
+
+    mean: torch.Tensor
+    maxima: torch.Tensor
 
 
 class GradientProjection:
@@ -168,49 +187,39 @@ class GradientProjection:
         self.method = NeuronGradient(model, find_layer(model, self.layer))
 
     def attribute(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The absolute projected gradient of every input, shaped like ``inputs``."""
         was_training = self.model.training
         self.model.eval()
         try:
             x = to_model(self.model, inputs.detach()).requires_grad_()
-            grads = self.method.attribute(x, neuron_selector=centre_units)
+            grads = self.method.attribute(x, neuron_selector=_centre_units)
         finally:
             self.model.train(was_training)
         return to_host(grads.abs())
 
+    def on_random_inputs(self, n_inputs: int = 50, input_size: int = 64, seed: int = 0,
+                         batch_size: int = 25) -> Projection:
+        """The paper's projection (Tables 3 and 4): ``n_inputs`` uniform random images of
+        ``input_size`` squared pixels (seeded), each one's map summed over input channels;
+        their mean map and per-input maxima, computed in batches of ``batch_size``."""
+        x = _random_inputs(n_inputs, _input_channels(self.model), input_size, seed)
+        maps = torch.cat([self.attribute(x[i:i + batch_size]).sum(1)
+                          for i in range(0, n_inputs, batch_size)])
+        return Projection(maps.mean(0), maps.flatten(1).amax(1))
 
-@dataclass
-class Projection:
-    """Gradient projections of random inputs: their mean map (H x W, summed over input
-    channels) and each input's maximum."""
 
-    mean: torch.Tensor
-    maxima: torch.Tensor
-
-
-def random_inputs(n_inputs: int, channels: int, input_size: int, seed: int) -> torch.Tensor:
+def _random_inputs(n_inputs: int, channels: int, input_size: int, seed: int) -> torch.Tensor:
     if n_inputs < 1 or input_size < 1:
         raise ValueError(f"n_inputs and input_size: expected >= 1, got {n_inputs} and {input_size}")
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n_inputs, channels, input_size, input_size, generator=g)
 
 
-def input_channels(model: nn.Module) -> int:
+def _input_channels(model: nn.Module) -> int:
     first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if first is None:
         raise ValueError(f"{type(model).__name__} has no conv layer")
     return first.in_channels
-
-
-def gradient_projection(model: nn.Module, layer: str | None = None, n_inputs: int = 50,
-                        input_size: int = 64, seed: int = 0, batch_size: int = 25) -> Projection:
-    """The paper's projection: ``n_inputs`` uniform random images of ``input_size``
-    squared pixels, each one's absolute projected gradient summed over input channels;
-    their mean map and per-input maxima."""
-    x = random_inputs(n_inputs, input_channels(model), input_size, seed)
-    method = GradientProjection(model, layer)
-    maps = torch.cat([method.attribute(x[i:i + batch_size]).sum(1)
-                      for i in range(0, n_inputs, batch_size)])
-    return Projection(maps.mean(0), maps.flatten(1).amax(1))
 
 
 def gradient_support(model: nn.Module, layer: str | None = None, input_size: int | None = None,
@@ -222,7 +231,7 @@ def gradient_support(model: nn.Module, layer: str | None = None, input_size: int
     plus one, so that zero padding does not clip the field."""
     field = receptive_field(model, layer)
     size = 2 * field.size + 1 if input_size is None else input_size
-    x = random_inputs(n_inputs, input_channels(model), size, seed)
+    x = _random_inputs(n_inputs, _input_channels(model), size, seed)
     method = GradientProjection(model, layer)
     reached = torch.zeros(size, size, dtype=torch.bool)
     for i in range(0, n_inputs, batch_size):

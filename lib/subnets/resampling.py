@@ -20,14 +20,15 @@ conv's output after batch norm, before the ReLU); ``after_relu=True`` reads the 
 output instead, as the public code does. Every metric chooses among the same neurons of
 an image (alive on it, so that it has a patch, and above lambda), so all metrics select
 the same number. ``NeuronScores.top`` keeps the ``k`` best of each layer as boolean masks,
-``jaccard`` compares two selections and ``chance_jaccard`` gives the overlap of two random
-ones. ``switch_off_effects`` measures how much the output moves when a selection is
+``metrics.jaccard`` compares two selections and ``chance_jaccard`` gives the overlap of two
+random ones. ``switch_off_effects`` measures how much the output moves when a selection is
 switched off. ``selection_boxes`` turns selected neurons into image patches with a
-deconvnet (``attribution.deconvnet``); ``analyse`` does all of it for a model and images
-(cached); ``patches`` cuts the patches out, ``patch_accuracy`` trains the paper's
-secondary classifier on them, ``patch_table`` counts object pixels in each and the chance
-that a box of its size placed at random would hit the object. ``cluttered`` builds the
-localisation test's images: one object at a random place on a larger canvas with clutter.
+deconvnet (``attribution.Deconvnet``); ``NeuronSelection`` does all of it for a model and
+images (cached) and returns a ``Selection``, read by metric name; ``patches`` cuts the
+patches out, ``patch_accuracy`` trains the paper's secondary classifier on them,
+``patch_table`` counts object pixels in each and the chance that a box of its size placed
+at random would hit the object. ``cluttered`` builds the localisation test's images: one
+object at a random place on a larger canvas with clutter.
 """
 
 from __future__ import annotations
@@ -47,10 +48,10 @@ from . import attribution, cache, devices, hooks, train
 from .data import ImageSet, foreground
 from .models import VGG
 
-__all__ = ["METRICS", "perturb", "activation_layer", "pre_activation_layer", "outgoing_weights",
-           "output_log_odds", "NeuronScores", "top_mask", "jaccard", "chance_jaccard",
-           "correlation_scores", "precision_scores", "InputResampling", "conv_names",
-           "conv_blocks", "selection_boxes", "analyse", "zero_variance_shares",
+__all__ = ["METRICS", "CONSTANT_TOLERANCE", "perturb", "activation_input",
+           "outgoing_weights", "output_log_odds", "NeuronScores", "top_mask", "chance_jaccard",
+           "correlation_scores", "precision_scores", "InputResampling", "zero_variance_shares",
+           "conv_names", "conv_blocks", "selection_boxes", "Selection", "NeuronSelection",
            "switch_off_effects", "patches", "patch_table", "box_chance", "PatchAccuracy",
            "patch_accuracy", "cluttered"]
 
@@ -62,7 +63,7 @@ METRICS = ("correlation", "precision", "activation_sum", "activation_variance",
 CONSTANT_TOLERANCE = 1e-10
 
 
-def perturb(images: torch.Tensor, n_samples: int = 50, std: float = 0.1,
+def perturb(inputs: torch.Tensor, n_samples: int = 50, std: float = 0.1,
             index_scaled: bool = False, seed: int = 0) -> torch.Tensor:
     """``n_samples`` noisy copies of each image (N x C x H x W -> N x n_samples x C x H x W).
 
@@ -70,43 +71,30 @@ def perturb(images: torch.Tensor, n_samples: int = 50, std: float = 0.1,
     paper's text). ``index_scaled=True`` is the public code's variant instead: copy ``i``
     (from 0) is multiplied by ``1 + i * N(0, std)``, so copy 0 is the image itself and
     the last copies are mostly noise. The noise is drawn on the CPU (the same on every
-    device) and moved to the images' device.
+    device) and moved to the inputs' device.
     """
-    if images.ndim != 4:
-        raise ValueError(f"images: expected N x C x H x W, got shape {tuple(images.shape)}")
+    if inputs.ndim != 4:
+        raise ValueError(f"inputs: expected N x C x H x W, got shape {tuple(inputs.shape)}")
     if n_samples < 2:
         raise ValueError(f"n_samples: expected >= 2 (a correlation needs two copies), "
                          f"got {n_samples}")
     if std < 0:
         raise ValueError(f"std: expected >= 0, got {std}")
     g = torch.Generator().manual_seed(seed)
-    noise = torch.randn((len(images), n_samples, *images.shape[1:]), generator=g) * std
+    noise = torch.randn((len(inputs), n_samples, *inputs.shape[1:]), generator=g) * std
     if index_scaled:
         noise = noise * torch.arange(n_samples, dtype=noise.dtype).view(1, -1, 1, 1, 1)
-    return images.unsqueeze(1) * (1 + noise.to(images.device))
+    return inputs.unsqueeze(1) * (1 + noise.to(inputs.device))
 
 
-def activation_layer(model: nn.Module, conv: str) -> str:
-    """The name of the ``nn.ReLU`` module that follows conv layer ``conv``."""
+def activation_input(model: nn.Module, conv: str) -> str:
+    """The module whose output the activation after ``conv`` (``hooks.activation_after``)
+    reads: Eq. 1's z (the batch norm after the conv, or the conv itself)."""
     names = [n for n, _ in model.named_modules()]
-    hooks.layer(model, conv)
-    for name in names[names.index(conv) + 1:]:
-        module = hooks.layer(model, name)
-        if isinstance(module, nn.ReLU):
-            return name
-        if isinstance(module, nn.Conv2d):
-            break
-    raise ValueError(f"layers: no nn.ReLU module follows conv {conv!r} before the next conv")
-
-
-def pre_activation_layer(model: nn.Module, conv: str) -> str:
-    """The module whose output the ReLU after ``conv`` rectifies: Eq. 1's z (the batch
-    norm after the conv, or the conv itself)."""
-    names = [n for n, _ in model.named_modules()]
-    before = names[names.index(activation_layer(model, conv)) - 1]
+    before = names[names.index(hooks.activation_after(model, conv)) - 1]
     if not isinstance(hooks.layer(model, before), (nn.Conv2d, nn.BatchNorm2d)):
         raise ValueError(  # noqa: TRY004  (a bad `layers` value, not a bad argument type)
-            f"layers: the ReLU after {conv!r} does not directly follow a conv or "
+            f"layers: the activation after {conv!r} does not directly follow a conv or "
             f"batch norm ({before!r}); use after_relu=True")
     return before
 
@@ -195,14 +183,6 @@ def top_mask(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None)
     return mask & eligible
 
 
-def jaccard(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """|A ∩ B| / |A ∪ B| of boolean set masks along the last dimension (NaN if both are
-    empty). The paper's definition; the public code divides by |A| + |B| instead."""
-    inter = (a & b).sum(-1).float()
-    union = (a | b).sum(-1).float()
-    return inter / union
-
-
 def chance_jaccard(pool: torch.Tensor, k: int) -> torch.Tensor:
     """The expected Jaccard index of two independent uniformly random selections of
     min(k, n) neurons out of ``pool`` = n (elementwise; NaN where n = 0): the overlap
@@ -250,7 +230,7 @@ def precision_scores(acts: torch.Tensor, threshold: float, relative: bool = True
 class InputResampling:
     """Score every channel of the given conv layers on noisy copies of each image.
 
-    ``InputResampling(model, layers).attribute(images, target=None)`` returns
+    ``InputResampling(model, layers).attribute(inputs, target=None)`` returns
     ``NeuronScores``; ``target`` is the class whose log-odds is the network output ``o``
     (default: the class predicted for the unperturbed image; for two classes |r| is the
     same for either class). Runs on the model's device; scores come back on the CPU.
@@ -275,22 +255,23 @@ class InputResampling:
             raise ValueError(f"threshold: expected >= 0, got {threshold}")
         self.model = model
         self.layers = list(layers)
-        relus = [activation_layer(model, name) for name in self.layers]
-        self.sources = relus if after_relu else [pre_activation_layer(model, n) for n in layers]
+        relus = [hooks.activation_after(model, name) for name in self.layers]
+        self.sources = relus if after_relu else [activation_input(model, n) for n in layers]
         # An in-place ReLU would overwrite a recorded pre-activation: record a copy.
-        self.copy = not after_relu and any(hooks.layer(model, r).inplace for r in relus)
+        self.copy = not after_relu and any(getattr(hooks.layer(model, r), "inplace", False)
+                                           for r in relus)
         self.n_samples, self.std, self.index_scaled = n_samples, std, index_scaled
         self.threshold, self.relative = threshold, relative_threshold
         self.seed, self.batch_size = seed, batch_size
 
-    def chunks(self, images: torch.Tensor):
-        """Each image and its ``n_samples`` copies through the model in chunks of about
-        ``batch_size`` inputs. Yields, per chunk of images, its first index, the logits
+    def _chunks(self, inputs: torch.Tensor):
+        """Each input and its ``n_samples`` copies through the model in chunks of about
+        ``batch_size`` inputs. Yields, per chunk of inputs, its first index, the logits
         (N' x (1 + S) x classes) and every layer's z (N' x (1 + S) x C x positions), the
-        unperturbed image first (its single-image baselines are scored on it), on the
+        unperturbed input first (its single-image baselines are scored on it), on the
         model's device. Call it under ``torch.no_grad()``."""
-        copies = perturb(images, self.n_samples, self.std, self.index_scaled, self.seed)
-        batch = torch.cat([images.unsqueeze(1), copies], 1)
+        copies = perturb(inputs, self.n_samples, self.std, self.index_scaled, self.seed)
+        batch = torch.cat([inputs.unsqueeze(1), copies], 1)
         s = batch.shape[1]
         self.model.eval()
         per_chunk = max(1, self.batch_size // s)
@@ -304,14 +285,14 @@ class InputResampling:
                     .flatten(3) for layer, src in zip(self.layers, self.sources)}
 
     @torch.no_grad()
-    def attribute(self, images: torch.Tensor, target: torch.Tensor | int | None = None
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
                   ) -> NeuronScores:
-        n = len(images)
+        n = len(inputs)
         self.weights = {name: devices.to_host(outgoing_weights(self.model, name))
                         for name in self.layers}
         parts = {layer: [] for layer in self.layers}
         pools = {layer: [] for layer in self.layers}
-        for start, logits, acts in self.chunks(images):
+        for start, logits, acts in self._chunks(inputs):
             chunk, s = logits.shape[:2]
             if target is None:
                 t = _predicted(logits[:, 0])
@@ -320,13 +301,13 @@ class InputResampling:
                 t = devices.to_model(self.model, t)
             output = output_log_odds(logits.flatten(0, 1), t.repeat_interleave(s)).view(chunk, s)
             for layer in self.layers:
-                scores, eligible = self.layer_scores(layer, acts[layer], output[:, 1:], start)
+                scores, eligible = self._layer_scores(layer, acts[layer], output[:, 1:], start)
                 parts[layer].append(scores)
                 pools[layer].append(eligible)
         return NeuronScores(self.layers, {layer: torch.cat(p) for layer, p in parts.items()},
                             {layer: torch.cat(p) for layer, p in pools.items()})
 
-    def layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int
+    def _layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
         """N x metrics x channels scores of one layer and its N x channels eligible
         neurons; ``acts`` is N x (1 + S) x C x P with the unperturbed image first,
@@ -349,26 +330,22 @@ class InputResampling:
         eligible = alive & _above_threshold(copies, self.threshold, self.relative)
         return scores, devices.to_host(eligible)
 
-    @torch.no_grad()
-    def zero_variance_shares(self, images: torch.Tensor) -> dict[str, float]:
-        """Per layer, the share of neurons above lambda (over all images) that have a
-        position that is the same on every copy: where Eq. 3, which averages the
-        reciprocal variance over positions, is infinite."""
-        active = dict.fromkeys(self.layers, 0)
-        constant = dict.fromkeys(self.layers, 0)
-        for _, _, acts in self.chunks(images):
-            for layer in self.layers:
-                copies = acts[layer][:, 1:]
-                passing = _above_threshold(copies, self.threshold, self.relative)
-                active[layer] += passing.sum().item()
-                constant[layer] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
-        return {name: constant[name] / max(1, active[name]) for name in self.layers}
-
-
-def zero_variance_shares(model: nn.Module, images: torch.Tensor, layers: Sequence[str],
+@torch.no_grad()
+def zero_variance_shares(model: nn.Module, layers: Sequence[str], inputs: torch.Tensor,
                          **resampling) -> dict[str, float]:
-    """``InputResampling(model, layers, **resampling).zero_variance_shares(images)``."""
-    return InputResampling(model, layers, **resampling).zero_variance_shares(images)
+    """Per layer, the share of neurons above lambda (over all ``inputs``) that have a
+    position that is the same on every copy: where Eq. 3, which averages the reciprocal
+    variance over positions, is infinite. ``resampling`` goes to ``InputResampling``."""
+    method = InputResampling(model, layers, **resampling)
+    active = dict.fromkeys(method.layers, 0)
+    constant = dict.fromkeys(method.layers, 0)
+    for _, _, acts in method._chunks(inputs):
+        for layer in method.layers:
+            copies = acts[layer][:, 1:]
+            passing = _above_threshold(copies, method.threshold, method.relative)
+            active[layer] += passing.sum().item()
+            constant[layer] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
+    return {name: constant[name] / max(1, active[name]) for name in method.layers}
 
 
 def conv_names(model: nn.Module, indices: Sequence[int]) -> list[str]:
@@ -405,61 +382,108 @@ def _leading_part(model: nn.Module, name: str) -> tuple[nn.Module, str]:
     return model, name
 
 
-def selection_boxes(model: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
+def selection_boxes(model: nn.Module, masks: dict[str, torch.Tensor], inputs: torch.Tensor,
                     support_fraction: float = 0.1, batch_size: int = 256
                     ) -> dict[str, torch.Tensor]:
     """Patches of the selected neurons: for every layer, N x channels x 4 boxes (top,
-    bottom, left, right; -1 for neurons no metric selected, or dead on that image) around
+    bottom, left, right; -1 for neurons no metric selected, or dead on that input) around
     the deconvnet projection of each neuron selected by any metric in ``masks`` (layer
-    -> N x metrics x channels)."""
+    -> N x metrics x channels). The deconvnet starts at the ReLU after each conv (captum
+    rectifies at ``nn.ReLU`` modules only)."""
     boxes = {}
     for layer, mask in masks.items():
         pairs = mask.any(1).nonzero()
         out = torch.full((*mask.shape[::2], 4), -1, dtype=torch.long)
-        net, relu = _leading_part(model, activation_layer(model, layer))
+        net, relu = _leading_part(model, hooks.activation_after(model, layer, kinds=(nn.ReLU,)))
+        deconvnet = attribution.Deconvnet(net, relu)
         for chunk in pairs.split(batch_size):
-            maps = attribution.deconvnet(net, images[chunk[:, 0]], relu, chunk[:, 1])
+            maps = deconvnet.attribute(inputs[chunk[:, 0]], target=chunk[:, 1])
             out[chunk[:, 0], chunk[:, 1]] = attribution.support_boxes(maps, support_fraction)
         boxes[layer] = out
     return boxes
 
 
-def analyse(model: nn.Module, images: torch.Tensor, layers: Sequence[str], top_k: int = 5,
-            support_fraction: float = 0.1, boxes: bool | Sequence[str] = True,
-            **resampling) -> dict:
-    """Scores, eligible neurons, top-``top_k`` masks and deconvnet boxes of ``images``,
-    cached by model weights, images and every setting:
-    ``{"scores"|"eligible"|"masks"|"boxes": {layer: tensor}}``. ``boxes``: True for the
-    neurons of every metric, a list of metric names for theirs only (the deconvnet is
-    the expensive part), False for none. ``resampling`` goes to ``InputResampling``
-    (n_samples, std, index_scaled, threshold, relative_threshold, after_relu, seed)."""
-    boxed = list(METRICS) if boxes is True else list(boxes or [])
-    which = [_metric_index(m) for m in boxed]
-    parts = {"model": model, "images": images, "layers": list(layers), "top_k": top_k,
-             "support_fraction": support_fraction if boxed else None, "boxed": boxed,
-             "resampling": resampling}
+@dataclass
+class Selection:
+    """What ``NeuronSelection`` found in N inputs, per conv layer: ``scores`` (N x metrics x
+    channels, as in ``NeuronScores``), ``eligible`` (N x channels: the pool every metric
+    chooses from), ``masks`` (N x metrics x channels: the ``top_k`` of each metric) and
+    ``boxes`` (N x channels x 4 deconvnet patches, -1 where none was computed; None when
+    no boxes were asked for). Read one metric by name with ``scores_of`` / ``mask_of``."""
 
-    def compute() -> dict:
-        scores = InputResampling(model, layers, **resampling).attribute(images)
-        masks = scores.top(top_k)
-        result = {"scores": scores.scores, "eligible": scores.eligible, "masks": masks}
-        if boxed:
-            result["boxes"] = selection_boxes(model, images, {k: m[:, which] for k, m in
-                                                              masks.items()}, support_fraction)
-        return result
+    scores: dict[str, torch.Tensor]
+    eligible: dict[str, torch.Tensor]
+    masks: dict[str, torch.Tensor]
+    boxes: dict[str, torch.Tensor] | None = None
+    metrics: tuple[str, ...] = METRICS
 
-    return cache.cached("resampling", parts, compute)
+    @property
+    def layers(self) -> list[str]:
+        return list(self.scores)
+
+    def scores_of(self, metric: str, layer: str) -> torch.Tensor:
+        """N x channels scores of ``metric`` in ``layer``."""
+        return self.scores[layer][:, _metric_index(metric, self.metrics)]
+
+    def mask_of(self, metric: str, layer: str) -> torch.Tensor:
+        """N x channels: the neurons of ``layer`` that ``metric`` selected."""
+        return self.masks[layer][:, _metric_index(metric, self.metrics)]
+
+
+class NeuronSelection:
+    """Lengerich et al.'s important neurons and their patches (chapter 5), for a model and
+    its conv ``layers``: every neuron scored by ``InputResampling``, the ``top_k`` of each
+    layer and metric selected (``NeuronScores.top``) and, for the neurons of the metrics in
+    ``boxes``, the deconvnet patch (``selection_boxes``, with ``support_fraction``).
+
+    ``NeuronSelection(model, layers).attribute(inputs, target=None)`` returns a
+    ``Selection``, cached by model weights, inputs, target and every setting. ``boxes``:
+    True for the neurons of every metric, a list of metric names for theirs only (the
+    deconvnet is the expensive part), False for none. ``resampling`` goes to
+    ``InputResampling`` (n_samples, std, index_scaled, threshold, relative_threshold,
+    after_relu, seed, batch_size).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[str], top_k: int = 5,
+                 support_fraction: float = 0.1, boxes: bool | Sequence[str] = True,
+                 **resampling) -> None:
+        if top_k < 1:
+            raise ValueError(f"top_k: expected >= 1, got {top_k}")
+        self.boxed = list(METRICS) if boxes is True else list(boxes or [])
+        self.which = [_metric_index(m) for m in self.boxed]
+        self.method = InputResampling(model, layers, **resampling)
+        self.model, self.layers, self.top_k = model, list(layers), top_k
+        self.support_fraction, self.resampling = support_fraction, resampling
+
+    def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
+                  ) -> Selection:
+        parts = {"model": self.model, "inputs": inputs, "target": target, "layers": self.layers,
+                 "top_k": self.top_k, "boxed": self.boxed, "resampling": self.resampling,
+                 "support_fraction": self.support_fraction if self.boxed else None}
+
+        def compute() -> dict:
+            scores = self.method.attribute(inputs, target)
+            masks = scores.top(self.top_k)
+            found = {"scores": scores.scores, "eligible": scores.eligible, "masks": masks}
+            if self.boxed:
+                found["boxes"] = selection_boxes(
+                    self.model, {k: m[:, self.which] for k, m in masks.items()}, inputs,
+                    self.support_fraction)
+            return found
+
+        return Selection(**cache.cached("resampling", parts, compute))
 
 
 @torch.no_grad()
-def switch_off_effects(model: nn.Module, images: torch.Tensor, masks: dict[str, torch.Tensor],
+def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs: torch.Tensor,
                        batch_size: int = 512) -> torch.Tensor:
-    """N x metrics x layers: |change of the log-odds of the class predicted for each image|
+    """N x metrics x layers: |change of the log-odds of the class predicted for each input|
     when the neurons that a metric selected in one layer (``masks``: conv layer -> N x
-    metrics x channels) are switched off (their ReLU output set to zero), one layer at a
-    time. Tests whether a selection has "large influence over the network output"."""
+    metrics x channels) are switched off (the output of their activation,
+    ``hooks.activation_after``, set to zero), one layer at a time. Tests whether a
+    selection has "large influence over the network output"."""
     model.eval()
-    x = devices.to_model(model, images)
+    x = devices.to_model(model, inputs)
     base_logits = model(x)
     target = _predicted(base_logits)
     base = output_log_odds(base_logits, target)
@@ -467,14 +491,14 @@ def switch_off_effects(model: nn.Module, images: torch.Tensor, masks: dict[str, 
     for layer, mask in masks.items():
         n, m, c = mask.shape
         keep = devices.to_model(model, (~mask).reshape(n * m, c).to(x.dtype))
-        inputs, t = x.repeat_interleave(m, 0), target.repeat_interleave(m)
-        module = hooks.layer(model, activation_layer(model, layer))
+        repeated, t = x.repeat_interleave(m, 0), target.repeat_interleave(m)
+        module = hooks.layer(model, hooks.activation_after(model, layer))
         changed = []
         for start in range(0, n * m, batch_size):
             k = keep[start:start + batch_size, :, None, None]
             handle = module.register_forward_hook(lambda _m, _i, output, k=k: output * k)
             try:
-                logits = model(inputs[start:start + batch_size])
+                logits = model(repeated[start:start + batch_size])
             finally:
                 handle.remove()
             changed.append(output_log_odds(logits, t[start:start + batch_size]))
@@ -482,11 +506,12 @@ def switch_off_effects(model: nn.Module, images: torch.Tensor, masks: dict[str, 
     return devices.to_host(torch.stack(out, -1))
 
 
-def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
+def patches(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], inputs: torch.Tensor,
             metric: str, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """The patches of ``metric``'s selected neurons, cut from ``images`` and resized to
-    ``size`` x ``size`` (bilinear, by ``torchvision.ops.roi_align``), and the index of the
-    image each came from. Neurons without a box (dead on the image) give no patch."""
+    """The patches of ``metric``'s selected neurons (``masks`` and ``boxes`` per layer, as in
+    a ``Selection``), cut from ``inputs`` and resized to ``size`` x ``size`` (bilinear, by
+    ``torchvision.ops.roi_align``), and the index of the input each came from. Neurons
+    without a box (dead on the input) give no patch."""
     m = _metric_index(metric)
     rows = []
     for layer, mask in masks.items():
@@ -496,8 +521,8 @@ def patches(images: torch.Tensor, masks: dict[str, torch.Tensor], boxes: dict[st
         rows.append(torch.cat([picked[keep, :1], b[keep]], 1))
     rows = torch.cat(rows)
     # roi_align takes (image, x1, y1, x2, y2) in continuous pixel-edge coordinates.
-    rois = rows[:, [0, 3, 1, 4, 2]].to(images.dtype)
-    cut = roi_align(images, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2,
+    rois = rows[:, [0, 3, 1, 4, 2]].to(inputs.dtype)
+    cut = roi_align(inputs, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2,
                     aligned=True)
     return cut, rows[:, 0]
 
@@ -565,32 +590,32 @@ class PatchAccuracy:
     per_image: torch.Tensor
 
 
-def patch_accuracy(images: torch.Tensor, labels: torch.Tensor, train_images: torch.Tensor,
-                   masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], metric: str,
-                   size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0
+def patch_accuracy(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
+                   inputs: torch.Tensor, target: torch.Tensor, train_images: torch.Tensor,
+                   metric: str, size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0
                    ) -> PatchAccuracy:
     """The paper's secondary classifier: trained on the patches that ``metric`` selects in
-    the images flagged by ``train_images`` (each patch labelled with its image's label),
-    tested on the patches of the other images. Three 3x3 conv layers of ``width``
-    channels with max-pooling in between (a ``VGG``), Adam, cached by ``train.fit``; on
-    the images' device."""
-    cut, source = patches(images, masks, boxes, metric, size)
+    the inputs flagged by ``train_images`` (each patch labelled with its input's class in
+    ``target``), tested on the patches of the other inputs. Three 3x3 conv layers of
+    ``width`` channels with max-pooling in between (a ``VGG``), Adam, cached by
+    ``train.fit``; on the inputs' device."""
+    cut, source = patches(masks, boxes, inputs, metric, size)
     is_train = train_images[source]
     if not is_train.any() or is_train.all():
         raise ValueError("train_images: the secondary classifier needs patches of training "
                          "and of test images")
-    patch_labels = labels[source]
+    patch_labels = target[source]
     with train.seeded(seed):
-        model = VGG((width, "M", width, "M", width), in_channels=images.shape[1],
-                    num_classes=int(labels.max()) + 1).to(images.device)
+        model = VGG((width, "M", width, "M", width), in_channels=inputs.shape[1],
+                    num_classes=int(target.max()) + 1).to(inputs.device)
     config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
     trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config,
                         desc="patch classifier")
     test = TensorDataset(cut[~is_train], patch_labels[~is_train])
     right = (train.evaluate(trained.model, test).predictions == patch_labels[~is_train]).float()
-    per_image = torch.full((len(images),), float("nan"))
-    counts = torch.zeros(len(images)).index_add_(0, source[~is_train], torch.ones(len(right)))
-    sums = torch.zeros(len(images)).index_add_(0, source[~is_train], right)
+    per_image = torch.full((len(inputs),), float("nan"))
+    counts = torch.zeros(len(inputs)).index_add_(0, source[~is_train], torch.ones(len(right)))
+    sums = torch.zeros(len(inputs)).index_add_(0, source[~is_train], right)
     has = counts > 0
     per_image[has] = sums[has] / counts[has]
     return PatchAccuracy(right.mean().item(), per_image)

@@ -30,6 +30,10 @@ from jupyter_client.manager import AsyncKernelManager
 
 from . import data, devices
 
+__all__ = ["NOTEBOOKS", "RECORDS", "ParameterError", "check", "check_chapter", "chapter_path",
+           "read_chapter", "read_chapter_rules", "parse_value", "resolve", "IPCKernelManager",
+           "execute", "provenance", "record", "Record", "recorded_claims", "stale_records", "main"]
+
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
 
@@ -49,7 +53,7 @@ def _values(name: str, value: Any, kind=(int, float)) -> list:
     return values
 
 
-def at_least(low: float) -> Callable[[str, Any, dict], None]:
+def _at_least(low: float) -> Callable[[str, Any, dict], None]:
     def rule(name: str, value: Any, _params: dict) -> None:
         for v in _values(name, value):
             if v < low:
@@ -57,7 +61,7 @@ def at_least(low: float) -> Callable[[str, Any, dict], None]:
     return rule
 
 
-def between(low: float, high: float) -> Callable[[str, Any, dict], None]:
+def _between(low: float, high: float) -> Callable[[str, Any, dict], None]:
     def rule(name: str, value: Any, _params: dict) -> None:
         for v in _values(name, value):
             if not low <= v <= high:
@@ -65,7 +69,7 @@ def between(low: float, high: float) -> Callable[[str, Any, dict], None]:
     return rule
 
 
-def dataset_rule(name: str, value: Any, _params: dict) -> None:
+def _dataset_rule(name: str, value: Any, _params: dict) -> None:
     """A known dataset whose files are in place and whose images open (``data.check``)."""
     _values(name, value, str)
     try:
@@ -85,7 +89,7 @@ def _class_count(params: dict) -> int | None:
         return None
 
 
-def class_rule(name: str, value: Any, params: dict) -> None:
+def _class_rule(name: str, value: Any, params: dict) -> None:
     """Class indices must exist in the chapter's dataset."""
     n = _class_count(params)
     if n is None:
@@ -96,27 +100,27 @@ def class_rule(name: str, value: Any, params: dict) -> None:
             raise ParameterError(f"{name}: expected a class index in 0..{n - 1}, got {v!r}")
 
 
-def device_rule(name: str, value: Any, _params: dict) -> None:
+def _device_rule(name: str, value: Any, _params: dict) -> None:
     try:
         devices.device(value)
     except ValueError as err:
         raise ParameterError(str(err).replace("device:", f"{name}:", 1)) from None
 
 
-def image_size_rule(name: str, value: Any, _params: dict) -> None:
+def _image_size_rule(name: str, value: Any, _params: dict) -> None:
     """None (the dataset's own size) or a side of at least 8 pixels."""
     if value is not None:
-        at_least(8)(name, value, _params)
+        _at_least(8)(name, value, _params)
 
 
-def folder_rule(name: str, value: Any, _params: dict) -> None:
+def _folder_rule(name: str, value: Any, _params: dict) -> None:
     """An empty string (not used) or an existing folder."""
     _values(name, value, str)
     if value and not Path(value).expanduser().is_dir():
         raise ParameterError(f"{name}: folder {value!r} does not exist")
 
 
-def names_rule(name: str, value: Any, params: dict) -> None:
+def _names_rule(name: str, value: Any, params: dict) -> None:
     """A list of names, one per class of the chapter's dataset, or [] (the class names)."""
     values = _values(name, value, str)
     n = _class_count(params)
@@ -124,29 +128,29 @@ def names_rule(name: str, value: Any, params: dict) -> None:
         raise ParameterError(f"{name}: expected one name per class ({n}), got {len(values)}")
 
 
-def rule_for(name: str):
+def _rule_for(name: str):
     """The range rule for a parameter name: exact names first, then name patterns."""
-    exact = {"dataset": dataset_rule, "device": device_rule, "image_size": image_size_rule,
-             "seed": at_least(0), "quantile": between(0.0, 1.0), "broden": folder_rule,
-             "class_concepts": names_rule,
-             "layers": at_least(0),  # layer indices
-             "n_train": at_least(0), "n_test": at_least(0)}  # 0 means all images
+    exact = {"dataset": _dataset_rule, "device": _device_rule, "image_size": _image_size_rule,
+             "seed": _at_least(0), "quantile": _between(0.0, 1.0), "broden": _folder_rule,
+             "class_concepts": _names_rule,
+             "layers": _at_least(0),  # layer indices
+             "n_train": _at_least(0), "n_test": _at_least(0)}  # 0 means all images
     if name in exact:
         return exact[name]
     if name.endswith("_folder"):
-        return folder_rule
+        return _folder_rule
     if name.endswith(("class", "classes")):
-        return class_rule
+        return _class_rule
     if name.endswith(("fraction", "fractions", "rate", "rates", "sparsity")):
-        return between(0.0, 1.0)
+        return _between(0.0, 1.0)
     if name.endswith(("threshold", "thresholds", "noise", "lr", "sigma", "std", "tol", "decay",
                       "levels", "weight", "weights", "margin", "epochs")) \
             or name.startswith("epochs"):
-        return at_least(0)
+        return _at_least(0)
     if name.startswith(("n_", "k_", "num_")) or name.endswith(
             ("_size", "_steps", "seeds", "depth", "depths", "widths", "width", "k1", "k2",
              "top_k", "resamples")):
-        return at_least(1)
+        return _at_least(1)
     return None
 
 
@@ -162,7 +166,7 @@ def check(choices: dict[str, list] | None = None, **params: Any) -> dict[str, An
                 if v not in allowed:
                     raise ParameterError(f"{name}: expected one of {allowed}, got {v!r}")
     for name, value in params.items():
-        rule = None if name in (choices or {}) else rule_for(name)
+        rule = None if name in (choices or {}) else _rule_for(name)
         if rule is not None and not isinstance(value, bool) \
                 and (value is not None or name == "image_size"):
             rule(name, value, params)
@@ -174,7 +178,7 @@ def check_chapter(chapter: str, namespace: dict[str, Any]) -> dict[str, Any]:
     ``globals()`` after its parameters cell and papermill's injected cell): types against
     the defaults, then ``check`` with the front matter's choices. Returns the values."""
     defaults, _presets, choices = read_chapter_rules(chapter_path(chapter))
-    params = {name: coerce(name, namespace[name], default) for name, default in defaults.items()}
+    params = {name: _coerce(name, namespace[name], default) for name, default in defaults.items()}
     return check(choices, **params)
 
 
@@ -227,7 +231,7 @@ def parse_value(text: str) -> Any:
         return {"true": True, "false": False, "none": None}.get(lowered, text)
 
 
-def coerce(name: str, value: Any, default: Any) -> Any:
+def _coerce(name: str, value: Any, default: Any) -> Any:
     """``value`` in the type of ``default`` (an int is a float too), or ``ParameterError``."""
     if default is None or value is None:
         return value
@@ -236,7 +240,7 @@ def coerce(name: str, value: Any, default: Any) -> Any:
             return float(value)
         if isinstance(default, (list, tuple)) and isinstance(value, (list, tuple)):
             if default:
-                return type(default)(coerce(name, v, default[0]) for v in value)
+                return type(default)(_coerce(name, v, default[0]) for v in value)
             return type(default)(value)
         if isinstance(value, type(default)):
             return value
@@ -258,7 +262,7 @@ def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[s
         if name not in defaults:
             raise ParameterError(f"{name}: not a parameter of {path.stem}; "
                                  f"its parameters are {sorted(defaults)}")
-        params[name] = coerce(name, value, defaults[name])
+        params[name] = _coerce(name, value, defaults[name])
     check(choices, **{**defaults, **params})
     return params
 
@@ -315,7 +319,7 @@ def _git(*args: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def hardware(device_spec: str = "auto") -> str:
+def _hardware(device_spec: str = "auto") -> str:
     """The GPU's name when the run uses CUDA, else the CPU model and its core count."""
     import os
     import platform
@@ -350,13 +354,13 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[s
     full = {**defaults, **params}
     return {"chapter": path.stem, "preset": preset, "parameters": full,
             "commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain")),
-            "hardware": hardware(str(full.get("device", "auto"))),
+            "hardware": _hardware(str(full.get("device", "auto"))),
             "torch": torch.__version__, "torchvision": torchvision.__version__,
             "python": platform.python_version(),
             "cached_results": len(list(cache_dir().glob("*.pt")))}
 
 
-def provenance_cell(record: dict[str, Any]):
+def _provenance_cell(record: dict[str, Any]):
     """The first cell of a recorded notebook: the provenance as a table (and, in the
     notebook's metadata, as data for the tests)."""
     import nbformat
@@ -396,7 +400,7 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     nb = nbformat.read(partial, as_version=4)
-    nb.cells.insert(0, provenance_cell(info))
+    nb.cells.insert(0, _provenance_cell(info))
     nb.metadata.setdefault("subnets", {})["provenance"] = info
     nbformat.write(nb, partial)
     partial.replace(output)

@@ -1,4 +1,5 @@
-"""Representation similarity: linear CKA (Kornblith et al., 2019) and minibatch CKA.
+"""Representation similarity (Avendaño Muñoz, chapter 3): linear CKA (Kornblith et al., 2019)
+and minibatch CKA.
 
 ``linear_cka`` is the direct formula on two full feature matrices. ``gram_matrices``
 holds one n x n linear Gram matrix per layer of a model on all n inputs (the features are
@@ -9,27 +10,31 @@ matrix at all: per batch it computes the unbiased HSIC estimator of every pair o
 and sums it, and CKA is the normalised sum. The unbiased estimator divides by n (n - 3),
 so a batch of fewer than four examples is an error (not a NaN). ``cka_matrix`` compares
 every layer of one model with every layer of another on the same inputs, either way.
+Every function that runs a model takes it with its layers first, then the inputs:
+``gram_matrices(model, layers, inputs)``, ``cka_matrix(model_a, layers_a, model_b, layers_b,
+inputs)``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import nn
 
 from .devices import to_host, to_model
-from .hooks import Recorder, conv_layers
+from .hooks import Recorder
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
            "gram_matrices", "cka_from_grams", "blockwise_layer_cka", "cka_matrix"]
 
-MIN_BATCH = 4
-SHORTCUT_NAMES = ("shortcut", "downsample")
+_MIN_BATCH = 4
+_SHORTCUT_NAMES = ("shortcut", "downsample")
 
 
-def centred(x: torch.Tensor) -> torch.Tensor:
+def _centred(x: torch.Tensor) -> torch.Tensor:
     x = x.flatten(1).double()
     return x - x.mean(0, keepdim=True)
 
@@ -40,27 +45,33 @@ def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
     if len(x) != len(y):
         raise ValueError(f"x and y: expected the same number of examples, got {len(x)} and "
                          f"{len(y)}")
-    x, y = centred(x), centred(y)
+    x, y = _centred(x), _centred(y)
     return float((y.T @ x).square().sum() / ((x.T @ x).norm() * (y.T @ y).norm()))
 
 
-def gram_terms(features: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """For P layers' features (n examples each, any width), the zero-diagonal linear Gram
+@dataclass
+class _GramTerms:
+    """For P layers' features (n examples each, any width): the zero-diagonal linear Gram
     matrices (P x n x n), their sums (P) and their row sums (P x n)."""
+
+    grams: torch.Tensor
+    sums: torch.Tensor
+    rows: torch.Tensor
+
+
+def _gram_terms(features: Sequence[torch.Tensor]) -> _GramTerms:
     grams = torch.stack([f @ f.T for f in (f.flatten(1).double() for f in features)])
     grams.diagonal(dim1=1, dim2=2).zero_()
     rows = grams.sum(2)
-    return grams, rows.sum(1), rows
+    return _GramTerms(grams, rows.sum(1), rows)
 
 
-def unbiased_hsic(a: tuple, b: tuple, n: int) -> torch.Tensor:
+def _unbiased_hsic(a: _GramTerms, b: _GramTerms, n: int) -> torch.Tensor:
     """The unbiased HSIC estimator (Song et al., 2012) of every pair (p, q) of Gram
-    matrices in ``a`` and ``b`` (``gram_terms`` of each), as a P x Q tensor."""
-    ka, sa, ra = a
-    kb, sb, rb = b
-    trace = torch.einsum("pij,qij->pq", ka, kb)
-    return (trace + torch.outer(sa, sb) / ((n - 1) * (n - 2))
-            - 2 / (n - 2) * ra @ rb.T) / (n * (n - 3))
+    matrices in ``a`` and ``b``, as a P x Q tensor."""
+    trace = torch.einsum("pij,qij->pq", a.grams, b.grams)
+    return (trace + torch.outer(a.sums, b.sums) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * a.rows @ b.rows.T) / (n * (n - 3))
 
 
 class MinibatchCKA:
@@ -77,13 +88,13 @@ class MinibatchCKA:
         n = len(features_a[0])
         if any(len(f) != n for f in [*features_a, *features_b]):
             raise ValueError("features: every layer must have the same number of examples")
-        if n < MIN_BATCH:
+        if n < _MIN_BATCH:
             raise ValueError(f"batch of {n} examples: the unbiased HSIC estimator needs at "
-                             f"least {MIN_BATCH}")
-        a, b = gram_terms(features_a), gram_terms(features_b)
-        xy = unbiased_hsic(a, b, n)
-        xx = unbiased_hsic(a, a, n).diagonal()
-        yy = unbiased_hsic(b, b, n).diagonal()
+                             f"least {_MIN_BATCH}")
+        a, b = _gram_terms(features_a), _gram_terms(features_b)
+        xy = _unbiased_hsic(a, b, n)
+        xx = _unbiased_hsic(a, a, n).diagonal()
+        yy = _unbiased_hsic(b, b, n).diagonal()
         if self.xy is None:
             self.xy, self.xx, self.yy = xy, xx, yy
         else:
@@ -98,12 +109,14 @@ class MinibatchCKA:
 
 
 def check_batches(n: int, batch_size: int) -> None:
-    if batch_size < MIN_BATCH:
-        raise ValueError(f"batch_size: the unbiased HSIC estimator needs at least {MIN_BATCH}, "
+    """A ``ValueError`` naming ``batch_size`` unless minibatch CKA of ``n`` inputs in batches
+    of ``batch_size`` gives every batch, the last one included, at least four examples."""
+    if batch_size < _MIN_BATCH:
+        raise ValueError(f"batch_size: the unbiased HSIC estimator needs at least {_MIN_BATCH}, "
                          f"got {batch_size}")
-    if 0 < n % batch_size < MIN_BATCH:
+    if 0 < n % batch_size < _MIN_BATCH:
         raise ValueError(f"batch_size: {n} inputs in batches of {batch_size} leave a last batch of "
-                         f"{n % batch_size} (< {MIN_BATCH}); choose another batch size")
+                         f"{n % batch_size} (< {_MIN_BATCH}); choose another batch size")
 
 
 def representation_layers(model: nn.Module) -> list[str]:
@@ -112,17 +125,17 @@ def representation_layers(model: nn.Module) -> list[str]:
     and the fc, about 50 layers)."""
     return [n for n, m in model.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear))
-            and not any(part in SHORTCUT_NAMES for part in n.split("."))]
+            and not any(part in _SHORTCUT_NAMES for part in n.split("."))]
 
 
 @torch.no_grad()
-def gram_matrices(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] | None = None,
+def gram_matrices(model: nn.Module, layers: Sequence[str], inputs: torch.Tensor,
                   batch_size: int = 250, max_bytes: int = 2 ** 30) -> torch.Tensor:
     """The centred linear Gram matrices (L x n x n, float64, on the CPU) of ``layers``
-    (default ``representation_layers``) on all ``inputs``, in eval mode. Layers are
+    (e.g. ``representation_layers(model)``) on all ``inputs``, in eval mode. Layers are
     recorded in groups whose features for all inputs fit ``max_bytes``, one pass over the
     inputs per group."""
-    layers = representation_layers(model) if layers is None else list(layers)
+    layers = list(layers)
     model.eval()
     n = len(inputs)
     with Recorder(model, layers) as rec:
@@ -131,15 +144,15 @@ def gram_matrices(model: nn.Module, inputs: torch.Tensor, layers: Sequence[str] 
     grams, group, held = [], [], 0
     for name, width in zip(layers, widths):
         if group and held + 4 * n * width > max_bytes:
-            grams += _group_grams(model, inputs, group, batch_size)
+            grams += _group_grams(model, group, inputs, batch_size)
             group, held = [], 0
         group.append(name)
         held += 4 * n * width
-    grams += _group_grams(model, inputs, group, batch_size)
+    grams += _group_grams(model, group, inputs, batch_size)
     return torch.stack([_centre(g) for g in grams])
 
 
-def _group_grams(model: nn.Module, inputs: torch.Tensor, layers: list[str],
+def _group_grams(model: nn.Module, layers: list[str], inputs: torch.Tensor,
                  batch_size: int) -> list:
     chunks: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
     with Recorder(model, layers) as rec:
@@ -172,8 +185,8 @@ def blockwise_layer_cka(grams_a: torch.Tensor, grams_b: torch.Tensor,
     blocks of the examples (n_blocks x L), for an interval over blocks. A block of a
     centred Gram matrix, centred again, is the block's own centred Gram matrix."""
     n = grams_a.shape[-1]
-    if grams_a.shape != grams_b.shape or not 1 <= n_blocks <= n // MIN_BATCH:
-        raise ValueError(f"n_blocks: expected 1..{n // MIN_BATCH} blocks of matching grams, got "
+    if grams_a.shape != grams_b.shape or not 1 <= n_blocks <= n // _MIN_BATCH:
+        raise ValueError(f"n_blocks: expected 1..{n // _MIN_BATCH} blocks of matching grams, got "
                          f"{n_blocks} for {tuple(grams_a.shape)} and {tuple(grams_b.shape)}")
     rows = []
     for idx in torch.arange(n).tensor_split(n_blocks):
@@ -189,20 +202,19 @@ def _centre(grams: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def cka_matrix(model_a: nn.Module, model_b: nn.Module, inputs: torch.Tensor,
-               layers_a: Sequence[str] | None = None, layers_b: Sequence[str] | None = None,
+def cka_matrix(model_a: nn.Module, layers_a: Sequence[str], model_b: nn.Module,
+               layers_b: Sequence[str], inputs: torch.Tensor,
                batch_size: int | None = 250) -> pd.DataFrame:
-    """CKA of every layer of ``model_a`` (rows) with every layer of ``model_b`` (columns)
-    on ``inputs``; the layers default to every conv layer, in order. ``batch_size=None``
-    gives full-batch linear CKA (``gram_matrices``), a number minibatch CKA in batches of
+    """CKA of every layer in ``layers_a`` of ``model_a`` (rows) with every layer in
+    ``layers_b`` of ``model_b`` (columns) on ``inputs``. ``batch_size=None`` gives
+    full-batch linear CKA (``gram_matrices``), a number minibatch CKA in batches of
     ``batch_size`` (unbiased HSIC summed over batches)."""
-    layers_a = conv_layers(model_a) if layers_a is None else list(layers_a)
-    layers_b = conv_layers(model_b) if layers_b is None else list(layers_b)
+    layers_a, layers_b = list(layers_a), list(layers_b)
     index = pd.Index(layers_a, name="layer A")
     columns = pd.Index(layers_b, name="layer B")
     if batch_size is None:
-        table = cka_from_grams(gram_matrices(model_a, inputs, layers_a),
-                               gram_matrices(model_b, inputs, layers_b))
+        table = cka_from_grams(gram_matrices(model_a, layers_a, inputs),
+                               gram_matrices(model_b, layers_b, inputs))
         return pd.DataFrame(table.numpy(), index=index, columns=columns)
     check_batches(len(inputs), batch_size)
     model_a.eval()

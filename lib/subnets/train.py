@@ -23,12 +23,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, devices
+from . import cache, devices, metrics
 from .data import ImageSet
 from .progress import bar
 
-__all__ = ["TrainConfig", "Trained", "Evaluation", "seeded", "fit", "run_training", "evaluate",
-           "predict", "predicted_labels", "loss_function", "augment_batch", "data_identity"]
+__all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
+           "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
+           "data_identity"]
 
 
 @contextlib.contextmanager
@@ -204,11 +205,57 @@ def _host_copy(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: devices.to_host(v).clone() for k, v in module.state_dict().items()}
 
 
-def run_training(model, data, config: TrainConfig, test_data, desc: str) -> dict:
-    """Train ``model`` in place on its device; the checkpoint entry, on the CPU."""
+class Objective:
+    """What ``run_training`` minimises on each batch and what it records of each epoch:
+    supervised training on ``config.loss``, recorded as the epoch's loss per image and its
+    training accuracy. A subclass changes what the one training loop does where it calls
+    these methods: which parameters ``config``'s optimiser trains (``parameters``), the
+    batch's loss (``loss``, run under the device's autocast), a step of its own after the
+    optimiser's (``after_step``) and the epoch's history fields (``begin_epoch``,
+    ``end_epoch``). Chapter 4's Class-Specific Gates (Liang et al. 2020) are one
+    (``influence.fit_gates``): a gated path, a sparsity term and the gates' own optimiser."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.criterion = loss_function(config.loss)
+
+    def parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The parameters that ``config``'s optimiser, schedule and gradient clipping drive."""
+        return [p for p in model.parameters() if p.requires_grad]
+
+    def begin_epoch(self, model: nn.Module, epoch: int) -> str:
+        """Start epoch ``epoch`` (from 1); the label of its progress bar."""
+        # Per-batch losses stay on the device until the epoch ends (no sync per step).
+        self.losses, self.sizes, self.correct = [], [], 0
+        return f"epoch {epoch}"
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The loss to minimise on the batch (x, y)."""
+        logits = model(x)
+        loss = self.criterion(logits, y)
+        self.losses.append(loss.detach())
+        self.sizes.append(len(y))
+        self.correct += (predicted_labels(logits) == y).sum()
+        return loss
+
+    def after_step(self, model: nn.Module) -> None:
+        """Runs after each optimiser and schedule step; nothing for plain training."""
+
+    def end_epoch(self, model: nn.Module) -> dict:
+        """The epoch's history fields (after "epoch", before "test_accuracy")."""
+        # Summed in Python's float64, in batch order, as ever.
+        loss_sum = sum(v * n for v, n in zip(torch.stack(self.losses).tolist(), self.sizes))
+        total = sum(self.sizes)
+        return {"loss": loss_sum / total, "train_accuracy": int(self.correct) / total}
+
+
+def run_training(model, data, config: TrainConfig, test_data, desc: str,
+                 objective: Objective | None = None) -> dict:
+    """Train ``model`` in place on its device on ``objective`` (default: ``Objective(config)``,
+    supervised training); the checkpoint entry, on the CPU."""
+    objective = Objective(config) if objective is None else objective
     g = torch.Generator().manual_seed(config.seed)
     batches = _Batches(model, data, config.batch_size, g)
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = objective.parameters(model)
     if config.optimizer == "adam":
         opt = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
@@ -218,7 +265,6 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str) -> dict
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
         if config.schedule == "cosine" else (lambda s: 1.0))
-    criterion = loss_function(config.loss)
     history, snapshots = [], []
     cuda = devices.is_cuda(model)
     if cuda:  # channels-last weights and inputs: faster convolutions on CUDA
@@ -227,30 +273,22 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str) -> dict
         torch.manual_seed(config.seed)  # dropout and other randomness inside the model
         for epoch in bar(range(1, config.epochs + 1), desc=desc):
             model.train()
-            # Per-batch losses stay on the device until the epoch ends (no sync per step);
-            # they are summed in Python's float64, in batch order, as ever.
-            losses, sizes, correct = [], [], 0
-            for x, y in bar(batches, desc=f"epoch {epoch}"):
+            for x, y in bar(batches, desc=objective.begin_epoch(model, epoch)):
                 if config.augment:
                     x = augment_batch(x, g)
                 if cuda and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with devices.autocast(model):
-                    logits = model(x)
-                    loss = criterion(logits, y)
-                opt.zero_grad(set_to_none=True)
+                    loss = objective.loss(model, x, y)
+                # The model's, not the optimiser's: an objective's own parameters too.
+                model.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 opt.step()
                 sched.step()
-                losses.append(loss.detach())
-                sizes.append(len(y))
-                correct += (predicted_labels(logits) == y).sum()
-            loss_sum = sum(v * n for v, n in zip(torch.stack(losses).tolist(), sizes))
-            total = sum(sizes)
-            row = {"epoch": epoch, "loss": loss_sum / total,
-                   "train_accuracy": int(correct) / total}
+                objective.after_step(model)
+            row = {"epoch": epoch, **objective.end_epoch(model)}
             if test_data is not None:
                 row["test_accuracy"] = evaluate(model, test_data).accuracy
             history.append(row)
@@ -295,9 +333,8 @@ class Evaluation:
 
     def per_class(self) -> pd.Series:
         """Accuracy on the images of each class (recall per class)."""
-        acc = [(self.predictions[self.labels == c] == c).float().mean().item()
-               for c in range(len(self.classes))]
-        return pd.Series(acc, index=pd.Index(self.classes, name="class"), name="accuracy")
+        return metrics.accuracy_by_class(self.predictions == self.labels, self.labels,
+                                         self.classes)
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 500) -> Evaluation:

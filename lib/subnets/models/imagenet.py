@@ -20,10 +20,9 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..devices import model_device
 from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
+from .small import NETWORKS
 
 __all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS"]
-
-NETWORKS = ("alexnet", "vgg11", "resnet18")
 
 
 class _Block(BasicBlock):

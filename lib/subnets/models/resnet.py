@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-SHORTCUTS = ("projection", "identity")
+__all__ = ["ResNet", "BasicBlock", "Bottleneck", "cifar_resnet", "resnet18_small"]
+
+_SHORTCUTS = ("projection", "identity")
 
 
 class _PadShortcut(nn.Module):
@@ -85,7 +87,7 @@ class Bottleneck(nn.Module):
         return self.relu3(out + self.shortcut(x))
 
 
-BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
+_BLOCKS = {"basic": BasicBlock, "bottleneck": Bottleneck}
 
 
 class ResNet(nn.Module):
@@ -107,10 +109,10 @@ class ResNet(nn.Module):
         shortcut: str = "projection",
     ) -> None:
         super().__init__()
-        if block not in BLOCKS:
-            raise ValueError(f"block: expected one of {sorted(BLOCKS)}, got {block!r}")
-        if shortcut not in SHORTCUTS:
-            raise ValueError(f"shortcut: expected one of {list(SHORTCUTS)}, got {shortcut!r}")
+        if block not in _BLOCKS:
+            raise ValueError(f"block: expected one of {sorted(_BLOCKS)}, got {block!r}")
+        if shortcut not in _SHORTCUTS:
+            raise ValueError(f"shortcut: expected one of {list(_SHORTCUTS)}, got {shortcut!r}")
         if len(blocks) != len(widths):
             raise ValueError(f"blocks and widths differ in length: {blocks} vs {widths}")
         if rf_pool < 1:
@@ -129,8 +131,8 @@ class ResNet(nn.Module):
             layers = []
             for j in range(count):
                 stride = 2 if (i > 0 and j == 0) else 1
-                layers.append(BLOCKS[block](channels, width, stride=stride, shortcut=shortcut))
-                channels = width * BLOCKS[block].expansion
+                layers.append(_BLOCKS[block](channels, width, stride=stride, shortcut=shortcut))
+                channels = width * _BLOCKS[block].expansion
             stages.append(nn.Sequential(*layers))
         self.layers = nn.Sequential(*stages)
         self.avgpool = nn.AdaptiveAvgPool2d(1)

@@ -16,14 +16,10 @@ import torch
 
 from .. import devices
 from .resnet import ResNet
-from .vgg import VGG
+from .vgg import VGG, cfgs
 
 __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "check_input_size",
-           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "VGG19_RF"]
-
-# The paper's VGG19 with three 2x2 pools after blocks 1-3 and none after the 512-wide
-# convs: with a stride-4 receptive-field pool a 32x32 image still leaves a 1x1 map.
-VGG19_RF = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M") + (512,) * 8
+           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf"]
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
@@ -33,12 +29,17 @@ def rf_pool_of(level: int) -> tuple[int, int]:
     return (level + 1, level) if level else (1, 1)
 
 
+def _scaled(cfg: tuple[int | str, ...], width: int) -> tuple[int | str, ...]:
+    """A VGG layout written at width 64 with its first conv ``width`` wide."""
+    return tuple(c if c == "M" else c * width // 64 for c in cfg)
+
+
 def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> VGG:
-    """The paper's VGG (VGG19 layout, see ``VGG19_RF``) at receptive-field ``level``;
+    """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``;
     ``width`` scales the channels (64: the paper's, 16: a sixteenth of its parameters)."""
     kernel, stride = rf_pool_of(level)
-    cfg = tuple(c if c == "M" else c * width // 64 for c in VGG19_RF)
-    return VGG(cfg, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
+    return VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes, rf_pool=kernel,
+               rf_pool_stride=stride)
 
 
 def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
@@ -51,11 +52,11 @@ def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
 
 
 def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
-    """Six 3x3 convs (``width``, 2x, 4x wide) with two 2x2 pools: a 28x28 image still
-    leaves a 1x1 map at level 4."""
+    """Six 3x3 convs (``width``, 2x, 4x wide; ``vgg.cfgs["vgg_small_rf"]``) with two 2x2
+    pools: a 28x28 image still leaves a 1x1 map at level 4."""
     kernel, stride = rf_pool_of(level)
-    cfg = (width, width, "M", 2 * width, 2 * width, "M", 4 * width, 4 * width)
-    return VGG(cfg, in_channels, num_classes, rf_pool=kernel, rf_pool_stride=stride)
+    return VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes, rf_pool=kernel,
+               rf_pool_stride=stride)
 
 
 def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,

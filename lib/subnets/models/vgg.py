@@ -4,6 +4,10 @@
 max-pool of that kernel and stride right after the first conv (``models.rfpool`` grows both with the
 level). It has no parameters, so every variant has the same parameter count; ``rf_pool=1`` with
 stride 1 means no pool.
+
+``cfgs`` holds the layer layouts by name, as torchvision's ``vgg.py`` does: an integer is a 3x3
+conv of that many channels, ``"M"`` a 2x2 max-pool. The receptive-field layouts are written at
+the paper's width 64; ``models.rfpool`` scales them.
 """
 
 from collections.abc import Sequence
@@ -11,7 +15,19 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-VGG11_SMALL = (32, "M", 64, "M", 128, 128, "M", 256, 256)
+__all__ = ["VGG", "cfgs", "vgg11_small"]
+
+cfgs: dict[str, tuple[int | str, ...]] = {
+    # VGG11 at half its width without its last block: a fourth pool would leave 28x28 inputs
+    # 1x1 maps (Islam and Tushar, chapter 2).
+    "vgg11_small": (32, "M", 64, "M", 128, 128, "M", 256, 256),
+    # The paper's VGG19 with three 2x2 pools after blocks 1-3 and none after the 512-wide
+    # convs: with a stride-4 receptive-field pool a 32x32 image still leaves a 1x1 map
+    # (Avendaño Muñoz, chapter 3).
+    "vgg19_rf": (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M") + (512,) * 8,
+    # Six convs with two 2x2 pools: a 28x28 image still leaves a 1x1 map at level 4.
+    "vgg_small_rf": (64, 64, "M", 128, 128, "M", 256, 256),
+}
 
 
 class VGG(nn.Module):
@@ -61,4 +77,4 @@ class VGG(nn.Module):
 def vgg11_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> VGG:
     """VGG11 at half its width, its last block dropped (six convs, three pools), for
     28x28 inputs on a CPU: a fourth pool would leave 1x1 maps."""
-    return VGG(VGG11_SMALL, in_channels=in_channels, num_classes=num_classes, **kwargs)
+    return VGG(cfgs["vgg11_small"], in_channels=in_channels, num_classes=num_classes, **kwargs)
