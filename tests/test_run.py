@@ -286,3 +286,10 @@ def test_every_record_matches_its_preset_and_an_ancestor_commit(record):
 def test_kernels_get_unix_sockets_of_their_own():
     a, b = run.IPCKernelManager(), run.IPCKernelManager()
     assert a.transport == b.transport == "ipc" and a.ip != b.ip
+
+
+def test_a_record_goes_stale_with_the_chapters_code_not_its_prose():
+    code = run.chapter_code(CHAPTER)
+    assert run.chapter_code(CHAPTER.replace("# A chapter", "# A chapter, retold")) == code
+    assert run.chapter_code(CHAPTER.replace("epochs = 3", "epochs = 4")) != code
+    assert run.chapter_code(CHAPTER.replace("smoke: {epochs: 1}", "smoke: {epochs: 2}")) != code

@@ -32,7 +32,8 @@ from . import data, devices
 
 __all__ = ["NOTEBOOKS", "RECORDS", "ParameterError", "check", "check_chapter", "chapter_path",
            "read_chapter", "read_chapter_rules", "parse_value", "resolve", "IPCKernelManager",
-           "execute", "provenance", "record", "Record", "recorded_claims", "stale_records", "main"]
+           "execute", "provenance", "record", "Record", "recorded_claims", "chapter_code",
+           "stale_records", "main"]
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
@@ -446,9 +447,20 @@ def recorded_claims(chapter: str) -> Record | None:
                      f"`python -m subnets.run {chapter[:2]} --preset <preset> --record`")
 
 
+def chapter_code(text: str) -> tuple[list[str], dict]:
+    """What a chapter runs: the sources of its code cells and its presets and choices
+    (front matter ``subnets:``), read from its MyST text; its prose is left out."""
+    import jupytext
+
+    notebook = jupytext.reads(text, fmt="md:myst")
+    return ([cell.source for cell in notebook.cells if cell.cell_type == "code"],
+            notebook.metadata.get("subnets", {}))
+
+
 def stale_records() -> list[str]:
-    """Recorded notebooks whose chapter or library changed since the commit they ran at
-    (or whose commit is not in this repository's history)."""
+    """Recorded notebooks whose chapter's code (code cells, presets) or library changed
+    since the commit they ran at (or whose commit is not in this repository's history).
+    A change to a chapter's prose alone leaves its record current."""
     import nbformat
 
     stale = []
@@ -456,11 +468,14 @@ def stale_records() -> list[str]:
         info = nbformat.read(nb_path, as_version=4).metadata.get("subnets", {}).get("provenance")
         commit = (info or {}).get("commit", "")
         chapter = NOTEBOOKS / f"{(info or {}).get('chapter', nb_path.stem)}.md"
+        relative = chapter.relative_to(data.REPO_ROOT).as_posix()
         if not commit or not _git("cat-file", "-t", commit):
             stale.append(f"{nb_path.name}: no known commit")
-        elif _git("diff", "--name-only", commit, "HEAD", "--", str(chapter), "lib/subnets"):
-            stale.append(f"{nb_path.name}: {chapter.name} or lib/subnets changed "
-                         f"since {commit[:10]}")
+        elif _git("diff", "--name-only", commit, "HEAD", "--", "lib/subnets"):
+            stale.append(f"{nb_path.name}: lib/subnets changed since {commit[:10]}")
+        elif chapter_code(_git("show", f"{commit}:{relative}")) \
+                != chapter_code(_git("show", f"HEAD:{relative}")):
+            stale.append(f"{nb_path.name}: the code of {chapter.name} changed since {commit[:10]}")
     return stale
 
 
