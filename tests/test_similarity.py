@@ -165,10 +165,15 @@ def test_representation_layers_skip_shortcuts_and_keep_the_head():
     assert layers[24] == "layers.2.0.conv3"
 
 
-def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
+def two_small_nets():
+    """Two differently initialised conv-ReLU-conv nets (layers "0" and "2")."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
-    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    return tuple(nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+                 for _ in range(2))
+
+
+def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
+    model, other = two_small_nets()
     x = torch.rand(24, 1, 8, 8)
     layers = ["0", "2"]
     blocks = similarity.blockwise_layer_cka(similarity.gram_matrices(model, layers, x),
@@ -185,9 +190,7 @@ def test_blockwise_layer_cka_equals_cka_on_each_block_of_images():
 
 @pytest.mark.gpu
 def test_full_and_minibatch_cka_on_cuda_match_the_cpu():
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
-    other = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Conv2d(3, 4, 3))
+    model, other = two_small_nets()
     x = torch.rand(40, 1, 10, 10)
     layers = ["0", "2"]
     for batch_size in (None, 10):
