@@ -1,5 +1,6 @@
 """Every chapter runs end to end with its ``smoke`` preset (tiny parameters), on
-Fashion-MNIST and on a folder of RGB photos; every preset passes the runner's checks."""
+Fashion-MNIST and on a folder of RGB photos; every preset passes the runner's checks;
+the networks of every ``paper`` preset are built and take a training step on the CPU."""
 
 import nbformat
 import pytest
@@ -82,3 +83,58 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, monkeypat
                 (tmp_path / folder / f"class{c}").mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (8, 8)).save(tmp_path / folder / f"class{c}" / "0.png")
             run.resolve(path, preset, {})  # presets name real parameters with valid values
+
+
+def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
+    """The networks that ``chapter`` trains under its ``paper`` preset ``p``, the
+    TrainConfig fields it trains them with and their input side, as the chapter builds
+    them (RGB inputs: the papers' datasets are colour photos)."""
+    from subnets import models
+    from subnets.models.imagenet import imagenet_network
+
+    if chapter == "01":
+        nets = [models.ThreeBlockCNN(in_channels=3, num_classes=10, image_size=p["image_size"])]
+        return nets, {"lr": p["lr"], "schedule": "cosine"}, p["image_size"]
+    if chapter == "02":
+        assert p["network_scale"] == "full"
+        return ([imagenet_network(n, 3, 10) for n in p["networks"]], {"lr": p["lr"]},
+                p["image_size"])
+    if chapter == "03":
+        nets = [models.rf_model(a, level, 3, 10, p["width"])
+                for a in p["architectures"] for level in p["rf_levels"]]
+        return nets, {"lr": p["lr"], "optimizer": "sgd", "weight_decay": p["weight_decay"],
+                      "schedule": "cosine", "clip_grad_norm": p["clip_threshold"] or None}, 32
+    if chapter == "04":
+        nets = [models.cifar_resnet(d, 3, 10, shortcut=p["shortcut"])
+                for d in sorted({p["depth"], *p["depths"]})]
+        return nets, {"lr": p["lr"], "optimizer": p["optimizer"], "schedule": "cosine",
+                      "weight_decay": p["weight_decay"], "augment": p["augment"]}, 32
+    if chapter == "05":
+        cfg = [x for i, (w, d) in enumerate(zip(p["block_widths"], p["block_depths"]))
+               for x in [w] * d + ["M"] * (i < len(p["block_widths"]) - 1)]
+        nets = [models.VGG(cfg, in_channels=3, num_classes=2, batch_norm=p["batch_norm"])]
+        return nets, {"lr": p["lr"]}, p["image_size"]
+    raise AssertionError(f"chapter {chapter}: no paper networks listed in this test")
+
+
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_every_paper_presets_networks_take_a_training_step_on_the_cpu(path):
+    """The paper presets are meant for a GPU and the papers' data; on a CPU, their
+    networks are built at the paper's size and take one optimiser step on two images."""
+    import torch
+
+    from subnets import data, train
+
+    defaults, presets = run.read_chapter(path)
+    params = {**defaults, **presets["paper"]}
+    nets, fields, side = _paper_networks(path.stem[:2], params)
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, side, side), dtype=torch.uint8, generator=generator)
+    tiny = data.ImageSet(images, torch.tensor([0, 1]), [str(c) for c in range(10)], "tiny")
+    config = train.TrainConfig(epochs=1, batch_size=2, **fields)
+    for net in nets:
+        before = [q.detach().clone() for q in net.parameters()]
+        trained = train.fit(net, tiny, config, cached=False)
+        assert torch.isfinite(torch.tensor(trained.history["loss"].to_numpy())).all()
+        changed = [not torch.equal(a, b) for a, b in zip(before, trained.model.parameters())]
+        assert any(changed), f"{type(net).__name__}: one step changed no weight"
