@@ -6,8 +6,16 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 JOBS ?= 2
+CHAPTER ?=
+PRESET ?= large
 
-.PHONY: book test install data browser-test benchmarks publish push-site stale-records clean
+# glibc returns every freed large tensor to the kernel and faults its pages back in at the
+# next allocation: on this project's CPU machines half of a chapter's time went to the
+# kernel. Keeping freed memory in the heap leaves the results bit for bit the same.
+export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
+export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
+
+.PHONY: book test install data browser-test benchmarks publish push-site record stale-records clean
 
 book: install data
 	SUBNETS_HEADLESS=1 $(VENV)/bin/jupyter-book build . -W -n --keep-going
@@ -31,6 +39,12 @@ publish: book push-site
 
 push-site:
 	$(VENV)/bin/ghp-import -n -p -f -r $(REMOTE) -m "Publish the book" $(SITE)
+
+# Record one chapter's preset for the book's "At a larger scale" part (one at a time: two
+# share the cores): make record CHAPTER=04 [PRESET=large].
+record: install data
+	@test -n "$(CHAPTER)" || { echo "CHAPTER: expected a chapter number, as in make record CHAPTER=04" >&2; exit 2; }
+	$(PY) -m subnets.run $(CHAPTER) --preset $(PRESET) --record
 
 # Recorded larger-scale runs whose chapter or library changed since they were recorded.
 stale-records: install
