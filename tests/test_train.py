@@ -305,3 +305,37 @@ def test_gpu_predict_and_evaluate_match_cpu():
     assert torch.allclose(on_cuda, on_cpu, atol=1e-2 * on_cpu.abs().max().item())
     agree = (train.evaluate(fast, data).predictions == train.evaluate(model, data).predictions)
     assert agree.float().mean() >= 0.98  # only near-ties may flip
+
+
+_TRAIN_AND_HASH = """
+import hashlib, torch
+from torch import nn
+from subnets import train
+from subnets.data import ImageSet
+g = torch.Generator().manual_seed(0)
+images = torch.randint(0, 256, (64, 1, 64, 64), dtype=torch.uint8, generator=g)
+data = ImageSet(images, torch.arange(64) % 2, ["a", "b"], "noise")
+with train.seeded(0):
+    model = nn.Sequential(nn.Conv2d(1, 64, 3, padding=1), nn.ReLU(), nn.Conv2d(64, 8, 3),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+fit = train.fit(model, data, train.TrainConfig(epochs=1, batch_size=32), cached=False)
+print(hashlib.sha256(b"".join(p.detach().numpy().tobytes()
+                              for p in fit.model.parameters())).hexdigest())
+"""
+
+
+def test_the_makefiles_allocator_settings_leave_training_bit_for_bit_the_same():
+    """The Makefile keeps freed tensors in glibc's heap (MALLOC_*_THRESHOLD_) for speed;
+    where memory comes from must not change a single weight. The batches' activations
+    (32 x 64 x 64 x 64 floats, 32 MiB) are above glibc's largest automatic mmap threshold,
+    so the two runs really do allocate differently."""
+    import os
+    import subprocess
+    import sys
+
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    tuned = {**plain, "MALLOC_MMAP_THRESHOLD_": "4294967296",
+             "MALLOC_TRIM_THRESHOLD_": "4294967296"}
+    hashes = [subprocess.run([sys.executable, "-c", _TRAIN_AND_HASH], env=env, check=True,
+                             capture_output=True, text=True).stdout for env in (plain, tuned)]
+    assert hashes[0] == hashes[1] and len(hashes[0].strip()) == 64
