@@ -10,7 +10,7 @@ CHAPTER ?=
 PRESET ?= large
 
 # glibc returns every freed large tensor to the kernel and faults its pages back in at the
-# next allocation: on this project's CPU machines half of a chapter's time went to the
+# next allocation: on this project's CPU machines half of chapter 5's time went to the
 # kernel. Keeping freed memory in the heap leaves the results bit for bit the same.
 export MALLOC_MMAP_THRESHOLD_ ?= 4294967296
 export MALLOC_TRIM_THRESHOLD_ ?= 4294967296
