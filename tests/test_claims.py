@@ -99,7 +99,7 @@ def test_seed_interval_is_the_t_interval():
 
 def test_claims_frame_shows_rule_interval_control_and_settings():
     rows = [Claim("x beats chance", "0.9", Estimate(0.7, 0.6, 0.8, "bootstrap"),
-                  Rule(">", 0.5), control="chance 0.5"),
+                  Rule(">", 0.5), control="chance 0.5", scope="method", note="a test"),
             Claim("a setting", "640 → 50", 50.0, shown="640 → 50")]
     frame = claims_frame(rows)
     assert list(frame["verdict"]) == [HELD, SETTING]
@@ -120,7 +120,8 @@ def test_scale_comparison_puts_each_claims_verdicts_side_by_side():
 
     import pandas as pd
 
-    ci = [Claim("a", "yes", 0.5, Rule(">", 0.0)), Claim("b", "yes", -1.0, Rule(">", 0.0))]
+    ci = [Claim(c, "yes", v, Rule(">", 0.0), scope="initialisation")
+          for c, v in (("a", 0.5), ("b", -1.0))]
     recorded = pd.DataFrame([{"claim": "b", "paper": "yes", "this book": "2.000",
                               "verdict": HELD},
                              {"claim": "c", "paper": "no", "this book": "1.000",
@@ -131,3 +132,57 @@ def test_scale_comparison_puts_each_claims_verdicts_side_by_side():
     assert frame["CI verdict"].tolist() == [HELD, NOT_HELD, "—"]
     assert frame["larger verdict"].tolist() == ["—", HELD, NOT_HELD]
     assert (scale_comparison(ci, None).data["larger scale"] == "not recorded yet").all()
+
+
+def test_a_trained_row_is_held_only_when_it_beats_its_placebo_over_seeds():
+    rule = Rule(">", 0.5)
+    held = Claim.trained("c", "p", [0.8, 0.82, 0.81], [0.1, 0.12, 0.11], rule)
+    assert held.decide().outcome == HELD
+    assert held.gain.seeds == 3 and held.gain.value == pytest.approx(0.7)
+    # passes its rule, but the untrained networks do just as well: not held
+    as_placebo = Claim.trained("c", "p", [0.8, 0.82, 0.81], [0.85, 0.86, 0.84], rule)
+    assert as_placebo.decide().outcome == NOT_HELD
+    assert "placebo" in as_placebo.decide().reason
+    # the trained networks miss the rule: not held, whatever the placebo does
+    assert Claim.trained("c", "p", [0.3, 0.32, 0.31], [0.1, 0.1, 0.1],
+                         rule).decide().outcome == NOT_HELD
+    # a difference that straddles the margin: not decided
+    noisy = Claim.trained("c", "p", [0.8, 0.9, 0.7], [0.7, 0.95, 0.6], Rule(">", 0.5, 0.0))
+    assert noisy.decide().outcome == NOT_DECIDED
+
+
+def test_one_training_seed_decides_nothing_about_training():
+    one = Claim.trained("c", "p", [0.9], [0.1], Rule(">", 0.5))
+    assert one.decide().outcome == NOT_DECIDED
+    assert "one training seed" in one.decide().reason
+
+
+def test_a_placebo_run_cannot_hold_a_trained_row():
+    # In a placebo run the "trained" networks are the placebo ones: identical values.
+    values = [0.8, 0.83, 0.79]
+    for rule in (Rule(">", 0.5), Rule("<", 0.9), Rule("within", 0.8, 0.1)):
+        assert Claim.trained("c", "p", values, values, rule).decide().outcome == NOT_HELD
+
+
+def test_a_within_row_needs_its_placebo_outside_the_band():
+    rule = Rule("within", 0.0, 0.01)
+    assert Claim.trained("c", "p", [0.001, -0.002, 0.0], [0.2, 0.25, 0.22],
+                         rule).decide().outcome == HELD
+    assert Claim.trained("c", "p", [0.001, -0.002, 0.0], [0.001, 0.0, -0.001],
+                         rule).decide().outcome == NOT_HELD
+
+
+def test_every_judged_row_declares_its_scope_and_a_method_row_says_why():
+    with pytest.raises(ValueError, match="scope"):
+        Claim("c", "p", 0.5, Rule(">", 0))
+    with pytest.raises(ValueError, match="note"):
+        Claim("c", "p", 0.5, Rule(">", 0), scope="method")
+    with pytest.raises(ValueError, match="Claim.trained"):
+        Claim("c", "p", 0.5, Rule(">", 0), scope="trained")
+    with pytest.raises(ValueError, match="one value per seed"):
+        Claim.trained("c", "p", [0.5, 0.6], [0.1], Rule(">", 0))
+    assert Claim("c", "p", 0.5).decide().outcome == SETTING  # settings need no scope
+    frame = claims_frame([Claim("c", "p", 0.5, Rule(">", 0), scope="method", note="any net"),
+                          Claim.trained("t", "p", [0.8, 0.9], [0.1, 0.2], Rule(">", 0.5))])
+    assert frame.scope.tolist() == ["method: any net", "trained"]
+    assert frame.placebo[0] == "—" and "trained - placebo" in frame.placebo[1]

@@ -325,7 +325,7 @@ def test_global_pruning_can_empty_a_layer_and_layerwise_never_does():
             expected = 0.0 if name == pruning._head_layer(model) else round(0.9 * m.weight.numel())
             assert zeros == pytest.approx(expected / m.weight.numel() if expected else 0.0)
     # Still sees the input: visible once batch norm is recalibrated to the small weights.
-    pruning.recalibrate_batch_norm(layerwise, torch.rand(64, 1, 28, 28))
+    train.recalibrate_batch_norm(layerwise, torch.rand(64, 1, 28, 28))
     assert (layerwise(x) - layerwise(other)).abs().max() > 1e-3
     # Rate 1 keeps one weight per layer, not zero.
     full = pruning._layerwise_magnitude(model, 1.0, keep_head=False)
@@ -352,7 +352,7 @@ def test_batch_norm_recalibration_matches_the_statistics_of_the_pruned_network()
     stale = bn.running_mean.clone()
     with hooks.Recorder(pruned, ["features.0"]) as rec:
         pruned(x)
-    pruning.recalibrate_batch_norm(pruned, x, batch_size=16)
+    train.recalibrate_batch_norm(pruned, x, batch_size=16)
     conv_out = rec.outputs["features.0"]
     torch.testing.assert_close(bn.running_mean, conv_out.mean((0, 2, 3)), atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(bn.running_var, conv_out.var((0, 2, 3)), atol=1e-4, rtol=1e-3)
@@ -365,8 +365,8 @@ def test_layerwise_pruning_and_recalibration_on_cuda_match_the_cpu():
     # Tolerance: float32 convolutions, summation order only.
     model = small_rf_vgg()
     x = torch.rand(32, 1, 28, 28)
-    cpu = pruning.recalibrate_batch_norm(pruning._layerwise_magnitude(model, 0.8), x)
-    cuda = pruning.recalibrate_batch_norm(
+    cpu = train.recalibrate_batch_norm(pruning._layerwise_magnitude(model, 0.8), x)
+    cuda = train.recalibrate_batch_norm(
         pruning._layerwise_magnitude(copy.deepcopy(model).to("cuda"), 0.8), x)
     for (name, a), b in zip(cpu.state_dict().items(), cuda.state_dict().values()):
         torch.testing.assert_close(b.cpu().float(), a.float(), rtol=1e-4, atol=1e-5, msg=name)

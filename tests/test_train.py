@@ -339,3 +339,62 @@ def test_the_makefiles_allocator_settings_leave_training_bit_for_bit_the_same():
     hashes = [subprocess.run([sys.executable, "-c", _TRAIN_AND_HASH], env=env, check=True,
                              capture_output=True, text=True).stdout for env in (plain, tuned)]
     assert hashes[0] == hashes[1] and len(hashes[0].strip()) == 64
+
+
+def test_a_placebo_fit_trains_nothing_and_recalibrates_batch_norm():
+    from torch import nn
+
+    from subnets import data, train
+
+    with train.seeded(0):
+        net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+                            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8)
+    toy = data.ImageSet(images, torch.arange(64) % 10, [str(c) for c in range(10)], "toy")
+    result = train.fit(net, toy, train.TrainConfig(epochs=3), test_data=toy, placebo=True)
+    after = result.model.state_dict()
+    for name in ("0.weight", "0.bias", "1.weight", "1.bias", "5.weight", "5.bias"):
+        assert torch.equal(after[name], before[name]), name
+    # The running statistics are those of the training images, not the initial 0 and 1.
+    x = images.float() / 255
+    feats = net[0](x)
+    torch.testing.assert_close(after["1.running_mean"], feats.mean((0, 2, 3)))
+    assert result.history.epoch.tolist() == [0] and result.history.loss.isna().all()
+    assert 0 <= result.history.test_accuracy.item() <= 1
+
+
+def test_precision_is_checked_and_auto_keys_the_cache_by_what_it_resolves_to(monkeypatch):
+    from torch import nn
+
+    from subnets import devices, train
+
+    with pytest.raises(ValueError, match="precision"):
+        train.TrainConfig(precision="fp16")
+    net = nn.Linear(2, 2)
+    assert devices.precision(net, "fp32") == "fp32"
+    monkeypatch.setattr(devices, "fast_bf16", lambda _where: True)
+    assert devices.precision(net, "auto") == "bf16"
+    monkeypatch.setattr(devices, "fast_bf16", lambda _where: False)
+    assert devices.precision(net, "auto") == "fp32"
+
+
+def test_bf16_training_runs_under_autocast_and_stays_close_to_fp32():
+    from torch.utils.data import TensorDataset
+
+    from subnets import train
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(256, 1, 8, 8, generator=g)
+    y = (x.mean((1, 2, 3)) > x.mean()).long()
+    toy = TensorDataset(x, y)
+    results = {}
+    for precision in ("fp32", "bf16"):
+        with train.seeded(0):
+            net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(),
+                                      torch.nn.Flatten(), torch.nn.Linear(144, 2))
+        config = train.TrainConfig(epochs=2, batch_size=32, lr=1e-2, precision=precision)
+        results[precision] = train.fit(net, toy, config, cached=False)
+    w32, w16 = (results[p].model[3].weight for p in ("fp32", "bf16"))
+    assert not torch.equal(w32, w16)  # the bf16 run did compute in bf16
+    torch.testing.assert_close(w16, w32, rtol=0.05, atol=0.01)

@@ -2,9 +2,19 @@
 
 A claim is data: the paper's statement and value, our estimate (a number, or a number
 with an interval from seeds or a paired bootstrap), the rule that decides it (direction,
-threshold, margin) and, where chance could meet the claim, a control. ``verdict`` turns
-an estimate and a rule into "held", "not held" or "not decided" with the reason, and
-``claims_table`` renders a chapter's rows one way.
+threshold, margin), its scope and, where chance could meet the claim, a control.
+``verdict`` turns an estimate and a rule into "held", "not held" or "not decided" with the
+reason, and ``claims_table`` renders a chapter's rows one way.
+
+Every judged row has a scope. ``"trained"``: a claim about what training on the data
+produced. It is decided over training seeds (``Claim.trained``: one value per seed for the
+trained networks and for the same networks at initialisation, the placebo): held only when
+the trained networks pass the rule *and* beat their placebo by the rule's margin, judged
+on the seed interval of the paired difference (for a "within" rule: when the placebo
+networks fail it); one seed decides nothing about training ("not decided"). A chapter run
+with ``placebo=True`` trains nothing, so its trained and placebo values are the same and
+no trained row can be held. ``"initialisation"``: a claim about untrained networks.
+``"method"``: a property of the method on any network; the row says why (``note``).
 
 The rule ``Rule(">", t, m)`` reads "our estimate exceeds t by more than m", i.e. the
 margin moves the threshold in the claim's direction (``"<"``: below t - m). With an
@@ -26,10 +36,11 @@ from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
            "bootstrap", "seed_interval", "claims_frame", "claims_table", "scale_comparison",
-           "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL"]
+           "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL", "SCOPES"]
 
 HELD, NOT_HELD, NOT_DECIDED, SETTING = "held", "not held", "not decided", "setting"
 LEVEL = 0.95
+SCOPES = ("trained", "initialisation", "method")
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,7 @@ class Estimate:
     low: float | None = None
     high: float | None = None
     method: str = ""  # e.g. "bootstrap over 1000 test images, 1000 resamples"
+    seeds: int = 0  # training seeds the value is over (0: not a seed statistic)
 
     @property
     def has_interval(self) -> bool:
@@ -163,11 +175,11 @@ def seed_interval(values: Sequence[float], level: float = LEVEL) -> Estimate:
         return Estimate(float("nan"))
     mean = float(values.mean())
     if len(values) < 2:
-        return Estimate(mean, method="1 seed: no interval")
+        return Estimate(mean, method="1 seed: no interval", seeds=1)
     half = stats.t.ppf(0.5 + level / 2, len(values) - 1) * values.std(ddof=1) / math.sqrt(
         len(values))
     return Estimate(mean, mean - half, mean + half, f"{level:.0%} t-interval over "
-                                                    f"{len(values)} seeds")
+                                                    f"{len(values)} seeds", len(values))
 
 
 # --- rows and the table ---------------------------------------------------------------
@@ -179,6 +191,16 @@ class Claim:
     ``rule=None`` makes the row a setting (a value fixed by construction, shown, never
     judged). ``shown`` overrides how our estimate is written (units, percentages);
     ``control`` is the chance level or control measurement that the claim must beat.
+    ``scope`` is one of ``SCOPES`` (see the module doc); a trained row carries the same
+    statistic on the placebo networks (``placebo``) and the seed interval of the paired
+    difference (``gain``): build it with ``Claim.trained``. A method row says why the
+    property holds of any network (``note``).
+
+    Example:
+        >>> row = Claim.trained("accuracy beats chance", "0.9", [0.8, 0.82, 0.81],
+        ...                     [0.1, 0.11, 0.1], Rule(">", 0.5))
+        >>> row.decide().outcome
+        'held'
     """
 
     claim: str
@@ -188,15 +210,76 @@ class Claim:
     control: str = "—"
     shown: str | None = None
     fmt: str = ".3f"
+    scope: str | None = None
+    placebo: Estimate | float | None = None
+    gain: Estimate | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.rule is None:
+            return
+        if self.scope not in SCOPES:
+            raise ValueError(f"{self.claim!r}: a judged row declares its scope, one of "
+                             f"{SCOPES}; got {self.scope!r}")
+        if self.scope == "trained" and (self.placebo is None or self.gain is None):
+            raise ValueError(f"{self.claim!r}: a trained row needs its placebo value and the "
+                             "trained - placebo difference (use Claim.trained)")
+        if self.scope == "method" and not self.note:
+            raise ValueError(f"{self.claim!r}: a method row says why it holds of any network "
+                             "(note=...)")
+
+    @classmethod
+    def trained(cls, claim: str, paper: str, trained: Sequence[float],
+                placebo: Sequence[float], rule: Rule | None, **fields) -> Claim:
+        """A row about what training produced, from the statistic measured on each
+        training seed's network (``trained``) and on the same network at initialisation
+        (``placebo``, seed for seed): means and t-intervals over the seeds, and the
+        interval of the paired difference trained - placebo."""
+        trained, placebo = np.asarray(trained, float), np.asarray(placebo, float)
+        if trained.shape != placebo.shape or trained.ndim != 1 or len(trained) == 0:
+            raise ValueError(f"{claim!r}: trained and placebo need one value per seed each, "
+                             f"got shapes {trained.shape} and {placebo.shape}")
+        return cls(claim, paper, seed_interval(trained), rule, scope="trained",
+                   placebo=seed_interval(placebo), gain=seed_interval(trained - placebo),
+                   **fields)
 
     @property
     def estimate(self) -> Estimate:
-        return self.ours if isinstance(self.ours, Estimate) else Estimate(float(self.ours))
+        return _as_estimate(self.ours)
 
     def decide(self) -> Verdict:
         if self.rule is None:
             return Verdict(SETTING, "fixed by construction: shown, not judged")
-        return verdict(self.estimate, self.rule)
+        own = verdict(self.estimate, self.rule)
+        if self.scope != "trained":
+            return own
+        if self.estimate.seeds < 2:
+            return Verdict(NOT_DECIDED, f"one training seed decides nothing about training "
+                                        f"(on it: {own.outcome}, {own.reason})")
+        if self.rule.op == "within":  # the untrained networks must fail the band
+            theirs = verdict(_as_estimate(self.placebo), self.rule)
+            beats = {HELD: NOT_HELD, NOT_HELD: HELD}.get(theirs.outcome, NOT_DECIDED)
+            against = Verdict(beats, f"placebo: {theirs.reason}")
+        else:
+            against = verdict(self.gain, Rule(self.rule.op, 0.0, self.rule.margin))
+            against = Verdict(against.outcome, f"trained - placebo: {against.reason}")
+        if NOT_HELD in (own.outcome, against.outcome):
+            failed = own if own.outcome == NOT_HELD else against
+            return Verdict(NOT_HELD, failed.reason)
+        if own.outcome == against.outcome == HELD:
+            return Verdict(HELD, f"{own.reason}; {against.reason}")
+        return Verdict(NOT_DECIDED, f"{own.reason}; {against.reason}")
+
+
+def _as_estimate(value: Estimate | float) -> Estimate:
+    return value if isinstance(value, Estimate) else Estimate(float(value))
+
+
+def _placebo_text(c: Claim) -> str:
+    if c.placebo is None:
+        return "—"
+    text = _as_estimate(c.placebo).format(c.fmt)
+    return text if c.gain is None else f"{text}; trained - placebo: {c.gain.format(c.fmt)}"
 
 
 _COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "color: darkorange",
@@ -204,15 +287,17 @@ _COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "co
 
 
 def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
-    """The rows as a plain table: claim, paper, ours (with interval), rule, control,
-    verdict and its reason."""
+    """The rows as a plain table: claim, paper, scope, ours (with interval), the placebo's
+    value (and the trained - placebo difference), rule, control, verdict and its reason."""
     rows = []
     for c in claims:
         v = c.decide()
         est = c.estimate
         rows.append({
             "claim": c.claim, "paper": c.paper,
+            "scope": "—" if c.rule is None else c.scope + (f": {c.note}" if c.note else ""),
             "this book": c.shown if c.shown is not None else est.format(c.fmt),
+            "placebo": _placebo_text(c),
             "interval": est.method or ("point estimate" if c.rule is not None else "—"),
             "rule": "—" if c.rule is None else c.rule.describe(),
             "control": c.control, "verdict": v.outcome, "why": v.reason})

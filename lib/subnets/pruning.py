@@ -38,7 +38,7 @@ from . import train as training
 from .hooks import ACTIVATIONS, activation_after, activations, conv_layers, is_shortcut
 
 __all__ = ["HEADS", "EXEMPLAR_THRESHOLD", "channel_activity", "active_channels", "SubNetwork",
-           "ClassSubnetwork", "magnitude", "weight_sparsity", "recalibrate_batch_norm"]
+           "ClassSubnetwork", "magnitude", "weight_sparsity"]
 
 HEADS = ("trained", "random", "original")
 EXEMPLAR_THRESHOLD = 0.0  # the single-exemplar rule: absolute spatial sum > 0
@@ -287,30 +287,6 @@ def magnitude(model: nn.Module, rate: float, scope: str = "layerwise") -> nn.Mod
     if scope not in _SCOPES:
         raise ValueError(f"pruning_scope: expected one of {sorted(_SCOPES)}, got {scope!r}")
     return _SCOPES[scope](model, rate)
-
-
-@torch.no_grad()
-def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
-                           batch_size: int = 500) -> nn.Module:
-    """Re-estimate every batch-norm layer's running mean and variance in place as the plain
-    average over ``inputs`` (batches of ``batch_size``), the rest of the model in eval mode.
-    Pruning changes the statistics that the running averages were collected for."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    was_training = model.training
-    model.eval()
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches
-        m.train()
-    try:
-        for i in range(0, len(inputs), batch_size):
-            model(devices.to_model(model, inputs[i:i + batch_size]))
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.train(was_training)
-    return model
 
 
 @dataclass

@@ -121,6 +121,12 @@ def _folder_rule(name: str, value: Any, _params: dict) -> None:
         raise ParameterError(f"{name}: folder {value!r} does not exist")
 
 
+def _precision_rule(name: str, value: Any, _params: dict) -> None:
+    _values(name, value, str)
+    if value not in devices.PRECISIONS:
+        raise ParameterError(f"{name}: expected one of {list(devices.PRECISIONS)}, got {value!r}")
+
+
 def _names_rule(name: str, value: Any, params: dict) -> None:
     """A list of names, one per class of the chapter's dataset, or [] (the class names)."""
     values = _values(name, value, str)
@@ -132,6 +138,7 @@ def _names_rule(name: str, value: Any, params: dict) -> None:
 def _rule_for(name: str):
     """The range rule for a parameter name: exact names first, then name patterns."""
     exact = {"dataset": _dataset_rule, "device": _device_rule, "image_size": _image_size_rule,
+             "precision": _precision_rule,
              "seed": _at_least(0), "quantile": _between(0.0, 1.0), "broden": _folder_rule,
              "class_concepts": _names_rule,
              "layers": _at_least(0),  # layer indices
@@ -310,6 +317,8 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
 # --- recorded runs (the book's "At a larger scale" part) -------------------------------
 
 RECORDS = data.REPO_ROOT / "book" / "at-scale"
+# The record being written (its name), for the kernel: set by ``record`` while it runs.
+RECORDING = "SUBNETS_RECORDING"
 
 
 def _git(*args: str) -> str:
@@ -388,7 +397,10 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     ``book/at-scale/<chapter>.ipynb`` unless ``output`` says otherwise. The run goes to a
     hidden ``.<chapter>.partial.ipynb`` beside it (papermill saves as it goes, and the
     chapter itself reads the record that is in place: the previous one, or none), which
-    replaces the record only once the run has finished and its provenance is written."""
+    replaces the record only once the run has finished and its provenance is written.
+    While it runs, ``recorded_claims`` of this chapter is None: a record is not compared
+    with the one it replaces."""
+    import os
     import time
 
     import nbformat
@@ -397,7 +409,11 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     partial = output.with_name(f".{output.stem}.partial.ipynb")
     info = provenance(path, preset, params)
     start = time.perf_counter()
-    execute(path, params, partial, progress=progress, cell_timeout=7200)
+    os.environ[RECORDING] = output.stem
+    try:
+        execute(path, params, partial, progress=progress, cell_timeout=7200)
+    finally:
+        del os.environ[RECORDING]
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     nb = nbformat.read(partial, as_version=4)
@@ -425,13 +441,15 @@ class Record:
 
 def recorded_claims(chapter: str) -> Record | None:
     """The "Paper vs this book" rows of ``chapter``'s recorded run (its glued
-    ``chNN_claims_rows``) with the record's provenance; None when it has no record."""
+    ``chNN_claims_rows``) with the record's provenance; None when it has no record, or
+    while this run is the one that records it."""
     import json
+    import os
 
     import nbformat
 
     path = RECORDS / f"{chapter}.ipynb"
-    if not path.is_file():
+    if not path.is_file() or os.environ.get(RECORDING) == chapter:
         return None
     nb = nbformat.read(path, as_version=4)
     name = f"ch{chapter[:2]}_claims_rows"

@@ -5,16 +5,24 @@ and configuration were trained before, loads the checkpoint instead. Seeds fix t
 initialisation (callers build models under ``seeded``) and the batch order, so the same
 parameters give the same weights on the same machine.
 
-Everything runs on the model's device. On the CPU the computation is the plain float32
-one; on CUDA training uses bf16 autocast, channels-last memory and cuDNN's fastest
-kernels, so its weights differ slightly and its cache entries are keyed apart.
-Checkpoints are stored on the CPU and loaded onto the model's device.
+Everything runs on the model's device. ``TrainConfig.precision`` picks the arithmetic:
+"fp32" (the plain float32 computation, bit for bit), "bf16" (autocast) or "auto" (bf16
+where the device runs it fast, ``devices.precision``); the cache key records the resolved
+one. On CUDA training also uses channels-last memory and cuDNN's fastest kernels, so its
+weights differ slightly and its cache entries are keyed apart. Checkpoints are stored on
+the CPU and loaded onto the model's device.
+
+``fit(..., placebo=True)`` trains nothing: the network keeps its initial weights, with
+its batch-norm statistics re-estimated on training images (``recalibrate_batch_norm``) so
+that an untrained network is not degenerate. A chapter's placebo run uses it to show what
+its claims read off networks that never saw the data.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -29,7 +37,10 @@ from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
-           "data_identity"]
+           "data_identity", "recalibrate_batch_norm", "PLACEBO_IMAGES"]
+
+# Training images on which a placebo network's batch-norm statistics are re-estimated.
+PLACEBO_IMAGES = 2048
 
 
 @contextlib.contextmanager
@@ -56,6 +67,7 @@ class TrainConfig:
     augment: bool = False  # random 4-pixel shifts and horizontal flips (CIFAR-style)
     snapshots: bool = False  # also keep the weights after every epoch
     clip_grad_norm: float | None = None  # clip the gradient's global L2 norm (Avendaño: 0.1)
+    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (devices.precision)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -69,6 +81,9 @@ class TrainConfig:
             raise ValueError(f"loss: expected 'cross_entropy' or 'bce', got {self.loss!r}")
         if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm: expected > 0 or None, got {self.clip_grad_norm}")
+        if self.precision not in devices.PRECISIONS:
+            raise ValueError(f"precision: expected one of {devices.PRECISIONS}, "
+                             f"got {self.precision!r}")
 
 
 @dataclass
@@ -118,15 +133,40 @@ def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         test_data: Dataset | None = None, desc: str = "training",
-        cached: bool = True) -> Trained:
+        cached: bool = True, placebo: bool = False) -> Trained:
     """Train ``model`` on ``data`` (a dataset of (image, label) pairs) on the model's
-    device, or load the cached result of that exact training. ``test_data``, if given, is
-    evaluated after every epoch (and is part of the cache key, since it is part of the
-    history). ``cached=False`` is for callers that cache a larger computation around the
-    training themselves."""
+    device, or load the cached result of that exact training.
+
+    Args:
+        model: the network, built under ``seeded`` so that its initial weights are fixed.
+        data: the training set (an ``ImageSet`` or a ``TensorDataset``).
+        config: optimiser, schedule, epochs, precision and seed.
+        test_data: evaluated after every epoch (part of the cache key: it is part of the
+            history).
+        desc: the progress bar's label.
+        cached: False for callers that cache a larger computation around the training.
+        placebo: train nothing: the model keeps its initial weights, its batch-norm
+            statistics re-estimated on ``PLACEBO_IMAGES`` training images; its history is
+            one row, epoch 0 (loss and training accuracy NaN).
+
+    Returns:
+        ``Trained``: the model (in eval mode, on its device), its per-epoch history and,
+        with ``config.snapshots``, its weights after every epoch.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> toy = TensorDataset(torch.rand(8, 1, 2, 2), torch.arange(8) % 2)
+        >>> fit(net, toy, TrainConfig(epochs=1, batch_size=4), cached=False).history.epoch.tolist()
+        [1]
+    """
+    if placebo:
+        return _placebo(model, data, config, test_data)
     if cached:
-        # The model enters the key with its device kind off the CPU (cache.canonical).
-        parts = {"model": model, "data": data_identity(data), "config": asdict(config),
+        # The model enters the key with its device kind off the CPU (cache.canonical);
+        # the precision with what "auto" means on this device.
+        key_config = {**asdict(config), "precision": devices.precision(model, config.precision)}
+        parts = {"model": model, "data": data_identity(data), "config": key_config,
                  "test": None if test_data is None else data_identity(test_data)}
         entry = cache.cached("fit", parts,
                              lambda: run_training(model, data, config, test_data, desc))
@@ -136,6 +176,62 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     model.eval()
     history = pd.DataFrame(entry["history"])
     return Trained(model, history, entry.get("snapshots", []))
+
+
+def _placebo(model: nn.Module, data: Dataset, config: TrainConfig,
+             test_data: Dataset | None) -> Trained:
+    """``model`` untrained, its batch-norm statistics re-estimated on training images drawn
+    with ``config.seed``."""
+    g = torch.Generator().manual_seed(config.seed)
+    batches = _Batches(model, data, min(config.batch_size, PLACEBO_IMAGES), g)
+    count = math.ceil(PLACEBO_IMAGES / batches.batch_size)
+    inputs = torch.cat([x for x, _ in itertools.islice(batches, count)])[:PLACEBO_IMAGES]
+    recalibrate_batch_norm(model, inputs)
+    row = {"epoch": 0, "loss": math.nan, "train_accuracy": math.nan}
+    if test_data is not None:
+        row["test_accuracy"] = evaluate(model, test_data).accuracy
+    return Trained(model.eval(), pd.DataFrame([row]))
+
+
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
+                           batch_size: int = 500) -> nn.Module:
+    """Re-estimate every batch-norm layer's running mean and variance in place as the plain
+    average over ``inputs`` (batches of ``batch_size``), the rest of the model in eval mode.
+
+    Pruning changes the statistics that the running averages were collected for, and an
+    untrained network has none worth the name (running mean 0, variance 1).
+
+    Args:
+        model: the network; changed in place.
+        inputs: images on any device (moved to the model's batch by batch).
+        batch_size: images per forward pass.
+
+    Returns:
+        ``model``, in the train/eval mode it was in.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2))
+        >>> _ = recalibrate_batch_norm(net, torch.ones(4, 1, 5, 5))
+        >>> net[1].num_batches_tracked.item()
+        1
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    was_training = model.training
+    model.eval()
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+        m.train()
+    try:
+        for i in range(0, len(inputs), batch_size):
+            model(devices.to_model(model, inputs[i:i + batch_size]))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.train(was_training)
+    return model
 
 
 def data_identity(data: Dataset):
@@ -166,6 +262,7 @@ class _Batches:
     def __init__(self, model: nn.Module, data: Dataset, batch_size: int,
                  generator: torch.Generator | None = None) -> None:
         self.model = model
+        self.batch_size = batch_size
         self.tensors = _in_memory(data)
         self.scaled = isinstance(data, ImageSet)  # uint8 to [0, 1], as ImageSet items are
         shuffle = generator is not None
@@ -278,7 +375,7 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
                     x = augment_batch(x, g)
                 if cuda and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with devices.autocast(model):
+                with devices.autocast(model, config.precision):
                     loss = objective.loss(model, x, y)
                 # The model's, not the optimiser's: an objective's own parameters too.
                 model.zero_grad(set_to_none=True)
