@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 __all__ = ["device", "available", "model_device", "to_model", "to_host", "is_cuda", "upload",
-           "PRECISIONS", "precision", "autocast", "tuned_kernels", "loader_options", "room_for", "key_kind", "CPU", "META"]
+           "PRECISIONS", "fast_bf16", "precision", "autocast", "tuned_kernels",
+           "loader_options", "room_for", "key_kind", "CPU", "META"]
 
 CPU = torch.device("cpu")
 # Shapes without weights or work: ``with devices.META: model = build(...)``.
