@@ -32,8 +32,8 @@ from . import data, devices
 
 __all__ = ["NOTEBOOKS", "RECORDS", "RECORDING", "ParameterError", "check", "check_chapter",
            "chapter_path", "read_chapter", "read_chapter_rules", "parse_value", "resolve",
-           "IPCKernelManager", "execute", "provenance", "record", "Record", "recorded_claims", "chapter_code",
-           "stale_records", "main"]
+           "IPCKernelManager", "execute", "provenance", "record", "Record", "recorded_claims",
+           "chapter_code", "stale_records", "main"]
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
