@@ -59,6 +59,18 @@ def test_chapter_runs_with_smoke_preset(path, tmp_path):
     headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(line.startswith("## Paper vs this book") for h in headings
                for line in h.splitlines())
+    rows = run.claims_rows(nb, path.stem)
+    assert (rows.scope == "trained").sum() >= 3, "fewer than three claims about training"
+
+
+@pytest.mark.smoke
+@pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+def test_a_placebo_run_holds_no_claim_about_training(path, tmp_path):
+    nb = executed(path, run.resolve(path, "smoke", {"placebo": True}), tmp_path)
+    rows = run.claims_rows(nb, path.stem)
+    trained = rows[rows.scope == "trained"]
+    assert len(trained) >= 3
+    assert not (trained.verdict == "held").any(), trained[trained.verdict == "held"].claim
 
 
 def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, monkeypatch):

@@ -33,7 +33,7 @@ from . import data, devices
 __all__ = ["NOTEBOOKS", "RECORDS", "RECORDING", "ParameterError", "check", "check_chapter",
            "chapter_path", "read_chapter", "read_chapter_rules", "parse_value", "resolve",
            "IPCKernelManager", "execute", "provenance", "record", "Record", "recorded_claims",
-           "chapter_code", "stale_records", "main"]
+           "claims_rows", "chapter_code", "stale_records", "main"]
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
@@ -443,7 +443,6 @@ def recorded_claims(chapter: str) -> Record | None:
     """The "Paper vs this book" rows of ``chapter``'s recorded run (its glued
     ``chNN_claims_rows``) with the record's provenance; None when it has no record, or
     while this run is the one that records it."""
-    import json
     import os
 
     import nbformat
@@ -452,17 +451,26 @@ def recorded_claims(chapter: str) -> Record | None:
     if not path.is_file() or os.environ.get(RECORDING) == chapter:
         return None
     nb = nbformat.read(path, as_version=4)
+    rows = claims_rows(nb, chapter)
+    info = nb.metadata.get("subnets", {}).get("provenance")
+    if rows is None or info is None:
+        raise ValueError(f"{path}: no glued claims rows or no provenance; re-record it with "
+                         f"`python -m subnets.run {chapter[:2]} --preset <preset> --record`")
+    return Record(rows, info)
+
+
+def claims_rows(nb, chapter: str) -> pd.DataFrame | None:
+    """The "Paper vs this book" rows that an executed notebook of ``chapter`` glued
+    (``chNN_claims_rows``, see ``claims.claims_table``); None if it glued none."""
+    import json
+
     name = f"ch{chapter[:2]}_claims_rows"
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             if output.get("metadata", {}).get("scrapbook", {}).get("name") == name:
                 text = next(v for k, v in output["data"].items() if k.endswith("text/plain"))
-                info = nb.metadata.get("subnets", {}).get("provenance")
-                if info is None:
-                    break
-                return Record(pd.DataFrame(json.loads(ast.literal_eval(text))), info)
-    raise ValueError(f"{path}: no glued {name!r} or no provenance; re-record it with "
-                     f"`python -m subnets.run {chapter[:2]} --preset <preset> --record`")
+                return pd.DataFrame(json.loads(ast.literal_eval(text)))
+    return None
 
 
 def chapter_code(text: str) -> tuple[list[str], dict]:
