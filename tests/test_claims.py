@@ -186,3 +186,11 @@ def test_every_judged_row_declares_its_scope_and_a_method_row_says_why():
                           Claim.trained("t", "p", [0.8, 0.9], [0.1, 0.2], Rule(">", 0.5))])
     assert frame.scope.tolist() == ["method: any net", "trained"]
     assert frame.placebo[0] == "—" and "trained - placebo" in frame.placebo[1]
+
+
+def test_a_nan_placebo_leaves_a_trained_row_undecided():
+    row = Claim.trained("c", "p", [0.8, 0.82, 0.81], [0.1, float("nan"), 0.1], Rule(">", 0.5))
+    assert row.decide().outcome == NOT_DECIDED
+    # ... unless the trained networks already fail the rule
+    assert Claim.trained("c", "p", [0.3, 0.32, 0.31], [0.1, float("nan"), 0.1],
+                         Rule(">", 0.5)).decide().outcome == NOT_HELD

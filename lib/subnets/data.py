@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["REPO_ROOT", "FASHION_MNIST_CLASSES", "DataNotFoundError", "data_dir", "ImageSet",
-           "foreground", "balanced_indices", "check", "class_names", "load"]
+__all__ = ["REPO_ROOT", "FASHION_MNIST_CLASSES", "DataNotFoundError", "data_dir", "data_path",
+           "ImageSet", "foreground", "balanced_indices", "check", "class_names", "load"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -52,6 +52,21 @@ class DataNotFoundError(FileNotFoundError):
 def data_dir() -> Path:
     """``$SUBNETS_DATA`` if set, else the repository's ``data/`` folder."""
     return Path(os.environ.get("SUBNETS_DATA", REPO_ROOT / "data")).expanduser()
+
+
+def data_path(path: str | Path) -> Path:
+    """Where a data path given as a parameter lies: ``~`` expanded, and a relative path
+    taken inside the data folder (``data_dir()``), not the current folder (a chapter
+    runs in notebooks/, a test in its own folder).
+
+    Example:
+        >>> data_path("/tmp/ships")
+        PosixPath('/tmp/ships')
+        >>> data_path("ships") == data_dir() / "ships"
+        True
+    """
+    path = Path(path).expanduser()
+    return path if path.is_absolute() else data_dir() / path
 
 
 @dataclass
@@ -139,8 +154,9 @@ def _check_name(name: str) -> None:
                          "(imagefolder, tiny-imagenet and cifar10 take ':<folder>')")
     if kind in ("imagefolder", "tiny-imagenet") and not path:
         raise ValueError(f"dataset: {kind!r} needs a folder, as {kind}:<path>")
-    if path and not Path(path).expanduser().is_dir():
-        raise ValueError(f"dataset: folder {path!r} does not exist")
+    if path and not data_path(path).is_dir():
+        raise ValueError(f"dataset: folder {path!r} does not exist (relative folders are "
+                         f"taken in the data folder {data_dir()})")
 
 
 def check(name: str) -> None:
@@ -160,12 +176,12 @@ def check(name: str) -> None:
             if not (folder / batch).is_file():
                 raise DataNotFoundError(f"cifar10: batch {folder / batch} is missing")
     elif kind == "imagefolder":
-        root = Path(path).expanduser()
+        root = data_path(path)
         for split in ("train", "test"):
             files, _ = _imagefolder_files(root, split, class_names(name))
             _check_headers(files)
     else:
-        root = Path(path).expanduser()
+        root = data_path(path)
         classes = class_names(name)
         for split in ("train", "test"):
             _check_headers(_tiny_imagenet_files(root, split, classes)[0])
@@ -194,7 +210,7 @@ def class_names(name: str) -> list[str]:
         return list(FASHION_MNIST_CLASSES)
     if kind == "cifar10":
         return _cifar10_classes(_cifar10_folder(path))
-    base = _split_root(Path(path).expanduser(), "train")
+    base = _split_root(data_path(path), "train")
     names = sorted(d.name for d in base.iterdir() if d.is_dir() and _holds_images(d))
     if not names:
         raise DataNotFoundError(f"{kind}: {base} has no class sub-folders holding images "
@@ -277,7 +293,7 @@ def _load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
 # --- CIFAR-10 ------------------------------------------------------------------------
 
 def _cifar10_folder(path: str) -> Path:
-    root = Path(path).expanduser() if path else data_dir()
+    root = data_path(path) if path else data_dir()
     for candidate in (root, root / "cifar-10-batches-py"):
         if (candidate / "batches.meta").is_file():
             return candidate
@@ -365,7 +381,7 @@ def _read_rgb(files: list[Path], side: int) -> np.ndarray:
 def _load_imagefolder(path: str, split: str, image_size: int | None) -> ImageSet:
     if image_size is None:
         raise ValueError("image_size: imagefolder datasets need an image size (e.g. 188 for ships)")
-    root = Path(path).expanduser()
+    root = data_path(path)
     files, labels = _imagefolder_files(root, split, class_names(f"imagefolder:{path}"))
     images = _read_rgb(files, image_size)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), torch.tensor(labels),
@@ -406,7 +422,7 @@ def _tiny_imagenet_files(root: Path, split: str,
 
 
 def _load_tiny_imagenet(path: str, split: str, _size: int | None) -> ImageSet:
-    root = Path(path).expanduser()
+    root = data_path(path)
     classes = class_names(f"tiny-imagenet:{path}")
     files, labels = _tiny_imagenet_files(root, split, classes)
     images = _read_rgb(files, _TINY_IMAGENET_SIZE)  # the release's size; ``load`` resizes

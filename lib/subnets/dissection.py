@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import cache
-from .data import DataNotFoundError, ImageSet, foreground
+from .data import DataNotFoundError, ImageSet, data_path, foreground
 from .devices import to_host, to_model
 from .hooks import Recorder, activation_after, conv_layers, is_shortcut, layer
 from .progress import bar
@@ -433,7 +433,7 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
     if channels not in (1, 3):
         raise ValueError(f"channels: expected 1 or 3, got {channels}")
-    root = Path(folder).expanduser()
+    root = data_path(folder)
     for name in ("index.csv", "label.csv"):
         if not (root / name).is_file():
             raise DataNotFoundError(f"Broden: {root / name} not found (expected Broden's "

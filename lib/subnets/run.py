@@ -117,8 +117,9 @@ def _image_size_rule(name: str, value: Any, _params: dict) -> None:
 def _folder_rule(name: str, value: Any, _params: dict) -> None:
     """An empty string (not used) or an existing folder."""
     _values(name, value, str)
-    if value and not Path(value).expanduser().is_dir():
-        raise ParameterError(f"{name}: folder {value!r} does not exist")
+    if value and not data.data_path(value).is_dir():
+        raise ParameterError(f"{name}: folder {value!r} does not exist (relative folders are "
+                             f"taken in the data folder {data.data_dir()})")
 
 
 def _precision_rule(name: str, value: Any, _params: dict) -> None:

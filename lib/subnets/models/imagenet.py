@@ -18,6 +18,7 @@ from torch import nn
 from torchvision.models import alexnet, vgg11
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from ..data import data_path
 from ..devices import model_device
 from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
 from .small import NETWORKS
@@ -76,7 +77,7 @@ def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetMod
     1000-class output layer of a ten-class network) keep their fresh initialisation; a
     grey first conv gets the sum of the colour kernels; any other missing or unexpected
     name is an error."""
-    path = Path(path).expanduser()
+    path = data_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"imagenet_weights: {path} is not a file")
     state = torch.load(path, map_location=model_device(model), weights_only=True)
