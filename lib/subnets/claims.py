@@ -35,7 +35,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
-           "bootstrap", "seed_interval", "claims_frame", "claims_table", "scale_comparison",
+           "bootstrap", "seed_interval", "claims_frame", "claims_table", "verdict_counts",
+           "scale_comparison",
            "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL", "SCOPES"]
 
 HELD, NOT_HELD, NOT_DECIDED, SETTING = "held", "not held", "not decided", "setting"
@@ -305,17 +306,36 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
 
 
 def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
-    """The styled "Paper vs this book" table; with ``glue_name`` also glued (myst-nb) for
-    the book's Scorecard page, and its rows glued as JSON (``<glue_name>_rows``) so that a
-    recorded run can be read back claim by claim (``subnets.run.recorded_claims``)."""
+    """The styled "Paper vs this book" table; with ``glue_name`` also glued (myst-nb): the
+    full table as ``<glue_name>``, a brief one for the book's Scorecard page (claim,
+    paper, ours, placebo, scope, verdict; the verdict counts as its caption) as
+    ``<glue_name>_brief``, and the rows as JSON (``<glue_name>_rows``) so that a recorded
+    run can be read back claim by claim (``subnets.run.recorded_claims``)."""
     frame = claims_frame(claims)
     styled = _styled(frame, ["verdict"])
     if glue_name is not None:
         from myst_nb import glue
 
+        brief = frame[["claim", "paper", "this book", "placebo", "scope", "verdict"]]
         glue(glue_name, styled, display=False)
+        glue(f"{glue_name}_brief", _styled(brief, ["verdict"]).set_caption(
+            verdict_counts(frame)), display=False)
         glue(f"{glue_name}_rows", frame.to_json(orient="records"), display=False)
     return styled
+
+
+def verdict_counts(frame: pd.DataFrame) -> str:
+    """One line counting a claims frame's verdicts, judged rows by scope.
+
+    Example:
+        >>> verdict_counts(pd.DataFrame({"verdict": ["held", "not held", "setting"],
+        ...                              "scope": ["trained", "method: any net", "—"]}))
+        '1 held, 1 not held, 0 not decided (judged: 1 trained, 0 initialisation, 1 method)'
+    """
+    judged = frame[frame.verdict != SETTING]
+    counts = ", ".join(f"{(judged.verdict == v).sum()} {v}" for v in (HELD, NOT_HELD, NOT_DECIDED))
+    scopes = judged.scope.str.split(":").str[0]
+    return counts + " (judged: " + ", ".join(f"{(scopes == s).sum()} {s}" for s in SCOPES) + ")"
 
 
 def _styled(frame: pd.DataFrame, verdicts: list[str]):
