@@ -23,7 +23,8 @@ book: install data
 
 # One thread per test worker: JOBS workers on JOBS cores, not JOBS x cores threads.
 test: install data
-	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup -m "not browser" tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n $(JOBS) --dist loadgroup -m "not browser" \
+	  --doctest-modules tests lib
 
 browser-test: install
 	$(PY) -m pytest tests/test_book.py -m browser
