@@ -4,6 +4,7 @@ the CIFAR ResNet's option-A shortcut on tiny hand-checked inputs."""
 import math
 from dataclasses import asdict
 
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -223,6 +224,40 @@ def test_relative_accuracy_grid_is_one_with_all_features():
                                torch.tensor(grid["accuracy"].values))
 
 
+def test_diagonal_margin_is_the_median_of_k1_equals_k2_over_the_best_other():
+    # Rows k1, columns k2: at k2 = 1 the diagonal wins by 0.1, at k2 = 2 it loses by 0.2,
+    # at k2 = 3 it wins by 0.3: the median margin is 0.1.
+    acc = [[0.5, 0.4, 0.1], [0.4, 0.4, 0.2], [0.3, 0.6, 0.6]]
+    table = pd.DataFrame([{"k1": k1, "k2": k2, "accuracy": acc[i][j]}
+                          for i, k1 in enumerate([1, 2, 3]) for j, k2 in enumerate([1, 2, 3])])
+    grid = influence.DecompositionGrid(table, torch.empty(0), torch.empty(0))
+    assert influence.diagonal_margin(grid) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="grid"):
+        influence.diagonal_margin(influence.DecompositionGrid(table.query("k1 < 3"),
+                                                              torch.empty(0), torch.empty(0)))
+
+
+def test_decomposition_statistics_are_those_of_their_parts():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(120, 8, generator=g), torch.arange(120) % 3
+    x[torch.arange(120), y] += 1.0  # feature c marks class c
+    data = PenultimateFeatures(x, y)
+    head = Head(8, 3)
+    found = influence.InfluentialFeatureSelection(head, k1=2, k2=2).attribute(data)
+    stats = influence.decomposition_statistics(head.fc, data, data, found, [1, 2], seed=4)
+    full = influence.layer_correct(head.fc, data).mean().item()
+    decomposed = influence.layer_correct(influence.DecomposedLinear(head.fc, found.indices),
+                                         data).mean().item()
+    random = influence.layer_correct(influence.DecomposedLinear(
+        head.fc, influence.random_feature_sets(3, 8, 2, 4)), data).mean().item()
+    noise = influence.noise_ablation(head.fc, data, data, found, seed=4).accuracies()
+    grid = influence.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
+    assert stats == pytest.approx({
+        "full": full, "decomposed": decomposed, "relative": decomposed / full,
+        "random sets": random, "diagonal margin": influence.diagonal_margin(grid),
+        **{f"noise: {k}": v for k, v in noise.items()}})
+
+
 def test_noise_replaces_only_the_chosen_features_of_each_label():
     x = torch.arange(12.0).view(3, 4)
     y = torch.tensor([0, 1, 0])
@@ -309,6 +344,30 @@ def test_foreground_share():
     assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
 
 
+def test_class_channel_maps_pick_each_image_s_class_channels():
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.layers(x)
+
+    with seeded(0):
+        net = Conv()
+    images, labels = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0])
+    inf = influence.InfluentialFeatures(torch.tensor([[0, 1], [2, 3]]),
+                                        torch.zeros(2, 4, dtype=torch.long), 2, 2)
+    others = torch.tensor([[2, 3], [0, 1]])
+    maps = influence.class_channel_maps(net, "layers", images, labels, inf, others)
+    with torch.no_grad():
+        raw = net.layers(images)
+    assert set(maps) == {"all channels", "influential", "non-influential"}
+    torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
+    torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
+    torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))
+
+
 class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()
@@ -391,6 +450,35 @@ def test_fit_gates_sparsifies_within_bounds_and_is_cached():
         again = influence.fit_gates(TinyNet(), data, config, gates)
     assert torch.equal(again.gates, net.gates)
     assert net.open_gates().shape == (2, 6)
+
+
+def test_fit_gates_placebo_trains_nothing_and_caches_nothing(isolated_cache):
+    with seeded(0):
+        model = TinyNet()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    net = influence.fit_gates(model, two_blobs(), TrainConfig(epochs=3, batch_size=16),
+                              influence.GateConfig(init=0.25), placebo=True)
+    assert net.gates.eq(0.25).all() and net.history.empty
+    assert all(torch.equal(net.model.state_dict()[k], v) for k, v in before.items())
+    assert not list(isolated_cache.glob("csg-*.pt"))
+
+
+def test_gate_statistics_are_those_of_their_parts():
+    with seeded(0):
+        net = influence.ClassSpecificGates(TinyNet())
+    with torch.no_grad():
+        net.gates.copy_(torch.rand(2, 6, generator=torch.Generator().manual_seed(1)))
+    data = influence.penultimate_features(net.model, two_blobs(), cached=False)
+    stats = influence.gate_statistics(net, data, data, k1=3, k2=2)
+    hits = influence.gate_accuracies(net, data)
+    found = influence.InfluentialFeatureSelection(net.model, k1=3, k2=2).attribute(data)
+    decomposed = influence.layer_correct(influence.DecomposedLinear(net.model.fc, found.indices),
+                                         data)
+    assert stats == pytest.approx({
+        "STD": hits.std.mean().item(), "label-free": hits.label_free.mean().item(),
+        "decomposed": decomposed.mean().item(),
+        "top gates influential": influence.gate_overlap(net, found)[
+            "top gates influential"].mean(), "by chance": 4 / 6})
 
 
 def reference_gate_training(net, data, config, gates):

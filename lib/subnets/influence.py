@@ -38,7 +38,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, devices, metrics
+from . import cache, devices, hooks, metrics
 from .devices import to_host, to_model
 from .progress import bar
 from .train import Objective, TrainConfig, data_identity, run_training
@@ -55,12 +55,16 @@ __all__ = [
     "PenultimateFeatures",
     "SetSummary",
     "channel_maps",
+    "class_channel_maps",
     "check_k",
     "decompose",
+    "decomposition_statistics",
+    "diagonal_margin",
     "fit_gates",
     "foreground_share",
     "gate_accuracies",
     "gate_overlap",
+    "gate_statistics",
     "index_histograms",
     "layer_correct",
     "linear_macs",
@@ -352,6 +356,18 @@ def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
     return DecompositionGrid(pd.DataFrame(rows), torch.stack(hits, 1), full)
 
 
+def diagonal_margin(grid: DecompositionGrid) -> float:
+    """Fig. 3's claim as one number: the median over k2 of the accuracy at k1 = k2 minus the
+    best accuracy at any other k1 (> 0: k1 = k2 is best). ``grid`` has the same values for
+    k1 and k2, at least two of them."""
+    acc = grid.table.pivot(index="k1", columns="k2", values="accuracy")
+    if list(acc.index) != list(acc.columns) or len(acc) < 2:
+        raise ValueError("grid: expected the same k1 and k2 values, at least two")
+    values = torch.tensor(acc.to_numpy())
+    off = values.masked_fill(torch.eye(len(values), dtype=torch.bool), -math.inf).max(0).values
+    return (values.diagonal() - off).quantile(0.5).item()  # as numpy's median
+
+
 def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
     """C x k: per class ``k`` distinct features drawn at random (seeded): the control for
     Algorithm 1's sets."""
@@ -426,6 +442,29 @@ def noise_ablation(fc: nn.Linear, train: PenultimateFeatures, test: PenultimateF
         as_many_others=hits(noised_features(x, y, as_many, mean, std, seed)))
 
 
+@torch.no_grad()
+def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
+                             test: PenultimateFeatures, influential: InfluentialFeatures,
+                             k_grid: Iterable[int], seed: int = 0) -> dict[str, float]:
+    """What the chapter judges of one network's final layer, on its ``test`` features:
+    the full layer's accuracy ("full"), the decomposed layer's on the ``influential`` sets
+    ("decomposed"), its ratio to the full one ("relative"), a decomposed layer's on as many
+    random features per class ("random sets", ``random_feature_sets(..., seed)``), Fig. 3's
+    ``diagonal_margin`` over ``k_grid`` (sets found on ``train``) and the accuracies of
+    ``noise_ablation`` ("noise: <condition>"). A sweep over networks calls it once each."""
+    x, y = to_model(fc, test.features, test.labels)
+    full = _correct(fc(x), y).mean().item()
+    decomposed = _correct(DecomposedLinear(fc, influential.indices)(x), y).mean().item()
+    random_sets = random_feature_sets(influential.num_classes, influential.dim,
+                                      influential.k2, seed)
+    grid = relative_accuracy_grid(fc, train, test, k_grid, k_grid)
+    noise = noise_ablation(fc, train, test, influential, seed)
+    return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
+            "random sets": _correct(DecomposedLinear(fc, random_sets)(x), y).mean().item(),
+            "diagonal margin": diagonal_margin(grid),
+            **{f"noise: {name}": value for name, value in noise.accuracies().items()}}
+
+
 # --- activation maps of influential channels (Table 7) -------------------------------------
 
 def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -438,6 +477,20 @@ def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, in
     picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
     return nn.functional.interpolate(picked.mean(1, keepdim=True), size=size, mode="bilinear",
                                      align_corners=False)
+
+
+def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
+                       labels: torch.Tensor, influential: InfluentialFeatures,
+                       others: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Table 7's maps of ``images``: per image, the ``channel_maps`` of the output of
+    ``model``'s ``layer`` (the last conv maps, whose spatial means are the penultimate
+    features) over all its channels, over its class's influential channels and over its
+    class's row of ``others`` (C x k channels: ``non_influential_indices``)."""
+    maps = hooks.activations(model, images, [layer])[layer]
+    n, size = len(images), tuple(images.shape[-2:])
+    channel_sets = {"all channels": torch.arange(maps.shape[1]).expand(n, -1),
+                    "influential": influential.indices[labels], "non-influential": others[labels]}
+    return {name: channel_maps(maps, channels, size) for name, channels in channel_sets.items()}
 
 
 def foreground_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -524,21 +577,28 @@ class ClassSpecificGates(nn.Module):
 
 
 def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None,
-              gates: GateConfig | None = None,
-              desc: str = "training with gates") -> ClassSpecificGates:
+              gates: GateConfig | None = None, desc: str = "training with gates",
+              placebo: bool = False) -> ClassSpecificGates:
     """Train ``model`` (in place, from its current weights: a fresh model built under
     ``train.seeded``, or a trained one to fine-tune) with a gate matrix, alternating CSG
     and STD epochs as ``gates`` says; or load the cached result of that exact training.
     ``config``'s optimiser and schedule drive the weights in both kinds of epoch (defaults:
     ``TrainConfig()`` and ``GateConfig()``). The training is ``train.run_training``'s, on
     the gates' objective; ``history`` has one row per epoch: its path, its mean
-    cross-entropy and sparsity hinge over the batches, and the gates' density after it."""
+    cross-entropy and sparsity hinge over the batches, and the gates' density after it.
+    ``placebo``: train nothing (as ``train.fit(..., placebo=True)``): the model keeps its
+    weights, the gates their initial value, and ``history`` is empty."""
     config = TrainConfig() if config is None else config
     gates = GateConfig() if gates is None else gates
     if config.loss != "cross_entropy":
         raise ValueError("config: gate training supports the cross_entropy loss")
     net = ClassSpecificGates(model, gates.init)
-    parts = {"model": net, "data": data_identity(data), "config": asdict(config),
+    if placebo:
+        net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
+        return net.eval()
+    # The key records what "auto" precision means on this device, as train.fit's does.
+    key_config = {**asdict(config), "precision": devices.precision(net, config.precision)}
+    parts = {"model": net, "data": data_identity(data), "config": key_config,
              "gates": asdict(gates)}
     if devices.is_cuda(net):
         # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;
@@ -638,3 +698,22 @@ def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> p
                          "mean gate, influential": ((gates * mask).sum(1) / k2).numpy(),
                          "mean gate, others": ((gates * ~mask).sum(1) / (dim - k2)).numpy(),
                          "open gates": net.open_gates().sum(1).numpy()})
+
+
+def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
+                    test: PenultimateFeatures, *, k1: int, k2: int) -> dict[str, float]:
+    """What the chapter judges of one gated network, on the penultimate features of
+    ``net.model`` (``train`` to find its influential sets, ``test`` to measure): the
+    accuracies of its STD path ("STD"), of its label-free gated read-out ("label-free") and
+    of its decomposed layer (Algorithm 1 with ``k1``, ``k2``: "decomposed"), and how many of
+    a class's ``k2`` largest gates are its influential features, mean over the classes
+    ("top gates influential"), against chance ("by chance"). A sweep over networks calls it
+    once each."""
+    hits = gate_accuracies(net, test)
+    found = InfluentialFeatureSelection(net.model, k1=k1, k2=k2).attribute(train)
+    decomposed = layer_correct(DecomposedLinear(net.model.fc, found.indices), test)
+    overlap = gate_overlap(net, found)
+    return {"STD": hits.std.mean().item(), "label-free": hits.label_free.mean().item(),
+            "decomposed": decomposed.mean().item(),
+            "top gates influential": overlap["top gates influential"].mean(),
+            "by chance": k2 * k2 / found.dim}
