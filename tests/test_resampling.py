@@ -434,6 +434,11 @@ def test_patch_accuracy_learns_a_separable_task():
         masks, boxes, images, labels, train_images, "random", size=6, width=8, epochs=15
     )
     assert blind.accuracy < 0.8  # the corner patches carry no label information
+    half = resampling.patch_accuracy(
+        masks, boxes, images, labels, train_images, "precision", size=6, width=8, epochs=15,
+        precision="bf16"
+    )
+    assert half.accuracy > 0.9
     with pytest.raises(ValueError, match="train_images"):
         resampling.patch_accuracy(
             masks, boxes, images, labels, torch.ones(200, dtype=torch.bool), "precision"

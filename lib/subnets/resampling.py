@@ -592,13 +592,13 @@ class PatchAccuracy:
 
 def patch_accuracy(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
                    inputs: torch.Tensor, target: torch.Tensor, train_images: torch.Tensor,
-                   metric: str, size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0
-                   ) -> PatchAccuracy:
+                   metric: str, size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0,
+                   precision: str = "fp32") -> PatchAccuracy:
     """The paper's secondary classifier: trained on the patches that ``metric`` selects in
     the inputs flagged by ``train_images`` (each patch labelled with its input's class in
     ``target``), tested on the patches of the other inputs. Three 3x3 conv layers of
-    ``width`` channels with max-pooling in between (a ``VGG``), Adam, cached by
-    ``train.fit``; on the inputs' device."""
+    ``width`` channels with max-pooling in between (a ``VGG``), Adam in ``precision``
+    (``train.TrainConfig``), cached by ``train.fit``; on the inputs' device."""
     cut, source = patches(masks, boxes, inputs, metric, size)
     is_train = train_images[source]
     if not is_train.any() or is_train.all():
@@ -608,7 +608,8 @@ def patch_accuracy(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor
     with train.seeded(seed):
         model = VGG((width, "M", width, "M", width), in_channels=inputs.shape[1],
                     num_classes=int(target.max()) + 1).to(inputs.device)
-    config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed)
+    config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed,
+                               precision=precision)
     trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config,
                         desc="patch classifier")
     test = TensorDataset(cut[~is_train], patch_labels[~is_train])
