@@ -127,6 +127,18 @@ def test_half_max_area():
     assert area[0] == 0.5 and area[1] == 1.0 and math.isnan(area[2])
 
 
+def test_half_max_cover_tells_growth_on_the_object_from_growth_everywhere():
+    objects = torch.zeros(3, 1, 2, 2, dtype=torch.bool)
+    objects[:, :, 0] = True  # the top row is the object
+    maps = torch.zeros(3, 1, 2, 2)
+    maps[0, 0, 0] = 1.0  # on the whole object, nothing else
+    maps[1] = 1.0  # everywhere
+    on, off = metrics.half_max_cover(maps, objects), metrics.half_max_cover(maps, ~objects)
+    assert on[:2].tolist() == [1.0, 1.0] and off[:2].tolist() == [0.0, 1.0]
+    assert math.isnan(on[2])  # nothing highlighted: undefined
+    assert math.isnan(metrics.half_max_cover(maps, torch.zeros_like(objects))[0])  # no region
+
+
 def test_spearman_is_nan_without_a_warning_where_undefined():
     import warnings
 

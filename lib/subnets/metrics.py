@@ -16,7 +16,7 @@ from scipy.stats import spearmanr
 
 __all__ = ["binary_scores", "accuracy_by_class", "jaccard", "spearman", "top_fraction_mask",
            "index_mask", "map_agreement", "is_flat", "object_share", "foreground_share",
-           "centred_blob", "half_max_area"]
+           "centred_blob", "half_max_cover", "half_max_area"]
 
 
 def binary_scores(predicted: torch.Tensor, actual: torch.Tensor) -> dict[str, float]:
@@ -134,10 +134,22 @@ def centred_blob(n: int, height: int, width: int, sigma: float = 0.25) -> torch.
     return blob.expand(n, 1, height, width).clone()
 
 
+def half_max_cover(maps: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
+    """Per map, the share of ``region``'s pixels (a boolean mask, same shape) at or above
+    half the map's maximum; NaN for a map whose maximum is not positive (nothing
+    highlighted) or an empty region. With the object as ``region`` and then the background,
+    it tells a map that grows on the object from one that grows everywhere."""
+    if maps.shape != region.shape:
+        raise ValueError(f"maps and region differ in shape: {tuple(maps.shape)} vs "
+                         f"{tuple(region.shape)}")
+    flat, region = maps.flatten(1).double(), region.flatten(1)
+    peak = flat.amax(1, keepdim=True)
+    size = region.sum(1).double()
+    cover = ((flat >= peak / 2) & region).sum(1).double() / size
+    return torch.where((peak[:, 0] > 0) & (size > 0), cover, torch.full_like(cover, float("nan")))
+
+
 def half_max_area(maps: torch.Tensor) -> torch.Tensor:
     """Per map, the share of its pixels at or above half its maximum (how large the map's
     focus is); NaN for a map whose maximum is not positive (nothing highlighted)."""
-    flat = maps.flatten(1).double()
-    peak = flat.amax(1, keepdim=True)
-    area = (flat >= peak / 2).double().mean(1)
-    return torch.where(peak[:, 0] > 0, area, torch.full_like(area, float("nan")))
+    return half_max_cover(maps, torch.ones_like(maps, dtype=torch.bool))
