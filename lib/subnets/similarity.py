@@ -28,7 +28,7 @@ from .devices import to_host, to_model
 from .hooks import Recorder
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
-           "gram_matrices", "cka_from_grams", "blockwise_layer_cka", "cka_matrix"]
+           "gram_matrices", "cka_from_grams", "cka_matrix"]
 
 _MIN_BATCH = 4
 _SHORTCUT_NAMES = ("shortcut", "downsample")
@@ -176,23 +176,6 @@ def cka_from_grams(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor
     a = grams_a.flatten(1) / grams_a.flatten(1).norm(dim=1, keepdim=True)
     b = grams_b.flatten(1) / grams_b.flatten(1).norm(dim=1, keepdim=True)
     return a @ b.T
-
-
-def blockwise_layer_cka(grams_a: torch.Tensor, grams_b: torch.Tensor,
-                        n_blocks: int) -> torch.Tensor:
-    """Linear CKA of each layer of ``grams_a`` with the same layer of ``grams_b``
-    (``gram_matrices`` of the same number of layers) on ``n_blocks`` disjoint, contiguous
-    blocks of the examples (n_blocks x L), for an interval over blocks. A block of a
-    centred Gram matrix, centred again, is the block's own centred Gram matrix."""
-    n = grams_a.shape[-1]
-    if grams_a.shape != grams_b.shape or not 1 <= n_blocks <= n // _MIN_BATCH:
-        raise ValueError(f"n_blocks: expected 1..{n // _MIN_BATCH} blocks of matching grams, got "
-                         f"{n_blocks} for {tuple(grams_a.shape)} and {tuple(grams_b.shape)}")
-    rows = []
-    for idx in torch.arange(n).tensor_split(n_blocks):
-        a, b = (_centre(g[:, idx][:, :, idx]) for g in (grams_a, grams_b))
-        rows.append((a * b).sum((1, 2)) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1)))
-    return torch.stack(rows)
 
 
 def _centre(grams: torch.Tensor) -> torch.Tensor:
