@@ -19,7 +19,10 @@ share; the losses are weighted by each share's size and the gradients summed ove
 processes, so each step is one process's step on the whole batch (up to rounding; batch
 norm normalises each share by its own statistics, and the running statistics are
 averaged over the processes after every epoch). Every process ends with the same weights;
-process 0 alone reads and writes the cache and hands a cached entry to the others.
+process 0 alone reads and writes the cache and hands a cached entry to the others. The
+gradients are summed by ``fit`` itself, not by a ``DistributedDataParallel`` wrapper,
+whose hooks run only through the wrapper's forward: an ``Objective`` may train through
+other methods (chapter 4's gates call ``penultimate`` and ``gated_logits``).
 
 ``fit(..., placebo=True)`` trains nothing: the network keeps its initial weights, with
 its batch-norm statistics re-estimated on training images (``recalibrate_batch_norm``) so
