@@ -31,6 +31,11 @@ library offers (``TrainConfig(precision="auto", compile=True)``) over plain fp32
 "auto" alone (the chapters' default, uncompiled) beside it.
 
     .venv/bin/python benchmarks/precision.py [--threads 2] [--repeats 7] [--chapters 04]
+
+On a machine shared with other busy processes the two-thread times mostly measure how
+long each thread waits for the other to be scheduled (seen: fp32 steps ten times slower
+with two threads than with one); there, compare one-thread runs (``--threads 1`` with
+``OMP_NUM_THREADS=1``) and repeat the run.
 """
 
 from __future__ import annotations
