@@ -446,12 +446,12 @@ def test_fit_trains_data_parallel_in_two_processes_like_one(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     context = mp.spawn(_train_as_process, args=(2, port, tmp_path), nprocs=2, join=False)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # starting two processes on a busy machine is slow
     while not context.join(timeout=5):
         if time.monotonic() > deadline:
             for p in context.processes:
                 p.kill()
-            pytest.fail("the two training processes took over 120 s")
+            pytest.fail("the two training processes took over 300 s")
     assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # process 0 wrote each once
     for batch_norm in (0, 1):
         ranks = [torch.load(tmp_path / f"bn{batch_norm}_rank{r}.pt", weights_only=False)
