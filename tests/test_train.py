@@ -250,7 +250,9 @@ def test_cpu_fit_keys_carry_no_device_and_other_devices_are_keyed_apart(isolated
                                                                         monkeypatch):
     data, model = toy_problem(), make_model()
     config = train.TrainConfig(epochs=1, batch_size=64)
-    parts = {"model": model, "data": list(data.tensors), "config": asdict(config), "test": None}
+    # Uncompiled training keeps the keys it had before TrainConfig.compile existed.
+    fields = {k: v for k, v in asdict(config).items() if k != "compile"}
+    parts = {"model": model, "data": list(data.tensors), "config": fields, "test": None}
     key = cache.key_of("fit", parts)  # computed before training changes the weights
     train.fit(model, data, config)
     assert [p.name for p in isolated_cache.glob("fit-*.pt")] == [f"{key}.pt"]
@@ -261,7 +263,7 @@ def test_cpu_fit_keys_carry_no_device_and_other_devices_are_keyed_apart(isolated
 # --- CUDA against CPU (skipped without CUDA) ----------------------------------------------
 
 def _cuda() -> torch.device:
-    return devices.device("cuda")
+    return devices.device("cuda:0")  # what model_device reports, index included
 
 
 @pytest.mark.gpu
@@ -398,3 +400,87 @@ def test_bf16_training_runs_under_autocast_and_stays_close_to_fp32():
     w32, w16 = (results[p].model[3].weight for p in ("fp32", "bf16"))
     assert not torch.equal(w32, w16)  # the bf16 run did compute in bf16
     torch.testing.assert_close(w16, w32, rtol=0.05, atol=0.01)
+
+
+def _image_problem(n=100):
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, 1, 8, 8, generator=g)
+    return TensorDataset(x, (x[:, 0, :4].mean((1, 2)) > x[:, 0, 4:].mean((1, 2))).long())
+
+
+def _conv_net(batch_norm: bool):
+    with train.seeded(0):
+        return nn.Sequential(nn.Conv2d(1, 4, 3), *[nn.BatchNorm2d(4)] * batch_norm, nn.ReLU(),
+                             nn.Flatten(), nn.Linear(4 * 6 * 6, 2))
+
+
+# 100 images in batches of 32: the last batch (4 images) is shared too.
+DISTRIBUTED_CONFIG = train.TrainConfig(epochs=2, batch_size=32, lr=0.01, augment=True)
+
+
+def _train_as_process(rank, world, port, folder):
+    import os
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world),
+                      RANK=str(rank), SUBNETS_CACHE=str(folder / "cache"))
+    torch.set_num_threads(1)
+    for batch_norm in (False, True):
+        trained = train.fit(_conv_net(batch_norm), _image_problem(), DISTRIBUTED_CONFIG)
+        # Again: now process 0 finds the entry and hands it to the other.
+        again = train.fit(_conv_net(batch_norm), _image_problem(), DISTRIBUTED_CONFIG)
+        torch.save({"state": trained.model.state_dict(), "again": again.model.state_dict(),
+                    "history": trained.history},
+                   folder / f"bn{int(batch_norm)}_rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+def test_fit_trains_data_parallel_in_two_processes_like_one(tmp_path):
+    """Two gloo processes (as under torchrun) end with the same weights; without batch
+    norm, the weights of one process trained on the same global batches."""
+    import socket
+    import time
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    context = mp.spawn(_train_as_process, args=(2, port, tmp_path), nprocs=2, join=False)
+    deadline = time.monotonic() + 300  # starting two processes on a busy machine is slow
+    while not context.join(timeout=5):
+        if time.monotonic() > deadline:
+            for p in context.processes:
+                p.kill()
+            pytest.fail("the two training processes took over 300 s")
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2  # process 0 wrote each once
+    for batch_norm in (0, 1):
+        ranks = [torch.load(tmp_path / f"bn{batch_norm}_rank{r}.pt", weights_only=False)
+                 for r in (0, 1)]
+        for k, v in ranks[0]["state"].items():
+            for other in (ranks[1]["state"], ranks[0]["again"], ranks[1]["again"]):
+                assert torch.equal(v, other[k]), (batch_norm, k)
+        single = train.fit(_conv_net(bool(batch_norm)), _image_problem(), DISTRIBUTED_CONFIG,
+                           cached=False)
+        history = ranks[0]["history"]
+        assert history["train_accuracy"].tolist() == pytest.approx(
+            single.history["train_accuracy"].tolist(), abs=0.02)
+        if not batch_norm:
+            for k, v in single.model.state_dict().items():
+                torch.testing.assert_close(ranks[0]["state"][k], v, rtol=1e-4, atol=1e-5)
+            assert history["loss"].tolist() == pytest.approx(single.history["loss"].tolist(),
+                                                             rel=1e-4)
+
+
+def test_fit_refuses_a_batch_without_an_image_for_every_process():
+    with pytest.raises(ValueError, match="batch_size"):
+        train._check_shares(65, 32, 2)
+
+
+def test_compiled_training_matches_eager_and_is_keyed_apart(isolated_cache):
+    data = toy_problem(64)
+    eager = train.fit(make_model(), data, train.TrainConfig(epochs=1, batch_size=32))
+    config = train.TrainConfig(epochs=1, batch_size=32, compile=True)
+    compiled = train.fit(make_model(), data, config)
+    assert len(list(isolated_cache.glob("*.pt"))) == 2
+    for k, v in eager.model.state_dict().items():
+        torch.testing.assert_close(compiled.model.state_dict()[k], v, rtol=1e-4, atol=1e-6)

@@ -37,7 +37,8 @@ def available() -> list[str]:
 
 
 def device(spec: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks cuda, then mps, then cpu; ``"cuda"``, ``"cuda:1"``, ``"mps"`` and
+    """``"auto"`` picks cuda (under ``torchrun``, the process's ``LOCAL_RANK``-th GPU), then
+    mps, then cpu; ``"cuda"``, ``"cuda:1"``, ``"mps"`` and
     ``"cpu"`` are taken as given when this machine has them. Anything else raises
     ``ValueError`` naming the value and what is available."""
     if isinstance(spec, torch.device):
@@ -47,6 +48,8 @@ def device(spec: str | torch.device = "auto") -> torch.device:
             f"device: expected a string like 'auto', 'cpu' or 'cuda', got {spec!r}")
     have = available()
     if spec == "auto":
+        if have[0] == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: a GPU per process
+            return torch.device("cuda", int(os.environ["LOCAL_RANK"]) % torch.cuda.device_count())
         return torch.device(have[0])
     try:
         wanted = torch.device(spec)

@@ -11,12 +11,16 @@ presets:``, the allowed values of name parameters under ``subnets: choices:``. V
 the dataset's files are checked by ``check`` before papermill executes anything, so bad
 input ends with a one-line error and exit status 2, not a traceback after training.
 ``--record`` saves the run in ``book/at-scale/`` with its provenance as the first cell.
+Under ``torchrun --nproc-per-node N -m subnets.run CHAPTER ...`` every process executes
+the chapter and ``train.fit`` trains data-parallel over them; process 0 writes (or
+records) the notebook, the others a hidden ``.<name>.rank<R>.ipynb`` beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import tempfile
 import uuid
@@ -538,12 +542,15 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.record:
+    rank = int(os.environ.get("RANK", "0"))
+    if args.record and not rank:
         out = record(path, args.preset, params,
                      Path(args.output).resolve() if args.output else None)
         print(f"recorded {path.name} ({args.preset}) -> {out}")
         return 0
     output = Path(args.output) if args.output else Path.cwd() / f"{path.stem}.out.ipynb"
+    if rank:  # under torchrun every process runs the chapter; process 0 writes its notebook
+        output = output.with_name(f".{output.stem}.rank{rank}.ipynb")
     print(f"executing {path.name} with {params or 'its defaults'} -> {output}")
     execute(path, params, output.resolve())
     return 0

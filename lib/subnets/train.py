@@ -12,6 +12,18 @@ one. On CUDA training also uses channels-last memory and cuDNN's fastest kernels
 weights differ slightly and its cache entries are keyed apart. Checkpoints are stored on
 the CPU and loaded onto the model's device.
 
+Under ``torchrun`` (``WORLD_SIZE`` > 1, or any initialised ``torch.distributed`` group)
+``fit`` trains data-parallel without a change in its callers: every process draws the
+same global batches in the same order, augments them alike and trains on its contiguous
+share; the losses are weighted by each share's size and the gradients summed over the
+processes, so each step is one process's step on the whole batch (up to rounding; batch
+norm normalises each share by its own statistics, and the running statistics are
+averaged over the processes after every epoch). Every process ends with the same weights;
+process 0 alone reads and writes the cache and hands a cached entry to the others. The
+gradients are summed by ``fit`` itself, not by a ``DistributedDataParallel`` wrapper,
+whose hooks run only through the wrapper's forward: an ``Objective`` may train through
+other methods (chapter 4's gates call ``penultimate`` and ``gated_logits``).
+
 ``fit(..., placebo=True)`` trains nothing: the network keeps its initial weights, with
 its batch-norm statistics re-estimated on training images (``recalibrate_batch_norm``) so
 that an untrained network is not degenerate. A chapter's placebo run uses it to show what
@@ -24,10 +36,12 @@ import contextlib
 import copy
 import itertools
 import math
+import os
 from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -37,7 +51,7 @@ from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
-           "data_identity", "recalibrate_batch_norm", "PLACEBO_IMAGES"]
+           "data_identity", "recalibrate_batch_norm", "processes", "PLACEBO_IMAGES"]
 
 # Training images on which a placebo network's batch-norm statistics are re-estimated.
 PLACEBO_IMAGES = 2048
@@ -68,6 +82,9 @@ class TrainConfig:
     snapshots: bool = False  # also keep the weights after every epoch
     clip_grad_norm: float | None = None  # clip the gradient's global L2 norm (Avendaño: 0.1)
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (devices.precision)
+    # torch.compile (inductor) the forward pass: faster steps after a compilation of
+    # tens of seconds per network, which short trainings do not earn back
+    compile: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,16 +183,62 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         # The model enters the key with its device kind off the CPU (cache.canonical);
         # the precision with what "auto" means on this device.
         key_config = {**asdict(config), "precision": devices.precision(model, config.precision)}
+        if not config.compile:  # the keys of uncompiled training stay what they were
+            del key_config["compile"]
         parts = {"model": model, "data": data_identity(data), "config": key_config,
                  "test": None if test_data is None else data_identity(test_data)}
-        entry = cache.cached("fit", parts,
-                             lambda: run_training(model, data, config, test_data, desc))
+        entry = _cached_training(model, parts,
+                                 lambda: run_training(model, data, config, test_data, desc))
     else:
         entry = run_training(model, data, config, test_data, desc)
     model.load_state_dict(entry["state"])
     model.eval()
     history = pd.DataFrame(entry["history"])
     return Trained(model, history, entry.get("snapshots", []))
+
+
+def processes(model: nn.Module | None = None) -> tuple[int, int]:
+    """(rank, number) of the processes that train together: (0, 1) in a plain run. Under
+    ``torchrun`` (``WORLD_SIZE`` > 1) the default process group, which the first call
+    initialises for ``model``'s device (NCCL on CUDA, gloo elsewhere)."""
+    if not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+            return 0, 1
+        cuda = model is not None and devices.is_cuda(model)
+        if cuda:  # NCCL's collectives run on the current device
+            torch.cuda.set_device(devices.model_device(model))
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _cached_training(model: nn.Module, parts: dict, train_it) -> dict:
+    """``cache.cached("fit", parts, train_it)`` in one process; with several, all of them
+    train (process 0 stores the entry), or all take process 0's cached entry."""
+    rank, world = processes(model)
+    if world == 1:
+        return cache.cached("fit", parts, train_it)
+    key = cache.key_of("fit", parts)
+    path = cache.cache_dir() / f"{key}.pt"
+    found = [cache.read(path, key) if rank == 0 else None]
+    dist.broadcast_object_list(found, src=0)
+    if found[0] is not None:
+        return found[0]
+    entry = train_it()
+    if rank == 0:
+        cache.save_atomic({"key": key, "value": entry}, path)
+    dist.barrier()
+    return entry
+
+
+def _summed(values: list[float]) -> list[float]:
+    """``values`` summed over the training processes (as they are in a plain run)."""
+    if processes()[1] == 1:
+        return values
+    total = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(total)
+    return total.tolist()
 
 
 def _placebo(model: nn.Module, data: Dataset, config: TrainConfig,
@@ -341,8 +404,8 @@ class Objective:
         """The epoch's history fields (after "epoch", before "test_accuracy")."""
         # Summed in Python's float64, in batch order, as ever.
         loss_sum = sum(v * n for v, n in zip(torch.stack(self.losses).tolist(), self.sizes))
-        total = sum(self.sizes)
-        return {"loss": loss_sum / total, "train_accuracy": int(self.correct) / total}
+        loss_sum, total, correct = _summed([loss_sum, sum(self.sizes), int(self.correct)])
+        return {"loss": loss_sum / total, "train_accuracy": int(correct) / total}
 
 
 def run_training(model, data, config: TrainConfig, test_data, desc: str,
@@ -363,9 +426,15 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
         opt, (lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
         if config.schedule == "cosine" else (lambda s: 1.0))
     history, snapshots = [], []
+    rank, world = processes(model)
+    if world > 1:
+        _check_shares(len(data), config.batch_size, world)
+        _synchronise(model, "broadcast")
     cuda = devices.is_cuda(model)
     if cuda:  # channels-last weights and inputs: faster convolutions on CUDA
         model.to(memory_format=torch.channels_last)
+    # The objective runs the compiled module; its parameters are the model's own.
+    forward = torch.compile(model) if config.compile else model
     with torch.random.fork_rng(), devices.tuned_kernels(model):
         torch.manual_seed(config.seed)  # dropout and other randomness inside the model
         for epoch in bar(range(1, config.epochs + 1), desc=desc):
@@ -373,18 +442,28 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
             for x, y in bar(batches, desc=objective.begin_epoch(model, epoch)):
                 if config.augment:
                     x = augment_batch(x, g)
+                if world > 1:  # this process's share of the global batch
+                    share = torch.tensor_split(torch.arange(len(y)), world)[rank]
+                    weight = len(share) / len(y)
+                    x, y = x[share.to(x.device)], y[share.to(y.device)]
                 if cuda and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 with devices.autocast(model, config.precision):
-                    loss = objective.loss(model, x, y)
+                    loss = objective.loss(forward, x, y)
                 # The model's, not the optimiser's: an objective's own parameters too.
                 model.zero_grad(set_to_none=True)
+                if world > 1:  # the gradients' sum over the shares: the whole batch's
+                    loss = loss * weight
                 loss.backward()
+                if world > 1:
+                    _synchronise(model, "gradients")
                 if config.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
                 opt.step()
                 sched.step()
                 objective.after_step(model)
+            if world > 1:
+                _synchronise(model, "buffers")
             row = {"epoch": epoch, **objective.end_epoch(model)}
             if test_data is not None:
                 row["test_accuracy"] = evaluate(model, test_data).accuracy
@@ -398,6 +477,37 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
     if config.snapshots:
         entry["snapshots"] = snapshots
     return entry
+
+
+def _check_shares(n: int, batch_size: int, world: int) -> None:
+    if batch_size < world or 0 < n % batch_size < world:
+        raise ValueError(f"batch_size: {batch_size} on {n} images leaves a batch smaller than "
+                         f"the {world} training processes (each needs an image)")
+
+
+@torch.no_grad()
+def _synchronise(model: nn.Module, what: str) -> None:
+    """Across the training processes: "broadcast" process 0's parameters and buffers to
+    all, sum the "gradients", or average the floating-point "buffers" (batch-norm
+    statistics, each estimated on one process's shares)."""
+    if what == "gradients":
+        tensors = [p.grad for p in model.parameters() if p.grad is not None]
+    elif what == "buffers":
+        tensors = [b for b in model.buffers() if b.is_floating_point()]
+    else:
+        tensors = [*model.parameters(), *model.buffers()]
+    # One collective per dtype, in the same order in every process (not a set's order).
+    for dtype in dict.fromkeys(t.dtype for t in tensors):
+        group = [t for t in tensors if t.dtype == dtype]
+        flat = torch.cat([t.reshape(-1) for t in group])
+        if what == "broadcast":
+            dist.broadcast(flat, src=0)
+        else:
+            dist.all_reduce(flat)
+            if what == "buffers":
+                flat /= dist.get_world_size()
+        for t, part in zip(group, flat.split([t.numel() for t in group])):
+            t.copy_(part.view_as(t))
 
 
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
