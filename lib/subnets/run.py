@@ -435,13 +435,18 @@ class Record:
 
     claims: pd.DataFrame
     provenance: dict[str, Any]
+    stale: str = ""  # why the record no longer matches its chapter ("": it does)
 
     @property
     def summary(self) -> str:
         p = self.provenance
-        return (f"Larger scale: the {p['preset']!r} preset recorded on {p['hardware']} at "
+        text = (f"Larger scale: the {p['preset']!r} preset recorded on {p['hardware']} at "
                 f"commit {p['commit'][:10]}, {p['wall_seconds'] / 60:.0f} min, "
                 f"finished {p['finished']}.")
+        if self.stale:
+            text += (f" Out of date ({self.stale}): its rows were judged by the chapter's "
+                     "code and preset of that commit, not this build's.")
+        return text
 
 
 def recorded_claims(chapter: str) -> Record | None:
@@ -461,7 +466,9 @@ def recorded_claims(chapter: str) -> Record | None:
     if rows is None or info is None:
         raise ValueError(f"{path}: no glued claims rows or no provenance; re-record it with "
                          f"`python -m subnets.run {chapter[:2]} --preset <preset> --record`")
-    return Record(rows, info)
+    stale = [line.split(": ", 1)[1] for line in stale_records()
+             if line.startswith(path.name + ":")]
+    return Record(rows, info, stale[0] if stale else "")
 
 
 def claims_rows(nb, chapter: str) -> pd.DataFrame | None:
