@@ -8,18 +8,28 @@ paper's text says only the kernel changes, but its receptive-field column
 the stride grows with the kernel (kernel s + 1, stride s, s = 1..4), and its conclusion
 notes that the feature maps shrank with the receptive field, which a stride-1 pool would
 not do. ``subnets.receptive`` reproduces the column from these configurations.
+
+Both architectures are initialised as torchvision initialises its VGG and ResNet
+(``torchvision_init``; the ResNet does so itself). ``fit_value_clipped`` trains with the
+gradient clipped element by element, the other reading of the paper's "gradient
+clipping: 0.1" (``train.TrainConfig`` clips the gradient's norm).
 """
 
 from __future__ import annotations
 
-import torch
+from dataclasses import asdict
 
-from .. import devices
+import pandas as pd
+import torch
+from torch import nn
+
+from .. import cache, devices, train
 from .resnet import ResNet
 from .vgg import VGG, cfgs
 
 __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "check_input_size",
-           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf"]
+           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "torchvision_init",
+           "fit_value_clipped"]
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
@@ -38,8 +48,8 @@ def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int
     """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``;
     ``width`` scales the channels (64: the paper's, 16: a sixteenth of its parameters)."""
     kernel, stride = rf_pool_of(level)
-    return VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes, rf_pool=kernel,
-               rf_pool_stride=stride)
+    return torchvision_init(VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes,
+                                rf_pool=kernel, rf_pool_stride=stride))
 
 
 def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
@@ -55,8 +65,8 @@ def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width:
     """Six 3x3 convs (``width``, 2x, 4x wide; ``vgg.cfgs["vgg_small_rf"]``) with two 2x2
     pools: a 28x28 image still leaves a 1x1 map at level 4."""
     kernel, stride = rf_pool_of(level)
-    return VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes, rf_pool=kernel,
-               rf_pool_stride=stride)
+    return torchvision_init(VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes,
+                                rf_pool=kernel, rf_pool_stride=stride))
 
 
 def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,
@@ -109,3 +119,58 @@ def check_input_size(architectures, levels, in_channels: int, image_size: int,
                     raise ValueError(f"image_size: {image_size}x{image_size} images leave no "
                                      f"feature map in {arch} at rf level {level}; use larger "
                                      "images or lower levels") from None
+
+
+def torchvision_init(model: nn.Module) -> nn.Module:
+    """Initialise ``model`` in place as torchvision's VGG does: convs Kaiming-normal
+    (fan out, ReLU gain) with zero bias, batch norm weight 1 and bias 0, linear layers
+    N(0, 0.01) with zero bias. PyTorch's default initialisation shrinks the signal at
+    every conv, so that a deep VGG's output at initialisation hardly depends on its input."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0.0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model
+
+
+class _ValueClipping(train.Objective):
+    """Supervised training with every gradient element clipped to [-``clip``, ``clip``]
+    (``torch.nn.utils.clip_grad_value_``'s rule) as backward computes it: a hook per
+    parameter, held for one epoch at a time."""
+
+    def __init__(self, config: train.TrainConfig, clip: float) -> None:
+        super().__init__(config)
+        self.clip, self.handles = clip, []
+
+    def begin_epoch(self, model: nn.Module, epoch: int) -> str:
+        self.handles = [p.register_hook(lambda g: g.clamp(-self.clip, self.clip))
+                        for p in self.parameters(model)]
+        return super().begin_epoch(model, epoch)
+
+    def end_epoch(self, model: nn.Module) -> dict:
+        for handle in self.handles:
+            handle.remove()
+        return super().end_epoch(model)
+
+
+def fit_value_clipped(model: nn.Module, data, config: train.TrainConfig, clip: float,
+                      desc: str = "training") -> train.Trained:
+    """``train.fit(model, data, config)`` with every gradient element clipped to
+    [-``clip``, ``clip``] instead of the gradient's norm (``config.clip_grad_norm`` must
+    be None), or the cached result of that exact training."""
+    if config.clip_grad_norm is not None:
+        raise ValueError("config: clip by value or by norm, not both")
+    key_config = {**asdict(config), "precision": devices.precision(model, config.precision)}
+    parts = {"model": model, "data": train.data_identity(data), "config": key_config,
+             "clip_value": clip}
+    entry = cache.cached("fit-clip-value", parts, lambda: train.run_training(
+        model, data, config, None, desc, objective=_ValueClipping(config, clip)))
+    model.load_state_dict(entry["state"])
+    return train.Trained(model.eval(), pd.DataFrame(entry["history"]))
