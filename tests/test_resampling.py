@@ -46,6 +46,18 @@ def test_index_scaled_noise_grows_with_the_copy_index():
     assert spread[19].item() == pytest.approx(1.9, rel=0.15)
 
 
+def test_centred_noise_multiplies_the_distance_from_the_centre():
+    images = torch.zeros(2, 3, 8, 8)  # black: unit noise leaves it black, centred does not
+    assert torch.equal(resampling.perturb(images, 5, 0.1, seed=3), torch.zeros(2, 5, 3, 8, 8))
+    centre = torch.tensor([0.2, 0.5, 0.8])
+    copies = resampling.perturb(images, 400, 0.1, seed=3, centre=centre)
+    factor = (copies - centre.view(1, 1, 3, 1, 1)) / (-centre.view(1, 1, 3, 1, 1))
+    unit = resampling.perturb(torch.ones(2, 3, 8, 8), 400, 0.1, seed=3)
+    assert torch.allclose(factor, unit, atol=1e-6)  # the same draws, applied to x - centre
+    with pytest.raises(ValueError, match="centre"):
+        resampling.perturb(images, 5, 0.1, centre=torch.zeros(2))
+
+
 @pytest.mark.parametrize("kwargs, name", [({"n_samples": 1}, "n_samples"), ({"std": -0.1}, "std")])
 def test_perturb_rejects_bad_arguments(kwargs, name):
     with pytest.raises(ValueError, match=name):
@@ -485,6 +497,23 @@ def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
     z = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False}
     assert resampling.zero_variance_shares(model, ["0"], bright, **z) == {"0": 1 / 3}
     assert resampling.zero_variance_shares(model, ["0"], half_black, **z) == {"0": 1.0}
+
+
+def test_discarded_shares_count_alive_neurons_below_lambda():
+    conv = nn.Conv2d(1, 3, 1)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([1.0, 0.05, -1.0]).view(3, 1, 1, 1))
+        conv.bias.zero_()
+    model = nn.Sequential(conv, nn.ReLU())
+    bright = torch.rand(2, 1, 4, 4) * 0.5 + 0.5
+    # Channels 0 and 1 are alive (channel 2 never is); only channel 1 is below 0.1.
+    absolute = {"n_samples": 8, "threshold": 0.1, "relative_threshold": False}
+    assert resampling.discarded_shares(model, ["0"], bright, **absolute) == {"0": 0.5}
+    assert resampling.discarded_shares(model, ["0"], bright, **{**absolute, "threshold": 0}) \
+        == {"0": 0.0}
+    # Relative: lambda = 0.5 x the layer's mean |z| (channel 1's 0.05 x is far below it).
+    relative = {"n_samples": 8, "threshold": 0.5}
+    assert resampling.discarded_shares(model, ["0"], bright, **relative) == {"0": 0.5}
 
 
 def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):

@@ -51,6 +51,7 @@ from .models import VGG
 __all__ = ["METRICS", "CONSTANT_TOLERANCE", "perturb", "activation_input",
            "outgoing_weights", "output_log_odds", "NeuronScores", "top_mask", "chance_jaccard",
            "correlation_scores", "precision_scores", "InputResampling", "zero_variance_shares",
+           "discarded_shares",
            "conv_names", "conv_blocks", "selection_boxes", "Selection", "NeuronSelection",
            "switch_off_effects", "patches", "patch_table", "box_chance", "PatchAccuracy",
            "patch_accuracy", "cluttered"]
@@ -64,14 +65,17 @@ CONSTANT_TOLERANCE = 1e-10
 
 
 def perturb(inputs: torch.Tensor, n_samples: int = 50, std: float = 0.1,
-            index_scaled: bool = False, seed: int = 0) -> torch.Tensor:
+            index_scaled: bool = False, seed: int = 0, centre: torch.Tensor | None = None
+            ) -> torch.Tensor:
     """``n_samples`` noisy copies of each image (N x C x H x W -> N x n_samples x C x H x W).
 
     Every pixel is multiplied by ``1 + N(0, std)``, drawn afresh for every copy (the
     paper's text). ``index_scaled=True`` is the public code's variant instead: copy ``i``
     (from 0) is multiplied by ``1 + i * N(0, std)``, so copy 0 is the image itself and
-    the last copies are mostly noise. The noise is drawn on the CPU (the same on every
-    device) and moved to the inputs' device.
+    the last copies are mostly noise. ``centre`` (one value per channel) multiplies the
+    pixels' distance from it instead, ``centre + (pixel - centre) * (1 + noise)``: the public
+    code perturbs mean-subtracted pixels, so that a black pixel varies too. The noise is
+    drawn on the CPU (the same on every device) and moved to the inputs' device.
     """
     if inputs.ndim != 4:
         raise ValueError(f"inputs: expected N x C x H x W, got shape {tuple(inputs.shape)}")
@@ -84,7 +88,14 @@ def perturb(inputs: torch.Tensor, n_samples: int = 50, std: float = 0.1,
     noise = torch.randn((len(inputs), n_samples, *inputs.shape[1:]), generator=g) * std
     if index_scaled:
         noise = noise * torch.arange(n_samples, dtype=noise.dtype).view(1, -1, 1, 1, 1)
-    return inputs.unsqueeze(1) * (1 + noise.to(inputs.device))
+    if centre is None:
+        return inputs.unsqueeze(1) * (1 + noise.to(inputs.device))
+    centre = torch.as_tensor(centre, dtype=inputs.dtype, device=inputs.device)
+    if centre.shape != (inputs.shape[1],):
+        raise ValueError(f"centre: expected one value per channel ({inputs.shape[1]}), "
+                         f"got shape {tuple(centre.shape)}")
+    centre = centre.view(1, 1, -1, 1, 1)
+    return centre + (inputs.unsqueeze(1) - centre) * (1 + noise.to(inputs.device))
 
 
 def activation_input(model: nn.Module, conv: str) -> str:
@@ -242,13 +253,15 @@ class InputResampling:
     the variance is averaged first and the reciprocal taken after (``precision_scores``).
     lambda is ``threshold`` times the layer's mean activation magnitude on the image
     (``relative_threshold=True``, default) or ``threshold`` itself (the public code's
-    0.1, meant for activations of 0-255 inputs without batch norm).
+    0.1, meant for activations of 0-255 inputs without batch norm); ``discarded_shares``
+    counts the neurons it discards. ``centre`` perturbs the pixels' distance from a
+    per-channel centre (``perturb``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], n_samples: int = 50,
                  std: float = 0.1, index_scaled: bool = False, threshold: float = 0.1,
                  relative_threshold: bool = True, after_relu: bool = False, seed: int = 0,
-                 batch_size: int = 1024) -> None:
+                 centre: torch.Tensor | None = None, batch_size: int = 1024) -> None:
         if not layers:
             raise ValueError("layers: expected at least one conv layer name")
         if threshold < 0:
@@ -262,7 +275,7 @@ class InputResampling:
                                            for r in relus)
         self.n_samples, self.std, self.index_scaled = n_samples, std, index_scaled
         self.threshold, self.relative = threshold, relative_threshold
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.centre, self.batch_size = seed, centre, batch_size
 
     def _chunks(self, inputs: torch.Tensor):
         """Each input and its ``n_samples`` copies through the model in chunks of about
@@ -270,7 +283,8 @@ class InputResampling:
         (N' x (1 + S) x classes) and every layer's z (N' x (1 + S) x C x positions), the
         unperturbed input first (its single-image baselines are scored on it), on the
         model's device. Call it under ``torch.no_grad()``."""
-        copies = perturb(inputs, self.n_samples, self.std, self.index_scaled, self.seed)
+        copies = perturb(inputs, self.n_samples, self.std, self.index_scaled, self.seed,
+                         self.centre)
         batch = torch.cat([inputs.unsqueeze(1), copies], 1)
         s = batch.shape[1]
         self.model.eval()
@@ -346,6 +360,24 @@ def zero_variance_shares(model: nn.Module, layers: Sequence[str], inputs: torch.
             active[layer] += passing.sum().item()
             constant[layer] += ((copies.var(1) == 0).any(-1) & passing).sum().item()
     return {name: constant[name] / max(1, active[name]) for name in method.layers}
+
+
+@torch.no_grad()
+def discarded_shares(model: nn.Module, layers: Sequence[str], inputs: torch.Tensor,
+                     **resampling) -> dict[str, float]:
+    """Per layer, the share of the neurons alive on an input (their ReLU passes something)
+    that lambda discards, over all ``inputs``: how much of the pool the threshold removes.
+    ``resampling`` goes to ``InputResampling``."""
+    method = InputResampling(model, layers, **resampling)
+    alive = dict.fromkeys(method.layers, 0)
+    dropped = dict.fromkeys(method.layers, 0)
+    for _, _, acts in method._chunks(inputs):
+        for layer in method.layers:
+            on = acts[layer][:, 0].amax(-1) > 0
+            below = ~_above_threshold(acts[layer][:, 1:], method.threshold, method.relative)
+            alive[layer] += on.sum().item()
+            dropped[layer] += (on & below).sum().item()
+    return {name: dropped[name] / max(1, alive[name]) for name in method.layers}
 
 
 def conv_names(model: nn.Module, indices: Sequence[int]) -> list[str]:
@@ -440,7 +472,7 @@ class NeuronSelection:
     ``Selection``, cached by model weights, inputs, target and every setting. ``boxes``:
     True for the neurons of every metric, a list of metric names for theirs only (the
     deconvnet is the expensive part), False for none. ``resampling`` goes to
-    ``InputResampling`` (n_samples, std, index_scaled, threshold, relative_threshold,
+    ``InputResampling`` (n_samples, std, index_scaled, centre, threshold, relative_threshold,
     after_relu, seed, batch_size).
     """
 
