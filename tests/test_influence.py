@@ -250,12 +250,12 @@ def test_decomposition_statistics_are_those_of_their_parts():
                                          data).mean().item()
     random = influence.layer_correct(influence.DecomposedLinear(
         head.fc, influence.random_feature_sets(3, 8, 2, 4)), data).mean().item()
-    noise = influence.noise_ablation(head.fc, data, data, found, seed=4).accuracies()
+    noised = {f"{noise} noise: {k}": v for noise in ("feature", "standard") for k, v in
+              influence.noise_ablation(head.fc, data, data, found, 4, noise).accuracies().items()}
     grid = influence.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
     assert stats == pytest.approx({
         "full": full, "decomposed": decomposed, "relative": decomposed / full,
-        "random sets": random, "diagonal margin": influence.diagonal_margin(grid),
-        **{f"noise: {k}": v for k, v in noise.items()}})
+        "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})
 
 
 def test_noise_replaces_only_the_chosen_features_of_each_label():
@@ -298,6 +298,26 @@ def test_noise_ablation_of_features_the_layer_ignores_changes_nothing():
     assert result["original"] == 1.0 and result["non_influential"] == 1.0
     assert result["as_many_others"] == 1.0
     assert result["influential"] < 0.8
+
+
+def test_standard_noise_is_n01_whatever_the_features_scale():
+    # Class 0 wins while feature 0 (~1000, its influential feature) exceeds 500: noise with
+    # the feature's own statistics keeps it there, the authors' N(0, 1) does not.
+    fc = nn.Linear(4, 2)
+    with torch.no_grad():
+        fc.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]))
+        fc.bias.copy_(torch.tensor([0.0, 500.0]))
+    x = torch.rand(200, 4, generator=torch.Generator().manual_seed(0)) + 100
+    x[:, 0] += 900
+    data = PenultimateFeatures(x, torch.zeros(200, dtype=torch.long))
+    inf = select(x, data.labels, k1=1, k2=1)
+    assert inf.indices.tolist() == [[0]]
+    feature = influence.noise_ablation(fc, data, data, inf, noise="feature").accuracies()
+    standard = influence.noise_ablation(fc, data, data, inf, noise="standard").accuracies()
+    assert feature["influential"] == 1.0 and standard["influential"] == 0.0
+    assert standard["original"] == 1.0
+    with pytest.raises(ValueError, match="noise"):
+        influence.noise_ablation(fc, data, data, inf, noise="uniform")
 
 
 def test_noise_ablation_replaces_all_non_influential_features():
@@ -475,7 +495,10 @@ def test_gate_statistics_are_those_of_their_parts():
     decomposed = influence.layer_correct(influence.DecomposedLinear(net.model.fc, found.indices),
                                          data)
     assert stats == pytest.approx({
-        "STD": hits.std.mean().item(), "label-free": hits.label_free.mean().item(),
+        "STD": hits.std.mean().item(),
+        "CSG, label": (net.gated_logits(data.features, data.labels).argmax(1)
+                       == data.labels).float().mean().item(),
+        "label-free": hits.label_free.mean().item(),
         "decomposed": decomposed.mean().item(),
         "top gates influential": influence.gate_overlap(net, found)[
             "top gates influential"].mean(), "by chance": 4 / 6})

@@ -69,6 +69,7 @@ __all__ = [
     "layer_correct",
     "linear_macs",
     "most_frequent",
+    "NOISES",
     "noise_ablation",
     "noised_features",
     "non_influential_indices",
@@ -378,6 +379,10 @@ def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> to
 
 # --- Gaussian-noise ablation (Table 8) -----------------------------------------------------
 
+# "feature": N(mean_j, std_j) of each feature on the training set; "standard": N(0, 1), as
+# the authors' code draws it.
+NOISES = ("feature", "standard")
+
 def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> torch.Tensor:
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
     influential for that class."""
@@ -423,11 +428,16 @@ class NoiseAblation:
 
 @torch.no_grad()
 def noise_ablation(fc: nn.Linear, train: PenultimateFeatures, test: PenultimateFeatures,
-                   influential: InfluentialFeatures, seed: int = 0) -> NoiseAblation:
+                   influential: InfluentialFeatures, seed: int = 0,
+                   noise: str = "feature") -> NoiseAblation:
     """The full final layer on ``test`` features whose features of the instance's (true)
-    class are replaced by Gaussian noise with each feature's mean and standard deviation on
-    ``train``: the ``influential`` ones, all the others (D - k2), or ``k2`` random others."""
-    mean, std = train.features.mean(0), train.features.std(0)
+    class are replaced by Gaussian noise: the ``influential`` ones, all the others (D - k2),
+    or ``k2`` random others. ``noise`` (one of ``NOISES``): "feature", each feature's mean
+    and standard deviation on ``train``; "standard", N(0, 1) (the authors' code)."""
+    if noise not in NOISES:
+        raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
+    mean, std = ((train.features.mean(0), train.features.std(0)) if noise == "feature"
+                 else (torch.zeros(()), torch.ones(())))
     x, y = test.features, test.labels
     mask = influential.mask()
     as_many = metrics.index_mask(non_influential_indices(influential, seed), influential.dim)
@@ -451,18 +461,19 @@ def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
     ("decomposed"), its ratio to the full one ("relative"), a decomposed layer's on as many
     random features per class ("random sets", ``random_feature_sets(..., seed)``), Fig. 3's
     ``diagonal_margin`` over ``k_grid`` (sets found on ``train``) and the accuracies of
-    ``noise_ablation`` ("noise: <condition>"). A sweep over networks calls it once each."""
+    ``noise_ablation`` with each of ``NOISES`` ("<noise> noise: <condition>"). A sweep over
+    networks calls it once each."""
     x, y = to_model(fc, test.features, test.labels)
     full = _correct(fc(x), y).mean().item()
     decomposed = _correct(DecomposedLinear(fc, influential.indices)(x), y).mean().item()
     random_sets = random_feature_sets(influential.num_classes, influential.dim,
                                       influential.k2, seed)
     grid = relative_accuracy_grid(fc, train, test, k_grid, k_grid)
-    noise = noise_ablation(fc, train, test, influential, seed)
+    noised = {f"{noise} noise: {name}": value for noise in NOISES for name, value in
+              noise_ablation(fc, train, test, influential, seed, noise).accuracies().items()}
     return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
             "random sets": _correct(DecomposedLinear(fc, random_sets)(x), y).mean().item(),
-            "diagonal margin": diagonal_margin(grid),
-            **{f"noise: {name}": value for name, value in noise.accuracies().items()}}
+            "diagonal margin": diagonal_margin(grid), **noised}
 
 
 # --- activation maps of influential channels (Table 7) -------------------------------------
@@ -700,12 +711,14 @@ def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> p
                          "open gates": net.open_gates().sum(1).numpy()})
 
 
+@torch.no_grad()
 def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
                     test: PenultimateFeatures, *, k1: int, k2: int) -> dict[str, float]:
     """What the chapter judges of one gated network, on the penultimate features of
     ``net.model`` (``train`` to find its influential sets, ``test`` to measure): the
-    accuracies of its STD path ("STD"), of its label-free gated read-out ("label-free") and
-    of its decomposed layer (Algorithm 1 with ``k1``, ``k2``: "decomposed"), and how many of
+    accuracies of its STD path ("STD"), of its CSG path, which gates an image's features by
+    its label's row ("CSG, label"), of its label-free gated read-out ("label-free") and of
+    its decomposed layer (Algorithm 1 with ``k1``, ``k2``: "decomposed"), and how many of
     a class's ``k2`` largest gates are its influential features, mean over the classes
     ("top gates influential"), against chance ("by chance"). A sweep over networks calls it
     once each."""
@@ -713,7 +726,10 @@ def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
     found = InfluentialFeatureSelection(net.model, k1=k1, k2=k2).attribute(train)
     decomposed = layer_correct(DecomposedLinear(net.model.fc, found.indices), test)
     overlap = gate_overlap(net, found)
-    return {"STD": hits.std.mean().item(), "label-free": hits.label_free.mean().item(),
+    x, y = to_model(net, test.features, test.labels)
+    labelled = _correct(net.gated_logits(x, y), y)
+    return {"STD": hits.std.mean().item(), "CSG, label": labelled.mean().item(),
+            "label-free": hits.label_free.mean().item(),
             "decomposed": decomposed.mean().item(),
             "top gates influential": overlap["top gates influential"].mean(),
             "by chance": k2 * k2 / found.dim}
