@@ -124,7 +124,8 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
         nets = [models.rf_model(a, level, 3, 10, p["width"])
                 for a in p["architectures"] for level in p["rf_levels"]]
         return nets, {"lr": p["lr"], "optimizer": "sgd", "weight_decay": p["weight_decay"],
-                      "schedule": "cosine", "clip_grad_norm": p["clip_threshold"] or None}, 32
+                      "schedule": "cosine",
+                      f"clip_grad_{p['clip_mode']}": p["clip_threshold"] or None}, 32
     if chapter == "04":
         nets = [models.cifar_resnet(d, 3, 10, shortcut=p["shortcut"])
                 for d in sorted({p["depth"], *p["depths"]})]

@@ -484,3 +484,28 @@ def test_compiled_training_matches_eager_and_is_keyed_apart(isolated_cache):
     assert len(list(isolated_cache.glob("*.pt"))) == 2
     for k, v in eager.model.state_dict().items():
         torch.testing.assert_close(compiled.model.state_dict()[k], v, rtol=1e-4, atol=1e-6)
+
+
+def test_value_clipping_clips_every_gradient_element():
+    from torch.utils.data import TensorDataset
+
+    def net():
+        with train.seeded(0):
+            return nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+
+    data = TensorDataset(100 * torch.rand(6, 1, 2, 2), torch.tensor([0, 1, 2, 0, 1, 2]))
+    config = train.TrainConfig(epochs=1, batch_size=6, lr=1.0, optimizer="sgd", momentum=0.0,
+                               clip_grad_value=0.1)
+    expected = net()
+    nn.functional.cross_entropy(expected(data.tensors[0]), data.tensors[1]).backward()
+    assert max(p.grad.abs().max().item() for p in expected.parameters()) > 0.1
+    with torch.no_grad():
+        for p in expected.parameters():
+            p -= p.grad.clamp(-0.1, 0.1)
+    model = train.fit(net(), data, config, cached=False).model
+    for p, q in zip(model.parameters(), expected.parameters()):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="by value or by norm"):
+        train.TrainConfig(clip_grad_norm=1.0, clip_grad_value=0.1)
+    with pytest.raises(ValueError, match="clip_grad_value"):
+        train.TrainConfig(clip_grad_value=0.0)

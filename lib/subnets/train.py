@@ -81,6 +81,7 @@ class TrainConfig:
     augment: bool = False  # random 4-pixel shifts and horizontal flips (CIFAR-style)
     snapshots: bool = False  # also keep the weights after every epoch
     clip_grad_norm: float | None = None  # clip the gradient's global L2 norm (Avendaño: 0.1)
+    clip_grad_value: float | None = None  # or clip each gradient element to [-v, v]
     precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (devices.precision)
     # torch.compile (inductor) the forward pass: faster steps after a compilation of
     # tens of seconds per network, which short trainings do not earn back
@@ -96,8 +97,13 @@ class TrainConfig:
             raise ValueError(f"schedule: expected 'constant' or 'cosine', got {self.schedule!r}")
         if self.loss not in ("cross_entropy", "bce"):
             raise ValueError(f"loss: expected 'cross_entropy' or 'bce', got {self.loss!r}")
-        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm: expected > 0 or None, got {self.clip_grad_norm}")
+        for name in ("clip_grad_norm", "clip_grad_value"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"{name}: expected > 0 or None, got {value}")
+        if self.clip_grad_norm is not None and self.clip_grad_value is not None:
+            raise ValueError("clip_grad_value: clip by value or by norm, not both "
+                             "(clip_grad_norm is set)")
         if self.precision not in devices.PRECISIONS:
             raise ValueError(f"precision: expected one of {devices.PRECISIONS}, "
                              f"got {self.precision!r}")
@@ -459,6 +465,8 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
                     _synchronise(model, "gradients")
                 if config.clip_grad_norm is not None:
                     nn.utils.clip_grad_norm_(params, config.clip_grad_norm)
+                if config.clip_grad_value is not None:
+                    nn.utils.clip_grad_value_(params, config.clip_grad_value)
                 opt.step()
                 sched.step()
                 objective.after_step(model)

@@ -10,26 +10,20 @@ notes that the feature maps shrank with the receptive field, which a stride-1 po
 not do. ``subnets.receptive`` reproduces the column from these configurations.
 
 Both architectures are initialised as torchvision initialises its VGG and ResNet
-(``torchvision_init``; the ResNet does so itself). ``fit_value_clipped`` trains with the
-gradient clipped element by element, the other reading of the paper's "gradient
-clipping: 0.1" (``train.TrainConfig`` clips the gradient's norm).
+(``torchvision_init``; the ResNet does so itself).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
-import pandas as pd
 import torch
 from torch import nn
 
-from .. import cache, devices, train
+from .. import devices
 from .resnet import ResNet
 from .vgg import VGG, cfgs
 
 __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "check_input_size",
-           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "torchvision_init",
-           "fit_value_clipped"]
+           "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "torchvision_init"]
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
@@ -138,39 +132,3 @@ def torchvision_init(model: nn.Module) -> nn.Module:
             nn.init.normal_(m.weight, 0.0, 0.01)
             nn.init.zeros_(m.bias)
     return model
-
-
-class _ValueClipping(train.Objective):
-    """Supervised training with every gradient element clipped to [-``clip``, ``clip``]
-    (``torch.nn.utils.clip_grad_value_``'s rule) as backward computes it: a hook per
-    parameter, held for one epoch at a time."""
-
-    def __init__(self, config: train.TrainConfig, clip: float) -> None:
-        super().__init__(config)
-        self.clip, self.handles = clip, []
-
-    def begin_epoch(self, model: nn.Module, epoch: int) -> str:
-        self.handles = [p.register_hook(lambda g: g.clamp(-self.clip, self.clip))
-                        for p in self.parameters(model)]
-        return super().begin_epoch(model, epoch)
-
-    def end_epoch(self, model: nn.Module) -> dict:
-        for handle in self.handles:
-            handle.remove()
-        return super().end_epoch(model)
-
-
-def fit_value_clipped(model: nn.Module, data, config: train.TrainConfig, clip: float,
-                      desc: str = "training") -> train.Trained:
-    """``train.fit(model, data, config)`` with every gradient element clipped to
-    [-``clip``, ``clip``] instead of the gradient's norm (``config.clip_grad_norm`` must
-    be None), or the cached result of that exact training."""
-    if config.clip_grad_norm is not None:
-        raise ValueError("config: clip by value or by norm, not both")
-    key_config = {**asdict(config), "precision": devices.precision(model, config.precision)}
-    parts = {"model": model, "data": train.data_identity(data), "config": key_config,
-             "clip_value": clip}
-    entry = cache.cached("fit-clip-value", parts, lambda: train.run_training(
-        model, data, config, None, desc, objective=_ValueClipping(config, clip)))
-    model.load_state_dict(entry["state"])
-    return train.Trained(model.eval(), pd.DataFrame(entry["history"]))
