@@ -582,14 +582,15 @@ def test_cpu_gate_training_is_bit_for_bit_its_own_former_loop(augment, optimizer
     assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
 
 
-def test_cpu_gate_cache_key_is_the_one_it_always_was(isolated_cache):
+def test_cpu_gate_cache_key_is_the_trainers_config_key(isolated_cache):
     data = two_blobs()
     config = TrainConfig(epochs=1, batch_size=16)
     gates = influence.GateConfig()
     with seeded(0):
         model = TinyNet()
-    parts = {"model": influence.ClassSpecificGates(model, gates.init), "data": list(data.tensors),
-             "config": asdict(config), "gates": asdict(gates)}
+    net = influence.ClassSpecificGates(model, gates.init)
+    parts = {"model": net, "data": list(data.tensors), "config": train.config_key(net, config),
+             "gates": asdict(gates)}
     key = cache.key_of("csg", parts)  # before training changes the weights
     influence.fit_gates(model, data, config, gates)
     assert [p.name for p in isolated_cache.glob("csg-*.pt")] == [f"{key}.pt"]

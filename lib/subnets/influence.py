@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import cache, devices, hooks, metrics
 from .devices import to_host, to_model
 from .progress import bar
-from .train import Objective, TrainConfig, data_identity, run_training
+from .train import Objective, TrainConfig, config_key, data_identity, run_training
 
 __all__ = [
     "ClassSpecificGates",
@@ -607,9 +607,7 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None
     if placebo:
         net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
         return net.eval()
-    # The key records what "auto" precision means on this device, as train.fit's does.
-    key_config = {**asdict(config), "precision": devices.precision(net, config.precision)}
-    parts = {"model": net, "data": data_identity(data), "config": key_config,
+    parts = {"model": net, "data": data_identity(data), "config": config_key(net, config),
              "gates": asdict(gates)}
     if devices.is_cuda(net):
         # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import operator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch_pruning
@@ -209,7 +209,7 @@ def _train_head(model: nn.Module, head: list[str], images: torch.Tensor, labels:
         return {"state": layers.state_dict(), "history": trained.history.to_dict("list")}
 
     parts = {"sub": model, "images": images, "labels": labels, "target": target,
-             "config": asdict(config)}
+             "config": training.config_key(layers, config)}
     entry = cache.cached("head", parts, compute)
     layers.load_state_dict(entry["state"])
     model.eval()

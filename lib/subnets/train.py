@@ -51,7 +51,7 @@ from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
-           "data_identity", "recalibrate_batch_norm", "processes", "PLACEBO_IMAGES"]
+           "data_identity", "config_key", "recalibrate_batch_norm", "processes", "PLACEBO_IMAGES"]
 
 # Training images on which a placebo network's batch-norm statistics are re-estimated.
 PLACEBO_IMAGES = 2048
@@ -186,12 +186,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     if placebo:
         return _placebo(model, data, config, test_data)
     if cached:
-        # The model enters the key with its device kind off the CPU (cache.canonical);
-        # the precision with what "auto" means on this device.
-        key_config = {**asdict(config), "precision": devices.precision(model, config.precision)}
-        if not config.compile:  # the keys of uncompiled training stay what they were
-            del key_config["compile"]
-        parts = {"model": model, "data": data_identity(data), "config": key_config,
+        # The model enters the key with its device kind off the CPU (cache.canonical).
+        parts = {"model": model, "data": data_identity(data), "config": config_key(model, config),
                  "test": None if test_data is None else data_identity(test_data)}
         entry = _cached_training(model, parts,
                                  lambda: run_training(model, data, config, test_data, desc))
@@ -201,6 +197,21 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     model.eval()
     history = pd.DataFrame(entry["history"])
     return Trained(model, history, entry.get("snapshots", []))
+
+
+def config_key(model: nn.Module, config: TrainConfig) -> dict:
+    """``config`` as a cache key records it for ``model``: its precision as what "auto"
+    means on the model's device, and ``compile`` only when on (the keys of uncompiled
+    training stay what they were before the field existed).
+
+    Example:
+        >>> config_key(nn.Linear(2, 2), TrainConfig(precision="fp32"))["precision"]
+        'fp32'
+    """
+    key = {**asdict(config), "precision": devices.precision(model, config.precision)}
+    if not config.compile:
+        del key["compile"]
+    return key
 
 
 def processes(model: nn.Module | None = None) -> tuple[int, int]:
