@@ -1,4 +1,5 @@
 import copy
+import math
 
 import pytest
 import torch
@@ -339,6 +340,21 @@ def test_layer_relevance_per_map_pixel_removes_the_upsampling_factor():
     # bilinear upsampling (align_corners=False) preserves a map's mean, so per map pixel
     # the whole-image relevance is the layer's own summed |conductance|
     torch.testing.assert_close(rel / area, maps.abs().sum((2, 3)).mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_layer_class_interaction_ignores_layer_and_class_scales():
+    profile = torch.tensor([[1.0, 3.0, 0.5], [2.0, 1.0, 4.0], [0.3, 0.7, 2.0]])
+    shared = profile[:, :1] * torch.tensor([[1.0, 2.0, 5.0]])  # every class one profile
+    assert attribution.layer_class_interaction(shared) == pytest.approx(0.0, abs=1e-6)
+    spread = attribution.layer_class_interaction(profile)
+    assert spread > 0
+    rescaled = profile * torch.tensor([[10.0], [0.1], [3.0]]) * torch.tensor([[2.0, 1.0, 7.0]])
+    assert attribution.layer_class_interaction(rescaled) == pytest.approx(spread)
+    # a layer with a zero entry is left out; fewer than two layers or classes: NaN
+    with_dead = torch.cat([profile, torch.tensor([[0.0, 1.0, 1.0]])])
+    assert attribution.layer_class_interaction(with_dead) == pytest.approx(spread)
+    assert math.isnan(attribution.layer_class_interaction(profile[:1]))
+    assert math.isnan(attribution.layer_class_interaction(profile[:, :1]))
 
 
 @pytest.mark.gpu

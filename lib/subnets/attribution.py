@@ -31,7 +31,8 @@ from .progress import bar
 from .train import predict, predicted_labels
 
 __all__ = ["Saliency", "GradCAM", "Deconvnet", "support_boxes", "LayerMaps", "UnitConductance",
-           "Relevance", "UnitRelevance", "upsampling_area", "ClassRelevance", "ROUNDINGS",
+           "Relevance", "UnitRelevance", "upsampling_area", "layer_class_interaction",
+           "ClassRelevance", "ROUNDINGS",
            "unit_quotas", "ENDS", "ranked_units", "AblationResult", "class_drop", "other_drop",
            "relevance_ablation"]
 
@@ -277,6 +278,33 @@ def upsampling_area(map_size: tuple[int, int], input_size: tuple[int, int]) -> f
     """Input pixels per map position: the factor by which eq. (3)'s sum over upsampled
     pixels inflates a layer's relevance (divide by it to compare layers per map pixel)."""
     return (input_size[0] * input_size[1]) / (map_size[0] * map_size[1])
+
+
+def layer_class_interaction(table) -> float:
+    """How far classes differ in their profile of relevance over layers: the root mean
+    square of the residual of the additive two-way fit of ``log(table)`` (layers x
+    classes, positive), i.e. of the log factor by which a class's relevance in a layer
+    departs from that layer's factor times that class's factor. It is 0 when every class
+    has the same profile over layers up to a scale, and it does not change when a layer or
+    a class is scaled (relevance per map position and eq. (3)'s sum over upsampled pixels
+    give the same).
+
+    Layers with a non-positive entry are left out; NaN when fewer than two layers or two
+    classes remain.
+
+    Example:
+        >>> round(layer_class_interaction([[1.0, 2.0], [10.0, 20.0]]), 12)
+        0.0
+        >>> round(layer_class_interaction([[1.0, 1.0], [1.0, math.e ** 4]]), 12)
+        1.0
+    """
+    table = np.asarray(table, dtype=float)
+    table = table[(table > 0).all(1)]
+    if table.ndim != 2 or min(table.shape) < 2:
+        return math.nan
+    logs = np.log(table)
+    residual = logs - logs.mean(0) - logs.mean(1, keepdims=True) + logs.mean()
+    return float(np.sqrt((residual ** 2).mean()))
 
 
 class ClassRelevance:
