@@ -194,3 +194,9 @@ def test_a_nan_placebo_leaves_a_trained_row_undecided():
     # ... unless the trained networks already fail the rule
     assert Claim.trained("c", "p", [0.3, 0.32, 0.31], [0.1, float("nan"), 0.1],
                          Rule(">", 0.5)).decide().outcome == NOT_HELD
+
+
+def test_an_undefined_trained_statistic_says_so_whatever_the_seeds():
+    row = Claim.trained("c", "p", [0.5, float("nan"), 0.4], [0.1, 0.1, 0.1], Rule(">", 0.0))
+    assert row.decide().outcome == NOT_DECIDED
+    assert "undefined" in row.decide().reason

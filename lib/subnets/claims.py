@@ -252,7 +252,7 @@ class Claim:
         if self.rule is None:
             return Verdict(SETTING, "fixed by construction: shown, not judged")
         own = verdict(self.estimate, self.rule)
-        if self.scope != "trained":
+        if self.scope != "trained" or self.estimate.is_nan:
             return own
         if self.estimate.seeds < 2:
             return Verdict(NOT_DECIDED, f"one training seed decides nothing about training "
