@@ -7,9 +7,10 @@ from captum.attr import LayerConductance, NeuronConductance
 from torch import nn
 from torch.nn import functional as F
 
-from subnets import attribution, dissection
+from subnets import attribution
 from subnets.data import ImageSet, balanced_indices, foreground
 from subnets.hooks import Recorder
+from subnets.methods import LayerScores
 
 
 class TinyCNN(nn.Module):
@@ -98,7 +99,7 @@ def test_unit_conductance_is_captums_layer_conductance_for_every_layer():
     for output, forward in (("probability", softmax_of(model)), ("logit", model)):
         maps = attribution.UnitConductance(model, ["relu1", "relu2"], output).attribute(
             x, target=[0, 1, 2], n_steps=10, internal_batch_size=2)
-        assert isinstance(maps, attribution.LayerMaps) and list(maps.maps) == ["relu1", "relu2"]
+        assert isinstance(maps, LayerScores) and maps.layers == ["relu1", "relu2"]
         for name in ("relu1", "relu2"):
             ref = LayerConductance(forward, getattr(model, name)).attribute(
                 x, target=[0, 1, 2], n_steps=10, method="riemann_trapezoid")
@@ -161,7 +162,7 @@ def test_relevance_of_units_is_the_mean_masked_upsampled_absolute_map():
     masks = torch.rand(3, 1, 8, 8) > 0.5
     rel = attribution.UnitRelevance(model, ["relu1", "relu2"]).attribute(
         x, target=0, masks=masks, n_steps=6, internal_batch_size=2)
-    assert isinstance(rel, attribution.Relevance) and list(rel.scores) == ["relu1", "relu2"]
+    assert isinstance(rel, LayerScores) and rel.layers == ["relu1", "relu2"]
     per_input = attribution.UnitRelevance(model, ["relu2"]).attribute(
         x, target=torch.zeros(3, dtype=torch.long), masks=masks, n_steps=6, internal_batch_size=2)
     torch.testing.assert_close(per_input["relu2"], rel["relu2"])
@@ -209,14 +210,11 @@ class ChannelVote(nn.Module):
 
 
 # unit k of ChannelVote's ReLU matters for class k
-DIAGONAL = attribution.Relevance({"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])})
-
-
 def test_relevance_per_class_has_one_column_per_class_from_foreground_masks():
     data = toy_imageset()
-    rel = attribution.ClassRelevance(ChannelVote(), ["relu"]).attribute(data, per_class=2,
-                                                                        n_steps=4, seed=0)
-    assert isinstance(rel, attribution.Relevance) and rel["relu"].shape == (2, 2)
+    rel = attribution.ClassRelevance(ChannelVote(), ["relu"]).score(data, per_class=2, n_steps=4,
+                                                                    seed=0)
+    assert isinstance(rel, LayerScores) and rel["relu"].shape == (2, 2)
     chosen = balanced_indices(data.labels, 2, 0)
     for c in range(2):
         x, _ = data.tensors(chosen[data.labels[chosen] == c])
@@ -225,36 +223,6 @@ def test_relevance_per_class_has_one_column_per_class_from_foreground_masks():
         torch.testing.assert_close(rel["relu"][:, c], direct["relu"])
     # each class leans on its own channel
     assert rel["relu"][0, 0] > rel["relu"][1, 0] and rel["relu"][1, 1] > rel["relu"][0, 1]
-
-
-def test_ranked_units_take_the_top_bottom_or_random_units_breaking_ties_by_index():
-    s = torch.tensor([0.1, 0.5, 0.3, 0.5, 0.0])
-    assert attribution.ranked_units(s, 1).tolist() == [1]
-    assert attribution.ranked_units(s, 2).tolist() == [1, 3]
-    assert attribution.ranked_units(s, 2, "bottom").tolist() == [0, 4]
-    g = torch.Generator().manual_seed(0)
-    drawn = attribution.ranked_units(s, 3, "random", g)
-    assert len(drawn) == 3 and len(set(drawn.tolist())) == 3 and drawn.equal(drawn.sort().values)
-    with pytest.raises(ValueError, match="end"):
-        attribution.ranked_units(s, 2, "middle")
-    with pytest.raises(ValueError, match="count"):
-        attribution.ranked_units(s, 6)
-
-
-def test_unit_quotas_give_every_network_the_same_share_of_its_units():
-    # a small ResNet18's ablated layers: 15 layers of 16 to 128 units (832 in all)
-    sizes = dict(enumerate([16] * 4 + [32] * 4 + [64] * 4 + [128] * 3))
-    ceil = attribution.unit_quotas(sizes, 0.01, "ceil")
-    assert sum(ceil.values()) == 18  # the old "1 %": 18 / 832 = 2.2 %
-    share = attribution.unit_quotas(sizes, 0.01)
-    assert sum(share.values()) == round(0.01 * 832) == 8
-    # in proportion to size, by largest remainder: 0.64 (64 units) before 0.32 before 0.28
-    assert [share[k] for k in (0, 4, 5, 8, 12)] == [0, 1, 0, 1, 1]
-    for f in (0.01, 0.02, 0.03):
-        q = attribution.unit_quotas({"a": 96, "b": 96, "c": 64}, f)
-        assert sum(q.values()) == round(f * 256)
-    with pytest.raises(ValueError, match="rounding"):
-        attribution.unit_quotas(sizes, 0.01, "floor")
 
 
 def test_relevance_methods_check_their_arguments():
@@ -267,66 +235,10 @@ def test_relevance_methods_check_their_arguments():
         attribution.UnitRelevance(model, ["relu2"]).attribute(x, 0, torch.ones(2, 1, 4, 4))
     data = toy_imageset()
     with pytest.raises(ValueError, match="masks"):
-        attribution.ClassRelevance(ChannelVote(), ["relu"]).attribute(
+        attribution.ClassRelevance(ChannelVote(), ["relu"]).score(
             data, masks=torch.ones(3, 1, 4, 4))
-    with pytest.raises(ValueError, match="relevance: no scores for layers"):
-        attribution.relevance_ablation(ChannelVote(), ["conv"], data, DIAGONAL)
-    with pytest.raises(ValueError, match="ends"):
-        attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL, ends=("middle",))
-
-
-def test_relevance_ablation_switches_off_the_ranked_units():
-    data = toy_imageset()
-    result = attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL,
-                                            fractions=[0.5], ends=("top", "bottom", "random"),
-                                            random_draws=3)
-    row = result.table.set_index(["class", "end", "draw"])
-    assert row.loc[("zero", "none", 0), "accuracy_class"] == 1.0
-    # top: class 0 loses its unit, class 1 keeps its own
-    assert row.loc[("zero", "top", 0), "accuracy_class"] == 0.0
-    assert row.loc[("zero", "top", 0), "accuracy_others"] == 1.0
-    # bottom: the other class's unit goes, class 0 is untouched
-    assert row.loc[("zero", "bottom", 0), "accuracy_class"] == 1.0
-    assert row.loc[("zero", "bottom", 0), "accuracy_others"] == 0.0
-    assert row.loc[("one", "top", 0), "units"] == 1 and row.loc[("one", "top", 0), "share"] == 0.5
-    assert len(result.table[result.table.end == "random"]) == 2 * 3
-    # per-image correctness: the drops reproduce the accuracies
-    top = result.drops("top", 0.5)
-    assert top.shape == (8, 2) and (top[data.labels.numpy() == 0, 0] == 1).all()
-    assert attribution.class_drop(top, data.labels) == 1.0
-    assert attribution.other_drop(top, data.labels) == 0.0
-    bottom = result.drops("bottom", 0.5)
-    assert attribution.class_drop(bottom, data.labels) == 0.0
-    assert attribution.other_drop(bottom, data.labels) == 1.0
-
-
-class TinyResidual(nn.Module):
-    """x -> conv -> BN -> + x -> ReLU: the unit of the block output has a skip path."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1, bias=False)
-        self.bn = nn.BatchNorm2d(2)
-        self.relu = nn.ReLU()
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-
-    def forward(self, x):
-        return self.relu(self.bn(self.conv(x)) + x).mean((2, 3))
-
-
-def test_relevance_ablation_at_a_site_keeps_the_skip_path():
-    data = toy_imageset()
-    model = TinyResidual().eval()
-    at_relu = attribution.relevance_ablation(model, ["relu"], data, DIAGONAL, fractions=[0.5])
-    sites = dissection.unit_sites(model, ["relu"])
-    assert sites == {"relu": "bn"}
-    before_add = attribution.relevance_ablation(model, ["relu"], data, DIAGONAL,
-                                                fractions=[0.5], sites=sites)
-    # zero at the ReLU blinds class 0 entirely; before the addition the identity still
-    # carries channel 0, so the class is still recognised
-    assert attribution.class_drop(at_relu.drops("top", 0.5), data.labels) == 1.0
-    assert attribution.class_drop(before_add.drops("top", 0.5), data.labels) == 0.0
+    with pytest.raises(ValueError, match="target"):
+        attribution.ClassRelevance(ChannelVote(), ["relu"]).score(data, target=0)
 
 
 def test_layer_relevance_per_map_pixel_removes_the_upsampling_factor():
@@ -358,7 +270,7 @@ def test_layer_class_interaction_ignores_layer_and_class_scales():
 
 
 @pytest.mark.gpu
-def test_relevance_and_ablation_on_cuda_match_the_cpu():
+def test_relevance_on_cuda_matches_the_cpu():
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     model = ConvPoolConvNet().eval()
@@ -371,12 +283,6 @@ def test_relevance_and_ablation_on_cuda_match_the_cpu():
     for name in layers:  # float32 reductions in another order: 1e-4 relative
         assert gpu[name].device.type == "cpu"
         torch.testing.assert_close(gpu[name], cpu[name], rtol=1e-4, atol=1e-6)
-    data = toy_imageset()
-    on_cpu = attribution.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL,
-                                            fractions=[0.5])
-    on_gpu = attribution.relevance_ablation(ChannelVote().cuda(), ["relu"], data, DIAGONAL,
-                                            fractions=[0.5])
-    assert on_gpu.correct.equal(on_cpu.correct)
 
 
 # --- deconvnet and patch boxes (Lengerich et al., chapter 5) -----------------------
@@ -409,7 +315,7 @@ def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation(d
     model, x = deconv_case
     channels = [0, 2, 3]  # channel 3 is dead on the third image: it projects to zero
     deconvnet = attribution.Deconvnet(model, "relu2")
-    got = deconvnet.attribute(x, target=channels)
+    got = deconvnet.attribute(x, channel=channels)
     assert got.shape == x.shape
     for i, c in enumerate(channels):
         expected = zeiler_fergus(model, x[i:i + 1], c)[0].detach()
@@ -420,8 +326,10 @@ def test_deconvnet_is_zeiler_and_fergus_projection_of_the_strongest_activation(d
     a2 = model.relu2(model.conv2(model.pool(model.relu1(model.conv1(first)))))
     plain, = torch.autograd.grad(a2[0, 0].flatten().max().square() / 2, first)
     assert not torch.allclose(got[0], plain[0], atol=1e-5)
-    with pytest.raises(ValueError, match="target: expected one channel per input"):
-        deconvnet.attribute(x, target=[0, 1])
+    with pytest.raises(ValueError, match="channel: expected one channel per input"):
+        deconvnet.attribute(x, channel=[0, 1])
+    with pytest.raises(ValueError, match="target: a deconvnet projects a channel"):
+        deconvnet.attribute(x, target=[0, 1, 2])
 
 
 def test_support_boxes_enclose_the_pixels_above_the_fraction():
@@ -464,7 +372,8 @@ def test_saliency_and_gradcam_on_cuda_match_cpu():
 def test_deconvnet_on_cuda_matches_the_cpu(deconv_case):
     # Tolerance: two transposed convs and an unpooling in float32, 1e-4 of the map's scale.
     model, x = deconv_case
-    cpu = attribution.Deconvnet(model, "relu2").attribute(x, [0, 2, 3])
-    gpu = attribution.Deconvnet(copy.deepcopy(model).cuda(), "relu2").attribute(x, [0, 2, 3])
+    cpu = attribution.Deconvnet(model, "relu2").attribute(x, channel=[0, 2, 3])
+    gpu = attribution.Deconvnet(copy.deepcopy(model).cuda(), "relu2").attribute(
+        x, channel=[0, 2, 3])
     assert gpu.device.type == "cpu"
     torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4 * cpu.abs().max().item())

@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from subnets import dissection, plots
+from subnets import dissection, plots, probes
 
 matplotlib.use("Agg")
 
@@ -40,10 +40,10 @@ def test_map_comparison_draws_one_column_per_image_and_a_row_per_map():
 
 
 def tiny_dissection():
-    probe = dissection.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
+    probe = probes.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
-    return model, probe, dissection.NetDissect(model, ["1"], quantile=0.1).attribute(probe)
+    return model, probe, dissection.NetDissect(model, ["1"], quantile=0.1).dissect(probe)
 
 
 def test_probe_labels_draw_the_images_and_a_row_per_category_with_legends():

@@ -471,8 +471,8 @@ def test_leading_part_projects_like_the_whole_network(tiny_vgg):
     relu = hooks.activation_after(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
     net, name = resampling._leading_part(tiny_vgg, relu)
     assert len(net) < len(tiny_vgg.features) and net[int(name)] is hooks.layer(tiny_vgg, relu)
-    whole = attribution.Deconvnet(tiny_vgg, relu).attribute(x, [0, 1, 2, 3])
-    part = attribution.Deconvnet(net, name).attribute(x, [0, 1, 2, 3])
+    whole = attribution.Deconvnet(tiny_vgg, relu).attribute(x, channel=[0, 1, 2, 3])
+    part = attribution.Deconvnet(net, name).attribute(x, channel=[0, 1, 2, 3])
     assert torch.allclose(part, whole, atol=1e-6)
     assert resampling._leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
 

@@ -1,12 +1,15 @@
-"""Attribution maps and per-unit relevance, built on captum, each method a class in
-captum's style: ``Method(model, layer | layers).attribute(inputs, target)``.
+"""Attribution maps and per-unit relevance, built on captum, each method a
+``methods.Attribution``: ``Method(model, layer | layers).attribute(inputs, target=None)``
+(None: the predicted class), or, for the per-class relevance of every unit over a data set,
+a ``methods.UnitScoring``: ``ClassRelevance(model, layers).score(data)``.
 
 Saliency (Simonyan et al.) and Grad-CAM (Selvaraju et al.), chapter 1: captum's
 ``Saliency`` and ``LayerGradCam`` (gradient-weighted channel sum of a conv layer, then
 ReLU), the latter upsampled bilinearly with ``LayerAttribution.interpolate``. The maps
 are not normalised per image: an original and a pruned network keep their absolute
 scales, and figures choose a shared colour scale instead (see ``plots``).
-Per-unit conductance, relevance and ablation (Islam and Tushar), chapter 2. Zeiler and
+Per-unit conductance and relevance (Islam and Tushar), chapter 2; their ablation is in
+``ablation``. Zeiler and
 Fergus's deconvnet and its patch boxes, for Lengerich et al. (chapter 5).
 """
 
@@ -14,7 +17,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -26,15 +28,23 @@ from torch.nn import functional as F
 from . import cache, hooks
 from .data import ImageSet, balanced_indices, foreground
 from .devices import to_host, to_model
-from .metrics import accuracy_by_class
+from .hooks import activations
+from .methods import Attribution, LayerScores, UnitScoring
 from .progress import bar
 from .train import predict, predicted_labels
 
-__all__ = ["Saliency", "GradCAM", "Deconvnet", "support_boxes", "LayerMaps", "UnitConductance",
-           "Relevance", "UnitRelevance", "upsampling_area", "layer_class_interaction",
-           "ClassRelevance", "ROUNDINGS",
-           "unit_quotas", "ENDS", "ranked_units", "AblationResult", "class_drop", "other_drop",
-           "relevance_ablation"]
+__all__ = ["Saliency", "GradCAM", "Deconvnet", "support_boxes", "UnitConductance",
+           "UnitRelevance", "upsampling_area", "layer_class_interaction", "ClassRelevance",
+           "layer_relevance"]
+
+
+def _targets(model: nn.Module, inputs: torch.Tensor, target):
+    """``target``, or the model's predicted class of each input when it is None (0 for a
+    single-output network, whose one output is the class captum attributes)."""
+    if target is not None:
+        return target
+    logits = predict(model, inputs)
+    return 0 if logits.shape[1] == 1 else predicted_labels(logits)
 
 
 def _on_model(model: nn.Module, inputs: torch.Tensor, target):
@@ -44,37 +54,70 @@ def _on_model(model: nn.Module, inputs: torch.Tensor, target):
     return inputs, to_model(model, target) if isinstance(target, torch.Tensor) else target
 
 
-class Saliency:
+class Saliency(Attribution):
     """Simonyan et al.'s saliency (chapter 1): |d output[target] / d input|, max over
-    colour channels."""
+    colour channels.
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
+    Args:
+        model: the network.
 
-    def attribute(self, inputs: torch.Tensor, target) -> torch.Tensor:
-        """N x 1 x H x W maps on the CPU, whatever the model's device; ``target`` is a
-        class index, one per input, or 0 for a single-output network."""
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(3, 2))
+        >>> Saliency(model).attribute(torch.rand(4, 3, 1, 1)).shape
+        torch.Size([4, 1, 1, 1])
+    """
+
+    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+        """The saliency maps of ``inputs``, computed on the model's device.
+
+        Args:
+            inputs: N x C x H x W.
+            target: a class index, one per input, 0 for a single-output network, or None
+                (the predicted class).
+
+        Returns:
+            N x 1 x H x W maps on the CPU.
+        """
         self.model.eval()
-        inputs, target = _on_model(self.model, inputs, target)
+        inputs, target = _on_model(self.model, inputs, _targets(self.model, inputs, target))
         grads = captum_attr.Saliency(self.model).attribute(inputs.clone().requires_grad_(True),
                                                            target=target, abs=True)
         return to_host(grads.amax(dim=1, keepdim=True))
 
 
-class GradCAM:
+class GradCAM(Attribution):
     """Selvaraju et al.'s Grad-CAM (chapter 1) of the layer called ``layer``, bilinearly
-    upsampled to the input size."""
+    upsampled to the input size.
+
+    Args:
+        model: the network.
+        layer: the name of a conv layer (or its activation).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.Flatten(),
+        ...                       nn.Linear(2 * 16, 3))
+        >>> GradCAM(model, "1").attribute(torch.rand(2, 1, 4, 4), target=[0, 2]).shape
+        torch.Size([2, 1, 4, 4])
+    """
 
     def __init__(self, model: nn.Module, layer: str) -> None:
-        self.model = model
+        super().__init__(model, layer)
         self.layer = layer
         self._module = hooks.layer(model, layer)
 
-    def attribute(self, inputs: torch.Tensor, target, relu: bool = True) -> torch.Tensor:
-        """N x 1 x H x W maps on the CPU, unnormalised, for ``target`` (a class index or
-        one per input); ReLU applied unless ``relu=False``."""
+    def attribute(self, inputs: torch.Tensor, target=None, relu: bool = True) -> torch.Tensor:
+        """Unnormalised Grad-CAM maps of ``inputs``.
+
+        Args:
+            inputs: N x C x H x W.
+            target: a class index, one per input, or None (the predicted class).
+            relu: rectify the channel sum (Grad-CAM's ReLU).
+
+        Returns:
+            N x 1 x H x W maps on the CPU.
+        """
         self.model.eval()
-        inputs, target = _on_model(self.model, inputs, target)
+        inputs, target = _on_model(self.model, inputs, _targets(self.model, inputs, target))
         cam = captum_attr.LayerGradCam(self.model, self._module).attribute(
             inputs, target=target, relu_attributions=relu)
         size = tuple(inputs.shape[-2:])
@@ -84,7 +127,7 @@ class GradCAM:
 
 # --- Deconvnet (Zeiler and Fergus), for Lengerich et al.'s patches (chapter 5) --------
 
-class Deconvnet:
+class Deconvnet(Attribution):
     """Zeiler and Fergus's deconvnet: the strongest activation of one channel of the
     layer called ``layer`` (a ReLU, so the map is rectified), every other activation of
     the layer set to zero, projected back to the pixels of the input.
@@ -94,19 +137,42 @@ class Deconvnet:
     selected neuron is half the square of the channel's maximum, whose gradient is that
     maximum at its position and zero elsewhere: the deconvnet's starting signal (a dead
     channel projects to zero).
+
+    Args:
+        model: the network.
+        layer: the name of a ReLU whose channels are projected.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> Deconvnet(model, "1").attribute(torch.rand(2, 1, 5, 5), channel=[0, 1]).shape
+        torch.Size([2, 1, 5, 5])
     """
 
     def __init__(self, model: nn.Module, layer: str) -> None:
-        self.model = model
+        super().__init__(model, layer)
         self.layer = layer
         self._module = hooks.layer(model, layer)
 
-    def attribute(self, inputs: torch.Tensor, target) -> torch.Tensor:
-        """The projection of channel ``target[i]`` for ``inputs[i]`` (one channel per
-        input), a map shaped like ``inputs`` on the CPU; runs on the model's device."""
-        channels = torch.as_tensor(target, dtype=torch.long).view(-1)
+    def attribute(self, inputs: torch.Tensor, target=None, channel=None) -> torch.Tensor:
+        """The projection of channel ``channel[i]`` for ``inputs[i]``; runs on the model's
+        device.
+
+        Args:
+            inputs: N x C x H x W.
+            target: unused: a deconvnet projects a channel, not a class (must be None).
+            channel: one channel of the layer per input.
+
+        Returns:
+            Maps shaped like ``inputs``, on the CPU.
+        """
+        if target is not None:
+            raise ValueError("target: a deconvnet projects a channel, not a class; "
+                             "give channel=")
+        if channel is None:
+            raise ValueError("channel: expected one channel per input, got None")
+        channels = torch.as_tensor(channel, dtype=torch.long).view(-1)
         if len(channels) != len(inputs):
-            raise ValueError(f"target: expected one channel per input ({len(inputs)}), "
+            raise ValueError(f"channel: expected one channel per input ({len(inputs)}), "
                              f"got {len(channels)}")
         inputs, channels, rows = to_model(self.model, inputs, channels, torch.arange(len(inputs)))
 
@@ -145,59 +211,74 @@ def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
 
 # --- Per-unit class relevance (Islam and Tushar, chapter 2): conductance of every unit ---
 
-@dataclass
-class LayerMaps:
-    """Per layer (by name), the N x U x h x w maps of every unit of the layer."""
-
-    maps: dict[str, torch.Tensor]
-
-    def __getitem__(self, layer: str) -> torch.Tensor:
-        return self.maps[layer]
-
-
-class UnitConductance:
+class UnitConductance(Attribution):
     """Integrated Gradients of a class output, attributed to every unit of several layers
     along the input path: each unit's conductance (Dhamdhere et al., ICLR 2019) at every
     spatial position of its map: Islam and Tushar's per-unit map ``G_{i,c}(x)`` (chapter 2).
 
     The inputs ``x' + a_k (x - x')``, ``a_k = k / n_steps`` (k = 0..n_steps), run through
     the model as one batch; one backward pass gives dF/dy for every recorded layer output
-    y, and ``G = sum_k dF/dy(a_k) * (y(a_{k+1}) - y(a_k))``. Summed over a layer's units
-    and positions it is the input-level Integrated Gradients total, F(x) - F(x').
-    This is captum's ``LayerConductance`` with ``method="riemann_trapezoid"`` (the same
-    alphas and sum) for all layers in one pass; captum attributes one layer per call,
+    y, and ``G = sum_k dF/dy(a_k) * (y(a_{k+1}) - y(a_k))``. Summed over the units and
+    positions of a layer that the whole signal crosses, it tends to the input-level
+    Integrated Gradients total F(x) - F(x') as the steps grow (a Riemann sum with finitely
+    many). This is captum's ``LayerConductance`` with ``method="riemann_trapezoid"`` (the
+    same alphas and sum) for all layers in one pass; captum attributes one layer per call,
     hence this hand-written loop over layers.
 
-    ``output="probability"`` (the paper's F: the softmax probability of the class) or
-    ``"logit"``.
+    Args:
+        model: the network.
+        layers: names of the layers whose units are attributed to.
+        output: "probability" (the paper's F: the softmax probability of the class) or
+            "logit".
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+        >>> maps = UnitConductance(model, ["1"]).attribute(torch.rand(2, 1, 4, 4), n_steps=4)
+        >>> maps["1"].shape
+        torch.Size([2, 3, 2, 2])
     """
 
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
         if output not in ("probability", "logit"):
             raise ValueError(f"output: expected 'probability' or 'logit', got {output!r}")
-        self.model = model
-        self.layers = list(layers)
-        for name in self.layers:
+        for name in layers:
             hooks.layer(model, name)
+        super().__init__(model, list(layers))
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The model's outputs as the attribution sees them (softmax or logits)."""
+        """The model's outputs as the attribution sees them (softmax or logits).
+
+        Args:
+            x: inputs.
+
+        Returns:
+            N x classes.
+        """
         logits = self.model(x)
         return logits.softmax(1) if self.output == "probability" else logits
 
-    def attribute(self, inputs: torch.Tensor, target, baselines: torch.Tensor | None = None,
-                  n_steps: int = 32, internal_batch_size: int | None = None) -> LayerMaps:
-        """Per layer, the N x U x h x w conductance maps of every unit for ``target`` (a
-        class index or one per input); baselines default to black (zeros). Runs on the
-        model's device, ``internal_batch_size`` inputs at a time (default: all); the maps
-        come back on the host."""
+    def attribute(self, inputs: torch.Tensor, target=None, baselines: torch.Tensor | None = None,
+                  n_steps: int = 32, internal_batch_size: int | None = None) -> LayerScores:
+        """Every unit's conductance map, computed on the model's device.
+
+        Args:
+            inputs: N x C x H x W.
+            target: a class index, one per input, or None (the predicted class).
+            baselines: the path's start (default: black, zeros).
+            n_steps: Riemann steps along the path.
+            internal_batch_size: inputs per pass (default: all).
+
+        Returns:
+            Per layer, the N x U x h x w maps, on the host.
+        """
         if n_steps < 1:
             raise ValueError(f"n_steps: expected >= 1, got {n_steps}")
-        target = torch.as_tensor(target, dtype=torch.long).expand(len(inputs))
+        target = torch.as_tensor(_targets(self.model, inputs, target),
+                                 dtype=torch.long).expand(len(inputs))
         baselines = torch.zeros_like(inputs) if baselines is None else baselines.expand_as(inputs)
         maps = self._maps(inputs, target, baselines, n_steps, internal_batch_size)
-        return LayerMaps({name: to_host(m) for name, m in maps.items()})
+        return LayerScores({name: to_host(m) for name, m in maps.items()})
 
     def _maps(self, inputs, target, baselines, n_steps, internal_batch_size=None):
         """``attribute``'s maps, left on the model's device."""
@@ -226,18 +307,7 @@ class UnitConductance:
         return maps
 
 
-@dataclass
-class Relevance:
-    """Islam and Tushar's ``R(i, c)`` (chapter 2) per layer (by name): a vector of U
-    relevances for one class (``UnitRelevance``), or units x classes (``ClassRelevance``)."""
-
-    scores: dict[str, torch.Tensor]
-
-    def __getitem__(self, layer: str) -> torch.Tensor:
-        return self.scores[layer]
-
-
-class UnitRelevance:
+class UnitRelevance(Attribution):
     """Islam and Tushar's eq. (3) (chapter 2), ``R(i, c)`` for every unit i of the named
     layers: the mean over the inputs (images of class c) of the sum over pixels of
     ``masks * bilinearUpsample(|G_{i,c}(x)|)``, with ``G`` the ``UnitConductance`` map
@@ -245,22 +315,44 @@ class UnitRelevance:
 
     The sum runs over input pixels, so a layer whose map is s times smaller per side has
     its units' relevances scaled by about s^2 against a full-size layer: compare units
-    within a layer, or divide by ``upsampling_area`` to compare layers."""
+    within a layer, or divide by ``upsampling_area`` to compare layers.
+
+    Args:
+        model: the network.
+        layers: names of the layers whose units are scored.
+        output: as ``UnitConductance``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+        >>> UnitRelevance(model, ["1"]).attribute(torch.rand(2, 1, 4, 4), 0, n_steps=4)["1"].shape
+        torch.Size([3])
+    """
 
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
-        self.model = model
-        self.layers = list(layers)
+        super().__init__(model, list(layers))
         self._conductance = UnitConductance(model, self.layers, output)
 
-    def attribute(self, inputs: torch.Tensor, target, masks: torch.Tensor, n_steps: int = 32,
-                  internal_batch_size: int = 16) -> Relevance:
-        """Per layer, the U relevances (on the host) for ``target`` (the class c, or one
-        per input) with ``masks`` (N x 1 x H x W), the object masks at input resolution;
-        ``internal_batch_size`` inputs at a time."""
+    def attribute(self, inputs: torch.Tensor, target=None, masks: torch.Tensor | None = None,
+                  n_steps: int = 32, internal_batch_size: int = 16) -> LayerScores:
+        """The units' relevance over ``inputs``.
+
+        Args:
+            inputs: N x C x H x W, images of one class.
+            target: the class c, one per input, or None (the predicted class).
+            masks: N x 1 x H x W object masks at input resolution (None: the whole image).
+            n_steps: Riemann steps of the conductance.
+            internal_batch_size: inputs per pass.
+
+        Returns:
+            Per layer, the U relevances, on the host.
+        """
+        if masks is None:
+            masks = torch.ones_like(inputs[:, :1], dtype=torch.bool)
         if masks.shape[0] != len(inputs) or masks.shape[-2:] != inputs.shape[-2:]:
             raise ValueError(f"masks: expected {len(inputs)} x 1 x {tuple(inputs.shape[-2:])}, "
                              f"got {tuple(masks.shape)}")
-        target = torch.as_tensor(target, dtype=torch.long).expand(len(inputs))
+        target = torch.as_tensor(_targets(self.model, inputs, target),
+                                 dtype=torch.long).expand(len(inputs))
         size = tuple(inputs.shape[-2:])
         totals: dict[str, torch.Tensor] = {}
         for i in range(0, len(inputs), internal_batch_size):
@@ -271,12 +363,24 @@ class UnitRelevance:
             for name, g in maps.items():
                 up = F.interpolate(g.abs(), size=size, mode="bilinear", align_corners=False)
                 totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
-        return Relevance({name: to_host(totals[name] / len(inputs)) for name in self.layers})
+        return LayerScores({name: to_host(totals[name] / len(inputs)) for name in self.layers})
 
 
 def upsampling_area(map_size: tuple[int, int], input_size: tuple[int, int]) -> float:
     """Input pixels per map position: the factor by which eq. (3)'s sum over upsampled
-    pixels inflates a layer's relevance (divide by it to compare layers per map pixel)."""
+    pixels inflates a layer's relevance (divide by it to compare layers per map pixel).
+
+    Args:
+        map_size: the layer's map, (h, w).
+        input_size: the input, (H, W).
+
+    Returns:
+        H W / (h w).
+
+    Example:
+        >>> upsampling_area((7, 7), (28, 28))
+        16.0
+    """
     return (input_size[0] * input_size[1]) / (map_size[0] * map_size[1])
 
 
@@ -291,6 +395,12 @@ def layer_class_interaction(table) -> float:
 
     Layers with a non-positive entry are left out; NaN when fewer than two layers or two
     classes remain.
+
+    Args:
+        table: layers x classes, positive (e.g. ``layer_relevance``).
+
+    Returns:
+        The root mean square log factor.
 
     Example:
         >>> round(layer_class_interaction([[1.0, 2.0], [10.0, 20.0]]), 12)
@@ -307,23 +417,49 @@ def layer_class_interaction(table) -> float:
     return float(np.sqrt((residual ** 2).mean()))
 
 
-class ClassRelevance:
+class ClassRelevance(UnitScoring):
     """``R(i, c)`` (``UnitRelevance``, Islam and Tushar, chapter 2) for every unit of the
-    named layers and every class of a data set: per layer a units x classes tensor."""
+    named layers and every class of a data set: per layer a units x classes tensor.
+
+    Args:
+        model: the network.
+        layers: names of the layers whose units are scored.
+        output: as ``UnitConductance``.
+
+    Example:
+        >>> from subnets.data import ImageSet
+        >>> data = ImageSet(torch.randint(0, 255, (4, 1, 4, 4), dtype=torch.uint8),
+        ...                 torch.tensor([0, 1, 0, 1]), ["a", "b"], "toy")
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(12, 2))
+        >>> ClassRelevance(model, ["1"]).score(data, per_class=2, n_steps=2)["1"].shape
+        torch.Size([3, 2])
+    """
 
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
-        self.model = model
-        self.layers = list(layers)
+        super().__init__(model, list(layers))
         self.output = output
         self._relevance = UnitRelevance(model, self.layers, output)
 
-    def attribute(self, data: ImageSet, per_class: int = 32, n_steps: int = 32, seed: int = 0,
-                  masks: torch.Tensor | None = None) -> Relevance:
-        """From ``per_class`` images of each class of ``data`` (chosen with ``seed``),
-        masked by ``masks`` (N x 1 x H x W, one object mask per image of ``data``, e.g.
-        Broden's annotation of the class's object), else by their foreground (objects on
-        black), else by the whole image. Cached by model, layers, data, masks and
-        settings."""
+    def score(self, data: ImageSet, target=None, per_class: int = 32, n_steps: int = 32,
+              seed: int = 0, masks: torch.Tensor | None = None) -> LayerScores:
+        """Every unit's relevance for every class of ``data``. Cached by model, layers,
+        data, masks and settings.
+
+        Args:
+            data: labelled images.
+            target: None: every class is scored (one column each).
+            per_class: images of each class (chosen with ``seed``).
+            n_steps: Riemann steps of the conductance.
+            seed: which images.
+            masks: N x 1 x H x W, one object mask per image of ``data`` (e.g. Broden's
+                annotation of the class's object); None: their foreground for objects on
+                black, else the whole image.
+
+        Returns:
+            Per layer, units x classes, on the host.
+        """
+        if target is not None:
+            raise ValueError("target: ClassRelevance scores every class; expected None")
         if masks is not None and (masks.shape[0] != len(data)
                                   or masks.shape[-2:] != data.shape[-2:]):
             raise ValueError(f"masks: expected {len(data)} x 1 x {tuple(data.shape[-2:])}, "
@@ -343,188 +479,41 @@ class ClassRelevance:
                 elif data.black_background:
                     mask = foreground(x)
                 else:
-                    mask = torch.ones_like(x[:, :1], dtype=torch.bool)
+                    mask = None
                 r = self._relevance.attribute(x, c, mask, n_steps)
                 columns.append([r[name] for name in layers])
             return {"relevance": [torch.stack([col[j] for col in columns], 1)
                                   for j in range(len(layers))]}
 
         entry = cache.cached("class-relevance", parts, compute)
-        return Relevance(dict(zip(layers, entry["relevance"])))
+        return LayerScores(dict(zip(layers, entry["relevance"])))
 
 
-ROUNDINGS = ("share", "ceil")
+def layer_relevance(relevance: LayerScores, model: nn.Module, image: torch.Tensor,
+                    classes: list[str], per_position: bool = True) -> pd.DataFrame:
+    """A layer's relevance for a class: the sum of ``R(i, c)`` over its units (the paper's
+    Fig. 4), per map position (divided by ``upsampling_area``) or as eq. (3) sums it.
 
+    Args:
+        relevance: per layer, units x classes (``ClassRelevance.score``).
+        model: the network, to read each layer's map size.
+        image: one input (1 x C x H x W).
+        classes: the classes' names.
+        per_position: divide by the layer's upsampling area.
 
-def unit_quotas(sizes: dict[str, int], fraction: float, rounding: str = "share") -> dict[str, int]:
-    """How many units of each layer (``sizes``: layer -> units) ``fraction`` switches off.
+    Returns:
+        Layers x classes.
 
-    ``"share"``: ``round(fraction * all units)`` in total, split over the layers in
-    proportion to their sizes by largest remainder (ties to the earlier layer), so every
-    network loses the same share of its units, to one unit; a narrow layer may lose none.
-    ``"ceil"``: ``ceil(fraction * U)`` in every layer, at least one unit per layer (then
-    a network of many narrow layers loses a larger share: 2.2 % for "1 %" of a small
-    ResNet18)."""
-    if not 0 <= fraction <= 1:
-        raise ValueError(f"fraction: expected a value in [0, 1], got {fraction}")
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding: expected one of {ROUNDINGS}, got {rounding!r}")
-    if rounding == "ceil":
-        return {name: math.ceil(fraction * u) for name, u in sizes.items()}
-    exact = {name: fraction * u for name, u in sizes.items()}
-    quotas = {name: math.floor(x) for name, x in exact.items()}
-    left = round(fraction * sum(sizes.values())) - sum(quotas.values())
-    order = sorted(exact, key=lambda name: -(exact[name] - quotas[name]))  # stable: earlier first
-    for name in order[:max(left, 0)]:
-        quotas[name] += 1
-    return quotas
-
-
-ENDS = ("top", "bottom", "random")
-
-
-def ranked_units(scores: torch.Tensor, count: int, end: str = "top",
-                 generator: torch.Generator | None = None) -> torch.Tensor:
-    """``count`` units with the highest (``end="top"``) or lowest (``"bottom"``) scores,
-    ties broken by unit index, or ``count`` units drawn at random (``"random"``, from
-    ``generator``: the control of the same size); sorted."""
-    if not 0 <= count <= len(scores):
-        raise ValueError(f"count: expected 0..{len(scores)}, got {count}")
-    if end not in ENDS:
-        raise ValueError(f"end: expected one of {ENDS}, got {end!r}")
-    if end == "random":
-        order = torch.randperm(len(scores), generator=generator)
-    else:
-        order = torch.argsort(scores, descending=end == "top", stable=True)
-    return order[:count].sort().values
-
-
-@dataclass
-class AblationResult:
-    """``table``: one row per class and setting (``end`` "none" is the intact network;
-    ``draw`` numbers the random selections); ``correct``: per row, which images of the
-    data the network got right (rows x images, aligned with ``table``); ``labels``."""
-
-    table: pd.DataFrame
-    correct: torch.Tensor
-    labels: torch.Tensor
-
-    def drops(self, end: str, fraction: float, reference: str = "none") -> np.ndarray:
-        """Images x classes: the loss of correctness on each image (1 - 0 when the
-        ablation ranked for class c breaks it) from the ``reference`` setting to ``end``
-        at ``fraction`` (random selections averaged over draws)."""
-        def correct_of(which: str) -> np.ndarray:
-            t = self.table
-            rows = t[t.end == which] if which == "none" else t[(t.end == which)
-                                                              & (t.fraction == fraction)]
-            columns = [self.correct[rows.index[rows["class"] == c]].float().mean(0)
-                       for c in t["class"].unique()]
-            return torch.stack(columns, 1).numpy()
-        return correct_of(reference) - correct_of(end)
-
-
-def _class_means(drops: np.ndarray, labels) -> np.ndarray:
-    """Classes x ablations: the mean drop on the images of class k for the ablation
-    ranked for class c (NaN for a class without images)."""
-    labels = np.asarray(labels)
-    onehot = (labels[:, None] == np.arange(drops.shape[1])).astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return onehot.T @ np.nan_to_num(drops) / onehot.sum(0)[:, None]
-
-
-def class_drop(drops: np.ndarray, labels) -> float:
-    """Mean over classes c of the mean drop on the images of c for the ablation ranked for
-    c (``drops``: images x classes, as ``AblationResult.drops``)."""
-    return float(np.nanmean(np.diag(_class_means(drops, labels))))
-
-
-def other_drop(drops: np.ndarray, labels) -> float:
-    """Mean over classes c of the mean per-class drop on the other classes' images."""
-    means = _class_means(drops, labels)
-    off = ~np.eye(len(means), dtype=bool)
-    return float(np.nanmean([np.nanmean(means[off[:, c], c]) for c in range(means.shape[1])]))
-
-
-def relevance_ablation(model: nn.Module, layers: list[str], data: ImageSet, relevance: Relevance,
-                       fractions=(0.01, 0.02, 0.03), classes=None, ends=("top", "bottom"),
-                       sites: dict[str, str] | None = None, rounding: str = "share",
-                       random_draws: int = 1, seed: int = 0) -> AblationResult:
-    """Islam and Tushar's ablation (chapter 2): for each class c, switch off the top or bottom
-    ``fraction`` of the units of ``layers`` at once (``unit_quotas``: how ``rounding`` turns a
-    fraction into units), ranked by column c of ``relevance`` (units x classes per layer, as
-    ``ClassRelevance`` gives), or as many random units (``end="random"``, ``random_draws``
-    selections from ``seed``), and record which images of ``data`` the network still
-    classifies right.
-
-    ``sites[layer]`` names the module whose output channels are switched off for the
-    units of ``layer`` (default: the layer itself). For a residual block's output the
-    site is the block's own conv branch before the addition (``dissection.unit_sites``),
-    so the skip path stays on. Cached by model, rankings, data and settings."""
-    classes = list(range(data.num_classes)) if classes is None else list(classes)
-    unknown = set(ends) - set(ENDS)
-    if unknown:
-        raise ValueError(f"ends: expected among {ENDS}, got {sorted(unknown)}")
-    if random_draws < 1:
-        raise ValueError(f"random_draws: expected >= 1, got {random_draws}")
-    missing = [name for name in layers if name not in relevance.scores]
-    if missing:
-        raise ValueError(f"relevance: no scores for layers {missing}")
-    ranking = {name: relevance[name] for name in layers}
-    sites = {name: (sites or {}).get(name, name) for name in ranking}
-    for site in sites.values():
-        hooks.layer(model, site)
-    sizes = {name: r.shape[0] for name, r in ranking.items()}
-    quotas = {f: unit_quotas(sizes, f, rounding) for f in fractions}
-    parts = {"model": model, "relevance": ranking, "data": data, "fractions": list(fractions),
-             "classes": classes, "ends": list(ends), "sites": sites, "rounding": rounding,
-             "random_draws": random_draws, "seed": seed}
-
-    def correct_with(channels: dict[str, torch.Tensor]) -> torch.Tensor:
-        with hooks.Ablation(model, {sites[name]: idx for name, idx in channels.items()}):
-            return predicted_labels(predict(model, data)) == data.labels
-
-    def compute() -> dict:
-        generator = torch.Generator().manual_seed(seed)
-        intact = correct_with({})
-        seen: dict[tuple, torch.Tensor] = {}
-        rows, correct = [], []
-        settings = [(c, e, f, d) for c in classes for e in ends for f in fractions
-                    for d in range(random_draws if e == "random" else 1)]
-        for c, end, fraction, draw in bar(settings, desc="ablation"):
-            channels = {name: ranked_units(r[:, c], quotas[fraction][name], end, generator)
-                        for name, r in ranking.items()}
-            key = tuple(tuple(v.tolist()) for v in channels.values())
-            if key not in seen:
-                seen[key] = correct_with(channels)
-            rows.append([c, fraction, ENDS.index(end), draw,
-                         sum(len(v) for v in channels.values())])
-            correct.append(seen[key])
-        return {"intact": intact, "rows": torch.tensor(rows, dtype=torch.float64),
-                "correct": torch.stack(correct) if correct else intact[:0]}
-
-    def split(right: torch.Tensor, c: int) -> dict[str, float]:
-        return _accuracy_split(accuracy_by_class(right, data.labels, data.classes), c)
-
-    entry = cache.cached("relevance-ablation", parts, compute)
-    names = data.classes
-    records, correct = [], []
-    total = sum(sizes.values())
-    for c in classes:
-        records.append({"class": names[c], "end": "none", "fraction": 0.0, "draw": 0,
-                        "units": 0, "share": 0.0, **split(entry["intact"], c)})
-        correct.append(entry["intact"])
-    for (c, fraction, end, draw, units), right in zip(entry["rows"].tolist(), entry["correct"]):
-        records.append({"class": names[int(c)], "end": ENDS[int(end)], "fraction": fraction,
-                        "draw": int(draw), "units": int(units), "share": units / total,
-                        **split(right, int(c))})
-        correct.append(right)
-    return AblationResult(pd.DataFrame(records), torch.stack(correct), data.labels.clone())
-
-
-def _accuracy_split(per_class: pd.Series, c: int) -> dict[str, float]:
-    """Accuracy on class ``c`` and the mean accuracy on the other classes (NaN if one of
-    them has no images). The mean is taken in float32, the precision in which the
-    per-class shares are computed."""
-    accuracy = torch.tensor(per_class.to_numpy(), dtype=torch.float32)
-    others = torch.cat([accuracy[:c], accuracy[c + 1:]])
-    return {"accuracy_class": float(accuracy[c]), "accuracy_others": float(others.mean())}
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 3, stride=2), nn.ReLU())
+        >>> rel = LayerScores({"1": torch.ones(3, 2)})
+        >>> layer_relevance(rel, model, torch.rand(1, 1, 6, 6), ["a", "b"]).round(3)
+               a      b
+        1  0.333  0.333
+    """
+    maps = activations(model, image, relevance.layers)
+    image_size = tuple(image.shape[-2:])
+    return pd.DataFrame({
+        name: r.sum(0).numpy() / (upsampling_area(tuple(maps[name].shape[-2:]), image_size)
+                                  if per_position else 1.0)
+        for name, r in relevance.items()}, index=list(classes)).T

@@ -1,489 +1,39 @@
 """Network Dissection (Bau et al. 2017) as Islam and Tushar (chapter 2) use it: every unit of a
-layer is a binary segmenter of its top-quantile activations, scored by IoU against concept masks.
+layer is a binary segmenter of its top-quantile activations, scored by IoU against the concept
+masks of a ``probes.ProbeSet``.
 
-- Concepts and their pixel masks come in a ``ProbeSet``: ``synthetic_probe`` draws one
-  offline and deterministically (the 11 colour names of van de Weijer et al., textures
-  standing in for materials, shapes standing in for objects and their outlines and
-  corners for parts); ``dataset_probe`` turns images on black (Fashion-MNIST) into object
-  concepts with their foreground masks; ``load_broden`` reads a real Broden folder.
-- ``NetDissect(model, layers).attribute(probe)`` runs the two passes of the method: the
-  threshold ``T_i`` with ``P(a_i > T_i) = quantile`` over every spatial position of the
-  probe set (exact, with a streaming top-k that holds a ``quantile`` share of the
-  activations, ``TopQuantile``), then the activation maps upsampled bilinearly to the mask
-  size, thresholded, and the IoU of every unit with every concept in batched matrix
-  products.
+``NetDissect(model, layers).dissect(probe)`` runs the two passes of the method: the
+threshold ``T_i`` with ``P(a_i > T_i) = quantile`` over every spatial position of the probe
+set (exact, with a streaming top-k that holds a ``quantile`` share of the activations,
+``TopQuantile``), then the activation maps upsampled bilinearly to the mask size,
+thresholded, and the IoU of every unit with every concept in batched matrix products. The
+result, a ``Dissection``, is read per layer: ``result[layer]`` is units x concepts IoU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from matplotlib.path import Path as Polygon
 from torch import nn
 from torch.nn import functional as F
 
 from . import cache
-from .data import DataNotFoundError, ImageSet, data_path, foreground
 from .devices import to_host, to_model
 from .hooks import Recorder, activation_after, conv_layers, is_shortcut, layer
+from .methods import Dissector, LayerScores
+from .probes import CATEGORIES, ProbeSet
 from .progress import bar
 
-__all__ = ["CATEGORIES", "COLORS", "LUMINANCE", "ProbeSet", "concat", "dataset_probe",
-           "concept_images", "synthetic_probe", "grey_colour_groups", "grey", "load_broden",
-           "TopQuantile", "Thresholds", "upsample", "Dissection", "NetDissect", "unit_layers",
-           "unit_sites", "ranking_agreement"]
+__all__ = ["TopQuantile", "Thresholds", "upsample", "Dissection", "NetDissect", "unit_layers",
+           "unit_sites", "ranking_agreement", "detector_balance", "colour_shadow_share",
+           "colour_gap", "detector_surge"]
 
-# Broden's pixel-level categories; its scene and texture labels cover whole images and are
-# left out, as in the paper.
-CATEGORIES = ("object", "part", "material", "color")
-# The 11 basic colour terms of van de Weijer et al. (2009), which Broden annotates every
-# pixel with; the RGB values are typical members, jittered per image (shades).
-COLORS = {
-    "black": (20, 20, 20), "blue": (40, 70, 200), "brown": (120, 70, 30),
-    "grey": (128, 128, 128), "green": (40, 150, 50), "orange": (245, 140, 20),
-    "pink": (245, 160, 200), "purple": (130, 50, 160), "red": (205, 30, 30),
-    "white": (240, 240, 240), "yellow": (240, 220, 40),
-}
-# Each image shades a colour by up to this many levels per channel (uniform integers).
-_SHADE_JITTER = 25
-LUMINANCE = (0.299, 0.587, 0.114)
-_SHAPES = ("circle", "square", "triangle", "hexagon", "star", "cross")
-_STRIPE_ANGLES = (0, 45, 90, 135)
-_STRIPE_PERIODS = {"fine": 1 / 8, "coarse": 1 / 4}  # fraction of the image side
-_TEXTURES = tuple(f"stripes {a}° {f}" for a in _STRIPE_ANGLES for f in _STRIPE_PERIODS) + (
-    "dots", "checkerboard", "grid", "noise")
-# The label maps of a synthetic probe image: name -> (category, concept names).
-_LABEL_MAPS = {
-    "object": ("object", list(_SHAPES)),
-    "outline": ("part", [f"{s} outline" for s in _SHAPES]),
-    "corner": ("part", [f"{s} corner" for s in _SHAPES]),
-    "material": ("material", list(_TEXTURES)),
-    "color": ("color", list(COLORS)),
-}
-
-
-# --- probe sets --------------------------------------------------------------------------
-
-@dataclass
-class ProbeSet:
-    """Images with pixel-level concept labels.
-
-    ``segmentation[n, d]`` is a label map at mask resolution: 0 unlabelled, ``k + 1`` for
-    concept ``k``. Several maps (``d``) per image let labels overlap (a corner lies on an
-    outline; Broden's part masks come in levels). ``concepts[k]`` is a name and
-    ``categories[k]`` its category (one of ``CATEGORIES``)."""
-
-    images: torch.Tensor
-    segmentation: torch.Tensor
-    concepts: list[str]
-    categories: list[str]
-    _fingerprint: str | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError("images: expected a uint8 tensor N x C x H x W")
-        if self.segmentation.ndim != 4 or len(self.segmentation) != len(self.images):
-            raise ValueError("segmentation: expected N x D x h x w label maps, one per image")
-        if len(self.concepts) != len(self.categories):
-            raise ValueError(f"{len(self.concepts)} concepts but {len(self.categories)} categories")
-        unknown = set(self.categories) - set(CATEGORIES)
-        if unknown:
-            raise ValueError(f"categories: {sorted(unknown)} are not among {CATEGORIES}")
-        if self.segmentation.numel() and int(self.segmentation.max()) > len(self.concepts):
-            raise ValueError("segmentation: a label exceeds the number of concepts")
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def mask_size(self) -> tuple[int, int]:
-        return tuple(self.segmentation.shape[-2:])
-
-    def tensors(self, indices=None) -> torch.Tensor:
-        """Float images in [0, 1], all or at ``indices``."""
-        images = self.images if indices is None else self.images[indices]
-        return images.float().div_(255)
-
-    def concept_masks(self, indices) -> torch.Tensor:
-        """Boolean masks B x K x h x w of every concept for the images at ``indices``."""
-        seg = self.segmentation[indices].long()
-        b, d, h, w = seg.shape
-        onehot = torch.zeros(b, len(self.concepts) + 1, h * w, dtype=torch.bool)
-        for i in range(d):
-            onehot.scatter_(1, seg[:, i].reshape(b, 1, -1), True)
-        return onehot[:, 1:].view(b, -1, h, w)
-
-    def mask(self, concept: str) -> torch.Tensor:
-        """The N x h x w mask of one concept, by name."""
-        if concept not in self.concepts:
-            raise KeyError(f"concept {concept!r} is not in the probe set")
-        return (self.segmentation == self.concepts.index(concept) + 1).any(1)
-
-    def presence(self) -> torch.Tensor:
-        """N x G booleans: does image n carry any label of category g (``CATEGORIES``)?
-        IoU sums run over those images only, as in the paper."""
-        category_of = torch.tensor([0] + [CATEGORIES.index(c) + 1 for c in self.categories])
-        labelled = category_of[self.segmentation.long().flatten(1)]
-        return torch.stack([(labelled == g + 1).any(1) for g in range(len(CATEGORIES))], 1)
-
-    def fingerprint(self) -> str:
-        """A hash of images, labels and concept names, for content-addressed caches."""
-        if self._fingerprint is None:
-            h = hashlib.sha256()
-            h.update(self.images.numpy().tobytes())
-            h.update(self.segmentation.numpy().tobytes())
-            h.update(repr((self.concepts, self.categories)).encode())
-            self._fingerprint = h.hexdigest()[:16]
-        return self._fingerprint
-
-
-def concat(*probes: ProbeSet) -> ProbeSet:
-    """One probe set from several with the same image and mask sizes; concepts with the
-    same name and category are merged, label maps are padded to the deepest one."""
-    if len({p.images.shape[1:] for p in probes}) != 1 or len({p.mask_size for p in probes}) != 1:
-        raise ValueError("probes: expected the same image shape and mask size, got "
-                         f"{[(tuple(p.images.shape[1:]), p.mask_size) for p in probes]}")
-    keys: list[tuple[str, str]] = []
-    for p in probes:
-        keys += [k for k in zip(p.concepts, p.categories) if k not in keys]
-    depth = max(p.segmentation.shape[1] for p in probes)
-    segs = []
-    for p in probes:
-        remap = torch.tensor([0] + [keys.index(k) + 1 for k in zip(p.concepts, p.categories)],
-                             dtype=torch.int16)
-        seg = remap[p.segmentation.long()]
-        segs.append(F.pad(seg, (0, 0, 0, 0, 0, depth - seg.shape[1])))
-    return ProbeSet(torch.cat([p.images for p in probes]), torch.cat(segs),
-                    [k[0] for k in keys], [k[1] for k in keys])
-
-
-def dataset_probe(data: ImageSet, indices=None) -> ProbeSet:
-    """Images of a dataset drawn on black (Fashion-MNIST) as a probe set: each image's
-    foreground is the mask of the object concept named after its class."""
-    if not data.black_background:
-        raise ValueError(f"data: {data.name} has no foreground masks "
-                         "(its objects do not sit on black)")
-    images = data.images if indices is None else data.images[indices]
-    labels = data.labels if indices is None else data.labels[indices]
-    seg = torch.where(foreground(images), labels.view(-1, 1, 1, 1) + 1, 0).to(torch.int16)
-    return ProbeSet(images.clone(), seg, list(data.classes), ["object"] * len(data.classes))
-
-
-def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
-                   name: str = "probe") -> tuple[ImageSet, torch.Tensor]:
-    """The probe images that carry each named concept of ``category``, as an image set
-    labelled by the concept's position in ``names`` (an image with two of them appears
-    twice), and each image's mask of its concept at image resolution (nearest
-    neighbour): Islam and Tushar's relevance images (chapter 2) with their annotation
-    masks."""
-    known = {n for n, c in zip(probe.concepts, probe.categories) if c == category}
-    missing = [n for n in names if n not in known]
-    if missing:
-        raise ValueError(f"concepts: {missing} are not {category} concepts of the probe set; "
-                         f"some that are: {sorted(known)[:12]}")
-    index, labels, masks = [], [], []
-    for label, concept in enumerate(names):
-        k = next(i for i, (n, c) in enumerate(zip(probe.concepts, probe.categories))
-                 if n == concept and c == category)
-        mask = (probe.segmentation == k + 1).any(1)
-        hit = torch.nonzero(mask.flatten(1).any(1)).flatten()
-        index.append(hit)
-        labels.append(torch.full((len(hit),), label))
-        masks.append(mask[hit])
-    index, masks = torch.cat(index), torch.cat(masks)[:, None].float()
-    masks = F.interpolate(masks, size=tuple(probe.images.shape[-2:]), mode="nearest") > 0
-    return ImageSet(probe.images[index], torch.cat(labels), list(names), name), masks
-
-
-# --- the synthetic probe set -------------------------------------------------------------
-
-def _shape_polygon(shape: str, cx: float, cy: float, r: float,
-                  turn: float) -> tuple[np.ndarray, np.ndarray]:
-    """Vertices of ``shape`` (centre, radius, rotation) and the vertices that are corners."""
-    def ring(n: int, radii=(1.0,), offset: float = 0.0) -> np.ndarray:
-        k = np.arange(n * len(radii))
-        rad = np.asarray(radii)[k % len(radii)]
-        a = turn + offset + 2 * np.pi * k / (n * len(radii))
-        return np.stack([cx + r * rad * np.cos(a), cy + r * rad * np.sin(a)], 1)
-
-    if shape == "circle":
-        return ring(40), np.zeros((0, 2))
-    if shape == "square":
-        v = ring(4, offset=np.pi / 4)
-    elif shape == "triangle":
-        v = ring(3, offset=-np.pi / 2)
-    elif shape == "hexagon":
-        v = ring(6)
-    elif shape == "star":
-        v = ring(5, radii=(1.0, 0.45), offset=-np.pi / 2)
-        return v, v[::2]
-    elif shape == "cross":
-        a = 0.34  # arm half-width, as a fraction of the radius
-        base = np.array([(a, 1), (a, a), (1, a), (1, -a), (a, -a), (a, -1),
-                         (-a, -1), (-a, -a), (-1, -a), (-1, a), (-a, a), (-a, 1)])
-        rot = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-        v = np.array([cx, cy]) + r * base @ rot.T
-    else:
-        raise ValueError(f"shape: expected one of {_SHAPES}, got {shape!r}")
-    return v, v
-
-
-def _texture_pattern(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
-    """A size x size boolean pattern (True: the texture's second colour)."""
-    y, x = np.mgrid[0:size, 0:size] + 0.5
-    if name.startswith("stripes"):
-        _, angle, fineness = name.split()
-        theta = np.deg2rad(int(angle.rstrip("°")))
-        period = _STRIPE_PERIODS[fineness] * size
-        # Stripes run along `angle` (0°: horizontal), so the pattern varies across it.
-        u = -x * np.sin(theta) + y * np.cos(theta) + rng.uniform(0, period)
-        return (u % period) < period / 2
-    period = size / rng.uniform(5.0, 7.0)
-    px, py = (x + rng.uniform(0, period)) % period, (y + rng.uniform(0, period)) % period
-    if name == "dots":
-        return (px - period / 2) ** 2 + (py - period / 2) ** 2 < (period / 3.5) ** 2
-    if name == "checkerboard":
-        return (px < period / 2) ^ (py < period / 2)
-    if name == "grid":
-        width = max(1.0, period / 6)
-        return (px < width) | (py < width)
-    if name == "noise":
-        cell = max(1, size // 32)
-        coarse = rng.random((math.ceil(size / cell),) * 2) < 0.5
-        return np.kron(coarse, np.ones((cell, cell), dtype=bool))[:size, :size]
-    raise ValueError(f"texture: expected one of {_TEXTURES}, got {name!r}")
-
-
-def _erode(mask: np.ndarray, width: int) -> np.ndarray:
-    """Binary erosion by a (2 width + 1) square; outside the image counts as background."""
-    t = torch.from_numpy(~mask).float()[None, None]
-    return ~(F.max_pool2d(t, 2 * width + 1, stride=1, padding=width)[0, 0] > 0).numpy()
-
-
-def _draw_probe_image(size: int, rng: np.random.Generator):
-    """One probe image (size x size x 3 uint8) and its label maps at full resolution
-    (``_LABEL_MAPS``), each holding indices into its own concept list, -1 unlabelled."""
-    color_names = list(COLORS)
-    palette = rng.permutation(len(color_names))  # distinct colours for the image's regions
-    labels = {k: np.full((size, size), -1, dtype=np.int16) for k in _LABEL_MAPS}
-
-    def shade(i: int) -> np.ndarray:
-        jitter = rng.integers(-_SHADE_JITTER, _SHADE_JITTER + 1, 3)
-        return np.clip(np.array(COLORS[color_names[i]]) + jitter, 0, 255)
-
-    image = np.zeros((size, size, 3), dtype=np.int64)
-
-    def paint(region: np.ndarray, colors: tuple[int, ...], texture: int | None) -> None:
-        """Fill ``region`` plainly (one colour) or with a two-colour texture."""
-        second = (_texture_pattern(_TEXTURES[texture], size, rng) if texture is not None
-                  else np.zeros_like(region))
-        for which, c in enumerate(colors[:2 if texture is not None else 1]):
-            part = region & (second == bool(which))
-            image[part] = shade(c)
-            labels["color"][part] = c
-        labels["material"][region] = -1 if texture is None else texture
-
-    everywhere = np.ones((size, size), dtype=bool)
-    textured = rng.random() < 0.5
-    paint(everywhere, (palette[0], palette[1]),
-          int(rng.integers(len(_TEXTURES))) if textured else None)
-    y, x = np.mgrid[0:size, 0:size] + 0.5
-    points = np.stack([x.ravel(), y.ravel()], 1)
-    width = max(1, round(size / 40))
-    for s in range(int(rng.integers(1, 3))):
-        shape = int(rng.integers(len(_SHAPES)))
-        r = rng.uniform(0.18, 0.32) * size
-        cx, cy = rng.uniform(r, size - r, 2)
-        vertices, corners = _shape_polygon(_SHAPES[shape], cx, cy, r, rng.uniform(0, 2 * np.pi))
-        region = Polygon(vertices).contains_points(points).reshape(size, size)
-        if not region.any():
-            continue
-        outline = region & ~_erode(region, width)
-        fill = palette[2 + 3 * s: 5 + 3 * s]
-        paint(region, (fill[0], fill[1]),
-              int(rng.integers(len(_TEXTURES))) if rng.random() < 0.6 else None)
-        image[outline] = shade(fill[2])
-        labels["color"][outline] = fill[2]
-        labels["object"][region] = shape
-        for k in ("outline", "corner"):
-            labels[k][region] = -1
-        labels["outline"][outline] = shape
-        near = np.zeros((size, size), dtype=bool)
-        for vx, vy in corners:
-            near |= (x - vx) ** 2 + (y - vy) ** 2 < (0.22 * r) ** 2
-        labels["corner"][region & near] = shape
-    return image.astype(np.uint8), labels
-
-
-def _synthetic_concepts() -> tuple[list[str], list[str], dict[str, int]]:
-    """Concept names, their categories, and the offset of each label map's indices."""
-    names, cats, offsets = [], [], {}
-    for key, (cat, group) in _LABEL_MAPS.items():
-        offsets[key] = len(names)
-        names += group
-        cats += [cat] * len(group)
-    return names, cats, offsets
-
-
-def grey_colour_groups() -> list[tuple[str, ...]]:
-    """The colour names a grey image can tell apart: names sorted by the luminance of
-    their typical RGB value, merged (single linkage) while neighbours differ by less than
-    twice the standard deviation that per-image shading adds to luminance (about 10 grey
-    levels): blue, brown, purple, red and green become one grey name, so do pink and
-    yellow."""
-    weights = np.asarray(LUMINANCE)
-    level = {name: float(np.dot(rgb, weights)) for name, rgb in COLORS.items()}
-    per_channel_var = ((2 * _SHADE_JITTER + 1) ** 2 - 1) / 12  # discrete uniform
-    gap = 2 * math.sqrt(per_channel_var * float((weights ** 2).sum()))
-    ordered = sorted(level, key=level.get)
-    groups = [[ordered[0]]]
-    for before, name in itertools.pairwise(ordered):
-        if level[name] - level[before] < gap:
-            groups[-1].append(name)
-        else:
-            groups.append([name])
-    return [tuple(sorted(g)) for g in groups]
-
-
-def _merge_concepts(probe: ProbeSet, groups: list[tuple[str, ...]], category: str) -> ProbeSet:
-    """``probe`` with the concepts of ``category`` named in each group merged into one
-    concept called by the group's names joined with "/"."""
-    names, cats, remap = [], [], [0]
-    for concept, cat in zip(probe.concepts, probe.categories):
-        group = next((g for g in groups if concept in g), None) if cat == category else None
-        key = ("/".join(group) if group else concept, cat)
-        if key not in zip(names, cats):
-            names.append(key[0])
-            cats.append(key[1])
-        remap.append(list(zip(names, cats)).index(key) + 1)
-    seg = torch.tensor(remap, dtype=torch.int16)[probe.segmentation.long()]
-    return ProbeSet(probe.images, seg, names, cats)
-
-
-def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int | None = None,
-                    channels: int = 3, seed: int = 0, merge_grey: bool = True) -> ProbeSet:
-    """A Broden-like probe set drawn offline: a plain or textured background and one or
-    two shapes (filled plainly or with a texture, outlined in a third colour), every pixel
-    labelled with its colour name, textured regions with their texture (material), shapes
-    as objects, their outlines and corners as parts. Colours are shaded per image.
-
-    ``mask_size`` (default: ``image_size``) must divide ``image_size``; labels are taken at
-    the centre of each block. ``channels=1`` gives grey images (luminance) with the same
-    labels; with ``merge_grey`` the colour names that grey cannot tell apart are merged
-    (``grey_colour_groups``). The same arguments give the same probe set."""
-    mask_size = image_size if mask_size is None else mask_size
-    if n_images < 1:
-        raise ValueError(f"n_images: expected >= 1, got {n_images}")
-    if image_size < 8 or mask_size < 1 or image_size % mask_size:
-        raise ValueError(f"mask_size: expected a divisor of image_size {image_size} (>= 8), "
-                         f"got {mask_size}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels: expected 1 or 3, got {channels}")
-    names, cats, offsets = _synthetic_concepts()
-    step = image_size // mask_size
-    images, segs = [], []
-    for i in range(n_images):
-        image, labels = _draw_probe_image(image_size, np.random.default_rng([seed, i]))
-        maps = [np.where(m >= 0, m + offsets[k] + 1, 0)[step // 2::step, step // 2::step]
-                for k, m in labels.items()]
-        images.append(image)
-        segs.append(np.stack(maps))
-    images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
-    probe = ProbeSet(images, torch.from_numpy(np.stack(segs)).to(torch.int16), names, cats)
-    if channels == 1:
-        probe = ProbeSet(grey(images), probe.segmentation, names, cats)
-        if merge_grey:
-            probe = _merge_concepts(probe, grey_colour_groups(), "color")
-    return probe
-
-
-def grey(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB images (N x 3 x H x W) as their luminance (N x 1 x H x W)."""
-    luminance = torch.tensor(LUMINANCE).view(1, 3, 1, 1)
-    return (images.float() * luminance).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
-
-
-# --- a real Broden folder ----------------------------------------------------------------
-
-def load_broden(folder: str | Path, image_size: int | None = None, mask_size: int | None = None,
-                split: str | None = None, max_images: int | None = None, fraction: float = 1.0,
-                channels: int = 3) -> ProbeSet:
-    """Broden's layout (Bau et al.): ``index.csv`` (columns image, split, ih, iw, sh, sw and
-    one per category, holding ``;``-separated mask files under ``images/`` or whole-image
-    label numbers), ``label.csv`` (number, name, ...). A mask PNG encodes the label number
-    as red + 256 x green. The pixel categories object, part, material and color are read;
-    scene and texture (whole-image labels) are left out, as in the paper.
-
-    Images are resized bilinearly to ``image_size`` and masks by nearest neighbour to
-    ``mask_size`` (defaults: the sizes in ``index.csv``). ``fraction`` reads that share of
-    the rows, evenly spaced over the index (1: all of Broden), ``max_images`` at most that
-    many; ``channels=1`` gives grey images (luminance) for grey networks."""
-    from PIL import Image
-
-    if not 0 < fraction <= 1:
-        raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
-    if channels not in (1, 3):
-        raise ValueError(f"channels: expected 1 or 3, got {channels}")
-    root = data_path(folder)
-    for name in ("index.csv", "label.csv"):
-        if not (root / name).is_file():
-            raise DataNotFoundError(f"Broden: {root / name} not found (expected Broden's "
-                                    "index.csv, label.csv and images/ folder, as unpacked from "
-                                    "broden1_224.zip)")
-    with open(root / "label.csv", newline="") as f:
-        label_names = {int(row["number"]): row["name"] for row in csv.DictReader(f)}
-    with open(root / "index.csv", newline="") as f:
-        rows = [r for r in csv.DictReader(f) if split is None or r["split"] == split]
-    if fraction < 1:
-        kept = sorted({int(k / fraction) for k in range(round(fraction * len(rows)))})
-        rows = [rows[i] for i in kept]
-    if max_images is not None:
-        rows = rows[:max_images]
-    if not rows:
-        which = f" of split {split!r}" if split else ""
-        raise DataNotFoundError(f"Broden: {root / 'index.csv'} lists no images{which}")
-    keys: list[tuple[str, str]] = []
-    images, segs = [], []
-    for row in rows:
-        size = image_size or int(row["ih"])
-        msize = mask_size or int(row["sh"])
-        image = Image.open(root / "images" / row["image"]).convert("RGB").resize(
-            (size, size), Image.BILINEAR)
-        images.append(torch.from_numpy(np.array(image)).permute(2, 0, 1))
-        maps = []
-        for cat in CATEGORIES:
-            for entry in filter(None, (row.get(cat) or "").split(";")):
-                if entry.isdigit():
-                    numbers = np.full((msize, msize), int(entry), dtype=np.int64)
-                else:
-                    png = np.asarray(Image.open(root / "images" / entry).convert("RGB").resize(
-                        (msize, msize), Image.NEAREST)).astype(np.int64)
-                    numbers = png[..., 0] + 256 * png[..., 1]
-                labelled = np.zeros((msize, msize), dtype=np.int16)
-                for number in np.unique(numbers[numbers > 0]):
-                    key = (label_names.get(int(number), f"label {number}"), cat)
-                    if key not in keys:
-                        keys.append(key)
-                    labelled[numbers == number] = keys.index(key) + 1
-                maps.append(torch.from_numpy(labelled))
-        segs.append(torch.stack(maps) if maps else torch.zeros(1, msize, msize, dtype=torch.int16))
-    depth = max(len(s) for s in segs)
-    seg = torch.stack([F.pad(s, (0, 0, 0, 0, 0, depth - len(s))) for s in segs])
-    images = torch.stack(images).contiguous()
-    return ProbeSet(grey(images) if channels == 1 else images, seg, [k[0] for k in keys],
-                    [k[1] for k in keys])
-
-
-# --- thresholds and IoU ------------------------------------------------------------------
 
 class TopQuantile:
     """The upper ``quantile`` of each row of a stream of values, exactly as
@@ -567,31 +117,60 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 @dataclass
-class Dissection:
-    """What ``NetDissect.attribute`` returns: per dissected layer, the units' thresholds
-    and their units x concepts IoU."""
+class Dissection(LayerScores):
+    """What ``NetDissect.dissect`` returns, read per dissected layer: ``result[layer]`` is
+    the units x concepts IoU; ``thresholds`` holds the units' levels ``T_i``.
 
-    layers: list[str]
-    concepts: list[str]
-    categories: list[str]
-    thresholds: Thresholds
-    iou: dict[str, torch.Tensor]
+    Args:
+        scores: layer name -> units x concepts IoU.
+        concepts: the probe's concept names.
+        categories: each concept's category (one of ``probes.CATEGORIES``).
+        thresholds: the units' levels, for ``unit_maps``.
+
+    Example:
+        >>> d = Dissection({"conv": torch.tensor([[0.1, 0.02], [0.0, 0.3]])},
+        ...                ["cat", "red"], ["object", "color"])
+        >>> d["conv"].shape, d.units().concept.tolist()
+        (torch.Size([2, 2]), ['cat', 'red'])
+    """
+
+    concepts: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    thresholds: Thresholds | None = None
 
     def units(self) -> pd.DataFrame:
-        """One row per unit: its top-1 concept, that concept's category, and the IoU."""
+        """One row per unit: its top-1 concept, that concept's category and IoU, and its best
+        colour concept and that IoU (NaN when the probe has no colour).
+
+        Returns:
+            A frame with columns layer, unit, concept, category, iou, colour, colour_iou.
+        """
+        colour = [k for k, c in enumerate(self.categories) if c == "color"]
         frames = []
         for name in self.layers:
-            best, concept = self.iou[name].max(1)
-            frames.append(pd.DataFrame({
+            best, concept = self[name].max(1)
+            frame = pd.DataFrame({
                 "layer": name, "unit": np.arange(len(best)),
                 "concept": [self.concepts[k] for k in concept.tolist()],
                 "category": [self.categories[k] for k in concept.tolist()],
-                "iou": best.numpy()}))
+                "iou": best.numpy(), "colour": None, "colour_iou": np.nan})
+            if colour:
+                best_colour, which = self[name][:, colour].max(1)
+                frame["colour"] = [self.concepts[colour[k]] for k in which.tolist()]
+                frame["colour_iou"] = best_colour.numpy()
+            frames.append(frame)
         return pd.concat(frames, ignore_index=True)
 
     def detectors(self, iou_threshold: float = 0.04) -> pd.DataFrame:
         """Per layer (rows) and category (columns): units whose top-1 IoU exceeds
-        ``iou_threshold`` (Bau et al.'s 0.04 by default), i.e. the paper's Fig. 2."""
+        ``iou_threshold`` (Bau et al.'s 0.04 by default), i.e. the paper's Fig. 2.
+
+        Args:
+            iou_threshold: the detector cut.
+
+        Returns:
+            Counts, layers x ``probes.CATEGORIES``.
+        """
         units = self.units()
         units = units[units.iou > iou_threshold]
         table = pd.crosstab(pd.Categorical(units.layer, categories=self.layers),
@@ -599,20 +178,49 @@ class Dissection:
         table.index.name, table.columns.name = "layer", "category"
         return table
 
-    def concept_iou(self, concept: str, category: str | None = None) -> dict[str, torch.Tensor]:
-        """Per layer, every unit's IoU with one concept."""
-        matches = [k for k, (n, c) in enumerate(zip(self.concepts, self.categories))
+    def class_iou(self, names: list[str], category: str | None = "object") -> LayerScores:
+        """Per layer, every unit's IoU with each named concept of ``category`` (None: any).
+
+        Args:
+            names: concept names, e.g. the object of each class.
+            category: the concepts' category.
+
+        Returns:
+            Per layer, units x ``len(names)``; a column is NaN where the probe lacks the
+            concept.
+
+        Raises:
+            KeyError: a name matches several concepts (give its category).
+        """
+        columns = []
+        for concept in names:
+            hit = [k for k, (n, c) in enumerate(zip(self.concepts, self.categories))
                    if n == concept and category in (None, c)]
-        if len(matches) != 1:
-            raise KeyError(f"concept {concept!r} (category {category}) matches "
-                           f"{len(matches)} concepts")
-        return {name: self.iou[name][:, matches[0]] for name in self.layers}
+            if len(hit) > 1:
+                raise KeyError(f"concept {concept!r} (category {category}) matches "
+                               f"{len(hit)} concepts")
+            columns.append(hit[0] if hit else None)
+        return LayerScores({
+            name: torch.stack([iou[:, k] if k is not None
+                               else torch.full((len(iou),), math.nan) for k in columns], 1)
+            for name, iou in self.scores.items()})
 
     @torch.no_grad()
     def unit_maps(self, model: nn.Module, probe: ProbeSet, name: str, unit: int,
                   indices) -> tuple[torch.Tensor, torch.Tensor]:
         """For probe images at ``indices``: the unit's activation map upsampled to the mask
-        size (``S_i(x)``) and its segmentation ``S_i(x) > T_i`` (``M_i(x)``)."""
+        size (``S_i(x)``) and its segmentation ``S_i(x) > T_i`` (``M_i(x)``).
+
+        Args:
+            model: the dissected network.
+            probe: the probe set it was dissected on.
+            name: a dissected layer.
+            unit: the unit's index in that layer.
+            indices: which probe images.
+
+        Returns:
+            The maps (B x h x w, float) and the segmentations (B x h x w, bool).
+        """
         if name not in self.layers:
             raise KeyError(f"layer {name!r} was not dissected; layers are {self.layers}")
         model.eval()
@@ -622,12 +230,26 @@ class Dissection:
         return maps[:, 0], self.thresholds.segment(name, maps, slice(unit, unit + 1))[:, 0]
 
 
-class NetDissect:
+class NetDissect(Dissector):
     """Network Dissection (Bau et al. 2017) of the named ``layers`` of ``model``, as Islam and
-    Tushar use it in chapter 2. ``attribute(probe)`` runs the method's two passes over a
+    Tushar use it in chapter 2. ``dissect(probe)`` runs the method's two passes over a
     ``ProbeSet``: every unit's top-``quantile`` threshold (``unit_thresholds``), then its
     IoU with every concept (``unit_iou``), ``batch_size`` probe images per forward pass;
-    the result is cached by model, layers, probe and quantile."""
+    the result is cached by model, layers, probe and quantile.
+
+    Args:
+        model: the network.
+        layers: names of the layers whose units are dissected.
+        quantile: ``P(a_i > T_i)``, the share of positions a unit's segmentation holds.
+        batch_size: probe images per forward pass.
+
+    Example:
+        >>> from subnets.probes import synthetic_probe
+        >>> probe = synthetic_probe(2, image_size=8, seed=0)
+        >>> result = NetDissect(nn.Conv2d(3, 4, 3), [""], quantile=0.1).dissect(probe)
+        >>> result[""].shape == (4, len(probe.concepts))
+        True
+    """
 
     def __init__(self, model: nn.Module, layers: list[str], quantile: float = 0.005,
                  batch_size: int = 64) -> None:
@@ -637,13 +259,19 @@ class NetDissect:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
         for name in layers:
             layer(model, name)
-        self.model = model
-        self.layers = list(layers)
+        super().__init__(model, list(layers))
         self.quantile = quantile
         self.batch_size = batch_size
 
-    def attribute(self, probe: ProbeSet) -> Dissection:
-        """The thresholds and the units x concepts IoU of every layer on ``probe``."""
+    def dissect(self, probe: ProbeSet) -> Dissection:
+        """The thresholds and the units x concepts IoU of every layer on ``probe``.
+
+        Args:
+            probe: the concept probe set.
+
+        Returns:
+            A ``Dissection``, read per layer.
+        """
         layers = self.layers
 
         def compute() -> dict:
@@ -657,8 +285,8 @@ class NetDissect:
                                             "probe": probe, "quantile": self.quantile}, compute)
         thresholds = Thresholds(dict(zip(layers, entry["level"])),
                                 dict(zip(layers, entry["inclusive"])))
-        return Dissection(list(layers), list(probe.concepts), list(probe.categories),
-                          thresholds, dict(zip(layers, entry["iou"])))
+        return Dissection(dict(zip(layers, entry["iou"])), list(probe.concepts),
+                          list(probe.categories), thresholds)
 
     @torch.no_grad()
     def unit_thresholds(self, probe: ProbeSet) -> Thresholds:
@@ -765,14 +393,29 @@ def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
     return sites
 
 
-def ranking_agreement(iou: dict[str, torch.Tensor], relevance: dict[str, torch.Tensor],
+def ranking_agreement(iou: Mapping[str, torch.Tensor], relevance: Mapping[str, torch.Tensor],
                       fraction: float = 0.1) -> pd.DataFrame:
-    """How far two rankings of the units of each layer agree, per layer and class.
+    """How far two rankings of the units of each layer agree, per layer and class (the
+    paper's Table I).
 
-    ``iou[layer]`` and ``relevance[layer]`` are units x classes. ``error`` is the share of
-    the top ``fraction`` of units by IoU (at least one) that are not among the top
-    ``fraction`` by relevance: 0 when both pick the same units, ``1 - fraction`` on
-    average for unrelated rankings. ``spearman`` is the rank correlation over all units."""
+    ``error`` is the share of the top ``fraction`` of units by IoU (at least one) that are
+    not among the top ``fraction`` by relevance: 0 when both pick the same units;
+    ``chance`` is its mean for unrelated rankings, ``1 - k/U``. ``spearman`` is the rank
+    correlation over all units (NaN where either ranking is constant or missing).
+
+    Args:
+        iou: per layer, units x classes (e.g. ``Dissection.class_iou``).
+        relevance: per layer, units x classes (``attribution.ClassRelevance``).
+        fraction: the top share of units compared.
+
+    Returns:
+        One row per layer and class: layer, class, units, top_k, error, chance, spearman.
+
+    Example:
+        >>> scores = {"l": torch.tensor([[3.0], [2.0], [1.0]])}
+        >>> ranking_agreement(scores, scores, fraction=0.3)[["error", "chance"]].round(3).values
+        array([[0.   , 0.667]])
+    """
     if not 0 < fraction <= 1:
         raise ValueError(f"fraction: expected a value in (0, 1], got {fraction}")
     from scipy.stats import spearmanr
@@ -791,5 +434,105 @@ def ranking_agreement(iou: dict[str, torch.Tensor], relevance: dict[str, torch.T
             rho = (float("nan") if constant
                    else spearmanr(scores[:, c].numpy(), rel[:, c].numpy()).statistic)
             rows.append({"layer": name, "class": c, "units": len(scores), "top_k": k,
-                         "error": 1 - len(top_iou & top_rel) / k, "spearman": rho})
+                         "error": 1 - len(top_iou & top_rel) / k, "chance": 1 - k / len(scores),
+                         "spearman": rho})
     return pd.DataFrame(rows)
+
+
+# --- the chapter's statistics of a dissection (chapter 2's claims) -----------------------
+
+def _detectors(result: Dissection, iou_threshold: float) -> pd.DataFrame:
+    units = result.units()
+    return units.assign(detector=units.iou > iou_threshold)
+
+
+def detector_balance(result: Dissection, iou_threshold: float = 0.04) -> float:
+    """Per unit, the mean of +1 (an object or part detector), -1 (a colour detector) or 0:
+    above 0 when object and part detectors outnumber colour ones (the paper's Fig. 2).
+
+    Args:
+        result: a dissection.
+        iou_threshold: the detector cut.
+
+    Returns:
+        (object and part detectors - colour detectors) / units.
+
+    Example:
+        >>> d = Dissection({"l": torch.tensor([[0.5, 0.0], [0.0, 0.0]])}, ["cat", "red"],
+        ...                ["object", "color"])
+        >>> detector_balance(d)
+        0.5
+    """
+    units = _detectors(result, iou_threshold)
+    kind = units.category.isin(["object", "part"]).astype(int) - (units.category == "color")
+    return float((units.detector * kind).mean())
+
+
+def colour_shadow_share(result: Dissection, iou_threshold: float = 0.04) -> float:
+    """The share of object and part detectors with a colour concept at half their IoU or
+    more: object labels that follow a colour (the paper's Fig. 3, AlexNet unit 41).
+
+    Args:
+        result: a dissection.
+        iou_threshold: the detector cut.
+
+    Returns:
+        The share, NaN where there is no object or part detector.
+
+    Example:
+        >>> d = Dissection({"l": torch.tensor([[0.5, 0.3], [0.4, 0.1]])}, ["cat", "red"],
+        ...                ["object", "color"])
+        >>> colour_shadow_share(d)
+        0.5
+    """
+    units = _detectors(result, iou_threshold)
+    pick = units[units.detector & units.category.isin(["object", "part"])]
+    return float((pick.colour_iou >= pick.iou / 2).mean()) if len(pick) else math.nan
+
+
+def colour_gap(result: Dissection, iou_threshold: float = 0.04) -> float:
+    """The share of colour detectors among the first dissected layer's units minus that
+    among the last's: above 0 when shallow layers hold more colour detectors.
+
+    Args:
+        result: a dissection of two layers or more.
+        iou_threshold: the detector cut.
+
+    Returns:
+        The difference of the two shares.
+
+    Example:
+        >>> d = Dissection({"a": torch.tensor([[0.0, 0.5]]), "b": torch.tensor([[0.5, 0.0]])},
+        ...                ["cat", "red"], ["object", "color"])
+        >>> colour_gap(d)
+        1.0
+    """
+    units = _detectors(result, iou_threshold)
+    colour = units.detector & (units.category == "color")
+    return float(colour[units.layer == result.layers[0]].mean()
+                 - colour[units.layer == result.layers[-1]].mean())
+
+
+def detector_surge(result: Dissection, layers: list[str], iou_threshold: float = 0.04) -> float:
+    """How many more of the detectors sit in ``layers`` than their share of the units
+    (the paper's Fig. 2c: ResNet18's detectors surge in its last two conv layers).
+
+    Args:
+        result: a dissection.
+        layers: the layers looked at.
+        iou_threshold: the detector cut.
+
+    Returns:
+        Their share of the detectors minus their share of the units; NaN without detectors.
+
+    Example:
+        >>> d = Dissection({"a": torch.tensor([[0.0], [0.0]]), "b": torch.tensor([[0.5], [0.0]])},
+        ...                ["cat"], ["object"])
+        >>> detector_surge(d, ["b"])
+        0.5
+    """
+    units = _detectors(result, iou_threshold)
+    inside = units.layer.isin(layers)
+    if not units.detector.any():
+        return math.nan  # no detectors: no share of them
+    return float(units.detector[inside].sum() / units.detector.sum() - inside.mean())

@@ -13,7 +13,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.patches import Patch
 
 from .devices import to_host
-from .dissection import CATEGORIES, Dissection, ProbeSet
+from .dissection import Dissection
+from .probes import CATEGORIES, ProbeSet
 from .progress import headless
 
 __all__ = ["as_image", "map_comparison", "table_heatmap", "class_histograms", "gates_and_sets",
@@ -186,7 +187,7 @@ def unit_examples(model: torch.nn.Module, probe: ProbeSet, result: Dissection,
         label = probe.mask(concept)[idx]
         overlap = (seg & label).flatten(1).sum(1)
         best = overlap.argsort(descending=True)[:min(n, int((overlap > 0).sum()))]
-        iou = result.iou[name][unit, probe.concepts.index(concept)]
+        iou = result[name][unit, probe.concepts.index(concept)]
         m = label.shape[-1]
         for j, k in enumerate(best.tolist()):
             ax = axes[r, j]

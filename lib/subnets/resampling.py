@@ -429,7 +429,7 @@ def selection_boxes(model: nn.Module, masks: dict[str, torch.Tensor], inputs: to
         net, relu = _leading_part(model, hooks.activation_after(model, layer, kinds=(nn.ReLU,)))
         deconvnet = attribution.Deconvnet(net, relu)
         for chunk in pairs.split(batch_size):
-            maps = deconvnet.attribute(inputs[chunk[:, 0]], target=chunk[:, 1])
+            maps = deconvnet.attribute(inputs[chunk[:, 0]], channel=chunk[:, 1])
             out[chunk[:, 0], chunk[:, 1]] = attribution.support_boxes(maps, support_fraction)
         boxes[layer] = out
     return boxes
