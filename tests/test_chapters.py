@@ -111,15 +111,15 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
     TrainConfig fields it trains them with and their input side, as the chapter builds
     them (RGB inputs: the papers' datasets are colour photos)."""
     from subnets import models
-    from subnets.models.imagenet import imagenet_network
+    from subnets.models.imagenet import scaled_network
 
     if chapter == "01":
         nets = [models.ThreeBlockCNN(in_channels=3, num_classes=10, image_size=p["image_size"])]
         return nets, {"lr": p["lr"], "schedule": "cosine"}, p["image_size"]
     if chapter == "02":
         assert p["network_scale"] == "full"
-        return ([imagenet_network(n, 3, 10) for n in p["networks"]], {"lr": p["lr"]},
-                p["image_size"])
+        return ([scaled_network(n, p["network_scale"], 3, 10) for n in p["networks"]],
+                {"lr": p["lr"]}, p["image_size"])
     if chapter == "03":
         nets = [models.rf_model(a, level, 3, 10, p["width"])
                 for a in p["architectures"] for level in p["rf_levels"]]

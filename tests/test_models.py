@@ -1,32 +1,19 @@
 """The pretrained EfficientNet-Lite0: its weights wired right, its activations visible to captum."""
 
-from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
 from captum.attr import Deconvolution, Saliency
-from PIL import Image
 from torch import nn
 
 from subnets.models import efficientnet, efficientnet_lite0
 
-# 20 labelled ImageNet validation photos shipped by foolbox 3.3.4 (MIT licence, see the
-# folder's LICENSE): imagenet_<index>_<label>.jpg.
-PHOTOS = sorted((Path(__file__).parent / "data" / "imagenet").glob("imagenet_*.jpg"))
-
-
-def photos() -> tuple[torch.Tensor, torch.Tensor]:
-    images = [np.array(Image.open(f).convert("RGB").resize((224, 224), Image.BILINEAR))
-              for f in PHOTOS]
-    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
-    return x, torch.tensor([int(f.stem.split("_")[2]) for f in PHOTOS])
-
 
 def test_pretrained_lite0_classifies_the_imagenet_photos():
-    assert len(PHOTOS) == 20
-    x, y = photos()
+    # 20 labelled ImageNet validation photos shipped by foolbox 3.3.4 (tests/data/imagenet)
+    x, y = efficientnet.imagenet_photos(224)
+    assert x.shape == (20, 3, 224, 224)
     with torch.no_grad():
         correct = (efficientnet_lite0(pretrained=True)(x).argmax(1) == y).sum().item()
     assert correct >= 16, \

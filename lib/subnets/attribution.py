@@ -241,9 +241,9 @@ class UnitConductance(Attribution):
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
         if output not in ("probability", "logit"):
             raise ValueError(f"output: expected 'probability' or 'logit', got {output!r}")
-        for name in layers:
+        super().__init__(model, layers)
+        for name in self.layers:
             hooks.layer(model, name)
-        super().__init__(model, list(layers))
         self.output = output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -329,7 +329,7 @@ class UnitRelevance(Attribution):
     """
 
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
-        super().__init__(model, list(layers))
+        super().__init__(model, layers)
         self._conductance = UnitConductance(model, self.layers, output)
 
     def attribute(self, inputs: torch.Tensor, target=None, masks: torch.Tensor | None = None,
@@ -436,7 +436,7 @@ class ClassRelevance(UnitScoring):
     """
 
     def __init__(self, model: nn.Module, layers: list[str], output: str = "probability") -> None:
-        super().__init__(model, list(layers))
+        super().__init__(model, layers)
         self.output = output
         self._relevance = UnitRelevance(model, self.layers, output)
 

@@ -178,6 +178,20 @@ class Dissection(LayerScores):
         table.index.name, table.columns.name = "layer", "category"
         return table
 
+    def best_detectors(self, iou_threshold: float = 0.04) -> pd.DataFrame:
+        """The detector with the highest top-1 IoU in each category that has one.
+
+        Args:
+            iou_threshold: the detector cut.
+
+        Returns:
+            ``units()``'s rows, indexed by category in ``CATEGORIES`` order.
+        """
+        units = self.units()
+        return (units[units.iou > iou_threshold].sort_values("iou", ascending=False)
+                .groupby("category", sort=False).head(1).set_index("category")
+                .reindex(CATEGORIES).dropna(subset=["iou"]))
+
     def class_iou(self, names: list[str], category: str | None = "object") -> LayerScores:
         """Per layer, every unit's IoU with each named concept of ``category`` (None: any).
 
@@ -257,9 +271,9 @@ class NetDissect(Dissector):
             raise ValueError(f"quantile: expected a value in (0, 1), got {quantile}")
         if batch_size < 1:
             raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-        for name in layers:
+        super().__init__(model, layers)
+        for name in self.layers:
             layer(model, name)
-        super().__init__(model, list(layers))
         self.quantile = quantile
         self.batch_size = batch_size
 

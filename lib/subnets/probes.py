@@ -21,14 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from matplotlib.path import Path as Polygon
 from torch.nn import functional as F
 
-from .data import DataNotFoundError, ImageSet, data_path, foreground
+from .data import DataNotFoundError, ImageSet, balanced_indices, data_path, foreground
 
 __all__ = ["CATEGORIES", "COLORS", "LUMINANCE", "ProbeSet", "concat", "dataset_probe",
-           "concept_images", "synthetic_probe", "grey_colour_groups", "grey", "load_broden"]
+           "concept_images", "concept_coverage", "synthetic_probe", "probe_with_objects",
+           "grey_colour_groups", "grey", "load_broden"]
 
 # Broden's pixel-level categories; its scene and texture labels cover whole images and are
 # left out, as in the paper.
@@ -167,12 +169,27 @@ def dataset_probe(data: ImageSet, indices=None) -> ProbeSet:
 
 
 def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
-                   name: str = "probe") -> tuple[ImageSet, torch.Tensor]:
+                   name: str = "probe",
+                   classes: list[str] | None = None) -> tuple[ImageSet, torch.Tensor]:
     """The probe images that carry each named concept of ``category``, as an image set
     labelled by the concept's position in ``names`` (an image with two of them appears
     twice), and each image's mask of its concept at image resolution (nearest
     neighbour): Islam and Tushar's relevance images (chapter 2) with their annotation
-    masks."""
+    masks.
+
+    Args:
+        probe: the probe set.
+        names: the concepts, one per class.
+        category: their category.
+        name: the image set's name.
+        classes: the image set's class names (default: ``names``).
+
+    Returns:
+        The image set and its N x 1 x H x W boolean masks.
+
+    Raises:
+        ValueError: a name is not a concept of ``category`` in the probe.
+    """
     known = {n for n, c in zip(probe.concepts, probe.categories) if c == category}
     missing = [n for n in names if n not in known]
     if missing:
@@ -189,7 +206,8 @@ def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
         masks.append(mask[hit])
     index, masks = torch.cat(index), torch.cat(masks)[:, None].float()
     masks = F.interpolate(masks, size=tuple(probe.images.shape[-2:]), mode="nearest") > 0
-    return ImageSet(probe.images[index], torch.cat(labels), list(names), name), masks
+    labelled = ImageSet(probe.images[index], torch.cat(labels), list(classes or names), name)
+    return labelled, masks
 
 
 # --- the synthetic probe set -------------------------------------------------------------
@@ -469,3 +487,59 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     images = torch.stack(images).contiguous()
     return ProbeSet(grey(images) if channels == 1 else images, seg, [k[0] for k in keys],
                     [k[1] for k in keys])
+
+
+def concept_coverage(probe: ProbeSet, quantile: float = 0.005) -> pd.DataFrame:
+    """Each concept's share of the probe's mask pixels and the largest IoU a unit whose
+    segmentation holds a ``quantile`` share of the pixels can reach with it:
+    ``min(q / coverage, coverage / q)`` (why colour IoUs stay small).
+
+    Args:
+        probe: the probe set.
+        quantile: the share of positions a unit's segmentation holds.
+
+    Returns:
+        One row per concept: concept, category, coverage, IoU ceiling.
+
+    Example:
+        >>> seg = torch.zeros(1, 1, 10, 10, dtype=torch.int16)
+        >>> seg[0, 0, 0, :5] = 1
+        >>> probe = ProbeSet(torch.zeros(1, 1, 10, 10, dtype=torch.uint8), seg, ["tip"], ["part"])
+        >>> table = concept_coverage(probe, 0.01)
+        >>> table[["coverage", "IoU ceiling"]].astype(float).round(3).values.tolist()
+        [[0.05, 0.2]]
+    """
+    coverage = probe.concept_masks(torch.arange(len(probe))).float().mean((0, 2, 3))
+    frame = pd.DataFrame({"concept": probe.concepts, "category": probe.categories,
+                          "coverage": coverage.numpy()})
+    frame["IoU ceiling"] = [min(quantile / c, c / quantile) if c > 0 else 0.0
+                            for c in coverage.tolist()]
+    return frame
+
+
+def probe_with_objects(data: ImageSet, n_images: int, per_class: int, seed: int = 0) -> ProbeSet:
+    """The probe set of networks trained on ``data``: ``n_images`` synthetic images at its
+    size and channels (``synthetic_probe``) and, where its objects sit on black, ``per_class``
+    of its images per class, each the mask of the object concept named after its class
+    (``dataset_probe``), so that every unit has an IoU with every class's object.
+
+    Args:
+        data: the images the networks see (their size and channels; the object images).
+        n_images: synthetic images.
+        per_class: images of each class added as objects.
+        seed: the drawing and the choice of images.
+
+    Returns:
+        The probe set.
+
+    Example:
+        >>> data = ImageSet(torch.zeros(4, 1, 8, 8, dtype=torch.uint8), torch.tensor([0, 1, 0, 1]),
+        ...                 ["a", "b"], "toy", black_background=True)
+        >>> probe = probe_with_objects(data, 2, 1)
+        >>> len(probe), probe.concepts[-2:]
+        (4, ['a', 'b'])
+    """
+    probe = synthetic_probe(n_images, data.shape[-1], channels=data.shape[0], seed=seed)
+    if not data.black_background:
+        return probe
+    return concat(probe, dataset_probe(data, balanced_indices(data.labels, per_class, seed)))

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 __all__ = ["efficientnet_lite0", "ImageNetModel", "Normalize", "ReLU6", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+           "IMAGENET_STD", "imagenet_photos"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -108,3 +108,34 @@ def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> Imag
             raise ValueError("num_classes: pretrained weights have 1000 ImageNet classes")
         _load_positional(net, torch.load(_lite0_weights_path(), weights_only=True))
     return ImageNetModel(_rectifiable(net), _TF_MEAN, _TF_STD).eval()
+
+
+def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 20 labelled ImageNet validation photos that foolbox 3.3.4 ships (MIT licence),
+    kept in the repository's ``tests/data/imagenet`` as ``imagenet_<index>_<label>.jpg``,
+    resized bilinearly to ``size`` x ``size``: what the pretrained EfficientNet-Lite0 is
+    checked on, at the resolution its weights expect (224) or another.
+
+    Args:
+        size: the side in pixels.
+
+    Returns:
+        Images (20 x 3 x size x size, floats in [0, 1]) and their ImageNet labels.
+
+    Example:
+        >>> x, y = imagenet_photos(32)
+        >>> x.shape, y[:3].tolist()
+        (torch.Size([20, 3, 32, 32]), [243, 559, 438])
+    """
+    import numpy as np
+    from PIL import Image
+
+    files = sorted((Path(__file__).resolve().parents[3] / "tests" / "data" / "imagenet").glob(
+        "imagenet_*.jpg"))
+    if not files:
+        raise FileNotFoundError("imagenet_photos: no tests/data/imagenet/imagenet_*.jpg in the "
+                                "repository")
+    images = [np.array(Image.open(f).convert("RGB").resize((size, size), Image.BILINEAR))
+              for f in files]
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
+    return x, torch.tensor([int(f.stem.split("_")[2]) for f in files])

@@ -21,9 +21,9 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from ..data import data_path
 from ..devices import model_device
 from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
-from .small import NETWORKS
+from .small import NETWORKS, small_network
 
-__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS"]
+__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS", "SCALES", "scaled_network"]
 
 
 class _Block(BasicBlock):
@@ -93,3 +93,43 @@ def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetMod
             kept[k] = v.sum(1, keepdim=True)  # a grey image is three equal channels
     model.net.load_state_dict({**own, **kept})
     return model
+
+
+SCALES = ("small", "full")
+
+
+def scaled_network(name: str, scale: str = "small", in_channels: int = 1, num_classes: int = 10,
+                   weights_folder: str | Path = "") -> nn.Module:
+    """Chapter 2's network ``name`` at ``scale``: ``small_network`` ("small", for 28 x 28
+    inputs on a CPU) or ``imagenet_network`` ("full", torchvision's), the latter with
+    torchvision's ImageNet weights from the one ``<name>*.pth`` in ``weights_folder``
+    ("": none, a fresh initialisation).
+
+    Args:
+        name: one of ``NETWORKS``.
+        scale: one of ``SCALES``.
+        in_channels: 1 (grey) or 3.
+        num_classes: outputs.
+        weights_folder: a folder of torchvision's checkpoints ("full" only).
+
+    Returns:
+        The network, on the CPU.
+
+    Example:
+        >>> scaled_network("alexnet", "small", 1, 10)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
+    if scale not in SCALES:
+        raise ValueError(f"network_scale: expected one of {SCALES}, got {scale!r}")
+    if weights_folder and scale != "full":
+        raise ValueError("pretrained_folder: ImageNet weights fit only network_scale='full'")
+    if scale == "small":
+        return small_network(name, in_channels, num_classes)
+    net = imagenet_network(name, in_channels, num_classes)
+    if weights_folder:
+        found = sorted(data_path(weights_folder).glob(f"{name}*.pth"))
+        if len(found) != 1:
+            raise ValueError(f"pretrained_folder: expected one {name}*.pth in "
+                             f"{str(weights_folder)!r}, found {[f.name for f in found]}")
+        net = load_imagenet_weights(net, found[0])
+    return net

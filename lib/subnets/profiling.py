@@ -1,0 +1,349 @@
+"""Islam and Tushar's study (chapter 2) over networks, seeds and placebos: the sweep that
+computes a result for every trained network and its untrained placebo, and the claims of the
+paper judged on those results.
+
+A result set is ``{"trained": {(network, seed): value}, "placebo": {...}}`` (``over_networks``).
+Each ``*_claims`` function turns the results of one section of the chapter into its rows of
+"Paper vs this book": every statistic is measured on each seed's trained network and on its
+placebo (``claims.Claim.trained``), with the rule and margin the chapter states.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import claims
+from .ablation import AblationResult
+from .attribution import layer_class_interaction
+from .claims import Claim, Rule
+from .dissection import (
+    Dissection,
+    colour_gap,
+    colour_shadow_share,
+    detector_balance,
+    detector_surge,
+)
+
+__all__ = ["STATES", "over_networks", "trained_claim", "accuracy_claims", "detector_claims",
+           "colour_gap_claim", "interaction_claims", "PAPER_TABLE1", "agreement_table",
+           "agreement_claims", "ablation_frames", "ablation_claims", "described"]
+
+STATES = ("trained", "placebo")
+Results = dict[str, dict[tuple[str, int], Any]]
+
+
+def over_networks(compute: Callable[[str, str, int], Any], runs: Sequence[tuple[str, int]],
+                  placebo_run: bool = False) -> Results:
+    """``compute(state, network, seed)`` for every run, trained and placebo.
+
+    Args:
+        compute: the result of one network.
+        runs: (network, seed) pairs.
+        placebo_run: the chapter's ``placebo``: its trained networks are placebos
+            already, so each result is computed once and serves both states.
+
+    Returns:
+        ``{"trained": {(network, seed): result}, "placebo": {...}}``.
+
+    Example:
+        >>> over_networks(lambda state, n, s: f"{state} {n}{s}", [("a", 0)])
+        {'trained': {('a', 0): 'trained a0'}, 'placebo': {('a', 0): 'placebo a0'}}
+    """
+    trained = {k: compute("trained", *k) for k in runs}
+    return {"trained": trained,
+            "placebo": trained if placebo_run else {k: compute("placebo", *k) for k in runs}}
+
+
+def trained_claim(claim: str, paper: str, statistic: Callable[[str, int], float],
+                  seeds: Sequence[int], rule: Rule | None, **fields) -> Claim:
+    """A claim about training: ``statistic(state, seed)`` of every seed's trained network
+    and of its placebo.
+
+    Args:
+        claim: the row's wording.
+        paper: what the paper reports.
+        statistic: the number of one network.
+        seeds: the seeds.
+        rule: the verdict's rule.
+        **fields: further ``Claim`` fields (control, shown, note).
+
+    Returns:
+        The row.
+    """
+    return Claim.trained(claim, paper, [statistic("trained", s) for s in seeds],
+                         [statistic("placebo", s) for s in seeds], rule, **fields)
+
+
+def _networks(results: Results) -> list[str]:
+    return list(dict.fromkeys(n for n, _ in results["trained"]))
+
+
+def accuracy_claims(accuracy: Results, seeds: Sequence[int]) -> list[Claim]:
+    """The setting's rows: each network's test accuracy over the seeds (no rule).
+
+    Args:
+        accuracy: test accuracy per network.
+        seeds: the seeds.
+
+    Returns:
+        One row per network.
+    """
+    rows = []
+    for n in _networks(accuracy):
+        interval = claims.seed_interval([accuracy["trained"][n, s] for s in seeds])
+        untrained = np.mean([accuracy["placebo"][n, s] for s in seeds])
+        rows.append(Claim(f"{n}: test accuracy", "ImageNet-trained (top-1 not given)", interval,
+                          rule=None, shown=f"{interval.format()}; untrained {untrained:.3f}"))
+    return rows
+
+
+def _detectors_in(result: Dissection, iou_threshold: float) -> str:
+    d = result.detectors(iou_threshold).sum()
+    return f"{d['object'] + d['part']} object+part vs {d['color']} colour"
+
+
+def detector_claims(dissections: Results, seeds: Sequence[int], iou_threshold: float,
+                    surge_layers: Sequence[str] = ()) -> list[Claim]:
+    """Figs. 2 and 3: more object and part than colour detectors (``detector_balance``),
+    object detectors that follow a colour (``colour_shadow_share``), and, given ResNet18's
+    last two unit layers, its detectors' surge there (``detector_surge``).
+
+    Args:
+        dissections: a ``Dissection`` per network.
+        seeds: the seeds.
+        iou_threshold: the detector cut.
+        surge_layers: ResNet18's last two unit layers (empty: no ResNet18 row).
+
+    Returns:
+        Two rows per network, and the ResNet18 row.
+    """
+    rows = []
+    for n in _networks(dissections):
+        def of(statistic, n=n):
+            return lambda state, s: statistic(dissections[state][n, s], iou_threshold)
+        first = {kind: _detectors_in(dissections[kind][n, seeds[0]], iou_threshold)
+                 for kind in STATES}
+        rows.append(trained_claim(
+            f"{n}: more object and part than colour detectors (Fig. 2)",
+            "yes, all three networks", of(detector_balance), seeds, Rule(">", 0.0, 0.02),
+            control=f"first seed: trained {first['trained']}; placebo {first['placebo']}",
+            shown="(object+part - colour detectors) per unit"))
+        rows.append(trained_claim(
+            f"{n}: object/part detectors that follow a colour (share)",
+            "qualitative (Fig. 3, AlexNet unit 41)", of(colour_shadow_share), seeds,
+            Rule(">", 0.0),
+            control="undefined (not decided) where a network has no object/part detector"))
+    if surge_layers:
+        widest = dissections["trained"]["resnet18", seeds[0]].units().layer.isin(
+            surge_layers).mean()
+        rows.append(trained_claim(
+            "ResNet18: detectors surge in the last two conv layers (share of detectors minus "
+            "share of units)", "yes (Fig. 2c)", lambda state, s: detector_surge(
+                dissections[state]["resnet18", s], list(surge_layers), iou_threshold),
+            seeds, Rule(">", 0.0, 0.02), control=f"the two layers hold {widest:.0%} of the units"))
+    return rows
+
+
+def colour_gap_claim(trained: Dissection, placebo: Dissection,
+                     iou_threshold: float = 0.04) -> Claim:
+    """The paper's conclusion that shallow layers hold more colour detectors than deep ones,
+    on one ImageNet-trained network and its untrained placebo (``dissection.colour_gap``).
+
+    Args:
+        trained: the trained network's dissection.
+        placebo: the untrained network's, on the same probe and layers.
+        iou_threshold: the detector cut.
+
+    Returns:
+        The row (one network: never decided about training).
+    """
+    first, last = trained.layers[0], trained.layers[-1]
+    return Claim.trained(
+        "shallow layers hold more colour detectors than deep ones (EfficientNet-Lite0)",
+        "yes (conclusion)", [colour_gap(trained, iou_threshold)],
+        [colour_gap(placebo, iou_threshold)], Rule(">", 0.0, 0.02),
+        note="one ImageNet-trained network, no seeds",
+        shown=f"colour detectors' share of {first}'s units minus {last}'s")
+
+
+def interaction_claims(layer_tables: Results, seeds: Sequence[int]) -> list[Claim]:
+    """Fig. 4: classes differ in which layers carry their relevance, beyond each layer's
+    scale (``layer_class_interaction`` of each layers x classes table).
+
+    Args:
+        layer_tables: a layers x classes relevance table (``layer_relevance``) per network.
+        seeds: the seeds.
+
+    Returns:
+        One row per network.
+    """
+    rows = []
+    for n in _networks(layer_tables):
+        peaks = {kind: layer_tables[kind][n, seeds[0]].idxmax().nunique() for kind in STATES}
+        rows.append(trained_claim(
+            f"{n}: classes differ in which layers carry their relevance, beyond each layer's "
+            "scale (Fig. 4)", "yes", lambda state, s, n=n: layer_class_interaction(
+                layer_tables[state][n, s].to_numpy()), seeds, Rule(">", 0.0, 0.05),
+            shown="RMS log factor off the layer x class product",
+            control=f"layers where some class peaks (first seed): trained {peaks['trained']}, "
+                    f"placebo {peaks['placebo']}"))
+    return rows
+
+
+# Table I of the paper: mean error and its deviation over layers, per network.
+PAPER_TABLE1 = {"alexnet": (0.0756, 0.0268), "vgg11": (0.0621, 0.0196),
+                "resnet18": (0.0958, 0.0511)}
+
+
+def agreement_table(agreement: Results, seed: int) -> pd.DataFrame:
+    """Table I per network for one seed: mean error, its deviation over layers, chance
+    error, mean Spearman correlation, cells, and the placebo's mean error.
+
+    Args:
+        agreement: the agreement cells (layer x class, ``dissection.ranking_agreement``).
+        seed: the seed shown.
+
+    Returns:
+        One row per network.
+    """
+    rows = {}
+    for n in _networks(agreement):
+        a = agreement["trained"][n, seed]
+        rows[n] = {"mean error": a.error.mean(),
+                   "layer deviation": a.groupby("layer", sort=False).error.mean().std(),
+                   "chance error": a.chance.mean(), "mean Spearman": a.spearman.mean(),
+                   "layer x class cells": len(a),
+                   "placebo: mean error": agreement["placebo"][n, seed].error.mean()}
+    return pd.DataFrame(rows).T
+
+
+def agreement_claims(agreement: Results, seeds: Sequence[int]) -> list[Claim]:
+    """Table I: the error of IoU against relevance (``dissection.ranking_agreement``) at
+    most the paper's mean plus its layer deviation, and below chance by 10 points.
+
+    Args:
+        agreement: the agreement cells (layer x class) per network.
+        seeds: the seeds.
+
+    Returns:
+        Two rows per network.
+    """
+    rows = []
+    for n in _networks(agreement):
+        mean, deviation = PAPER_TABLE1[n]
+        chance = f"chance error {agreement['trained'][n, seeds[0]].chance.mean():.0%}"
+        rows.append(trained_claim(
+            f"{n}: IoU and IG pick almost the same units: error at most the paper's mean plus "
+            "its layer deviation (Table I)", f"error {mean:.2%} ± {deviation:.2%}",
+            lambda state, s, n=n: agreement[state][n, s].error.mean(), seeds,
+            Rule("<", mean + deviation), control=chance, shown="mean error"))
+        rows.append(trained_claim(
+            f"{n}: IoU and IG share more units than chance (judges only 'better than chance', "
+            "not the paper's error)", "error far below chance (Table I)",
+            lambda state, s, n=n: (agreement[state][n, s].chance
+                                   - agreement[state][n, s].error).mean(), seeds,
+            Rule(">", 0.0, 0.1), control=chance, shown="chance error minus error"))
+    return rows
+
+
+def ablation_frames(ablations: Results, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trained networks' ablations for one seed, as the chapter's tables and
+    ``plots.ablation_bars`` read them.
+
+    Args:
+        ablations: an ``AblationResult`` per network.
+        seed: the seed shown.
+
+    Returns:
+        The ablated rows with their drops (``AblationResult.frame``) and a network column,
+        and the intact networks' accuracies indexed by (network, class).
+    """
+    networks = _networks(ablations)
+    ablated = pd.concat({n: ablations["trained"][n, seed].frame() for n in networks},
+                        names=["network"]).reset_index(level=0)
+    intact = pd.concat({n: ablations["trained"][n, seed].table.query("end == 'none'")
+                        .set_index("class") for n in networks}, names=["network"])
+    return ablated, intact
+
+
+def ablation_claims(ablations: Results, seeds: Sequence[int], fraction: float) -> list[Claim]:
+    """Figs. 5 and 6 at ``fraction``: the share of units switched off (no rule); per
+    network, the top units hurt the class more than as many random units, the bottom ones
+    less, and the top ablation is specific to its class; ResNet18 suffers most.
+
+    Args:
+        ablations: an ``AblationResult`` per network.
+        seeds: the seeds.
+        fraction: the ablated fraction judged (the chapter: the largest).
+
+    Returns:
+        The rows.
+    """
+    networks = _networks(ablations)
+
+    def result(state: str, n: str, s: int) -> AblationResult:
+        return ablations[state][n, s]
+
+    def drop(state, n, s, end):
+        return result(state, n, s).class_drop(end, fraction)
+
+    def specific(state, n, s, end):
+        return result(state, n, s).specificity(end, fraction)
+
+    share = {}
+    for n in networks:
+        table = result("trained", n, seeds[0]).table
+        share[n] = float(table[(table.end == "top") & (table.fraction == fraction)].share.iloc[0])
+    rows = [Claim(f"units switched off at {fraction:.0%}, share of the ablated layers",
+                  f"{fraction:.0%} of each layer", float(np.mean(list(share.values()))),
+                  rule=None, shown=", ".join(f"{n} {v:.2%}" for n, v in share.items()))]
+    for n in networks:
+        first = ", ".join(f"{end} {drop('trained', n, seeds[0], end):.3f}"
+                          for end in ("top", "bottom", "random"))
+        rows += [
+            trained_claim(f"{n}: switching off the top {fraction:.0%} hurts the class more than "
+                          "as many random units (Figs. 5-6)", "large drop",
+                          lambda state, s, n=n: drop(state, n, s, "top")
+                          - drop(state, n, s, "random"), seeds, Rule(">", 0.0, 0.02),
+                          control=f"first seed: drop {first}"),
+            trained_claim(f"{n}: switching off the bottom {fraction:.0%} hurts the class less "
+                          "than as many random units (Figs. 5-6: 'negligible')",
+                          "negligible drop", lambda state, s, n=n: drop(state, n, s, "random")
+                          - drop(state, n, s, "bottom"), seeds, Rule(">", 0.0, 0.01),
+                          control=f"first seed: drop {first}"),
+            trained_claim(f"{n}: the top units' ablation is specific to its class (drop on the "
+                          "class minus on the others, beyond random units)", "class-wise effect",
+                          lambda state, s, n=n: specific(state, n, s, "top")
+                          - specific(state, n, s, "random"), seeds, Rule(">", 0.0, 0.02),
+                          control=f"first seed, random units: specificity "
+                                  f"{specific('trained', n, seeds[0], 'random'):.3f}")]
+    if "resnet18" in networks and len(networks) > 1:
+        others = [n for n in networks if n != "resnet18"]
+        rows.append(trained_claim(
+            "ResNet18 suffers most from the top ablation, at the same share of units "
+            "(Figs. 5c, 6c)", "yes", lambda state, s: drop(state, "resnet18", s, "top")
+            - max(drop(state, n, s, "top") for n in others), seeds, Rule(">", 0.0, 0.02),
+            control=f"the same {fraction:.0%} of each network's ablated units; first seed's "
+                    "top drops: " + ", ".join(f"{n} {drop('trained', n, seeds[0], 'top'):.3f}"
+                                              for n in networks)))
+    return rows
+
+
+def described(rows: Sequence[Claim]) -> list[Claim]:
+    """The rows as the chapter's table shows them: where a row has a rule and a
+    description (``shown``), its estimate and interval first, then the description.
+
+    Args:
+        rows: the chapter's claims.
+
+    Returns:
+        The same rows, described.
+    """
+    return [dataclasses.replace(r, shown=f"{r.estimate.format(r.fmt)}: {r.shown}")
+            if r.shown is not None and r.rule is not None else r for r in rows]
+
