@@ -70,7 +70,21 @@ class ProbeSet:
     ``segmentation[n, d]`` is a label map at mask resolution: 0 unlabelled, ``k + 1`` for
     concept ``k``. Several maps (``d``) per image let labels overlap (a corner lies on an
     outline; Broden's part masks come in levels). ``concepts[k]`` is a name and
-    ``categories[k]`` its category (one of ``CATEGORIES``)."""
+    ``categories[k]`` its category (one of ``CATEGORIES``).
+
+    Args:
+        images: uint8, N x C x H x W.
+        segmentation: N x D x h x w label maps (int16).
+        concepts: the concept names.
+        categories: each concept's category.
+
+    Example:
+        >>> seg = torch.zeros(2, 1, 2, 2, dtype=torch.int16)
+        >>> seg[0, 0, 0, 0] = 1
+        >>> probe = ProbeSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), seg, ["tip"], ["part"])
+        >>> len(probe), probe.mask_size, probe.mask("tip").sum().item()
+        (2, (2, 2), 1)
+    """
 
     images: torch.Tensor
     segmentation: torch.Tensor
@@ -96,15 +110,30 @@ class ProbeSet:
 
     @property
     def mask_size(self) -> tuple[int, int]:
+        """The label maps' (h, w)."""
         return tuple(self.segmentation.shape[-2:])
 
     def tensors(self, indices=None) -> torch.Tensor:
-        """Float images in [0, 1], all or at ``indices``."""
+        """Float images in [0, 1].
+
+        Args:
+            indices: which images (None: all).
+
+        Returns:
+            N x C x H x W floats.
+        """
         images = self.images if indices is None else self.images[indices]
         return images.float().div_(255)
 
     def concept_masks(self, indices) -> torch.Tensor:
-        """Boolean masks B x K x h x w of every concept for the images at ``indices``."""
+        """Every concept's mask on some images.
+
+        Args:
+            indices: which images.
+
+        Returns:
+            Booleans, B x concepts x h x w.
+        """
         seg = self.segmentation[indices].long()
         b, d, h, w = seg.shape
         onehot = torch.zeros(b, len(self.concepts) + 1, h * w, dtype=torch.bool)
@@ -113,20 +142,35 @@ class ProbeSet:
         return onehot[:, 1:].view(b, -1, h, w)
 
     def mask(self, concept: str) -> torch.Tensor:
-        """The N x h x w mask of one concept, by name."""
+        """One concept's mask on every image.
+
+        Args:
+            concept: its name.
+
+        Returns:
+            Booleans, N x h x w.
+        """
         if concept not in self.concepts:
             raise KeyError(f"concept {concept!r} is not in the probe set")
         return (self.segmentation == self.concepts.index(concept) + 1).any(1)
 
     def presence(self) -> torch.Tensor:
-        """N x G booleans: does image n carry any label of category g (``CATEGORIES``)?
-        IoU sums run over those images only, as in the paper."""
+        """Does image n carry any label of category g (``CATEGORIES``)? IoU sums run over
+        those images only, as in the paper.
+
+        Returns:
+            Booleans, N x categories.
+        """
         category_of = torch.tensor([0] + [CATEGORIES.index(c) + 1 for c in self.categories])
         labelled = category_of[self.segmentation.long().flatten(1)]
         return torch.stack([(labelled == g + 1).any(1) for g in range(len(CATEGORIES))], 1)
 
     def fingerprint(self) -> str:
-        """A hash of images, labels and concept names, for content-addressed caches."""
+        """A hash of images, labels and concept names, for content-addressed caches.
+
+        Returns:
+            16 hex digits.
+        """
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(self.images.numpy().tobytes())
@@ -138,7 +182,19 @@ class ProbeSet:
 
 def concat(*probes: ProbeSet) -> ProbeSet:
     """One probe set from several with the same image and mask sizes; concepts with the
-    same name and category are merged, label maps are padded to the deepest one."""
+    same name and category are merged, label maps are padded to the deepest one.
+
+    Args:
+        *probes: the probe sets.
+
+    Returns:
+        Their images and labels, in order.
+
+    Example:
+        >>> a = synthetic_probe(2, image_size=8, seed=0)
+        >>> len(concat(a, a)), concat(a, a).concepts == a.concepts
+        (4, True)
+    """
     if len({p.images.shape[1:] for p in probes}) != 1 or len({p.mask_size for p in probes}) != 1:
         raise ValueError("probes: expected the same image shape and mask size, got "
                          f"{[(tuple(p.images.shape[1:]), p.mask_size) for p in probes]}")
@@ -158,7 +214,21 @@ def concat(*probes: ProbeSet) -> ProbeSet:
 
 def dataset_probe(data: ImageSet, indices=None) -> ProbeSet:
     """Images of a dataset drawn on black (Fashion-MNIST) as a probe set: each image's
-    foreground is the mask of the object concept named after its class."""
+    foreground is the mask of the object concept named after its class.
+
+    Args:
+        data: an image set whose objects sit on black.
+        indices: which images (None: all).
+
+    Returns:
+        The probe set, one object concept per class.
+
+    Example:
+        >>> data = ImageSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1]),
+        ...                 ["coat", "bag"], "toy", black_background=True)
+        >>> dataset_probe(data).concepts
+        ['coat', 'bag']
+    """
     if not data.black_background:
         raise ValueError(f"data: {data.name} has no foreground masks "
                          "(its objects do not sit on black)")
@@ -176,6 +246,14 @@ def concept_images(probe: ProbeSet, names: list[str], category: str = "object",
     twice), and each image's mask of its concept at image resolution (nearest
     neighbour): Islam and Tushar's relevance images (chapter 2) with their annotation
     masks.
+
+    Example:
+        >>> seg = torch.zeros(2, 1, 4, 4, dtype=torch.int16)
+        >>> seg[1, 0, :2] = 1
+        >>> probe = ProbeSet(torch.zeros(2, 1, 4, 4, dtype=torch.uint8), seg, ["cat"], ["object"])
+        >>> data, masks = concept_images(probe, ["cat"])
+        >>> len(data), masks.shape
+        (1, torch.Size([1, 1, 4, 4]))
 
     Args:
         probe: the probe set.
@@ -345,7 +423,15 @@ def grey_colour_groups() -> list[tuple[str, ...]]:
     their typical RGB value, merged (single linkage) while neighbours differ by less than
     twice the standard deviation that per-image shading adds to luminance (about 10 grey
     levels): blue, brown, purple, red and green become one grey name, so do pink and
-    yellow."""
+    yellow.
+
+    Returns:
+        The groups of colour names, each sorted.
+
+    Example:
+        >>> len(grey_colour_groups())
+        6
+    """
     weights = np.asarray(LUMINANCE)
     level = {name: float(np.dot(rgb, weights)) for name, rgb in COLORS.items()}
     per_channel_var = ((2 * _SHADE_JITTER + 1) ** 2 - 1) / 12  # discrete uniform
@@ -385,7 +471,24 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
     ``mask_size`` (default: ``image_size``) must divide ``image_size``; labels are taken at
     the centre of each block. ``channels=1`` gives grey images (luminance) with the same
     labels; with ``merge_grey`` the colour names that grey cannot tell apart are merged
-    (``grey_colour_groups``). The same arguments give the same probe set."""
+    (``grey_colour_groups``). The same arguments give the same probe set.
+
+    Args:
+        n_images: how many images.
+        image_size: their side.
+        mask_size: the label maps' side.
+        channels: 3 (colour) or 1 (grey).
+        seed: the drawing.
+        merge_grey: merge the colour names grey cannot tell apart (``channels=1``).
+
+    Returns:
+        The probe set.
+
+    Example:
+        >>> probe = synthetic_probe(2, image_size=16, mask_size=8, seed=0)
+        >>> probe.images.shape, probe.mask_size, sorted(set(probe.categories))
+        (torch.Size([2, 3, 16, 16]), (8, 8), ['color', 'material', 'object', 'part'])
+    """
     mask_size = image_size if mask_size is None else mask_size
     if n_images < 1:
         raise ValueError(f"n_images: expected >= 1, got {n_images}")
@@ -413,7 +516,18 @@ def synthetic_probe(n_images: int = 256, image_size: int = 112, mask_size: int |
 
 
 def grey(images: torch.Tensor) -> torch.Tensor:
-    """uint8 RGB images (N x 3 x H x W) as their luminance (N x 1 x H x W)."""
+    """RGB images as their luminance.
+
+    Args:
+        images: uint8, N x 3 x H x W.
+
+    Returns:
+        uint8, N x 1 x H x W.
+
+    Example:
+        >>> grey(torch.full((1, 3, 1, 1), 200, dtype=torch.uint8)).item()
+        200
+    """
     luminance = torch.tensor(LUMINANCE).view(1, 3, 1, 1)
     return (images.float() * luminance).sum(1, keepdim=True).round().clamp(0, 255).to(torch.uint8)
 
@@ -432,7 +546,29 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
     Images are resized bilinearly to ``image_size`` and masks by nearest neighbour to
     ``mask_size`` (defaults: the sizes in ``index.csv``). ``fraction`` reads that share of
     the rows, evenly spaced over the index (1: all of Broden), ``max_images`` at most that
-    many; ``channels=1`` gives grey images (luminance) for grey networks."""
+    many; ``channels=1`` gives grey images (luminance) for grey networks.
+
+    Args:
+        folder: Broden's folder.
+        image_size: the images' side.
+        mask_size: the label maps' side.
+        split: "train" or "val" (None: both).
+        max_images: at most this many.
+        fraction: the share of the index read.
+        channels: 3 or 1.
+
+    Returns:
+        The probe set.
+
+    Raises:
+        DataNotFoundError: the folder lacks Broden's files or images.
+
+    Example:
+        >>> load_broden("/nowhere")
+        Traceback (most recent call last):
+        ...
+        subnets.data.DataNotFoundError: Broden: /nowhere/index.csv not found ...
+    """
     from PIL import Image
 
     if not 0 < fraction <= 1:
