@@ -192,7 +192,8 @@ class AblationResult:
         return self.class_drop(end, fraction) - self.other_drop(end, fraction)
 
     def frame(self) -> pd.DataFrame:
-        """The ablated rows of ``table`` with their drops from the intact network.
+        """The ablated rows of ``table`` with their drops from the intact network. No
+        arguments.
 
         Returns:
             ``table`` without the intact rows, plus drop_class, drop_others and

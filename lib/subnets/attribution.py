@@ -191,7 +191,21 @@ class Deconvnet(Attribution):
 def support_boxes(maps: torch.Tensor, fraction: float = 0.0) -> torch.Tensor:
     """The box around each map's support (N x 4: top, bottom, left, right; bottom and
     right exclusive): the pixels where the largest |value| over channels exceeds
-    ``fraction`` of the map's maximum (0: every nonzero pixel). A zero map gets -1s."""
+    ``fraction`` of the map's maximum (0: every nonzero pixel). A zero map gets -1s.
+
+    Args:
+        maps: N x C x H x W (e.g. ``Deconvnet`` projections).
+        fraction: the share of the maximum a pixel must exceed, in [0, 1).
+
+    Returns:
+        N x 4 long tensor.
+
+    Example:
+        >>> maps = torch.zeros(1, 1, 4, 4)
+        >>> maps[0, 0, 1, 2] = 1.0
+        >>> support_boxes(maps).tolist()
+        [[1, 2, 2, 3]]
+    """
     if not 0 <= fraction < 1:
         raise ValueError(f"fraction: expected a value in [0, 1), got {fraction}")
     strength = maps.abs().amax(1)

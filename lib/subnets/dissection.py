@@ -39,8 +39,19 @@ class TopQuantile:
     """The upper ``quantile`` of each row of a stream of values, exactly as
     ``torch.quantile(all_values, 1 - quantile, dim=1)`` (linear interpolation) would give
     it, holding only the largest ``ceil(quantile * (total - 1)) + 1`` values of each row:
-    about a ``quantile`` share of the stream instead of all of it. ``total`` is the
-    number of values each row will receive."""
+    about a ``quantile`` share of the stream instead of all of it.
+
+    Args:
+        quantile: the upper share, in (0, 1).
+        total: the number of values each row will receive.
+
+    Example:
+        >>> values = torch.arange(10.0).view(1, 10)
+        >>> top = TopQuantile(0.2, 10)
+        >>> top.add(values[:, :6]); top.add(values[:, 6:])
+        >>> top.value(), torch.quantile(values, 0.8, dim=1)
+        (tensor([7.2000]), tensor([7.2000]))
+    """
 
     def __init__(self, quantile: float, total: int) -> None:
         if not 0 < quantile < 1:
@@ -56,15 +67,21 @@ class TopQuantile:
         self.top: torch.Tensor | None = None
 
     def add(self, values: torch.Tensor) -> None:
-        """Take in ``values`` (rows x m)."""
+        """Take in more values.
+
+        Args:
+            values: rows x m.
+        """
         merged = values if self.top is None else torch.cat([self.top, values], 1)
         self.top = merged.topk(min(self.keep, merged.shape[1]), dim=1).values
         self.seen += values.shape[1]
 
     def maximum(self) -> torch.Tensor:
+        """Returns: each row's largest value so far."""
         return self.top[:, 0]
 
     def value(self) -> torch.Tensor:
+        """Returns: each row's upper quantile, once all ``total`` values are in."""
         if self.seen != self.total:
             raise ValueError(f"TopQuantile expected {self.total} values per row, "
                              f"received {self.seen}")
@@ -83,13 +100,32 @@ class Thresholds:
     includes the level itself (``inclusive``): true for a unit whose quantile falls on its
     maximum, as a saturated ReLU6 does when more than the quantile of its positions sit at
     6; there ``S > T`` would be empty, so ``S >= T`` is used. A constant (dead) unit is
-    never inclusive: it segments nothing."""
+    never inclusive: it segments nothing.
+
+    Args:
+        level: per layer, each unit's ``T_i``.
+        inclusive: per layer, whether each unit segments ``S >= T_i``.
+
+    Example:
+        >>> th = Thresholds({"l": torch.tensor([0.5])}, {"l": torch.tensor([False])})
+        >>> th.segment("l", torch.tensor([[[[0.2, 0.7]]]])).tolist()
+        [[[[False, True]]]]
+    """
 
     level: dict[str, torch.Tensor]
     inclusive: dict[str, torch.Tensor]
 
     def segment(self, name: str, maps: torch.Tensor, units=slice(None)) -> torch.Tensor:
-        """``M_i(x)``: the binary masks of upsampled maps ``maps`` (B x U x h x w)."""
+        """``M_i(x)``: the binary masks of upsampled maps.
+
+        Args:
+            name: the layer.
+            maps: B x U x h x w.
+            units: which of the layer's units ``maps`` holds.
+
+        Returns:
+            Booleans shaped like ``maps``.
+        """
         level = self.level[name][units].to(maps.device)
         inclusive = self.inclusive[name][units].to(maps.device)
         # S >= T is S > (the float just below T): one comparison for both kinds of unit.
@@ -108,7 +144,20 @@ def _bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """``F.interpolate(maps, size, mode="bilinear", align_corners=False)``, computed as two
     small matrix products (separable weights): several times faster on a CPU for the small
-    maps of deep layers."""
+    maps of deep layers.
+
+    Args:
+        maps: ... x h x w.
+        size: (H, W).
+
+    Returns:
+        ... x H x W.
+
+    Example:
+        >>> maps = torch.rand(1, 2, 3, 4)
+        >>> torch.allclose(upsample(maps, (6, 8)), F.interpolate(maps, (6, 8), mode="bilinear"))
+        True
+    """
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
     rows = _bilinear_matrix(maps.shape[-2], size[0]).to(maps.device)
@@ -140,7 +189,7 @@ class Dissection(LayerScores):
 
     def units(self) -> pd.DataFrame:
         """One row per unit: its top-1 concept, that concept's category and IoU, and its best
-        colour concept and that IoU (NaN when the probe has no colour).
+        colour concept and that IoU (NaN when the probe has no colour). No arguments.
 
         Returns:
             A frame with columns layer, unit, concept, category, iou, colour, colour_iou.
@@ -305,7 +354,14 @@ class NetDissect(Dissector):
     @torch.no_grad()
     def unit_thresholds(self, probe: ProbeSet) -> Thresholds:
         """Per layer, the threshold ``T_i`` of every unit with ``P(a_i > T_i) = quantile``
-        over all spatial positions of all probe images (one streaming pass)."""
+        over all spatial positions of all probe images (one streaming pass).
+
+        Args:
+            probe: the probe set.
+
+        Returns:
+            The units' ``Thresholds``.
+        """
         model, layers, batch_size = self.model, self.layers, self.batch_size
         model.eval()
         tops: dict[str, TopQuantile] = {}
@@ -330,7 +386,15 @@ class NetDissect(Dissector):
     def unit_iou(self, probe: ProbeSet, thresholds: Thresholds) -> dict[str, torch.Tensor]:
         """Per layer, the units x concepts IoU of the paper's eq. (1): activation maps
         upsampled bilinearly to the mask size, ``> T_i``, against every concept mask; the
-        sums run over the images that carry a label of the concept's category."""
+        sums run over the images that carry a label of the concept's category.
+
+        Args:
+            probe: the probe set.
+            thresholds: the units' levels (``unit_thresholds``).
+
+        Returns:
+            Per layer, units x concepts IoU.
+        """
         model, layers, batch_size = self.model, self.layers, self.batch_size
         model.eval()
         concept_category = torch.tensor([CATEGORIES.index(c) for c in probe.categories],
@@ -373,7 +437,18 @@ class NetDissect(Dissector):
 def unit_layers(model: nn.Module) -> list[str]:
     """The activation that follows each main-path conv of ``model``
     (``hooks.activation_after`` of every ``nn.Conv2d``, projection shortcuts aside, that
-    has one). These outputs are the units the paper dissects, ranks and ablates."""
+    has one). These outputs are the units the paper dissects, ranks and ablates.
+
+    Args:
+        model: the network.
+
+    Returns:
+        Layer names, in the model's order.
+
+    Example:
+        >>> unit_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3), nn.ReLU()))
+        ['1', '3']
+    """
     names = []
     for conv in conv_layers(model):
         if is_shortcut(conv):
@@ -390,7 +465,20 @@ def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
     conv branch: the normalisation right after its conv (or the conv itself). Switching a
     unit off there, not at the activation, leaves a residual block's skip path on: zero
     at the ReLU after ``out + shortcut`` would cut the identity too. For a plain
-    conv-BN-ReLU unit both places give the same network output."""
+    conv-BN-ReLU unit both places give the same network output.
+
+    Args:
+        model: the network.
+        names: unit layers (``unit_layers``).
+
+    Returns:
+        Unit layer -> the module where its units are switched off.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+        >>> unit_sites(net, ["2"])
+        {'2': '1'}
+    """
     modules = list(model.named_modules())
     position = {name: i for i, (name, _) in enumerate(modules)}
     sites = {}

@@ -74,6 +74,12 @@ def trained_claim(claim: str, paper: str, statistic: Callable[[str, int], float]
 
     Returns:
         The row.
+
+    Example:
+        >>> row = trained_claim("trained beats placebo", "yes", lambda state, s: float(
+        ...     state == "trained") + s / 10, [0, 1], Rule(">", 0.5))
+        >>> row.estimate.value, row.placebo.value
+        (1.05, 0.05)
     """
     return Claim.trained(claim, paper, [statistic("trained", s) for s in seeds],
                          [statistic("placebo", s) for s in seeds], rule, **fields)
@@ -343,6 +349,11 @@ def described(rows: Sequence[Claim]) -> list[Claim]:
 
     Returns:
         The same rows, described.
+
+    Example:
+        >>> row = Claim.trained("c", "p", [1.0, 1.2], [0.0, 0.1], Rule(">", 0.5), shown="a share")
+        >>> described([row])[0].shown
+        '1.100 [...]: a share'
     """
     return [dataclasses.replace(r, shown=f"{r.estimate.format(r.fmt)}: {r.shown}")
             if r.shown is not None and r.rule is not None else r for r in rows]
