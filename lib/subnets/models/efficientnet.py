@@ -13,36 +13,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["efficientnet_lite0", "ImageNetModel", "Normalize", "ReLU6", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+from .imagenet import ImageNetModel
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["efficientnet_lite0", "ReLU6"]
+
 _TF_MEAN = _TF_STD = (0.5, 0.5, 0.5)
-
-
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` as a module, so models take images in [0, 1]."""
-
-    def __init__(self, mean, std) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class ImageNetModel(nn.Module):
-    """``normalize`` then ``net``: an ImageNet model that takes images in [0, 1]."""
-
-    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
 
 
 class ReLU6(nn.ReLU):

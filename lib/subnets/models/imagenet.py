@@ -1,6 +1,7 @@
 """Islam and Tushar's networks (chapter 2) at ImageNet size: torchvision's AlexNet, VGG11 (no batch
 norm, 7x7 average pool, three fully connected layers) and ResNet18 (7x7 stride-2 stem and max-pool),
-each behind ImageNet input normalisation so that it takes images in [0, 1].
+each behind ImageNet input normalisation so that it takes images in [0, 1] (``ImageNetModel``,
+which ``efficientnet_lite0`` shares).
 ImageNet weights come from a local file in torchvision's format when the reader has
 one (``load_imagenet_weights``); nothing is downloaded.
 
@@ -20,10 +21,64 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..data import data_path
 from ..devices import model_device
-from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
 from .small import NETWORKS
 
-__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS"]
+__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS", "ImageNetModel", "Normalize",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as a module, so that models take images in [0, 1].
+
+    Args:
+        mean: one value per channel.
+        std: one value per channel.
+
+    Example:
+        >>> import torch
+        >>> Normalize((0.5,), (0.25,))(torch.tensor([[[[0.0, 1.0]]]]))
+        tensor([[[[-2.,  2.]]]])
+    """
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageNetModel(nn.Module):
+    """``normalize`` then ``net``: a network trained on normalised ImageNet inputs that
+    takes images in [0, 1], so that a black image is a meaningful attribution baseline.
+
+    Args:
+        net: the network, reading normalised images.
+        mean: per-channel mean of its inputs (ImageNet's by default).
+        std: per-channel standard deviation of its inputs.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = ImageNetModel(nn.Identity())
+        >>> model(torch.full((1, 3, 1, 1), 0.485)).flatten().tolist()[0]
+        0.0
+        >>> [name for name, _ in model.named_children()]
+        ['normalize', 'net']
+    """
+
+    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
 
 
 class _Block(BasicBlock):
