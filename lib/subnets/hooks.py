@@ -161,9 +161,24 @@ def activation_after(model: nn.Module, conv: str,
 
 class Recorder(contextlib.AbstractContextManager):
     """Inside ``with Recorder(model, names) as rec:``, every forward pass stores the
-    output of each named layer in ``rec.outputs[name]`` (detached unless ``keep_graph``,
-    on the model's device); ``reduce`` maps an output before it is stored (e.g. a
-    spatial sum)."""
+    output of each named layer in ``rec.outputs[name]``, on the model's device; the hooks
+    go when the block ends.
+
+    Args:
+        model: the network.
+        names: the layers to record (``layer`` names).
+        reduce: maps an output before it is stored (e.g. a spatial sum), or None.
+        keep_graph: keep the outputs in the autograd graph (to take gradients through
+            them) instead of detaching them.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Linear(3, 2), nn.ReLU())
+        >>> with Recorder(model, ["1"], reduce=lambda out: out.sum(1)) as rec:
+        ...     _ = model(torch.ones(4, 3))
+        >>> rec.outputs["1"].shape, len(model[1]._forward_hooks)
+        (torch.Size([4]), 0)
+    """
 
     def __init__(self, model: nn.Module, names: Iterable[str], reduce=None,
                  keep_graph: bool = False) -> None:
@@ -193,7 +208,21 @@ class Recorder(contextlib.AbstractContextManager):
 
 class Ablation(contextlib.AbstractContextManager):
     """Inside ``with Ablation(model, {name: channels}):`` the given output channels of each
-    named layer are replaced by ``value`` (zero: switched off)."""
+    named layer are replaced by ``value`` in every forward pass.
+
+    Args:
+        model: the network.
+        channels: layer name -> the output channels to replace.
+        value: what they become (zero: switched off).
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 3, 1), nn.ReLU())
+        >>> with Ablation(model, {"0": [0, 2]}, value=-1.0):
+        ...     out = model[0](torch.ones(1, 1, 2, 2))
+        >>> out[0, :, 0, 0].tolist()[::2]
+        [-1.0, -1.0]
+    """
 
     def __init__(self, model: nn.Module, channels: Mapping[str, Iterable[int]],
                  value: float = 0.0) -> None:
@@ -224,8 +253,25 @@ class Ablation(contextlib.AbstractContextManager):
 @torch.no_grad()
 def activations(model: nn.Module, inputs: torch.Tensor, names: Iterable[str],
                 batch_size: int = 500, reduce=None) -> dict[str, torch.Tensor]:
-    """Outputs of the named layers for all ``inputs``, computed a batch at a time on the
-    model's device and concatenated on the CPU."""
+    """The outputs of the named layers for all ``inputs``, in eval mode, computed a batch
+    at a time on the model's device.
+
+    Args:
+        model: the network.
+        inputs: N inputs, on any device.
+        names: the layers.
+        batch_size: inputs per forward pass.
+        reduce: maps each batch's output before it is kept (see ``Recorder``).
+
+    Returns:
+        Layer name -> N x ... outputs, concatenated on the CPU.
+
+    Example:
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU())
+        >>> activations(model, torch.rand(5, 1, 8, 8), ["1"], batch_size=2)["1"].shape
+        torch.Size([5, 4, 6, 6])
+    """
     names = list(names)
     chunks: dict[str, list[torch.Tensor]] = {n: [] for n in names}
     model.eval()
