@@ -107,7 +107,25 @@ def _first_conv(net: nn.Module) -> tuple[nn.Module, str]:
 def imagenet_network(name: str, in_channels: int = 3, num_classes: int = 1000) -> ImageNetModel:
     """torchvision's ``name`` (one of ``NETWORKS``) with ``num_classes`` outputs, behind
     ImageNet normalisation (grey inputs: the mean of the three channels' statistics, and
-    a first conv with ``in_channels`` inputs)."""
+    a first conv with ``in_channels`` inputs).
+
+    Args:
+        name: one of ``NETWORKS``.
+        in_channels: 3, or 1 for grey images.
+        num_classes: outputs.
+
+    Returns:
+        The ``ImageNetModel``, freshly initialised (``load_imagenet_weights`` loads
+        weights).
+
+    Raises:
+        ValueError: naming ``network`` or ``in_channels``.
+
+    Example:
+        >>> net = imagenet_network("resnet18", in_channels=1, num_classes=10)
+        >>> net.net.conv1.in_channels, net.net.fc.out_features, net.normalize.mean.flatten()
+        (1, 10, tensor([0.4490]))
+    """
     if name not in NETWORKS:
         raise ValueError(f"network: expected one of {NETWORKS}, got {name!r}")
     if in_channels not in (1, 3):
@@ -131,7 +149,27 @@ def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetMod
     ``resnet18-*.pth``) into ``model.net`` by name. Tensors whose shapes differ (the
     1000-class output layer of a ten-class network) keep their fresh initialisation; a
     grey first conv gets the sum of the colour kernels; any other missing or unexpected
-    name is an error."""
+    name is an error.
+
+    Args:
+        model: an ``imagenet_network``.
+        path: the state dict's file (relative: in the data folder).
+
+    Returns:
+        ``model``, its weights loaded.
+
+    Raises:
+        FileNotFoundError: naming a missing file.
+        ValueError: when the file's names do not fit the network.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "colour.pth"
+        >>> torch.save({"weight": torch.ones(2, 3, 1, 1), "bias": torch.zeros(2)}, path)
+        >>> grey = ImageNetModel(nn.Conv2d(1, 2, 1), (0.5,), (0.25,))
+        >>> load_imagenet_weights(grey, path).net.weight.flatten().tolist()
+        [3.0, 3.0]
+    """
     path = data_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"imagenet_weights: {path} is not a file")
