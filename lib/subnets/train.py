@@ -290,6 +290,13 @@ def config_key(model: nn.Module, config: TrainConfig) -> dict:
     means on the model's device, and ``compile`` only when on (the keys of uncompiled
     training stay what they were before the field existed).
 
+    Args:
+        model: the model to train (its device resolves "auto").
+        config: the training's configuration.
+
+    Returns:
+        The configuration's fields as a dict.
+
     Example:
         >>> config_key(nn.Linear(2, 2), TrainConfig(precision="fp32"))["precision"]
         'fp32'
