@@ -134,8 +134,6 @@ def test_relevance_ablation_at_a_site_keeps_the_skip_path():
 
 @pytest.mark.gpu
 def test_relevance_ablation_on_cuda_matches_the_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     data = toy_imageset()
     on_cpu = ablation.relevance_ablation(ChannelVote(), ["relu"], data, DIAGONAL,
                                          fractions=[0.5])

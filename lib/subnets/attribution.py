@@ -5,7 +5,7 @@ a ``methods.UnitScoring``: ``ClassRelevance(model, layers).score(data)``.
 
 Saliency (Simonyan et al.) and Grad-CAM (Selvaraju et al.), chapter 1: captum's
 ``Saliency`` and ``LayerGradCam`` (gradient-weighted channel sum of a conv layer, then
-ReLU), the latter upsampled bilinearly with ``LayerAttribution.interpolate``. The maps
+ReLU), the latter upsampled bilinearly (``upsampling.bilinear``). The maps
 are not normalised per image: an original and a pruned network keep their absolute
 scales, and figures choose a shared colour scale instead (see ``plots``).
 Per-unit conductance and relevance (Islam and Tushar), chapter 2; their ablation is in
@@ -23,9 +23,8 @@ import pandas as pd
 import torch
 from captum import attr as captum_attr
 from torch import nn
-from torch.nn import functional as F
 
-from . import cache, hooks
+from . import cache, hooks, upsampling
 from .data import ImageSet, balanced_indices, foreground
 from .devices import to_host, to_model
 from .hooks import activations
@@ -121,8 +120,7 @@ class GradCAM(Attribution):
         cam = captum_attr.LayerGradCam(self.model, self._module).attribute(
             inputs, target=target, relu_attributions=relu)
         size = tuple(inputs.shape[-2:])
-        return to_host(captum_attr.LayerAttribution.interpolate(cam, size,
-                                                                interpolate_mode="bilinear"))
+        return to_host(upsampling.bilinear(cam, size))
 
 
 # --- Deconvnet (Zeiler and Fergus), for Lengerich et al.'s patches (chapter 5) --------
@@ -375,7 +373,7 @@ class UnitRelevance(Attribution):
                                            torch.zeros_like(x), n_steps)
             mask = to_model(self.model, masks[i:i + internal_batch_size].float())
             for name, g in maps.items():
-                up = F.interpolate(g.abs(), size=size, mode="bilinear", align_corners=False)
+                up = upsampling.bilinear(g.abs(), size)
                 totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
         return LayerScores({name: to_host(totals[name] / len(inputs)) for name in self.layers})
 
