@@ -1,16 +1,50 @@
-"""The built book in headless Chromium: every chapter page loads its figures and shows
-no error output. Run after `make book` (CI does: `make browser-test`)."""
+"""The book's pages. The API page is built here, alone and strictly (it needs no executed
+chapter); the rest reads the built book in headless Chromium: every chapter page loads its
+figures and shows no error output. Those run after `make book` (CI does: `make
+browser-test`) and are marked ``browser``."""
 
+import importlib
+import inspect
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from subnets.data import REPO_ROOT
 
 HTML = REPO_ROOT / "_build" / "html"
 CHAPTER_PAGES = sorted((HTML / "notebooks").glob("[0-9][0-9]_*.html"))
-pytestmark = pytest.mark.browser
+
+
+def test_the_api_page_builds_strictly_and_lists_every_public_class(tmp_path):
+    """The API page alone (a table of contents with only it, no chapter executed), with
+    the book's own configuration and the book's flags (-W -n: a warning fails it)."""
+    sys.path.insert(0, str(REPO_ROOT / "book" / "_ext"))
+    from api_reference import api_modules
+
+    config = yaml.safe_load((REPO_ROOT / "_config.yml").read_text())
+    config["execute"]["execute_notebooks"] = "off"
+    config["sphinx"]["local_extensions"] = {
+        name: str(REPO_ROOT / path) for name, path in config["sphinx"]["local_extensions"].items()}
+    (tmp_path / "_config.yml").write_text(yaml.safe_dump(config))
+    (tmp_path / "_toc.yml").write_text("format: jb-book\nroot: book/api\n")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "jupyter-book"), "build", str(REPO_ROOT),
+         "--config", str(tmp_path / "_config.yml"), "--toc", str(tmp_path / "_toc.yml"),
+         "--path-output", str(tmp_path), "-W", "-n", "--keep-going"],
+        capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, f"the API page does not build strictly:\n{proc.stdout[-4000:]}"
+    documented = set(re.findall(r'<dt class="sig sig-object py" id="([^"]+)"',
+                                (tmp_path / "_build" / "html" / "book" / "api.html").read_text()))
+    for name in api_modules():
+        module = importlib.import_module(name)
+        classes = [n for n in module.__all__ if inspect.isclass(getattr(module, n))]
+        missing = [n for n in classes if f"{name}.{n}" not in documented]
+        assert not missing, f"{name}: classes of __all__ missing from the API page: {missing}"
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +66,7 @@ def browser():
     driver.quit()
 
 
+@pytest.mark.browser
 def test_book_was_built():
     assert (HTML / "index.html").is_file(), "no _build/html: run `make book` first"
     chapters = {p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.md")}
@@ -39,6 +74,7 @@ def test_book_was_built():
     assert chapters and not missing, f"chapters without a page in the built book: {sorted(missing)}"
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
 def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
     browser.get(page.as_uri())
@@ -60,6 +96,7 @@ def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
 
 
 
+@pytest.mark.browser
 @pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
 def test_chapter_page_offers_its_executed_notebook(page: Path):
     html = page.read_text()
@@ -68,6 +105,7 @@ def test_chapter_page_offers_its_executed_notebook(page: Path):
     assert executed.is_file() and '"outputs": [\n' in executed.read_text()
 
 
+@pytest.mark.browser
 def test_scorecard_gathers_every_chapters_verdicts(browser):
     browser.get((HTML / "book" / "scorecard.html").as_uri())
     tables = browser.find_elements("css selector", "main table")
