@@ -98,6 +98,32 @@ def test_chapter_page_shows_figures_and_no_errors(browser, page: Path):
 
 @pytest.mark.browser
 @pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
+def test_code_shows_its_100_columns_in_a_1300_px_window(browser, page: Path):
+    """Chapter code runs to ruff's 100 columns: at 1300 px a line of 100 characters fits
+    every code cell, and no cell's code scrolls sideways (book/_static/wide.css)."""
+    browser.set_window_size(1300, 900)
+    browser.get(page.as_uri())
+    cells = browser.execute_script("""
+        return Array.from(document.querySelectorAll('.cell_input pre')).map(pre => {
+            const probe = document.createElement('span');
+            probe.textContent = 'x'.repeat(100);
+            pre.appendChild(probe);
+            const style = getComputedStyle(pre);
+            const room = pre.clientWidth - parseFloat(style.paddingLeft)
+                - parseFloat(style.paddingRight);
+            const line = probe.getBoundingClientRect().width;
+            probe.remove();
+            return [room, line, pre.scrollWidth - pre.clientWidth];
+        });""")
+    assert cells, f"{page.name}: no code cells"
+    room, line, _ = min(cells)
+    assert line <= room, f"{page.name}: 100 columns need {line:.0f} px, a cell has {room:.0f}"
+    cut = [over for *_, over in cells if over > 0]
+    assert not cut, f"{page.name}: {len(cut)} code cells scroll sideways at 1300 px"
+
+
+@pytest.mark.browser
+@pytest.mark.parametrize("page", CHAPTER_PAGES, ids=[p.stem for p in CHAPTER_PAGES])
 def test_chapter_page_offers_its_executed_notebook(page: Path):
     html = page.read_text()
     assert "download-notebook-button" in html, f"{page.name}: no .ipynb in the download menu"
