@@ -311,8 +311,8 @@ def claims_forest(rows: pd.DataFrame, width: int = 60) -> plt.Figure:
         ...     "value": [3.0], "low": [2.0], "high": [4.0], "op": [">"], "threshold": [1.0],
         ...     "margin": [0.0], "placebo_value": [0.0], "placebo_low": [np.nan],
         ...     "placebo_high": [np.nan]})
-        >>> claims_forest(rows).axes[0].get_xlim()[1] >= 1
-        True
+        >>> [t.get_text() for t in claims_forest(rows).axes[0].get_yticklabels()]
+        ['01 · x > 1']
     """
     judged = rows[rows.op.isin([">", "<", "within"])].reset_index(drop=True)
     fig, ax = plt.subplots(figsize=(9, 0.34 * len(judged) + 1.4))
