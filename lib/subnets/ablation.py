@@ -159,7 +159,7 @@ class AblationResult:
             fraction: one of the ablated fractions.
 
         Returns:
-            A drop in accuracy (0: nothing lost; 1: every image of the class lost).
+            A drop in accuracy, 0 when nothing is lost, 1 when every image of the class is.
         """
         return float(np.nanmean(np.diag(self._class_means(end, fraction))))
 

@@ -477,7 +477,8 @@ def ranking_agreement(iou: Mapping[str, torch.Tensor], relevance: Mapping[str, t
         fraction: the top share of units compared.
 
     Returns:
-        One row per layer and class: layer, class, units, top_k, error, chance, spearman.
+        One row per layer and class, with columns layer, class, units, top_k, error,
+        chance and spearman.
 
     Example:
         >>> scores = {"l": torch.tensor([[3.0], [2.0], [1.0]])}

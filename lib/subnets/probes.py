@@ -561,7 +561,7 @@ def load_broden(folder: str | Path, image_size: int | None = None, mask_size: in
         The probe set.
 
     Raises:
-        DataNotFoundError: the folder lacks Broden's files or images.
+        subnets.data.DataNotFoundError: the folder lacks Broden's files or images.
 
     Example:
         >>> load_broden("/nowhere")
@@ -635,7 +635,7 @@ def concept_coverage(probe: ProbeSet, quantile: float = 0.005) -> pd.DataFrame:
         quantile: the share of positions a unit's segmentation holds.
 
     Returns:
-        One row per concept: concept, category, coverage, IoU ceiling.
+        One row per concept, with its category, coverage and IoU ceiling.
 
     Example:
         >>> seg = torch.zeros(1, 1, 10, 10, dtype=torch.int16)

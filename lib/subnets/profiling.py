@@ -166,7 +166,7 @@ def colour_gap_claim(trained: Dissection, placebo: Dissection,
         iou_threshold: the detector cut.
 
     Returns:
-        The row (one network: never decided about training).
+        The row; with one network it is never decided about training.
     """
     first, last = trained.layers[0], trained.layers[-1]
     return Claim.trained(
