@@ -3,7 +3,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from subnets import dissection, models, probes
+from subnets import dissection, models, probes, synthetic_probes
 from subnets.hooks import Ablation, Recorder
 
 
@@ -223,7 +223,7 @@ def test_ranking_agreement_error_and_correlation():
 
 @pytest.mark.gpu
 def test_dissection_on_cuda_matches_the_cpu(isolated_cache):
-    probe = probes.synthetic_probe(12, image_size=32, mask_size=16, seed=1)
+    probe = synthetic_probes.synthetic_probe(12, image_size=32, mask_size=16, seed=1)
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
                         nn.Conv2d(8, 8, 3, padding=1), nn.ReLU()).eval()

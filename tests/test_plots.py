@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from subnets import dissection, plots, probes
+from subnets import dissection, plots, synthetic_probes
 
 matplotlib.use("Agg")
 
@@ -41,7 +41,7 @@ def test_map_comparison_draws_one_column_per_image_and_a_row_per_map():
 
 
 def tiny_dissection():
-    probe = probes.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
+    probe = synthetic_probes.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()).eval()
     return model, probe, dissection.NetDissect(model, ["1"], quantile=0.1).dissect(probe)

@@ -6,71 +6,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from subnets import dissection, probes
+from subnets import dissection, probes, synthetic_probes
 from subnets.data import ImageSet, foreground
-
-
-def test_synthetic_probe_is_deterministic_and_its_labels_fit_the_pixels():
-    a = probes.synthetic_probe(12, image_size=32, mask_size=16, seed=3)
-    b = probes.synthetic_probe(12, image_size=32, mask_size=16, seed=3)
-    c = probes.synthetic_probe(12, image_size=32, mask_size=16, seed=4)
-    assert a.images.equal(b.images) and a.segmentation.equal(b.segmentation)
-    assert not a.images.equal(c.images)
-    assert set(a.categories) == set(probes.CATEGORIES)
-    assert sum(cat == "color" for cat in a.categories) == 11
-    full = probes.synthetic_probe(12, image_size=32, seed=3)
-    color_of = {k + 1: name for k, (name, cat) in enumerate(zip(full.concepts, full.categories))
-                if cat == "color"}
-    colors = torch.tensor([k for k in color_of])
-    seg = full.segmentation.long()
-    is_color = torch.isin(seg, colors)
-    assert (is_color.sum(1) == 1).all()  # every pixel has exactly one colour name
-    label = (seg * is_color).sum(1)
-    prototypes = torch.tensor([probes.COLORS[color_of[k]] for k in colors.tolist()])
-    rgb = full.images.permute(0, 2, 3, 1).long()
-    expected = prototypes[torch.searchsorted(colors, label)]
-    assert (rgb - expected).abs().max() <= 25  # the pixel is a shade of its colour name
-    objects = full.mask("square") | full.mask("circle") | full.mask("star") | full.mask("cross") \
-        | full.mask("triangle") | full.mask("hexagon")
-    for k, (name, cat) in enumerate(zip(full.concepts, full.categories)):
-        if cat == "part":
-            assert (full.mask(name) <= objects).all(), name  # parts lie on objects
-    # masks are the full-resolution labels sampled at block centres
-    assert a.segmentation.equal(full.segmentation[..., 1::2, 1::2])
-
-
-def test_grey_probe_is_the_luminance_of_the_colour_probe():
-    rgb = probes.synthetic_probe(3, image_size=16, seed=0)
-    grey = probes.synthetic_probe(3, image_size=16, channels=1, seed=0)
-    lum = (rgb.images.float()
-           * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-    assert grey.images.shape == (3, 1, 16, 16) and (grey.images.float() - lum).abs().max() <= 0.5
-    kept = probes.synthetic_probe(3, image_size=16, channels=1, seed=0, merge_grey=False)
-    assert kept.segmentation.equal(rgb.segmentation) and kept.concepts == rgb.concepts
-    # merged: the same pixels carry a colour label, under fewer (grey-separable) names
-    colours = [c for c, cat in zip(grey.concepts, grey.categories) if cat == "color"]
-    assert "blue/brown/green/purple/red" in colours and "pink/yellow" in colours
-    assert len(colours) == len(probes.grey_colour_groups()) == 6
-    for name in ("blue", "red", "pink", "white"):
-        merged = next(c for c in colours if name in c.split("/"))
-        assert grey.mask(merged).ge(rgb.mask(name)).all()
-
-
-def test_grey_colour_groups_merge_names_closer_than_the_shading_spread():
-    level = {n: float(np.dot(rgb, probes.LUMINANCE)) for n, rgb in probes.COLORS.items()}
-    groups = probes.grey_colour_groups()
-    assert sorted(n for g in groups for n in g) == sorted(probes.COLORS)
-    # the names: 4-10 grey levels apart, inside the shading's spread, are merged
-    for a, b in [("blue", "brown"), ("brown", "red"), ("red", "purple")]:
-        assert abs(level[a] - level[b]) < 11 and any({a, b} <= set(g) for g in groups)
-    assert not any({"grey", "white"} <= set(g) for g in groups)
-
-
-def test_synthetic_probe_rejects_bad_sizes():
-    with pytest.raises(ValueError, match="mask_size"):
-        probes.synthetic_probe(2, image_size=30, mask_size=7)
-    with pytest.raises(ValueError, match="channels"):
-        probes.synthetic_probe(2, image_size=16, channels=2)
 
 
 def fashion_like(n=4):
@@ -93,7 +30,7 @@ def test_dataset_probe_uses_foreground_as_the_class_object():
 
 def test_concat_merges_concepts_and_keeps_every_mask():
     a = probes.dataset_probe(fashion_like())
-    b = probes.synthetic_probe(3, image_size=8, channels=1, seed=0)
+    b = synthetic_probes.synthetic_probe(3, image_size=8, channels=1, seed=0)
     both = probes.concat(b, a)
     assert len(both) == 7 and both.segmentation.shape[1] == b.segmentation.shape[1]
     assert both.concepts[-2:] == ["coat", "bag"]
@@ -102,7 +39,7 @@ def test_concat_merges_concepts_and_keeps_every_mask():
     again = probes.concat(both, a)
     assert again.concepts == both.concepts  # same name and category: one concept
     with pytest.raises(ValueError, match="same image shape"):
-        probes.concat(a, probes.synthetic_probe(1, image_size=16, channels=1))
+        probes.concat(a, synthetic_probes.synthetic_probe(1, image_size=16, channels=1))
 
 
 def write_broden(root):

@@ -1,13 +1,10 @@
-"""Network Dissection (Bau et al. 2017) as Islam and Tushar (chapter 2) use it: every unit of a
-layer is a binary segmenter of its top-quantile activations, scored by IoU against the concept
-masks of a ``probes.ProbeSet``.
-
-``NetDissect(model, layers).dissect(probe)`` runs the two passes of the method: the
-threshold ``T_i`` with ``P(a_i > T_i) = quantile`` over every spatial position of the probe
-set (exact, with a streaming top-k that holds a ``quantile`` share of the activations,
-``TopQuantile``), then the activation maps upsampled bilinearly to the mask size,
-thresholded, and the IoU of every unit with every concept in batched matrix products. The
-result, a ``Dissection``, is read per layer: ``result[layer]`` is units x concepts IoU.
+"""Network Dissection (Bau et al. 2017) as Islam and Tushar (chapter 2) use it: every unit is
+a binary segmenter of its top-quantile activations, scored by IoU against the concept masks of
+a ``probes.ProbeSet``. ``NetDissect(model, layers).dissect(probe)`` runs the method's two
+passes: the threshold ``T_i`` with ``P(a_i > T_i) = quantile`` over every position of the
+probe (exact, streaming: ``TopQuantile``), then the maps upsampled bilinearly to the mask
+size, thresholded, and every unit's IoU with every concept in batched matrix products; the
+``Dissection`` is read per layer, ``result[layer]`` being units x concepts IoU.
 """
 
 from __future__ import annotations
@@ -157,7 +154,7 @@ class Dissection(LayerScores):
 
     def units(self) -> pd.DataFrame:
         """One row per unit: its top-1 concept, that concept's category and IoU, and its best
-        colour concept and that IoU (NaN when the probe has no colour). No arguments.
+        colour concept and that IoU (NaN when the probe has no colour).
 
         Returns:
             A frame with columns layer, unit, concept, category, iou, colour, colour_iou.
@@ -275,7 +272,7 @@ class NetDissect(Dissector):
         batch_size: probe images per forward pass.
 
     Example:
-        >>> from subnets.probes import synthetic_probe
+        >>> from subnets.synthetic_probes import synthetic_probe
         >>> probe = synthetic_probe(2, image_size=8, seed=0)
         >>> result = NetDissect(nn.Conv2d(3, 4, 3), [""], quantile=0.1).dissect(probe)
         >>> result[""].shape == (4, len(probe.concepts))
@@ -508,11 +505,8 @@ def ranking_agreement(iou: Mapping[str, torch.Tensor], relevance: Mapping[str, t
     return pd.DataFrame(rows)
 
 
-# --- the chapter's statistics of a dissection (chapter 2's claims) -----------------------
-
 def _detectors(result: Dissection, iou_threshold: float) -> pd.DataFrame:
-    units = result.units()
-    return units.assign(detector=units.iou > iou_threshold)
+    return result.units().pipe(lambda u: u.assign(detector=u.iou > iou_threshold))
 
 
 def detector_balance(result: Dissection, iou_threshold: float = 0.04) -> float:
@@ -601,7 +595,5 @@ def detector_surge(result: Dissection, layers: list[str], iou_threshold: float =
         0.5
     """
     units = _detectors(result, iou_threshold)
-    inside = units.layer.isin(layers)
-    if not units.detector.any():
-        return math.nan  # no detectors: no share of them
-    return float(units.detector[inside].sum() / units.detector.sum() - inside.mean())
+    inside, found = units.layer.isin(layers), units.detector.sum()
+    return float(units.detector[inside].sum() / found - inside.mean()) if found else math.nan

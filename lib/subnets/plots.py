@@ -223,7 +223,7 @@ def probe_labels(probe: ProbeSet, n: int = 6) -> plt.Figure:
         The figure: one row for the images and one per category, ``n`` columns.
 
     Example:
-        >>> from subnets.dissection import synthetic_probe
+        >>> from subnets.synthetic_probes import synthetic_probe
         >>> fig = probe_labels(synthetic_probe(2, image_size=16), n=2)
         >>> len(fig.axes) == 2 * (len(CATEGORIES) + 1)
         True
