@@ -114,6 +114,9 @@ class AblationResult:
         correct: per row, which images of the data the network got right (rows x images,
             aligned with ``table``).
         labels: the images' labels.
+
+    Example:
+        See ``relevance_ablation``.
     """
 
     table: pd.DataFrame
@@ -238,6 +241,15 @@ def relevance_ablation(model: nn.Module, layers: list[str], data: ImageSet, rele
 
     Returns:
         An ``AblationResult``.
+
+    Example:
+        >>> data = ImageSet(torch.randint(0, 255, (4, 1, 4, 4), dtype=torch.uint8),
+        ...                 torch.tensor([0, 1, 0, 1]), ["a", "b"], "toy")
+        >>> model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(16, 2))
+        >>> scores = LayerScores({"1": torch.rand(4, 2)})
+        >>> result = relevance_ablation(model, ["1"], data, scores, fractions=[0.5])
+        >>> sorted(result.table.end.unique()), result.correct.shape
+        (['bottom', 'none', 'top'], torch.Size([6, 4]))
     """
     classes = list(range(data.num_classes)) if classes is None else list(classes)
     unknown = set(ends) - set(ENDS)
