@@ -31,24 +31,22 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, devices, hooks, metrics
+from . import cache, hooks, metrics
 from .devices import to_host, to_model
+from .methods import LayerScores, UnitSelection
 from .progress import bar
-from .train import Objective, TrainConfig, config_key, data_identity, run_training
+from .train import data_identity
 
 __all__ = [
-    "ClassSpecificGates",
     "DecomposedLinear",
     "DecompositionGrid",
-    "GateAccuracy",
-    "GateConfig",
     "InfluentialFeatureSelection",
     "InfluentialFeatures",
     "NoiseAblation",
@@ -60,14 +58,10 @@ __all__ = [
     "decompose",
     "decomposition_statistics",
     "diagonal_margin",
-    "fit_gates",
-    "foreground_share",
-    "gate_accuracies",
-    "gate_overlap",
-    "gate_statistics",
     "index_histograms",
     "layer_correct",
     "linear_macs",
+    "map_mass_on_object",
     "most_frequent",
     "NOISES",
     "noise_ablation",
@@ -181,22 +175,44 @@ class SetSummary:
     mean_pairwise_jaccard: float  # of two different classes' sets
 
 
-@dataclass
-class InfluentialFeatures:
-    """The result of Algorithm 1: ``indices[c]`` are class c's ``k2`` influential features,
-    ``histograms[c, j]`` how often feature j is among the top ``k1`` of class c's instances."""
+@dataclass(kw_only=True)
+class InfluentialFeatures(LayerScores):
+    """The result of Algorithm 1, read as ``LayerScores``: ``result["fc"]`` is the C x D
+    mask of the features (the final layer ``fc``'s inputs) influential for each class.
+
+    Args:
+        indices: C x k2, class c's influential features, most frequent first.
+        histograms: C x D, how often feature j is among the top ``k1`` of class c's
+            instances.
+        k1: top features per instance.
+        k2: features kept per class.
+        layer: the layer whose inputs the features are.
+
+    Example:
+        >>> found = InfluentialFeatures(indices=torch.tensor([[1], [0]]),
+        ...                             histograms=torch.tensor([[0, 3, 1], [2, 0, 0]]),
+        ...                             k1=1, k2=1)
+        >>> found["fc"].int().tolist(), found.overlap().tolist()
+        ([[0, 1, 0], [1, 0, 0]], [[1, 0], [0, 1]])
+    """
 
     indices: torch.Tensor  # C x k2
     histograms: torch.Tensor  # C x D
     k1: int
     k2: int
+    layer: str = "fc"
+
+    def __post_init__(self) -> None:
+        self.scores = {self.layer: self.mask()}
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes (rows)."""
         return self.histograms.shape[0]
 
     @property
     def dim(self) -> int:
+        """D, the final layer's width."""
         return self.histograms.shape[1]
 
     def mask(self) -> torch.Tensor:
@@ -224,23 +240,49 @@ class InfluentialFeatures:
                           mean_pairwise_jaccard=jaccard[pairs].mean().item())
 
 
-class InfluentialFeatureSelection:
+class InfluentialFeatureSelection(UnitSelection):
     """Algorithm 1 of chapter 4's paper ("Decomposing the Deep") on ``model``'s final layer
-    ``fc``: per class, the ``k2`` features most often among the ``k1`` largest (by magnitude)
-    of the class's instances. ``model`` needs ``penultimate(x)`` (what ``fc`` reads) and a
-    linear ``fc``, whose width and number of classes ``k1``, ``k2`` and the labels must fit."""
+    ``fc``: per class, the ``k2`` features most often among the ``k1`` largest (by
+    magnitude) of the class's instances.
+
+    Args:
+        model: a network with ``penultimate(x)`` (what ``fc`` reads) and a linear ``fc``,
+            whose width and number of classes ``k1``, ``k2`` and the labels must fit.
+        k1: top features per instance (the paper: 5).
+        k2: most frequent features kept per class (the paper: 5).
+
+    Example:
+        >>> from subnets import models
+        >>> net = models.cifar_resnet(8, 1, 2)
+        >>> f = PenultimateFeatures(torch.rand(6, 64), torch.tensor([0, 1] * 3))
+        >>> InfluentialFeatureSelection(net, k1=3, k2=2).select(f).indices.shape
+        torch.Size([2, 2])
+    """
 
     def __init__(self, model: nn.Module, *, k1: int, k2: int) -> None:
         fc = getattr(model, "fc", None)
         if not isinstance(fc, nn.Linear):
             raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
         check_k(fc.in_features, k1=k1, k2=k2)
-        self.model, self.k1, self.k2 = model, k1, k2
+        super().__init__(model, "fc")
+        self.k1, self.k2 = k1, k2
         self.dim, self.num_classes = fc.in_features, fc.out_features
 
-    def attribute(self, data: PenultimateFeatures | Dataset) -> InfluentialFeatures:
-        """The influential sets found on ``data``: the model's penultimate features with the
-        instances' labels, or a dataset of (image, label) pairs to compute them on (cached)."""
+    def select(self, data: PenultimateFeatures | Dataset, target=None) -> InfluentialFeatures:
+        """The influential sets of every class, found on ``data``.
+
+        Args:
+            data: the model's penultimate features with the instances' labels, or a
+                dataset of (image, label) pairs to compute them on (cached).
+            target: must be None: Algorithm 1 finds every class's set at once, the classes
+                being the labels of ``data``.
+
+        Returns:
+            ``InfluentialFeatures``.
+        """
+        if target is not None:
+            raise ValueError("target: Algorithm 1 selects for every class of the labels at "
+                             f"once; expected None, got {target!r}")
         if not isinstance(data, PenultimateFeatures):
             data = penultimate_features(self.model, data)
         if data.features.shape[1] != self.dim:
@@ -251,7 +293,8 @@ class InfluentialFeatureSelection:
             raise ValueError(f"data: expected labels in 0..{self.num_classes - 1} "
                              "(the classes of model.fc)")
         hist = index_histograms(data.features, data.labels, self.k1, self.num_classes)
-        return InfluentialFeatures(most_frequent(hist, self.k2), hist, self.k1, self.k2)
+        return InfluentialFeatures(indices=most_frequent(hist, self.k2), histograms=hist,
+                                   k1=self.k1, k2=self.k2)
 
 
 def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
@@ -504,230 +547,10 @@ def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
     return {name: channel_maps(maps, channels, size) for name, channels in channel_sets.items()}
 
 
-def foreground_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def map_mass_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per map, the share of its (non-negative) mass on the foreground ``masks``; NaN for an
     all-zero map."""
     mass = maps.clamp_min(0).flatten(1)
     inside = (mass * masks.flatten(1).to(mass)).sum(1)
     total = mass.sum(1)
     return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.full_like(total, math.nan))
-
-
-# --- Class-Specific Gates (Liang et al. 2020) ------------------------------------------------
-
-@dataclass(frozen=True)
-class GateConfig:
-    """How the gates are trained, after Liang et al.'s code (CSGCNN): the gate matrix G
-    starts at ``init``; training alternates epochs, ``period - 1`` CSG epochs then one
-    standard (STD) epoch; a CSG epoch minimises CE(CSG path) + ``sparsity_weight`` *
-    max(0, ||G||_1 - ``density`` * C * D), and after every CSG step each feature's gates are
-    divided by their largest (over classes) and clipped to [0, 1]. The gates take plain SGD
-    steps of ``gate_lr`` (the weights take the training configuration's optimiser)."""
-
-    sparsity_weight: float = 0.1
-    density: float = 0.2
-    gate_lr: float = 0.5
-    init: float = 0.5
-    period: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("sparsity_weight", "gate_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        for name in ("density", "init"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
-        if not isinstance(self.period, int) or self.period < 1:
-            raise ValueError(f"period: expected an integer >= 1, got {self.period!r}")
-
-    def is_csg_epoch(self, epoch: int) -> bool:
-        """Epochs count from 1; with ``period`` 1 every epoch is a CSG epoch."""
-        return self.period == 1 or epoch % self.period != 0
-
-
-class ClassSpecificGates(nn.Module):
-    """A network with a learnable class x feature gate matrix ``gates`` (C x D, in [0, 1])
-    on its penultimate features, used only in training. ``forward`` is the standard (STD)
-    path, the network as it classifies new images; ``gated_logits`` the CSG path of
-    training, which multiplies an instance's features by its label's gate row;
-    ``label_free_logits`` reads class c's logit through class c's gates (no label needed).
-    ``model`` needs ``penultimate(x)`` and a linear ``fc``."""
-
-    def __init__(self, model: nn.Module, init: float = 0.5) -> None:
-        super().__init__()
-        if not hasattr(model, "penultimate") or not isinstance(getattr(model, "fc", None),
-                                                                nn.Linear):
-            raise TypeError(f"model: {type(model).__name__} needs penultimate(x) and a linear fc")
-        self.model = model
-        fc = model.fc
-        self.gates = nn.Parameter(torch.full((fc.out_features, fc.in_features), float(init),
-                                             device=fc.weight.device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def gated_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CSG path on penultimate ``features``: W (G_y * f) + b."""
-        return self.model.fc(features * self.gates[labels])
-
-    def label_free_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """z_c = w_c . (G_c * f) + b_c: every class through its own gates."""
-        return nn.functional.linear(features, self.model.fc.weight * self.gates,
-                                    self.model.fc.bias)
-
-    @torch.no_grad()
-    def clip_gates(self) -> None:
-        """Liang et al.'s clipping: each feature's gates over the classes divided by their
-        largest, then clipped to [0, 1]."""
-        top = self.gates.max(0, keepdim=True).values.clamp_min(1e-12)
-        self.gates.copy_((self.gates / top).clamp(0, 1))
-
-    def open_gates(self, threshold: float = 0.5) -> torch.Tensor:
-        """C x D booleans: gates above ``threshold`` (on the CPU)."""
-        return to_host(self.gates) > threshold
-
-
-def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None,
-              gates: GateConfig | None = None, desc: str = "training with gates",
-              placebo: bool = False) -> ClassSpecificGates:
-    """Train ``model`` (in place, from its current weights: a fresh model built under
-    ``train.seeded``, or a trained one to fine-tune) with a gate matrix, alternating CSG
-    and STD epochs as ``gates`` says; or load the cached result of that exact training.
-    ``config``'s optimiser and schedule drive the weights in both kinds of epoch (defaults:
-    ``TrainConfig()`` and ``GateConfig()``). The training is ``train.run_training``'s, on
-    the gates' objective; ``history`` has one row per epoch: its path, its mean
-    cross-entropy and sparsity hinge over the batches, and the gates' density after it.
-    ``placebo``: train nothing (as ``train.fit(..., placebo=True)``): the model keeps its
-    weights, the gates their initial value, and ``history`` is empty."""
-    config = TrainConfig() if config is None else config
-    gates = GateConfig() if gates is None else gates
-    if config.loss != "cross_entropy":
-        raise ValueError("config: gate training supports the cross_entropy loss")
-    net = ClassSpecificGates(model, gates.init)
-    if placebo:
-        net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
-        return net.eval()
-    parts = {"model": net, "data": data_identity(data), "config": config_key(net, config),
-             "gates": asdict(gates)}
-    if devices.is_cuda(net):
-        # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;
-        # entries made by the float32 loop it had of its own are not its results.
-        parts["trainer"] = "run_training"
-    entry = cache.cached("csg", parts, lambda: run_training(
-        net, data, config, None, desc, objective=_GateObjective(net, config, gates)))
-    net.load_state_dict(entry["state"])
-    net.history = pd.DataFrame(entry["history"])
-    return net.eval()
-
-
-class _GateObjective(Objective):
-    """Liang et al.'s alternating training as ``run_training``'s objective: in a CSG epoch
-    CE(CSG path) + ``sparsity_weight`` * max(0, ||G||_1 - ``density`` * C * D), then a plain
-    SGD step of the gates and their clipping after every step; in an STD epoch CE(STD path).
-    ``config``'s optimiser trains the network's weights only."""
-
-    def __init__(self, net: ClassSpecificGates, config: TrainConfig, gates: GateConfig) -> None:
-        super().__init__(config)
-        self.gates = gates
-        # Plain SGD for the gates: momentum would carry them past the target density.
-        self.gate_optimizer = torch.optim.SGD([net.gates], lr=gates.gate_lr)
-        self.budget = gates.density * net.gates.numel()
-
-    def parameters(self, model: ClassSpecificGates) -> list[nn.Parameter]:
-        return super().parameters(model.model)
-
-    def begin_epoch(self, model: ClassSpecificGates, epoch: int) -> str:
-        self.path = "CSG" if self.gates.is_csg_epoch(epoch) else "STD"
-        self.losses, self.hinges = [], []
-        return f"epoch {epoch} ({self.path})"
-
-    def loss(self, model: ClassSpecificGates, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.path == "STD":
-            loss = self.criterion(model(x), y)
-            hinge, total = loss.new_zeros(()), loss
-        else:
-            loss = self.criterion(model.gated_logits(model.model.penultimate(x), y), y)
-            hinge = (model.gates.abs().sum() - self.budget).clamp_min(0)
-            total = loss + self.gates.sparsity_weight * hinge
-        self.losses.append(loss.detach())
-        self.hinges.append(hinge.detach())
-        return total
-
-    def after_step(self, model: ClassSpecificGates) -> None:
-        if self.path == "CSG":
-            self.gate_optimizer.step()
-            model.clip_gates()
-
-    def end_epoch(self, model: ClassSpecificGates) -> dict:
-        return {"path": self.path, "loss": _batch_mean(self.losses),
-                "sparsity": _batch_mean(self.hinges),
-                "density": model.gates.detach().mean().item()}
-
-
-def _batch_mean(values: list[torch.Tensor]) -> float:
-    """The mean of per-batch values, each divided by their number and added in batch order
-    (float64), as the gates' history has always been summed."""
-    total = 0.0
-    for v in torch.stack(values).tolist():
-        total += v / len(values)
-    return total
-
-
-@dataclass
-class GateAccuracy:
-    """Per test instance (1.0 right, 0.0 wrong): the gated network's STD path (how it
-    classifies new images; the gates are used only in training) and its label-free gated
-    read-out z_c = w_c . (G_c * f) + b_c."""
-
-    std: torch.Tensor
-    label_free: torch.Tensor
-
-
-@torch.no_grad()
-def gate_accuracies(net: ClassSpecificGates, test: PenultimateFeatures) -> GateAccuracy:
-    """Both label-free read-outs of ``net`` on the penultimate features of ``net.model``."""
-    x, y = to_model(net, test.features, test.labels)
-    return GateAccuracy(std=_correct(net.model.fc(x), y),
-                        label_free=_correct(net.label_free_logits(x), y))
-
-
-def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> pd.DataFrame:
-    """Per class: how many of its ``k2`` largest gates (ties to the lower index) are among
-    its influential features, how many that would be by chance (``k2**2 / D``), the mean
-    gate on its influential and on its other features, and its open gates (> 0.5)."""
-    gates = to_host(net.gates)
-    mask = influential.mask()
-    if gates.shape != mask.shape:
-        raise ValueError(f"influential: expected sets over {tuple(gates.shape)} "
-                         "(classes x features)")
-    k2, dim = influential.k2, influential.dim
-    top = metrics.index_mask(most_frequent(gates, k2), dim)
-    return pd.DataFrame({"top gates influential": (top & mask).sum(1).numpy(),
-                         "by chance": k2 * k2 / dim,
-                         "mean gate, influential": ((gates * mask).sum(1) / k2).numpy(),
-                         "mean gate, others": ((gates * ~mask).sum(1) / (dim - k2)).numpy(),
-                         "open gates": net.open_gates().sum(1).numpy()})
-
-
-@torch.no_grad()
-def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
-                    test: PenultimateFeatures, *, k1: int, k2: int) -> dict[str, float]:
-    """What the chapter judges of one gated network, on the penultimate features of
-    ``net.model`` (``train`` to find its influential sets, ``test`` to measure): the
-    accuracies of its STD path ("STD"), of its CSG path, which gates an image's features by
-    its label's row ("CSG, label"), of its label-free gated read-out ("label-free") and of
-    its decomposed layer (Algorithm 1 with ``k1``, ``k2``: "decomposed"), and how many of
-    a class's ``k2`` largest gates are its influential features, mean over the classes
-    ("top gates influential"), against chance ("by chance"). A sweep over networks calls it
-    once each."""
-    hits = gate_accuracies(net, test)
-    found = InfluentialFeatureSelection(net.model, k1=k1, k2=k2).attribute(train)
-    decomposed = layer_correct(DecomposedLinear(net.model.fc, found.indices), test)
-    overlap = gate_overlap(net, found)
-    x, y = to_model(net, test.features, test.labels)
-    labelled = _correct(net.gated_logits(x, y), y)
-    return {"STD": hits.std.mean().item(), "CSG, label": labelled.mean().item(),
-            "label-free": hits.label_free.mean().item(),
-            "decomposed": decomposed.mean().item(),
-            "top gates influential": overlap["top gates influential"].mean(),
-            "by chance": k2 * k2 / found.dim}
