@@ -1,0 +1,446 @@
+"""Chapter 4's measurements over depths and training seeds: the decomposed final layer
+("Decomposing the Deep", ``influence``) and Class-Specific Gates (``gates``) measured on
+every CIFAR ResNet the chapter trains and on its placebo, the same network at its
+initialisation.
+
+``resnet_study`` trains ``seeds`` networks per depth (cached) beside their placebos and
+reads their penultimate features once; the functions after it sweep one measure over the
+study's networks and return it per network, indexed by ("trained" | "placebo", seed), the
+shape ``claims.Claim.trained`` and ``trained_claim`` judge. In a placebo run
+(``placebo=True``) the trained networks are the placebos, measured once.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, fields, replace
+
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from . import claims, gates, influence, models, train
+from .influence import PenultimateFeatures
+
+__all__ = ["ResNetStudy", "GatedNetworks", "seeded_resnet", "penultimate_width",
+           "resnet_study", "network_statistics", "NOISE_CONDITIONS", "noise_table",
+           "diagonal_curves", "retraining_accuracies",
+           "influential_maps", "object_gains", "object_share_table", "gated_networks",
+           "trained_claim"]
+
+
+
+def seeded_resnet(depth: int, seed: int, in_channels: int, num_classes: int,
+                  shortcut: str = "identity") -> nn.Module:
+    """The CIFAR ResNet that chapter 4 trains, at its initialisation from ``seed``.
+
+    Args:
+        depth: n of ResNet-n (6k + 2).
+        seed: seeds the initial weights.
+        in_channels: image channels.
+        num_classes: classes of the final layer.
+        shortcut: "identity" (He et al.'s option A) or "projection".
+
+    Returns:
+        ``models.cifar_resnet(depth, ...)`` built under ``train.seeded(seed)``.
+
+    Example:
+        >>> a, b = seeded_resnet(8, 0, 1, 10), seeded_resnet(8, 0, 1, 10)
+        >>> torch.equal(a.fc.weight, b.fc.weight), a.fc.in_features
+        (True, 64)
+    """
+    with train.seeded(seed):
+        return models.cifar_resnet(depth, in_channels=in_channels, num_classes=num_classes,
+                                   shortcut=shortcut)
+
+
+def penultimate_width(depths: Iterable[int], shortcut: str = "identity",
+                      **ks: int | list[int]) -> int:
+    """The final layer's width D shared by the CIFAR ResNets of ``depths``, checking every
+    depth (a depth that is not 6k + 2 fails here, before any training) and every k of
+    ``ks`` against it (``influence.check_k``).
+
+    Args:
+        depths: the depths to check.
+        shortcut: as for ``seeded_resnet``.
+        **ks: k values (or lists of them) by parameter name, each to lie in 1..D.
+
+    Returns:
+        D (64 for every CIFAR ResNet).
+
+    Example:
+        >>> penultimate_width([8, 20], k1=5, k_grid=[1, 64])
+        64
+        >>> penultimate_width([8], k2=65)
+        Traceback (most recent call last):
+        ...
+        ValueError: k2: expected an integer in 1..64 (the final layer's width), got 65
+    """
+    widths = {models.cifar_resnet(d, shortcut=shortcut).fc.in_features for d in sorted(depths)}
+    if len(widths) != 1:
+        raise ValueError(f"depths: expected networks of one final-layer width, got {widths}")
+    width = widths.pop()
+    influence.check_k(width, **ks)
+    return width
+
+
+@dataclass
+class ResNetStudy:
+    """Networks keyed (depth, seed), trained and placebo, with their penultimate features.
+
+    Args:
+        nets: the trained networks (the placebos in a placebo run).
+        placebo_nets: the same networks at their initialisation.
+        feats: per network, {"train": ..., "test": ...} ``PenultimateFeatures``.
+        placebo_feats: the same for the placebos.
+        histories: per trained network, its training history.
+        placebo: whether this is a placebo run (nothing trained).
+    """
+
+    nets: dict[tuple[int, int], nn.Module]
+    placebo_nets: dict[tuple[int, int], nn.Module]
+    feats: dict[tuple[int, int], dict[str, PenultimateFeatures]]
+    placebo_feats: dict[tuple[int, int], dict[str, PenultimateFeatures]]
+    histories: dict[tuple[int, int], pd.DataFrame]
+    placebo: bool = False
+
+    @property
+    def seeds(self) -> list[int]:
+        """The training seeds, in order."""
+        return sorted({s for _, s in self.nets})
+
+    def networks(self, kind: str) -> tuple[dict, dict]:
+        """The networks of ``kind`` ("trained" or "placebo") and their features."""
+        return (self.nets, self.feats) if kind == "trained" else (self.placebo_nets,
+                                                                  self.placebo_feats)
+
+    def per_seed(self, measure: Callable, depth: int) -> dict[tuple[str, int], object]:
+        """``measure(network, its features, seed, untrained)`` of every seed's ResNet-
+        ``depth``, trained and placebo, keyed (kind, seed); once each in a placebo run."""
+        out = {("trained", s): measure(self.nets[depth, s], self.feats[depth, s], s,
+                                       self.placebo) for s in self.seeds}
+        return out | {("placebo", s): out["trained", s] if self.placebo else measure(
+            self.placebo_nets[depth, s], self.placebo_feats[depth, s], s, True)
+            for s in self.seeds}
+
+    def accuracies(self) -> pd.DataFrame:
+        """Per network: its final training accuracy, its test accuracy and its placebo's."""
+        def test_accuracy(kind: str, key: tuple[int, int]) -> float:
+            nets, feats = self.networks(kind)
+            return influence.layer_correct(nets[key].fc, feats[key]["test"]).mean().item()
+
+        return pd.DataFrame({f"ResNet-{d}, seed {s}": {
+            "final training accuracy": self.histories[d, s]["train_accuracy"].iloc[-1],
+            "test accuracy": test_accuracy("trained", (d, s)),
+            "placebo's test accuracy": test_accuracy("placebo", (d, s))}
+            for d, s in self.nets}).T
+
+
+def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfig,
+                 depths: Iterable[int], seeds: Iterable[int], *, shortcut: str = "identity",
+                 device: torch.device | str = "cpu", placebo: bool = False) -> ResNetStudy:
+    """Train (or load from the cache) ResNet-d from seed s for every depth and seed, beside
+    each its placebo, and read all their penultimate features (cached).
+
+    Args:
+        train_set: the training images (an ``ImageSet``: its shape and classes size the
+            networks).
+        test_set: the test images.
+        config: the training; its seed is replaced by each network's.
+        depths: the depths.
+        seeds: the seeds.
+        shortcut: as for ``seeded_resnet``.
+        device: where the networks train.
+        placebo: train nothing: the trained networks are the placebos.
+
+    Returns:
+        ``ResNetStudy``.
+    """
+    def resnet(d: int, s: int, untrained: bool) -> train.Trained:
+        model = seeded_resnet(d, s, train_set.shape[0], len(train_set.classes), shortcut)
+        return train.fit(model.to(device), train_set, replace(config, seed=s),
+                         desc=f"ResNet-{d}, seed {s}", placebo=untrained)
+
+    def features(networks: dict) -> dict:
+        return {key: {split: influence.penultimate_features(n, ds)
+                      for split, ds in (("train", train_set), ("test", test_set))}
+                for key, n in networks.items()}
+
+    keys = [(d, s) for d in sorted(set(depths)) for s in seeds]
+    runs = {key: resnet(*key, placebo) for key in keys}
+    nets = {key: r.model for key, r in runs.items()}
+    # In a placebo run the networks are the placebos already.
+    placebo_nets = nets if placebo else {key: resnet(*key, True).model for key in keys}
+    feats = features(nets)
+    return ResNetStudy(nets, placebo_nets, feats, feats if placebo else features(placebo_nets),
+                       {key: r.history for key, r in runs.items()}, placebo)
+
+
+def network_statistics(study: ResNetStudy, k1: int, k2: int,
+                       k_grid: list[int]) -> pd.DataFrame:
+    """``influence.decomposition_statistics`` of every network, each with its own
+    influential sets (Algorithm 1 with ``k1``, ``k2`` on its training features).
+
+    Args:
+        study: the networks.
+        k1: top features per instance.
+        k2: features kept per class.
+        k_grid: the (k1, k2) grid of Fig. 3's margin.
+
+    Returns:
+        One row per network, indexed (network, depth, seed).
+    """
+    def statistics(kind: str) -> pd.DataFrame:
+        nets, feats = study.networks(kind)
+        return pd.DataFrame([{"network": kind, "depth": d, "seed": s,
+                              **influence.decomposition_statistics(
+                                  n.fc, feats[d, s]["train"], feats[d, s]["test"],
+                                  influence.InfluentialFeatureSelection(n, k1=k1, k2=k2)
+                                  .select(feats[d, s]["train"]), k_grid, s)}
+                             for (d, s), n in nets.items()])
+
+    trained = statistics("trained")
+    placebo = trained.assign(network="placebo") if study.placebo else statistics("placebo")
+    return pd.concat([trained, placebo]).set_index(["network", "depth", "seed"])
+
+
+# The conditions of ``influence.NoiseAblation``, in the order of its fields.
+NOISE_CONDITIONS = tuple(f.name for f in fields(influence.NoiseAblation))
+
+
+def noise_table(statistics: pd.DataFrame) -> pd.DataFrame:
+    """Table 8's accuracies under noise, mean over the seeds per network kind and depth,
+    one column per noise kind and condition.
+
+    Args:
+        statistics: ``network_statistics``'s rows.
+
+    Returns:
+        Indexed (network, depth), columns (noise kind, condition).
+    """
+    names = dict(zip(NOISE_CONDITIONS, ["original", "influential replaced",
+                                        "all others replaced", "as many random others replaced"]))
+    table = statistics.groupby(["network", "depth"])[
+        [f"{kind} noise: {c}" for kind in influence.NOISES for c in NOISE_CONDITIONS]].mean()
+    table.columns = pd.MultiIndex.from_tuples(
+        [(f"{kind} noise", names[c]) for kind in influence.NOISES for c in NOISE_CONDITIONS])
+    return table
+
+
+def diagonal_curves(study: ResNetStudy, depths: Iterable[int],
+                    k_grid: list[int]) -> pd.DataFrame:
+    """The k1 = k2 diagonal of Fig. 3 for every trained network of ``depths``.
+
+    Args:
+        study: the networks.
+        depths: the depths to sweep.
+        k_grid: the values of k1 = k2.
+
+    Returns:
+        The rows of ``influence.relative_accuracy_grid`` with k1 = k2, with the network's
+        depth and seed.
+    """
+    return pd.concat([
+        influence.relative_accuracy_grid(study.nets[d, s].fc, study.feats[d, s]["train"],
+                                         study.feats[d, s]["test"], k_grid, k_grid)
+        .table.query("k1 == k2").assign(depth=d, seed=s)
+        for d in depths for s in study.seeds])
+
+
+def retraining_accuracies(study: ResNetStudy, depth: int, train_set: Dataset,
+                          test_set: Dataset, config: train.TrainConfig, k1: int,
+                          k2: int) -> pd.DataFrame:
+    """Section 5.2.3's retraining and its control, for every seed's ResNet-``depth``: the
+    test accuracy of the network decomposed (its sets fixed) and retrained as a whole, and
+    of the same network not decomposed, trained as long again. Placebos are decomposed but
+    not retrained.
+
+    Args:
+        study: the networks.
+        depth: the depth.
+        train_set: the images to retrain on.
+        test_set: the images to measure on.
+        config: the retraining (its seed replaced by each network's).
+        k1: top features per instance.
+        k2: features kept per class.
+
+    Returns:
+        Columns "retrained" and "trained as long again", indexed (network, seed).
+    """
+    def retrained(n: nn.Module, f: dict, s: int, untrained: bool) -> float:
+        sets = influence.InfluentialFeatureSelection(n, k1=k1, k2=k2).select(f["train"])
+        model = train.fit(influence.decompose(n, sets.indices), train_set,
+                          replace(config, seed=s), placebo=untrained,
+                          desc=f"retraining the decomposed network, seed {s}").model
+        return train.evaluate(model, test_set).accuracy
+
+    def longer(n: nn.Module, _f: dict, s: int, untrained: bool) -> float:
+        model = train.fit(copy.deepcopy(n), train_set, replace(config, seed=s),
+                          placebo=untrained,
+                          desc=f"training the full network as long again, seed {s}").model
+        return train.evaluate(model, test_set).accuracy
+
+    return pd.DataFrame({"retrained": study.per_seed(retrained, depth),
+                         "trained as long again": study.per_seed(longer, depth)}
+                        ).rename_axis(["network", "seed"])
+
+
+def influential_maps(net: nn.Module, train_features: PenultimateFeatures,
+                     images: torch.Tensor, labels: torch.Tensor, k1: int, k2: int,
+                     seed: int) -> dict[str, torch.Tensor]:
+    """Table 7's maps of one network: ``influence.class_channel_maps`` of its last conv
+    stage (``layers``) with its influential sets and ``k2`` random others per class.
+
+    Args:
+        net: a CIFAR ResNet.
+        train_features: its penultimate training features (to find its sets).
+        images: the images to map.
+        labels: their labels (which class's channels each map averages).
+        k1: top features per instance.
+        k2: features kept per class.
+        seed: draws the non-influential channels.
+
+    Returns:
+        The maps, by channel set ("all channels", "influential", "non-influential").
+    """
+    sets = influence.InfluentialFeatureSelection(net, k1=k1, k2=k2).select(train_features)
+    return influence.class_channel_maps(net, "layers", images, labels, sets,
+                                        influence.non_influential_indices(sets, seed))
+
+
+def object_gains(study: ResNetStudy, depth: int, images: torch.Tensor, labels: torch.Tensor,
+                 masks: torch.Tensor | None, k1: int, k2: int) -> pd.Series:
+    """Per seed's ResNet-``depth``, trained and placebo: the mean over ``images`` of the
+    share of its influential channels' map on the object minus that of as many
+    non-influential channels (``influence.map_mass_on_object``).
+
+    Args:
+        study: the networks.
+        depth: the depth.
+        images: the images to map.
+        labels: their labels.
+        masks: their foreground masks; None (no masks): every gain is NaN.
+        k1: top features per instance.
+        k2: features kept per class.
+
+    Returns:
+        The gains, indexed (network, seed).
+    """
+    def gain(n: nn.Module, f: dict, s: int, _untrained: bool) -> float:
+        if masks is None:
+            return float("nan")
+        maps = influential_maps(n, f["train"], images, labels, k1, k2, s)
+        return (influence.map_mass_on_object(maps["influential"], masks)
+                - influence.map_mass_on_object(maps["non-influential"], masks)).nanmean().item()
+
+    return pd.Series(study.per_seed(gain, depth)).rename_axis(["network", "seed"])
+
+
+@dataclass
+class GatedNetworks:
+    """Every seed's network fine-tuned with gates, keyed (kind, seed).
+
+    Args:
+        nets: the gated networks.
+        feats: their penultimate features, {"train": ..., "test": ...}.
+        statistics: ``gates.gate_statistics`` per network, indexed (network, seed).
+    """
+
+    nets: dict[tuple[str, int], gates.ClassSpecificGates]
+    feats: dict[tuple[str, int], dict[str, PenultimateFeatures]]
+    statistics: pd.DataFrame
+
+
+def gated_networks(study: ResNetStudy, depth: int, train_set: Dataset, test_set: Dataset,
+                   config: train.TrainConfig, gate_config: gates.GateConfig, k1: int,
+                   k2: int) -> GatedNetworks:
+    """Every seed's ResNet-``depth`` fine-tuned with Class-Specific Gates (a placebo: nothing
+    trained, the gates at their initial value), measured by ``gates.gate_statistics``.
+
+    Args:
+        study: the networks.
+        depth: the depth.
+        train_set: the images to fine-tune on.
+        test_set: the images to measure on.
+        config: the fine-tuning of the weights (its seed replaced by each network's).
+        gate_config: the gates' training.
+        k1: top features per instance.
+        k2: features kept per class.
+
+    Returns:
+        ``GatedNetworks``.
+    """
+    def gated(n: nn.Module, _f: dict, s: int, untrained: bool) -> tuple:
+        net = gates.fit_gates(copy.deepcopy(n), train_set, replace(config, seed=s),
+                              gate_config, desc=f"training with gates, seed {s}",
+                              placebo=untrained)
+        feats = {split: influence.penultimate_features(net.model, ds)
+                 for split, ds in (("train", train_set), ("test", test_set))}
+        return net, feats, gates.gate_statistics(net, feats["train"], feats["test"],
+                                                 k1=k1, k2=k2)
+
+    out = study.per_seed(gated, depth)
+    table = pd.DataFrame({key: stats for key, (*_, stats) in out.items()}).T
+    return GatedNetworks({key: v[0] for key, v in out.items()},
+                         {key: v[1] for key, v in out.items()},
+                         table.rename_axis(["network", "seed"]))
+
+
+def trained_claim(claim: str, paper: str, values: pd.Series, rule: claims.Rule | None,
+                  **fields) -> claims.Claim:
+    """A claim about what training produced, from a statistic per network.
+
+    Args:
+        claim: the paper's claim, in words.
+        paper: the paper's value.
+        values: the statistic, indexed (network, seed) with network "trained" or "placebo".
+        rule: the rule that decides it.
+        **fields: more ``claims.Claim`` fields (``control``, ``shown``, ...).
+
+    Returns:
+        ``claims.Claim.trained`` on the trained networks' values and their placebos'.
+
+    Example:
+        >>> values = pd.Series([0.9, 0.92, 0.5, 0.52], index=pd.MultiIndex.from_product(
+        ...     [["trained", "placebo"], [0, 1]], names=["network", "seed"]))
+        >>> row = trained_claim("better than chance", "0.9", values, claims.Rule(">", 0.6))
+        >>> row.estimate.seeds, round(row.estimate.value, 2)
+        (2, 0.91)
+    """
+    values = values.sort_index()
+    return claims.Claim.trained(claim, paper, values.loc["trained"].to_numpy(),
+                                values.loc["placebo"].to_numpy(), rule, **fields)
+
+
+def object_share_table(maps: dict[str, torch.Tensor], masks: torch.Tensor,
+                       labels: torch.Tensor, classes: list[str]) -> pd.DataFrame:
+    """Per class, the mean share of each map's mass on the object
+    (``influence.map_mass_on_object``), beside the object's share of the image (what a map
+    spread evenly would score), with the mean over all images as the last column.
+
+    Args:
+        maps: per channel set, N x 1 x H x W maps (``influential_maps``).
+        masks: the images' N x H x W (or N x 1 x H x W) foreground masks.
+        labels: the images' labels.
+        classes: the class names.
+
+    Returns:
+        One row per map (and "object's share of the image"), one column per class present
+        and "mean".
+
+    Example:
+        >>> masks = torch.zeros(2, 1, 2, 2, dtype=torch.bool)
+        >>> masks[:, :, 0, 0] = True
+        >>> maps = {"all channels": torch.ones(2, 1, 2, 2)}
+        >>> object_share_table(maps, masks, torch.tensor([0, 1]), ["a", "b"]).loc[
+        ...     "all channels"].tolist()
+        [0.25, 0.25, 0.25]
+    """
+    shares = pd.DataFrame({name: influence.map_mass_on_object(m, masks).numpy()
+                           for name, m in maps.items()})
+    shares["object's share of the image"] = masks.flatten(1).float().mean(1).numpy()
+    overall = shares.mean()
+    shares["class"] = [classes[c] for c in labels.tolist()]
+    return shares.groupby("class").mean().T.assign(mean=overall)
