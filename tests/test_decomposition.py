@@ -1,0 +1,98 @@
+"""Chapter 4's sweeps over depths and seeds on a tiny study: every network measured once,
+trained and placebo side by side, and a placebo run measuring its networks once."""
+
+import pandas as pd
+import pytest
+import torch
+
+from subnets import claims, data, decomposition, gates, influence, train
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """Two seeds of ResNet-8 on 40 random 8x8 grey images of two classes, one epoch."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
+    labels = torch.arange(40) % 2
+    images[labels == 1] //= 4  # a class that is darker, so that training has a signal
+    train_set = data.ImageSet(images[:24], labels[:24], ["a", "b"], "tiny")
+    test_set = data.ImageSet(images[24:], labels[24:], ["a", "b"], "tiny")
+    config = train.TrainConfig(epochs=1, batch_size=8, seed=0)
+    return train_set, test_set, config
+
+
+def study_of(tiny, placebo=False):
+    train_set, test_set, config = tiny
+    return decomposition.resnet_study(train_set, test_set, config, [8], [0, 1], placebo=placebo)
+
+
+def test_seeded_resnet_is_the_same_network_for_the_same_seed():
+    a, b, c = (decomposition.seeded_resnet(8, s, 1, 2) for s in (0, 0, 1))
+    assert torch.equal(a.fc.weight, b.fc.weight) and not torch.equal(a.fc.weight, c.fc.weight)
+    with pytest.raises(ValueError, match="depth"):
+        decomposition.penultimate_width([9])
+    with pytest.raises(ValueError, match="k_grid"):
+        decomposition.penultimate_width([8], k_grid=[1, 65])
+
+
+def test_study_pairs_every_trained_network_with_its_untrained_self(tiny, isolated_cache):
+    study = study_of(tiny)
+    assert set(study.nets) == set(study.placebo_nets) == {(8, 0), (8, 1)}
+    assert study.seeds == [0, 1]
+    for key in study.nets:
+        assert not torch.equal(study.nets[key].fc.weight, study.placebo_nets[key].fc.weight)
+        fresh = decomposition.seeded_resnet(8, key[1], 1, 2)
+        assert torch.equal(study.placebo_nets[key].fc.weight, fresh.fc.weight)
+    calls = []
+    out = study.per_seed(lambda n, f, s, untrained: calls.append((s, untrained)) or s, 8)
+    assert sorted(calls) == [(0, False), (0, True), (1, False), (1, True)]
+    assert out == {("trained", 0): 0, ("trained", 1): 1, ("placebo", 0): 0, ("placebo", 1): 1}
+    table = decomposition.network_statistics(study, 2, 2, [1, 2])
+    assert table.index.names == ["network", "depth", "seed"] and len(table) == 4
+    fc, f = study.nets[8, 1].fc, study.feats[8, 1]
+    found = influence.InfluentialFeatureSelection(study.nets[8, 1], k1=2, k2=2).select(f["train"])
+    expected = influence.decomposition_statistics(fc, f["train"], f["test"], found, [1, 2], 1)
+    assert table.loc["trained", 8, 1].to_dict() == pytest.approx(expected, nan_ok=True)
+    noise = decomposition.noise_table(table)
+    assert noise.shape == (2, 4 * len(influence.NOISES))
+
+
+def test_a_placebo_study_measures_its_networks_once(tiny, isolated_cache):
+    study = study_of(tiny, placebo=True)
+    assert study.nets is study.placebo_nets
+    calls = []
+    study.per_seed(lambda n, f, s, untrained: calls.append((s, untrained)), 8)
+    assert calls == [(0, True), (1, True)]
+    table = decomposition.network_statistics(study, 2, 2, [1, 2])
+    pd.testing.assert_frame_equal(table.loc["trained"], table.loc["placebo"])
+
+
+def test_retraining_gates_and_object_gains_per_network(tiny, isolated_cache):
+    train_set, test_set, config = tiny
+    study = study_of(tiny)
+    retrained = decomposition.retraining_accuracies(study, 8, train_set, test_set, config, 2, 2)
+    assert list(retrained.columns) == ["retrained", "trained as long again"]
+    assert retrained.index.names == ["network", "seed"] and len(retrained) == 4
+    images, labels = test_set.tensors()
+    gains = decomposition.object_gains(study, 8, images, labels, None, 2, 2)
+    assert gains.isna().all() and len(gains) == 4
+    masks = data.foreground(images)
+    gains = decomposition.object_gains(study, 8, images, labels, masks, 2, 2)
+    maps = decomposition.influential_maps(study.nets[8, 0], study.feats[8, 0]["train"], images,
+                                          labels, 2, 2, 0)
+    expected = (influence.map_mass_on_object(maps["influential"], masks)
+                - influence.map_mass_on_object(maps["non-influential"], masks)).nanmean()
+    assert gains["trained", 0] == pytest.approx(expected.item(), nan_ok=True)
+    gated = decomposition.gated_networks(study, 8, train_set, test_set, config,
+                                         gates.GateConfig(), 2, 2)
+    assert gated.statistics.index.names == ["network", "seed"] and len(gated.statistics) == 4
+    assert gated.nets["placebo", 0].gates.eq(0.5).all()  # untrained: gates at their init
+
+
+def test_trained_claim_splits_trained_from_placebo_values():
+    index = pd.MultiIndex.from_tuples([("placebo", 0), ("trained", 0), ("placebo", 1),
+                                       ("trained", 1)], names=["network", "seed"])
+    row = decomposition.trained_claim("c", "p", pd.Series([0.1, 0.9, 0.2, 0.8], index),
+                                      claims.Rule(">", 0.5))
+    assert row.estimate.value == pytest.approx(0.85)
+    assert claims.Claim.trained("c", "p", [0.9, 0.8], [0.1, 0.2], claims.Rule(">", 0.5)) == row
