@@ -4,8 +4,10 @@ trained and placebo side by side, and a placebo run measuring its networks once.
 import pandas as pd
 import pytest
 import torch
+from test_influence import Head
 
-from subnets import claims, data, decomposition, gates, influence, train
+from subnets import claims, data, decomposition, feature_noise, gates, influence, train
+from subnets.influence import PenultimateFeatures
 
 
 @pytest.fixture(scope="module")
@@ -51,10 +53,10 @@ def test_study_pairs_every_trained_network_with_its_untrained_self(tiny, isolate
     assert table.index.names == ["network", "depth", "seed"] and len(table) == 4
     fc, f = study.nets[8, 1].fc, study.feats[8, 1]
     found = influence.InfluentialFeatureSelection(study.nets[8, 1], k1=2, k2=2).select(f["train"])
-    expected = influence.decomposition_statistics(fc, f["train"], f["test"], found, [1, 2], 1)
+    expected = decomposition.decomposition_statistics(fc, f["train"], f["test"], found, [1, 2], 1)
     assert table.loc["trained", 8, 1].to_dict() == pytest.approx(expected, nan_ok=True)
     noise = decomposition.noise_table(table)
-    assert noise.shape == (2, 4 * len(influence.NOISES))
+    assert noise.shape == (2, 4 * len(feature_noise.NOISES))
 
 
 def test_a_placebo_study_measures_its_networks_once(tiny, isolated_cache):
@@ -96,3 +98,25 @@ def test_trained_claim_splits_trained_from_placebo_values():
                                       claims.Rule(">", 0.5))
     assert row.estimate.value == pytest.approx(0.85)
     assert claims.Claim.trained("c", "p", [0.9, 0.8], [0.1, 0.2], claims.Rule(">", 0.5)) == row
+
+
+def test_decomposition_statistics_are_those_of_their_parts():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.rand(120, 8, generator=g), torch.arange(120) % 3
+    x[torch.arange(120), y] += 1.0  # feature c marks class c
+    data = PenultimateFeatures(x, y)
+    head = Head(8, 3)
+    found = influence.InfluentialFeatureSelection(head, k1=2, k2=2).select(data)
+    stats = decomposition.decomposition_statistics(head.fc, data, data, found, [1, 2], seed=4)
+    full = influence.layer_correct(head.fc, data).mean().item()
+    decomposed = influence.layer_correct(influence.DecomposedLinear(head.fc, found.indices),
+                                         data).mean().item()
+    random = influence.layer_correct(influence.DecomposedLinear(
+        head.fc, influence.random_feature_sets(3, 8, 2, 4)), data).mean().item()
+    noised = {f"{noise} noise: {k}": v for noise in ("feature", "standard") for k, v in
+              feature_noise.noise_ablation(head.fc, data, data, found, 4, noise)
+              .accuracies().items()}
+    grid = influence.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
+    assert stats == pytest.approx({
+        "full": full, "decomposed": decomposed, "relative": decomposed / full,
+        "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})

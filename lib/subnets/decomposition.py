@@ -21,12 +21,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import claims, gates, influence, models, train
-from .influence import PenultimateFeatures
+from . import claims, feature_noise, gates, influence, models, train
+from .influence import InfluentialFeatures, PenultimateFeatures
 
 __all__ = ["ResNetStudy", "GatedNetworks", "seeded_resnet", "penultimate_width",
-           "resnet_study", "network_statistics", "NOISE_CONDITIONS", "noise_table",
-           "diagonal_curves", "retraining_accuracies",
+           "resnet_study", "decomposition_statistics", "network_statistics",
+           "NOISE_CONDITIONS", "noise_table", "diagonal_curves", "retraining_accuracies",
            "influential_maps", "object_gains", "object_share_table", "gated_networks",
            "trained_claim"]
 
@@ -178,9 +178,57 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
                        {key: r.history for key, r in runs.items()}, placebo)
 
 
+@torch.no_grad()
+def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
+                             test: PenultimateFeatures, influential: InfluentialFeatures,
+                             k_grid: Iterable[int], seed: int = 0) -> dict[str, float]:
+    """What chapter 4 judges of one network's final layer, on its ``test`` features; a
+    sweep over networks (``network_statistics``) calls it once each.
+
+    Args:
+        fc: the final layer.
+        train: its training features (Fig. 3's sets, the noise's statistics).
+        test: its test features.
+        influential: its influential sets.
+        k_grid: the values of k1 and k2 of Fig. 3's grid.
+        seed: the random sets' and the noise's seed.
+
+    Returns:
+        The full layer's accuracy ("full"), the decomposed layer's on the ``influential``
+        sets ("decomposed"), its ratio to the full one ("relative"), a decomposed layer's on
+        as many random features per class ("random sets",
+        ``influence.random_feature_sets(..., seed)``), Fig. 3's ``diagonal_margin`` over
+        ``k_grid`` ("diagonal margin") and the accuracies of ``feature_noise.noise_ablation`` with
+        each of ``feature_noise.NOISES`` ("<noise> noise: <condition>").
+
+    Example:
+        >>> from subnets.influence import InfluentialFeatureSelection
+        >>> net = seeded_resnet(8, 0, 1, 2)
+        >>> f = PenultimateFeatures(torch.rand(8, 64), torch.arange(8) % 2)
+        >>> sets = InfluentialFeatureSelection(net, k1=2, k2=2).select(f)
+        >>> stats = decomposition_statistics(net.fc, f, f, sets, [1, 2])
+        >>> stats["relative"] == stats["decomposed"] / stats["full"]
+        True
+    """
+    def accuracy(layer: nn.Module) -> float:
+        return influence.layer_correct(layer, test).mean().item()
+
+    full = accuracy(fc)
+    decomposed = accuracy(influence.DecomposedLinear(fc, influential.indices))
+    random_sets = influence.random_feature_sets(influential.num_classes, influential.dim,
+                                                influential.k2, seed)
+    grid = influence.relative_accuracy_grid(fc, train, test, k_grid, k_grid)
+    noised = {f"{kind} noise: {name}": value for kind in feature_noise.NOISES
+              for name, value in feature_noise.noise_ablation(
+                  fc, train, test, influential, seed, kind).accuracies().items()}
+    return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
+            "random sets": accuracy(influence.DecomposedLinear(fc, random_sets)),
+            "diagonal margin": influence.diagonal_margin(grid), **noised}
+
+
 def network_statistics(study: ResNetStudy, k1: int, k2: int,
                        k_grid: list[int]) -> pd.DataFrame:
-    """``influence.decomposition_statistics`` of every network, each with its own
+    """``decomposition_statistics`` of every network, each with its own
     influential sets (Algorithm 1 with ``k1``, ``k2`` on its training features).
 
     Args:
@@ -195,7 +243,7 @@ def network_statistics(study: ResNetStudy, k1: int, k2: int,
     def statistics(kind: str) -> pd.DataFrame:
         nets, feats = study.networks(kind)
         return pd.DataFrame([{"network": kind, "depth": d, "seed": s,
-                              **influence.decomposition_statistics(
+                              **decomposition_statistics(
                                   n.fc, feats[d, s]["train"], feats[d, s]["test"],
                                   influence.InfluentialFeatureSelection(n, k1=k1, k2=k2)
                                   .select(feats[d, s]["train"]), k_grid, s)}
@@ -206,8 +254,8 @@ def network_statistics(study: ResNetStudy, k1: int, k2: int,
     return pd.concat([trained, placebo]).set_index(["network", "depth", "seed"])
 
 
-# The conditions of ``influence.NoiseAblation``, in the order of its fields.
-NOISE_CONDITIONS = tuple(f.name for f in fields(influence.NoiseAblation))
+# The conditions of ``feature_noise.NoiseAblation``, in the order of its fields.
+NOISE_CONDITIONS = tuple(f.name for f in fields(feature_noise.NoiseAblation))
 
 
 def noise_table(statistics: pd.DataFrame) -> pd.DataFrame:
@@ -223,9 +271,9 @@ def noise_table(statistics: pd.DataFrame) -> pd.DataFrame:
     names = dict(zip(NOISE_CONDITIONS, ["original", "influential replaced",
                                         "all others replaced", "as many random others replaced"]))
     table = statistics.groupby(["network", "depth"])[
-        [f"{kind} noise: {c}" for kind in influence.NOISES for c in NOISE_CONDITIONS]].mean()
+        [f"{kind} noise: {c}" for kind in feature_noise.NOISES for c in NOISE_CONDITIONS]].mean()
     table.columns = pd.MultiIndex.from_tuples(
-        [(f"{kind} noise", names[c]) for kind in influence.NOISES for c in NOISE_CONDITIONS])
+        [(f"{kind} noise", names[c]) for kind in feature_noise.NOISES for c in NOISE_CONDITIONS])
     return table
 
 

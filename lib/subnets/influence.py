@@ -49,23 +49,18 @@ __all__ = [
     "DecompositionGrid",
     "InfluentialFeatureSelection",
     "InfluentialFeatures",
-    "NoiseAblation",
     "PenultimateFeatures",
     "SetSummary",
     "channel_maps",
     "class_channel_maps",
     "check_k",
     "decompose",
-    "decomposition_statistics",
     "diagonal_margin",
     "index_histograms",
     "layer_correct",
     "linear_macs",
     "map_mass_on_object",
     "most_frequent",
-    "NOISES",
-    "noise_ablation",
-    "noised_features",
     "non_influential_indices",
     "penultimate_features",
     "random_feature_sets",
@@ -420,12 +415,6 @@ def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> to
     return torch.stack([torch.randperm(dim, generator=g)[:k] for _ in range(num_classes)])
 
 
-# --- Gaussian-noise ablation (Table 8) -----------------------------------------------------
-
-# "feature": N(mean_j, std_j) of each feature on the training set; "standard": N(0, 1), as
-# the authors' code draws it.
-NOISES = ("feature", "standard")
-
 def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> torch.Tensor:
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
     influential for that class."""
@@ -439,84 +428,6 @@ def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> 
         others = torch.nonzero(~mask[c]).flatten()
         rows.append(others[torch.randperm(len(others), generator=g)[:influential.k2]])
     return torch.stack(rows)
-
-
-def noised_features(features: torch.Tensor, labels: torch.Tensor, replace: torch.Tensor,
-                    mean: torch.Tensor, std: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A copy of ``features`` in which each instance's features ``replace[label]`` (a C x D
-    boolean mask) are replaced by draws from N(mean_j, std_j) of each replaced feature j.
-    The same ``seed`` gives the same draws, so two masks are compared on the same noise."""
-    _check_features(features, labels)
-    if replace.dtype != torch.bool or replace.shape[1] != features.shape[1]:
-        raise ValueError(f"replace: expected a C x {features.shape[1]} boolean mask")
-    g = torch.Generator().manual_seed(seed)
-    noise = mean + std * torch.randn(features.shape, generator=g)
-    return torch.where(replace[labels], noise, features)
-
-
-@dataclass
-class NoiseAblation:
-    """Per test instance (1.0 right, 0.0 wrong): the full layer on the original features,
-    with the instance's influential features replaced by noise, with all its other
-    features replaced (Section 5.2.6), and with as many (``k2``) random others replaced."""
-
-    original: torch.Tensor
-    influential: torch.Tensor
-    non_influential: torch.Tensor
-    as_many_others: torch.Tensor
-
-    def accuracies(self) -> dict[str, float]:
-        return {name: value.mean().item() for name, value in vars(self).items()}
-
-
-@torch.no_grad()
-def noise_ablation(fc: nn.Linear, train: PenultimateFeatures, test: PenultimateFeatures,
-                   influential: InfluentialFeatures, seed: int = 0,
-                   noise: str = "feature") -> NoiseAblation:
-    """The full final layer on ``test`` features whose features of the instance's (true)
-    class are replaced by Gaussian noise: the ``influential`` ones, all the others (D - k2),
-    or ``k2`` random others. ``noise`` (one of ``NOISES``): "feature", each feature's mean
-    and standard deviation on ``train``; "standard", N(0, 1) (the authors' code)."""
-    if noise not in NOISES:
-        raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
-    mean, std = ((train.features.mean(0), train.features.std(0)) if noise == "feature"
-                 else (torch.zeros(()), torch.ones(())))
-    x, y = test.features, test.labels
-    mask = influential.mask()
-    as_many = metrics.index_mask(non_influential_indices(influential, seed), influential.dim)
-
-    def hits(features: torch.Tensor) -> torch.Tensor:
-        return _correct(fc(to_model(fc, features)), y)
-
-    return NoiseAblation(
-        original=hits(x),
-        influential=hits(noised_features(x, y, mask, mean, std, seed)),
-        non_influential=hits(noised_features(x, y, ~mask, mean, std, seed)),
-        as_many_others=hits(noised_features(x, y, as_many, mean, std, seed)))
-
-
-@torch.no_grad()
-def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
-                             test: PenultimateFeatures, influential: InfluentialFeatures,
-                             k_grid: Iterable[int], seed: int = 0) -> dict[str, float]:
-    """What the chapter judges of one network's final layer, on its ``test`` features:
-    the full layer's accuracy ("full"), the decomposed layer's on the ``influential`` sets
-    ("decomposed"), its ratio to the full one ("relative"), a decomposed layer's on as many
-    random features per class ("random sets", ``random_feature_sets(..., seed)``), Fig. 3's
-    ``diagonal_margin`` over ``k_grid`` (sets found on ``train``) and the accuracies of
-    ``noise_ablation`` with each of ``NOISES`` ("<noise> noise: <condition>"). A sweep over
-    networks calls it once each."""
-    x, y = to_model(fc, test.features, test.labels)
-    full = _correct(fc(x), y).mean().item()
-    decomposed = _correct(DecomposedLinear(fc, influential.indices)(x), y).mean().item()
-    random_sets = random_feature_sets(influential.num_classes, influential.dim,
-                                      influential.k2, seed)
-    grid = relative_accuracy_grid(fc, train, test, k_grid, k_grid)
-    noised = {f"{noise} noise: {name}": value for noise in NOISES for name, value in
-              noise_ablation(fc, train, test, influential, seed, noise).accuracies().items()}
-    return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
-            "random sets": _correct(DecomposedLinear(fc, random_sets)(x), y).mean().item(),
-            "diagonal margin": diagonal_margin(grid), **noised}
 
 
 # --- activation maps of influential channels (Table 7) -------------------------------------
