@@ -5,9 +5,11 @@ import pandas as pd
 import pytest
 import torch
 from test_influence import Head
+from torch import nn
 
 from subnets import claims, data, decomposition, feature_noise, gates, influence, train
 from subnets.influence import PenultimateFeatures
+from subnets.train import seeded
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +84,8 @@ def test_retraining_gates_and_object_gains_per_network(tiny, isolated_cache):
     gains = decomposition.object_gains(study, 8, images, labels, masks, 2, 2)
     maps = decomposition.influential_maps(study.nets[8, 0], study.feats[8, 0]["train"], images,
                                           labels, 2, 2, 0)
-    expected = (influence.map_mass_on_object(maps["influential"], masks)
-                - influence.map_mass_on_object(maps["non-influential"], masks)).nanmean()
+    expected = (decomposition.map_mass_on_object(maps["influential"], masks)
+                - decomposition.map_mass_on_object(maps["non-influential"], masks)).nanmean()
     assert gains["trained", 0] == pytest.approx(expected.item(), nan_ok=True)
     gated = decomposition.gated_networks(study, 8, train_set, test_set, config,
                                          gates.GateConfig(), 2, 2)
@@ -120,3 +122,35 @@ def test_decomposition_statistics_are_those_of_their_parts():
     assert stats == pytest.approx({
         "full": full, "decomposed": decomposed, "relative": decomposed / full,
         "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})
+
+
+def test_map_mass_on_object():
+    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
+    masks = torch.tensor([[[True, False], [False, False]]] * 2).unsqueeze(1)
+    share = decomposition.map_mass_on_object(maps, masks)
+    assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
+
+
+def test_class_channel_maps_pick_each_image_s_class_channels():
+    class Conv(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layers = nn.Conv2d(1, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.layers(x)
+
+    with seeded(0):
+        net = Conv()
+    images, labels = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0])
+    inf = influence.InfluentialFeatures(indices=torch.tensor([[0, 1], [2, 3]]),
+                                        histograms=torch.zeros(2, 4, dtype=torch.long),
+                                        k1=2, k2=2)
+    others = torch.tensor([[2, 3], [0, 1]])
+    maps = decomposition.class_channel_maps(net, "layers", images, labels, inf, others)
+    with torch.no_grad():
+        raw = net.layers(images)
+    assert set(maps) == {"all channels", "influential", "non-influential"}
+    torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
+    torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
+    torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))

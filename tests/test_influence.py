@@ -256,38 +256,6 @@ def test_channel_maps_mean_of_chosen_channels_then_upsampled():
     torch.testing.assert_close(out[1], torch.full((1, 4, 4), 4.0))
 
 
-def test_map_mass_on_object():
-    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
-    masks = torch.tensor([[[True, False], [False, False]]] * 2).unsqueeze(1)
-    share = influence.map_mass_on_object(maps, masks)
-    assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
-
-
-def test_class_channel_maps_pick_each_image_s_class_channels():
-    class Conv(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.Conv2d(1, 4, 3, padding=1)
-
-        def forward(self, x):
-            return self.layers(x)
-
-    with seeded(0):
-        net = Conv()
-    images, labels = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0])
-    inf = influence.InfluentialFeatures(indices=torch.tensor([[0, 1], [2, 3]]),
-                                        histograms=torch.zeros(2, 4, dtype=torch.long),
-                                        k1=2, k2=2)
-    others = torch.tensor([[2, 3], [0, 1]])
-    maps = influence.class_channel_maps(net, "layers", images, labels, inf, others)
-    with torch.no_grad():
-        raw = net.layers(images)
-    assert set(maps) == {"all channels", "influential", "non-influential"}
-    torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
-    torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
-    torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))
-
-
 class TinyNet(nn.Module):
     def __init__(self):
         super().__init__()

@@ -13,6 +13,7 @@ shape ``claims.Claim.trained`` and ``trained_claim`` judge. In a placebo run
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
@@ -21,14 +22,14 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import claims, feature_noise, gates, influence, models, train
+from . import claims, feature_noise, gates, hooks, influence, models, train
 from .influence import InfluentialFeatures, PenultimateFeatures
 
 __all__ = ["ResNetStudy", "GatedNetworks", "seeded_resnet", "penultimate_width",
            "resnet_study", "decomposition_statistics", "network_statistics",
            "NOISE_CONDITIONS", "noise_table", "diagonal_curves", "retraining_accuracies",
-           "influential_maps", "object_gains", "object_share_table", "gated_networks",
-           "trained_claim"]
+           "class_channel_maps", "map_mass_on_object", "influential_maps", "object_gains",
+           "object_share_table", "gated_networks", "trained_claim"]
 
 
 
@@ -140,7 +141,8 @@ class ResNetStudy:
 
 def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfig,
                  depths: Iterable[int], seeds: Iterable[int], *, shortcut: str = "identity",
-                 device: torch.device | str = "cpu", placebo: bool = False) -> ResNetStudy:
+                 device: torch.device | str | None = None,
+                 placebo: bool = False) -> ResNetStudy:
     """Train (or load from the cache) ResNet-d from seed s for every depth and seed, beside
     each its placebo, and read all their penultimate features (cached).
 
@@ -152,7 +154,7 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
         depths: the depths.
         seeds: the seeds.
         shortcut: as for ``seeded_resnet``.
-        device: where the networks train.
+        device: where the networks train (None: where they are built).
         placebo: train nothing: the trained networks are the placebos.
 
     Returns:
@@ -160,7 +162,7 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
     """
     def resnet(d: int, s: int, untrained: bool) -> train.Trained:
         model = seeded_resnet(d, s, train_set.shape[0], len(train_set.classes), shortcut)
-        return train.fit(model.to(device), train_set, replace(config, seed=s),
+        return train.fit(model.to(device) if device else model, train_set, replace(config, seed=s),
                          desc=f"ResNet-{d}, seed {s}", placebo=untrained)
 
     def features(networks: dict) -> dict:
@@ -335,10 +337,53 @@ def retraining_accuracies(study: ResNetStudy, depth: int, train_set: Dataset,
                         ).rename_axis(["network", "seed"])
 
 
+def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
+                       labels: torch.Tensor, influential: InfluentialFeatures,
+                       others: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Table 7's maps of ``images``: per image, the ``influence.channel_maps`` of the output of
+    ``model``'s ``layer`` (the last conv maps, whose spatial means are the penultimate
+    features) over all its channels, over its class's influential channels and over its
+    class's row of ``others`` (C x k channels: ``influence.non_influential_indices``).
+
+    Returns:
+        N x 1 x H x W maps by channel set: "all channels", "influential", "non-influential".
+
+    Example:
+        >>> sets = InfluentialFeatures(indices=torch.tensor([[0], [1]]),
+        ...                            histograms=torch.zeros(2, 64), k1=1, k2=1)
+        >>> maps = class_channel_maps(seeded_resnet(8, 0, 1, 2), "layers",
+        ...                           torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 0]), sets,
+        ...                           influence.non_influential_indices(sets))
+        >>> maps["influential"].shape
+        torch.Size([3, 1, 8, 8])
+    """
+    maps = hooks.activations(model, images, [layer])[layer]
+    n, size = len(images), tuple(images.shape[-2:])
+    channel_sets = {"all channels": torch.arange(maps.shape[1]).expand(n, -1),
+                    "influential": influential.indices[labels], "non-influential": others[labels]}
+    return {name: influence.channel_maps(maps, channels, size)
+            for name, channels in channel_sets.items()}
+
+
+def map_mass_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Per map (N x ... ), the share of its (non-negative) mass on the foreground ``masks``
+    (the same shape); NaN for an all-zero map.
+
+    Example:
+        >>> maps = torch.tensor([[[1.0, 3.0]], [[0.0, 0.0]]])
+        >>> map_mass_on_object(maps, torch.tensor([[[False, True]], [[False, True]]]))
+        tensor([0.7500,    nan])
+    """
+    mass = maps.clamp_min(0).flatten(1)
+    inside = (mass * masks.flatten(1).to(mass)).sum(1)
+    total = mass.sum(1)
+    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.full_like(total, math.nan))
+
+
 def influential_maps(net: nn.Module, train_features: PenultimateFeatures,
                      images: torch.Tensor, labels: torch.Tensor, k1: int, k2: int,
                      seed: int) -> dict[str, torch.Tensor]:
-    """Table 7's maps of one network: ``influence.class_channel_maps`` of its last conv
+    """Table 7's maps of one network: ``class_channel_maps`` of its last conv
     stage (``layers``) with its influential sets and ``k2`` random others per class.
 
     Args:
@@ -354,7 +399,7 @@ def influential_maps(net: nn.Module, train_features: PenultimateFeatures,
         The maps, by channel set ("all channels", "influential", "non-influential").
     """
     sets = influence.InfluentialFeatureSelection(net, k1=k1, k2=k2).select(train_features)
-    return influence.class_channel_maps(net, "layers", images, labels, sets,
+    return class_channel_maps(net, "layers", images, labels, sets,
                                         influence.non_influential_indices(sets, seed))
 
 
@@ -362,7 +407,7 @@ def object_gains(study: ResNetStudy, depth: int, images: torch.Tensor, labels: t
                  masks: torch.Tensor | None, k1: int, k2: int) -> pd.Series:
     """Per seed's ResNet-``depth``, trained and placebo: the mean over ``images`` of the
     share of its influential channels' map on the object minus that of as many
-    non-influential channels (``influence.map_mass_on_object``).
+    non-influential channels (``map_mass_on_object``).
 
     Args:
         study: the networks.
@@ -380,8 +425,8 @@ def object_gains(study: ResNetStudy, depth: int, images: torch.Tensor, labels: t
         if masks is None:
             return float("nan")
         maps = influential_maps(n, f["train"], images, labels, k1, k2, s)
-        return (influence.map_mass_on_object(maps["influential"], masks)
-                - influence.map_mass_on_object(maps["non-influential"], masks)).nanmean().item()
+        return (map_mass_on_object(maps["influential"], masks)
+                - map_mass_on_object(maps["non-influential"], masks)).nanmean().item()
 
     return pd.Series(study.per_seed(gain, depth)).rename_axis(["network", "seed"])
 
@@ -465,7 +510,7 @@ def trained_claim(claim: str, paper: str, values: pd.Series, rule: claims.Rule |
 def object_share_table(maps: dict[str, torch.Tensor], masks: torch.Tensor,
                        labels: torch.Tensor, classes: list[str]) -> pd.DataFrame:
     """Per class, the mean share of each map's mass on the object
-    (``influence.map_mass_on_object``), beside the object's share of the image (what a map
+    (``map_mass_on_object``), beside the object's share of the image (what a map
     spread evenly would score), with the mean over all images as the last column.
 
     Args:
@@ -486,7 +531,7 @@ def object_share_table(maps: dict[str, torch.Tensor], masks: torch.Tensor,
         ...     "all channels"].tolist()
         [0.25, 0.25, 0.25]
     """
-    shares = pd.DataFrame({name: influence.map_mass_on_object(m, masks).numpy()
+    shares = pd.DataFrame({name: map_mass_on_object(m, masks).numpy()
                            for name, m in maps.items()})
     shares["object's share of the image"] = masks.flatten(1).float().mean(1).numpy()
     overall = shares.mean()

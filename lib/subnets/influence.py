@@ -1,6 +1,5 @@
 """Class-specific influential features of the final layer (chapter 4: "Decomposing the
-Deep", anonymous authors, 2023) and Class-Specific Gates (Liang et al. 2020) to compare them
-with.
+Deep", anonymous authors, 2023) and the decomposed final layer they give.
 
 Algorithm 1 of the paper, on the penultimate features ``f`` (the input of the final linear
 layer ``model.fc``) of the training set:
@@ -13,13 +12,13 @@ The *decomposed* final layer computes class c's logit from its own features only
 ``z_c = sum_{j in S_c} W[c, j] f_j + b_c``, and its softmax over these logits is the
 decomposed softmax. It reads ``k2 * C`` weights instead of ``D * C``, and computes only those.
 
-The method is a class in captum's style, ``InfluentialFeatureSelection(model, k1=, k2=)
-.attribute(data)`` (the model's final layer gives the width and the classes it checks
-against). Its input is the model's ``PenultimateFeatures`` (features and labels, computed
-once per network and dataset by ``penultimate_features`` and cached), or a dataset whose
-features it computes that way: the chapter measures the decomposed layer, the (k1, k2) grid
-and the noise ablation on the same features, so everything here after the features takes
-them rather than the images.
+The method is a ``methods.UnitSelection``: ``InfluentialFeatureSelection(model, k1=, k2=)
+.select(data)``, its result read as ``LayerScores`` (``result["fc"]``, the C x D mask). Its
+input is the model's ``PenultimateFeatures`` (computed once per network and dataset by
+``penultimate_features`` and cached), or a dataset whose features it computes that way:
+everything here after the features takes them rather than the images. The noise ablation
+is ``feature_noise``, Class-Specific Gates are ``gates``, and chapter 4's sweeps over
+networks are ``decomposition``.
 
 Ties (equal feature values, equal histogram counts) go to the lower index, so the same
 features always give the same sets. Every function that runs a model works on the model's
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, hooks, metrics
+from . import cache, metrics
 from .devices import to_host, to_model
 from .methods import LayerScores, UnitSelection
 from .progress import bar
@@ -52,14 +51,12 @@ __all__ = [
     "PenultimateFeatures",
     "SetSummary",
     "channel_maps",
-    "class_channel_maps",
     "check_k",
     "decompose",
     "diagonal_margin",
     "index_histograms",
     "layer_correct",
     "linear_macs",
-    "map_mass_on_object",
     "most_frequent",
     "non_influential_indices",
     "penultimate_features",
@@ -71,7 +68,19 @@ __all__ = [
 
 
 def check_k(dim: int, **values: int | Iterable[int]) -> None:
-    """Raise ``ValueError`` naming the parameter unless every k (or k in a list) is in 1..dim."""
+    """Raise ``ValueError`` naming the parameter unless every k (or k in a list) is in 1..dim.
+
+    Args:
+        dim: the final layer's width D.
+        **values: k values, or lists of them, by parameter name.
+
+    Example:
+        >>> check_k(64, k1=5, k_grid=[1, 64])
+        >>> check_k(64, k2=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: k2: expected an integer in 1..64 (the final layer's width), got 0
+    """
     for name, value in values.items():
         for k in (value if isinstance(value, (list, tuple)) else [value]):
             if not isinstance(k, int) or not 1 <= k <= dim:
@@ -93,7 +102,16 @@ def _check_features(features: torch.Tensor, labels: torch.Tensor) -> None:
 @dataclass
 class PenultimateFeatures:
     """What a network's final layer ``fc`` reads for every image of a dataset, with the
-    images' labels, on the CPU."""
+    images' labels, on the CPU.
+
+    Args:
+        features: N x D.
+        labels: N.
+
+    Example:
+        >>> len(PenultimateFeatures(torch.rand(3, 4), torch.tensor([0, 1, 0])).dataset())
+        3
+    """
 
     features: torch.Tensor  # N x D
     labels: torch.Tensor  # N
@@ -108,8 +126,26 @@ class PenultimateFeatures:
 
 def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 500,
                          cached: bool = True) -> PenultimateFeatures:
-    """What ``model.fc`` reads (``model.penultimate(x)``) for every image of ``data``, or the
-    cached result for this model (architecture and weights) and data."""
+    """What ``model.fc`` reads for every image of ``data``, or the cached result for this
+    model (architecture and weights) and data.
+
+    Args:
+        model: a network with ``penultimate(x)``.
+        data: (image, label) pairs.
+        batch_size: images per forward pass.
+        cached: False to compute without the cache.
+
+    Returns:
+        ``PenultimateFeatures`` on the CPU.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from subnets import models
+        >>> images = TensorDataset(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 0]))
+        >>> penultimate_features(models.cifar_resnet(8, 1, 2), images, cached=False
+        ...                      ).features.shape
+        torch.Size([3, 64])
+    """
     if not hasattr(model, "penultimate"):
         raise TypeError(f"model: {type(model).__name__} has no penultimate(x) method")
     if cached:
@@ -134,7 +170,13 @@ def _penultimate(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, 
 # --- Algorithm 1 -------------------------------------------------------------------------
 
 def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
-    """N x k: per row, the indices of its ``k`` largest entries by magnitude, largest first."""
+    """Per row of ``features`` (N x D), the indices of its ``k`` largest entries by
+    magnitude, largest first (ties to the lower index).
+
+    Example:
+        >>> top_k_indices(torch.tensor([[1.0, -3.0, 2.0, 2.0]]), 3)
+        tensor([[1, 2, 3]])
+    """
     check_k(features.shape[1], k1=k)
     # A stable sort keeps equal values in index order, so ties go to the lower index.
     return features.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
@@ -143,7 +185,13 @@ def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
 def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
                      num_classes: int) -> torch.Tensor:
     """C x D counts: how often each feature index is among the top ``k1`` of an instance
-    of each class."""
+    of each class (``features`` N x D, ``labels`` N, in 0..``num_classes`` - 1).
+
+    Example:
+        >>> index_histograms(torch.tensor([[3.0, 1, 0], [0, 1, 2]]), torch.tensor([0, 0]), 1, 2)
+        tensor([[1, 0, 1],
+                [0, 0, 0]])
+    """
     _check_features(features, labels)
     dim = features.shape[1]
     top = top_k_indices(features, k1)
@@ -152,8 +200,13 @@ def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
 
 
 def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
-    """C x k2: per class (row) the indices of the ``k2`` largest counts (or scores),
-    largest first."""
+    """C x k2: per class (row of ``histograms``, C x D) the indices of its ``k2`` largest
+    counts (or scores), largest first, ties to the lower index.
+
+    Example:
+        >>> most_frequent(torch.tensor([[0, 5, 5, 1]]), 2)
+        tensor([[1, 2]])
+    """
     check_k(histograms.shape[1], k2=k2)
     return (-histograms).sort(dim=1, stable=True).indices[:, :k2]
 
@@ -161,7 +214,15 @@ def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
 @dataclass
 class SetSummary:
     """How much of the final layer's width the influential sets take, and how separate the
-    classes' sets are."""
+    classes' sets are (``InfluentialFeatures.summary``).
+
+    Args:
+        features_per_class: k2.
+        fraction_of_width: k2 / D.
+        union: the features influential for at least one class.
+        union_fraction: union / D.
+        mean_pairwise_jaccard: the mean Jaccard index of two different classes' sets.
+    """
 
     features_per_class: int  # k2
     fraction_of_width: float  # k2 / D
@@ -293,8 +354,13 @@ class InfluentialFeatureSelection(UnitSelection):
 
 
 def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Per instance, the share of its features' L1 mass in its ``k`` largest (Section 4.4's
-    "coverage" of k1); NaN for an all-zero feature vector."""
+    """Per instance (row of ``features``, N x D), the share of its L1 mass in its ``k``
+    largest features (Section 4.4's "coverage" of k1); NaN for an all-zero row.
+
+    Example:
+        >>> top_k_mass_share(torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), 1)
+        tensor([0.7500,    nan])
+    """
     mass = features.abs()
     total = mass.sum(1)
     top = mass.gather(1, top_k_indices(features, k)).sum(1)
@@ -306,7 +372,19 @@ def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
 class DecomposedLinear(nn.Module):
     """A final layer in which class c's logit reads only the features ``indices[c]``:
     ``z_c = sum_i weight[c, i] * x[indices[c, i]] + bias[c]``, with the weights copied from
-    ``fc``. ``forward`` gives these logits; ``probabilities`` the decomposed softmax."""
+    ``fc``. ``forward`` gives these logits; ``probabilities`` the decomposed softmax.
+
+    Args:
+        fc: the full final layer.
+        indices: C x k2 feature indices, one row per class.
+
+    Example:
+        >>> fc = nn.Linear(3, 2)
+        >>> layer = DecomposedLinear(fc, torch.tensor([[0, 1, 2], [0, 1, 2]]))
+        >>> x = torch.rand(4, 3)
+        >>> torch.allclose(layer(x), fc(x)), layer.macs()  # all features: the full layer
+        (True, 6)
+    """
 
     def __init__(self, fc: nn.Linear, indices: torch.Tensor) -> None:
         super().__init__()
@@ -338,7 +416,14 @@ class DecomposedLinear(nn.Module):
 
 def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
     """A copy of ``model`` whose final linear layer ``fc`` is a ``DecomposedLinear`` on
-    ``indices`` (to retrain the whole network after decomposition, Section 5.2.3)."""
+    ``indices`` (C x k2), to retrain the whole network after decomposition (Section 5.2.3).
+
+    Example:
+        >>> from subnets import models
+        >>> net = decompose(models.cifar_resnet(8, 1, 2), torch.tensor([[0], [1]]))
+        >>> type(net.fc).__name__, net(torch.rand(1, 1, 8, 8)).shape
+        ('DecomposedLinear', torch.Size([1, 2]))
+    """
     if not isinstance(getattr(model, "fc", None), nn.Linear):
         raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
     out = copy.deepcopy(model)
@@ -347,7 +432,12 @@ def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
 
 
 def linear_macs(fc: nn.Linear) -> int:
-    """Multiply-accumulates per input of a full linear layer."""
+    """Multiply-accumulates per input of a full linear layer ``fc``.
+
+    Example:
+        >>> linear_macs(nn.Linear(64, 10))
+        640
+    """
     return fc.in_features * fc.out_features
 
 
@@ -359,16 +449,31 @@ def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def layer_correct(layer: nn.Module, features: PenultimateFeatures) -> torch.Tensor:
     """Per instance of ``features``, 1.0 where the final ``layer`` (full, decomposed or
-    retrained) predicts the label, else 0.0."""
+    retrained) predicts the label, else 0.0, on the CPU.
+
+    Example:
+        >>> fc = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = fc.weight.copy_(torch.eye(2))
+        ...     _ = fc.bias.zero_()
+        >>> layer_correct(fc, PenultimateFeatures(torch.eye(2), torch.tensor([0, 0])))
+        tensor([1., 0.])
+    """
     x, y = to_model(layer, features.features, features.labels)
     return _correct(layer(x), y)
 
 
 @dataclass
 class DecompositionGrid:
-    """``table``: one row per (k1, k2) with the decomposed layer's test accuracy, the full
-    layer's and their ratio (the paper's relative accuracy). ``correct``: N x rows, per
-    test instance whether the decomposed layer of that row is right; ``full_correct``: N."""
+    """The decomposed layer over a (k1, k2) grid (``relative_accuracy_grid``).
+
+    Args:
+        table: one row per (k1, k2) with the decomposed layer's test accuracy, the full
+            layer's and their ratio (the paper's relative accuracy).
+        correct: N x rows, per test instance whether the decomposed layer of that row is
+            right.
+        full_correct: N, whether the full layer is right.
+    """
 
     table: pd.DataFrame
     correct: torch.Tensor
@@ -379,8 +484,18 @@ class DecompositionGrid:
 def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
                            test: PenultimateFeatures, k1s: Iterable[int],
                            k2s: Iterable[int]) -> DecompositionGrid:
-    """The decomposed layer for every (k1, k2), its sets found on the ``train`` features,
-    measured on the ``test`` features."""
+    """The decomposed layer of ``fc`` for every (k1, k2) of ``k1s`` x ``k2s``, its sets found
+    on the ``train`` features, measured on the ``test`` features.
+
+    Returns:
+        ``DecompositionGrid``.
+
+    Example:
+        >>> f = PenultimateFeatures(torch.eye(3), torch.arange(3))
+        >>> grid = relative_accuracy_grid(nn.Linear(3, 3), f, f, [1, 3], [3])
+        >>> grid.table["relative"].tolist()  # k2 = D keeps every feature
+        [1.0, 1.0]
+    """
     x, y = to_model(fc, test.features, test.labels)
     full = _correct(fc(x), y)
     rows, hits = [], []
@@ -398,7 +513,14 @@ def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
 def diagonal_margin(grid: DecompositionGrid) -> float:
     """Fig. 3's claim as one number: the median over k2 of the accuracy at k1 = k2 minus the
     best accuracy at any other k1 (> 0: k1 = k2 is best). ``grid`` has the same values for
-    k1 and k2, at least two of them."""
+    k1 and k2, at least two of them.
+
+    Example:
+        >>> table = pd.DataFrame({"k1": [1, 1, 2, 2], "k2": [1, 2, 1, 2],
+        ...                       "accuracy": [0.9, 0.5, 0.7, 0.8]})
+        >>> round(diagonal_margin(DecompositionGrid(table, None, None)), 2)
+        0.25
+    """
     acc = grid.table.pivot(index="k1", columns="k2", values="accuracy")
     if list(acc.index) != list(acc.columns) or len(acc) < 2:
         raise ValueError("grid: expected the same k1 and k2 values, at least two")
@@ -408,8 +530,13 @@ def diagonal_margin(grid: DecompositionGrid) -> float:
 
 
 def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
-    """C x k: per class ``k`` distinct features drawn at random (seeded): the control for
-    Algorithm 1's sets."""
+    """C x k: per class (of ``num_classes``) ``k`` distinct features of ``dim`` drawn at
+    random (seeded): the control for Algorithm 1's sets.
+
+    Example:
+        >>> random_feature_sets(2, 64, 5, seed=0).shape
+        torch.Size([2, 5])
+    """
     check_k(dim, k2=k)
     g = torch.Generator().manual_seed(seed)
     return torch.stack([torch.randperm(dim, generator=g)[:k] for _ in range(num_classes)])
@@ -417,7 +544,14 @@ def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> to
 
 def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> torch.Tensor:
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
-    influential for that class."""
+    influential for that class (``influential``).
+
+    Example:
+        >>> sets = InfluentialFeatures(indices=torch.tensor([[0], [1]]),
+        ...                            histograms=torch.zeros(2, 3), k1=1, k2=1)
+        >>> bool((non_influential_indices(sets) != sets.indices).all())
+        True
+    """
     if 2 * influential.k2 > influential.dim:
         raise ValueError(f"k2: {influential.k2} influential features leave fewer than "
                          f"{influential.k2} others of {influential.dim}")
@@ -442,26 +576,3 @@ def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, in
     picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
     return nn.functional.interpolate(picked.mean(1, keepdim=True), size=size, mode="bilinear",
                                      align_corners=False)
-
-
-def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
-                       labels: torch.Tensor, influential: InfluentialFeatures,
-                       others: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Table 7's maps of ``images``: per image, the ``channel_maps`` of the output of
-    ``model``'s ``layer`` (the last conv maps, whose spatial means are the penultimate
-    features) over all its channels, over its class's influential channels and over its
-    class's row of ``others`` (C x k channels: ``non_influential_indices``)."""
-    maps = hooks.activations(model, images, [layer])[layer]
-    n, size = len(images), tuple(images.shape[-2:])
-    channel_sets = {"all channels": torch.arange(maps.shape[1]).expand(n, -1),
-                    "influential": influential.indices[labels], "non-influential": others[labels]}
-    return {name: channel_maps(maps, channels, size) for name, channels in channel_sets.items()}
-
-
-def map_mass_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per map, the share of its (non-negative) mass on the foreground ``masks``; NaN for an
-    all-zero map."""
-    mass = maps.clamp_min(0).flatten(1)
-    inside = (mass * masks.flatten(1).to(mass)).sum(1)
-    total = mass.sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.full_like(total, math.nan))
