@@ -5,15 +5,12 @@ import pandas as pd
 import pytest
 import torch
 from test_influence import Head
-from torch import nn
 
 from subnets import claims, data, decomposition, feature_noise, gates, influence, train
 from subnets.influence import PenultimateFeatures
-from subnets.train import seeded
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def tiny_data():
     """Two seeds of ResNet-8 on 40 random 8x8 grey images of two classes, one epoch."""
     g = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (40, 1, 8, 8), dtype=torch.uint8, generator=g)
@@ -23,6 +20,11 @@ def tiny():
     test_set = data.ImageSet(images[24:], labels[24:], ["a", "b"], "tiny")
     config = train.TrainConfig(epochs=1, batch_size=8, seed=0)
     return train_set, test_set, config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_data()
 
 
 def study_of(tiny, placebo=False):
@@ -71,22 +73,12 @@ def test_a_placebo_study_measures_its_networks_once(tiny, isolated_cache):
     pd.testing.assert_frame_equal(table.loc["trained"], table.loc["placebo"])
 
 
-def test_retraining_gates_and_object_gains_per_network(tiny, isolated_cache):
+def test_retraining_and_gates_per_network(tiny, isolated_cache):
     train_set, test_set, config = tiny
     study = study_of(tiny)
     retrained = decomposition.retraining_accuracies(study, 8, train_set, test_set, config, 2, 2)
     assert list(retrained.columns) == ["retrained", "trained as long again"]
     assert retrained.index.names == ["network", "seed"] and len(retrained) == 4
-    images, labels = test_set.tensors()
-    gains = decomposition.object_gains(study, 8, images, labels, None, 2, 2)
-    assert gains.isna().all() and len(gains) == 4
-    masks = data.foreground(images)
-    gains = decomposition.object_gains(study, 8, images, labels, masks, 2, 2)
-    maps = decomposition.influential_maps(study.nets[8, 0], study.feats[8, 0]["train"], images,
-                                          labels, 2, 2, 0)
-    expected = (decomposition.map_mass_on_object(maps["influential"], masks)
-                - decomposition.map_mass_on_object(maps["non-influential"], masks)).nanmean()
-    assert gains["trained", 0] == pytest.approx(expected.item(), nan_ok=True)
     gated = decomposition.gated_networks(study, 8, train_set, test_set, config,
                                          gates.GateConfig(), 2, 2)
     assert gated.statistics.index.names == ["network", "seed"] and len(gated.statistics) == 4
@@ -122,35 +114,3 @@ def test_decomposition_statistics_are_those_of_their_parts():
     assert stats == pytest.approx({
         "full": full, "decomposed": decomposed, "relative": decomposed / full,
         "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})
-
-
-def test_map_mass_on_object():
-    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
-    masks = torch.tensor([[[True, False], [False, False]]] * 2).unsqueeze(1)
-    share = decomposition.map_mass_on_object(maps, masks)
-    assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
-
-
-def test_class_channel_maps_pick_each_image_s_class_channels():
-    class Conv(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.Conv2d(1, 4, 3, padding=1)
-
-        def forward(self, x):
-            return self.layers(x)
-
-    with seeded(0):
-        net = Conv()
-    images, labels = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0])
-    inf = influence.InfluentialFeatures(indices=torch.tensor([[0, 1], [2, 3]]),
-                                        histograms=torch.zeros(2, 4, dtype=torch.long),
-                                        k1=2, k2=2)
-    others = torch.tensor([[2, 3], [0, 1]])
-    maps = decomposition.class_channel_maps(net, "layers", images, labels, inf, others)
-    with torch.no_grad():
-        raw = net.layers(images)
-    assert set(maps) == {"all channels", "influential", "non-influential"}
-    torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
-    torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
-    torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))
