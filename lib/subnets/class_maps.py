@@ -83,6 +83,14 @@ def influential_maps(net: nn.Module, train_features: PenultimateFeatures,
 
     Returns:
         The maps, by channel set ("all channels", "influential", "non-influential").
+
+    Example:
+        >>> from subnets.decomposition import seeded_resnet
+        >>> net, images = seeded_resnet(8, 0, 1, 2), torch.rand(4, 1, 8, 8)
+        >>> f = PenultimateFeatures(net.penultimate(images).detach(), torch.tensor([0, 1] * 2))
+        >>> maps = influential_maps(net, f, images, f.labels, k1=2, k2=2, seed=0)
+        >>> sorted(maps), maps["influential"].shape
+        (['all channels', 'influential', 'non-influential'], torch.Size([4, 1, 8, 8]))
     """
     sets = influence.InfluentialFeatureSelection(net, k1=k1, k2=k2).select(train_features)
     return class_channel_maps(net, "layers", images, labels, sets,
@@ -106,6 +114,16 @@ def object_gains(study: ResNetStudy, depth: int, images: torch.Tensor, labels: t
 
     Returns:
         The gains, indexed (network, seed).
+
+    Example:
+        >>> from subnets import data, train
+        >>> from subnets.decomposition import resnet_study
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> images, labels = tiny.tensors()
+        >>> bool(object_gains(study, 8, images, labels, None, 2, 2).isna().all())  # no masks
+        True
     """
     def gain(n: nn.Module, f: dict, s: int, _untrained: bool) -> float:
         if masks is None:

@@ -96,6 +96,16 @@ class ResNetStudy:
         placebo_feats: the same for the placebos.
         histories: per trained network, its training history.
         placebo: whether this is a placebo run (nothing trained).
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> study.seeds, list(study.per_seed(lambda n, f, s, untrained: s, 8).values())
+        ([0], [0, 0])
+        >>> list(study.accuracies().columns)
+        ['final training accuracy', 'test accuracy', "placebo's test accuracy"]
     """
 
     nets: dict[tuple[int, int], nn.Module]
@@ -157,6 +167,14 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
 
     Returns:
         ``ResNetStudy``.
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> sorted(study.nets), study.feats[8, 0]["test"].features.shape
+        ([(8, 0)], torch.Size([8, 64]))
     """
     def resnet(d: int, s: int, untrained: bool) -> train.Trained:
         model = seeded_resnet(d, s, train_set.shape[0], len(train_set.classes), shortcut)
@@ -239,6 +257,15 @@ def network_statistics(study: ResNetStudy, k1: int, k2: int,
 
     Returns:
         One row per network, indexed (network, depth, seed).
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> table = network_statistics(study, 2, 2, [1, 2])
+        >>> table.index.tolist(), bool(table.loc["trained", 8, 0]["full"] <= 1)
+        ([('trained', 8, 0), ('placebo', 8, 0)], True)
     """
     def statistics(kind: str) -> pd.DataFrame:
         nets, feats = study.networks(kind)
@@ -267,6 +294,14 @@ def noise_table(statistics: pd.DataFrame) -> pd.DataFrame:
 
     Returns:
         Indexed (network, depth), columns (noise kind, condition).
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> noise_table(network_statistics(study, 2, 2, [1, 2])).columns[1]
+        ('feature noise', 'influential replaced')
     """
     names = dict(zip(NOISE_CONDITIONS, ["original", "influential replaced",
                                         "all others replaced", "as many random others replaced"]))
@@ -289,6 +324,14 @@ def diagonal_curves(study: ResNetStudy, depths: Iterable[int],
     Returns:
         The rows of ``influence.relative_accuracy_grid`` with k1 = k2, with the network's
         depth and seed.
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> diagonal_curves(study, [8], [1, 2])[["k1", "k2", "depth"]].values.tolist()
+        [[1, 1, 8], [2, 2, 8]]
     """
     return pd.concat([
         influence.relative_accuracy_grid(study.nets[d, s].fc, study.feats[d, s]["train"],
@@ -316,6 +359,14 @@ def retraining_accuracies(study: ResNetStudy, depth: int, train_set: Dataset,
 
     Returns:
         Columns "retrained" and "trained as long again", indexed (network, seed).
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> retraining_accuracies(study, 8, tiny, tiny, train.TrainConfig(), 2, 2).shape
+        (2, 2)
     """
     def retrained(n: nn.Module, f: dict, s: int, untrained: bool) -> float:
         sets = influence.InfluentialFeatureSelection(n, k1=k1, k2=k2).select(f["train"])
@@ -368,6 +419,18 @@ def gated_networks(study: ResNetStudy, depth: int, train_set: Dataset, test_set:
 
     Returns:
         ``GatedNetworks``.
+
+    Example:
+        >>> from subnets import data
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
+        >>> gated = gated_networks(study, 8, tiny, tiny, train.TrainConfig(),
+        ...                        gates.GateConfig(), 2, 2)
+        >>> float(gated.statistics.loc["placebo", 0]["by chance"])  # k2 * k2 / D
+        0.0625
+        >>> bool(gated.nets["placebo", 0].gates.eq(0.5).all())  # untrained: at their init
+        True
     """
     def gated(n: nn.Module, _f: dict, s: int, untrained: bool) -> tuple:
         net = gates.fit_gates(copy.deepcopy(n), train_set, replace(config, seed=s),
