@@ -31,7 +31,7 @@ def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
     class's row of ``others`` (C x k channels: ``influence.non_influential_indices``).
 
     Returns:
-        N x 1 x H x W maps by channel set: "all channels", "influential", "non-influential".
+        N x 1 x H x W maps by channel set ("all channels", "influential", "non-influential").
 
     Example:
         >>> from subnets.decomposition import seeded_resnet

@@ -302,7 +302,7 @@ def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> p
         influential: the influential sets of ``net.model`` (one per class of its gates).
 
     Returns:
-        One row per class: how many of its ``k2`` largest gates (ties to the lower index)
+        One row per class, with how many of its ``k2`` largest gates (ties to the lower index)
         are among its influential features ("top gates influential"), how many that would
         be by chance ("by chance", ``k2**2 / D``), the mean gate on its influential and on
         its other features, and its open gates (> 0.5).
