@@ -10,6 +10,7 @@ placebo (the same network untrained), from which the chapter's claim rows are bu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -440,3 +441,15 @@ class SeedStatistics:
         """A trained row (``claims.Claim.trained``) of statistic ``key``."""
         return claims.Claim.trained(claim, paper, self.trained[key], self.placebo[key], rule,
                                     **fields)
+
+    def glue(self, prefix: str, keys: list[str], placebo: bool = False) -> None:
+        """Glue (myst-nb) the mean over seeds of each statistic in ``keys`` for a reading:
+        as ``<prefix>_<key>``, spaces and commas made underscores, and with ``placebo`` the
+        placebos' mean as ``<prefix>_<key>_placebo``."""
+        from myst_nb import glue
+
+        for key in keys:
+            name = f"{prefix}_" + re.sub(r"[ ,]+", "_", key)
+            glue(name, self.mean(key), display=False)
+            if placebo:
+                glue(f"{name}_placebo", self.mean(key, "placebo"), display=False)
