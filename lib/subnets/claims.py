@@ -35,7 +35,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
-           "bootstrap", "seed_interval", "claims_frame", "claims_table", "verdict_counts",
+           "bootstrap", "seed_interval", "claims_frame", "claims_table", "brief_table",
+           "verdict_counts",
            "scale_comparison",
            "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL", "SCOPES"]
 
@@ -437,21 +438,26 @@ _COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "co
            SETTING: "color: grey"}
 
 
-def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
-    """The rows as a plain table.
+def claims_frame(claims: Sequence[Claim], numbers: bool = False) -> pd.DataFrame:
+    """The rows as a plain table: claim, paper, scope, ours (with interval), the placebo's
+    value (and the trained - placebo difference), rule, control, verdict and its reason.
 
     Args:
         claims: the rows.
+        numbers: also the numbers behind the text, for the Scorecard's forest plot
+            (``plots.claims_forest``): ``value``, ``low``, ``high`` (ours), ``op``,
+            ``threshold``, ``margin`` (the rule), ``placebo``'s ``placebo_value``,
+            ``placebo_low``, ``placebo_high``; NaN (or "") where a row has none.
 
     Returns:
-        One row per claim: claim, paper, scope, this book (with interval), placebo (and
-        the trained - placebo difference), interval, rule, control, verdict and why.
+        One row per claim.
 
     Example:
-        >>> frame = claims_frame([Claim("p < 0.5", "0.1", 0.2, Rule("<", 0.5),
-        ...                             scope="method", note="by construction")])
-        >>> frame[["this book", "verdict", "why"]].values.tolist()
-        [['0.200', 'held', 'estimate < 0.5']]
+        >>> row = Claim("accuracy", "0.9", Estimate(0.8, 0.7, 0.85), Rule(">", 0.5),
+        ...             scope="method", note="any network")
+        >>> claims_frame([row], numbers=True)[["verdict", "low", "op", "threshold"]]
+          verdict  low op  threshold
+        0    held  0.7  >        0.5
     """
     rows = []
     for c in claims:
@@ -464,16 +470,30 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
             "placebo": _placebo_text(c),
             "interval": est.method or ("point estimate" if c.rule is not None else "—"),
             "rule": "—" if c.rule is None else c.rule.describe(),
-            "control": c.control, "verdict": v.outcome, "why": v.reason})
+            "control": c.control, "verdict": v.outcome, "why": v.reason,
+            **(_numbers(c) if numbers else {})})
     return pd.DataFrame(rows)
+
+
+def _numbers(c: Claim) -> dict:
+    def three(e: Estimate | float | None) -> list[float]:
+        e = Estimate(math.nan) if e is None else _as_estimate(e)
+        ends = [e.low, e.high] if e.has_interval else [math.nan, math.nan]
+        return [math.nan if x is None else float(x) for x in [e.value, *ends]]
+
+    rule = c.rule or Rule(">", math.nan)
+    return {**dict(zip(["value", "low", "high"], three(c.estimate))),
+            "op": c.rule.op if c.rule else "", "threshold": rule.threshold,
+            "margin": rule.margin,
+            **dict(zip(["placebo_value", "placebo_low", "placebo_high"], three(c.placebo)))}
 
 
 def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
     """The styled "Paper vs this book" table; with ``glue_name`` also glued (myst-nb): the
-    full table as ``<glue_name>``, a brief one for the book's Scorecard page (claim,
-    paper, ours, placebo, scope, verdict; the verdict counts as its caption) as
-    ``<glue_name>_brief``, and the rows as JSON (``<glue_name>_rows``) so that a recorded
-    run can be read back claim by claim (``subnets.run.recorded_claims``).
+    full table as ``<glue_name>``, a brief one for the book's Scorecard page
+    (``brief_table``) as ``<glue_name>_brief``, and the rows with their numbers as JSON
+    (``<glue_name>_rows``) so that a recorded run can be read back claim by claim
+    (``subnets.run.recorded_claims``) and the Scorecard can draw every judged row.
 
     Args:
         claims: the rows.
@@ -487,17 +507,49 @@ def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
         >>> styled.data.verdict.tolist()
         ['setting']
     """
-    frame = claims_frame(claims)
-    styled = _styled(frame, ["verdict"])
+    styled = _styled(claims_frame(claims), ["verdict"])
     if glue_name is not None:
         from myst_nb import glue
 
-        brief = frame[["claim", "paper", "this book", "placebo", "scope", "verdict"]]
+        frame = claims_frame(claims, numbers=True)
         glue(glue_name, styled, display=False)
-        glue(f"{glue_name}_brief", _styled(brief, ["verdict"]).set_caption(
-            verdict_counts(frame)), display=False)
+        glue(f"{glue_name}_brief", brief_table(frame), display=False)
         glue(f"{glue_name}_rows", frame.to_json(orient="records"), display=False)
     return styled
+
+
+_MARKS = "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ"
+
+
+def brief_table(frame: pd.DataFrame):
+    """A chapter's rows at a glance (the Scorecard): one line per claim with claim, paper,
+    ours, verdict and scope (its first word); every interval's method said once, in the
+    caption under the verdict counts, and marked on the numbers it belongs to.
+
+    Args:
+        frame: ``claims_frame``'s rows.
+
+    Returns:
+        A styled table (pandas Styler).
+
+    Example:
+        >>> rows = claims_frame([Claim("x", "1", Estimate(2.0, 1.0, 3.0, "t over 3 seeds"),
+        ...                            Rule(">", 0.0), scope="method", note="any network")])
+        >>> table = brief_table(rows)
+        >>> table.data["ours"].tolist(), table.caption.split("Intervals: ")[1]
+        (['2.000 [1.000, 3.000] ᵃ'], 'ᵃ t over 3 seeds.')
+    """
+    methods = [m for m in dict.fromkeys(frame.interval)
+               if m not in ("—", "point estimate", "")]
+    marks = dict(zip(methods, _MARKS))
+    brief = pd.DataFrame({
+        "claim": frame.claim, "paper": frame.paper,
+        "ours": [text + (f" {marks[m]}" if m in marks else "")
+                 for text, m in zip(frame["this book"], frame.interval)],
+        "verdict": frame.verdict, "scope": frame.scope.str.split(":").str[0]})
+    caption = verdict_counts(frame) + (
+        ". Intervals: " + "; ".join(f"{marks[m]} {m}" for m in methods) + "." if methods else "")
+    return _styled(brief, ["verdict"]).set_caption(caption)
 
 
 def verdict_counts(frame: pd.DataFrame) -> str:

