@@ -343,6 +343,19 @@ def statistics(study: Study, target_class: int, figure4_class: int,
 
     Returns:
         Statistic name -> value (see the chapter's claims for what each measures).
+
+    Example:
+        >>> import torch
+        >>> from subnets import data, train
+        >>> images = (torch.rand(12, 1, 8, 8) * 255).to(torch.uint8)
+        >>> part = data.ImageSet(images, torch.arange(12) % 2, ["a", "b"], "tiny")
+        >>> study = Study(new_f((1, 8, 8), 2, 0), part, part, seed=0, sample_seed=0,
+        ...               threshold=0.0, head_config=train.TrainConfig(epochs=1, loss="bce"),
+        ...               n_head_train=4, gradcam_layer="conv3", n_agreement=2)
+        >>> values = statistics(study, target_class=1, figure4_class=0, exemplar_classes=[1],
+        ...                     n_exemplars=2)
+        >>> float(values["prior"]), values["exactness"] < 1e-5
+        (0.5, True)
     """
     C, K = target_class, len(study.classes)
     y = study.y_test.numpy()
@@ -402,8 +415,12 @@ def statistics(study: Study, target_class: int, figure4_class: int,
 
 @dataclass
 class SeedStatistics:
-    """``statistics`` of every training seed's f (``trained``) and of its placebo, the same
-    network untrained (``placebo``): one row per seed, one column per statistic.
+    """``statistics`` of every training seed's f and of its placebo, the same network
+    untrained: one row per seed, one column per statistic.
+
+    Args:
+        trained: the trained networks' statistics (rows: seeds).
+        placebo: their placebos' statistics, seed for seed.
 
     Example:
         >>> values = SeedStatistics(pd.DataFrame({"a": [0.9, 0.85, 0.8]}),
