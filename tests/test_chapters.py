@@ -114,8 +114,12 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
     from subnets.models.imagenet import scaled_network
 
     if chapter == "01":
-        nets = [models.ThreeBlockCNN(in_channels=3, num_classes=10, image_size=p["image_size"])]
-        return nets, {"lr": p["lr"], "schedule": "cosine"}, p["image_size"]
+        from subnets import class_subnetworks
+
+        shape = (3, p["image_size"], p["image_size"])
+        config = class_subnetworks.f_config(1, 2, p["lr"], p["precision"], p["seed"])
+        nets = [class_subnetworks.new_f(shape, 10, p["seed"])]
+        return nets, {"lr": config.lr, "schedule": config.schedule}, p["image_size"]
     if chapter == "02":
         assert p["network_scale"] == "full"
         return ([scaled_network(n, p["network_scale"], 3, 10) for n in p["networks"]],
@@ -127,7 +131,9 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
                       "schedule": "cosine",
                       f"clip_grad_{p['clip_mode']}": p["clip_threshold"] or None}, 32
     if chapter == "04":
-        nets = [models.cifar_resnet(d, 3, 10, shortcut=p["shortcut"])
+        from subnets.decomposition import seeded_resnet
+
+        nets = [seeded_resnet(d, p["seed"], 3, 10, p["shortcut"])
                 for d in sorted({p["depth"], *p["depths"]})]
         return nets, {"lr": p["lr"], "optimizer": p["optimizer"], "schedule": "cosine",
                       "weight_decay": p["weight_decay"], "augment": p["augment"]}, 32
