@@ -19,13 +19,16 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import torch
 from scipy.sparse.linalg import LinearOperator, eigsh
 from torch import nn
 
+from . import cache
 from .devices import to_host, to_model
+from .progress import bar
 
-__all__ = ["Hessian"]
+__all__ = ["Hessian", "top_eigenvalues", "spectra"]
 
 _WHICH = {"magnitude": "LM", "largest": "LA"}
 
@@ -109,3 +112,55 @@ class Hessian:
                        return_eigenvectors=False)
         return np.sort(values)[::-1]
 
+
+
+def top_eigenvalues(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor, k: int = 20,
+                    tol: float = 1e-3) -> np.ndarray:
+    """``Hessian(model, inputs, target).top_eigenvalues(k, tol)``, cached on the model's
+    weights, the examples, ``k`` and ``tol``.
+
+    Args:
+        model: the network (left unchanged).
+        inputs, target: the examples of the loss.
+        k, tol: as in ``Hessian.top_eigenvalues``.
+
+    Returns:
+        The ``k`` eigenvalues of largest magnitude, in decreasing order.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+        >>> top_eigenvalues(model, torch.rand(8, 1, 2, 2), torch.tensor([0, 1] * 4), k=2).shape
+        (2,)
+    """
+    def compute():
+        values = Hessian(model, inputs, target).top_eigenvalues(k=k, tol=tol)
+        return {"eigenvalues": torch.from_numpy(values.copy())}
+    parts = {"model": model, "x": inputs, "y": target, "k": k, "tol": tol}
+    return cache.cached("rf-hessian", parts, compute)["eigenvalues"].numpy()
+
+
+def spectra(nets: dict[tuple, nn.Module], inputs: torch.Tensor, target: torch.Tensor,
+            k: int = 20, tol: float = 1e-3,
+            names: tuple[str, ...] = ("architecture", "level", "seed", "state"),
+            desc: str = "Hessians") -> pd.DataFrame:
+    """The top ``k`` Hessian eigenvalues of every network, as rows.
+
+    Args:
+        nets: networks by key (a tuple, one entry per name in ``names``).
+        inputs, target, k, tol: as in ``top_eigenvalues``.
+        names: the columns the keys' entries go in.
+        desc: the progress bar's label.
+
+    Returns:
+        One row per network and eigenvalue: the key's columns, "rank" (1: the largest)
+        and "eigenvalue".
+
+    Example:
+        >>> nets = {("mlp", 1, 0, "initialisation"): nn.Sequential(nn.Flatten(), nn.Linear(4, 2))}
+        >>> frame = spectra(nets, torch.rand(8, 1, 2, 2), torch.tensor([0, 1] * 4), k=2)
+        >>> frame["rank"].tolist()
+        [1, 2]
+    """
+    return pd.DataFrame([{**dict(zip(names, key)), "rank": i + 1, "eigenvalue": v}
+                         for key, model in bar(nets.items(), desc=desc)
+                         for i, v in enumerate(top_eigenvalues(model, inputs, target, k, tol))])

@@ -20,15 +20,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from . import cache
 from .devices import to_host, to_model
 from .hooks import Recorder
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
-           "gram_matrices", "cka_from_grams", "cka_matrix"]
+           "gram_matrices", "cka_from_grams", "cka_matrix", "seed_pair_cka", "middle_layer",
+           "deep_layer_cka", "check_gram_memory"]
 
 _MIN_BATCH = 4
 _SHORTCUT_NAMES = ("shortcut", "downsample")
@@ -211,3 +214,124 @@ def cka_matrix(model_a: nn.Module, layers_a: Sequence[str], model_b: nn.Module,
             cka.update([to_host(rec_a.outputs[n]) for n in layers_a],
                        [to_host(rec_b.outputs[n]) for n in layers_b])
     return pd.DataFrame(cka.compute().numpy(), index=index, columns=columns)
+
+
+def seed_pair_cka(nets: Sequence[nn.Module], inputs: torch.Tensor, estimator: str = "full",
+                  batch_size: int = 250) -> dict[str, np.ndarray]:
+    """CKA between the layers (``representation_layers``) of the disjoint seed pairs
+    (0, 1), (2, 3), ... of one variant, and of each seed with itself (cached).
+
+    Args:
+        nets: the variant's networks, one per seed, in seed order.
+        inputs: the images every network sees.
+        estimator: "full" (linear CKA from Gram matrices) or "minibatch" (unbiased HSIC).
+        batch_size: the minibatch estimator's batch.
+
+    Returns:
+        ``{"cross": pairs x L x L, "within": seeds x L x L}``, arrays of CKA values.
+
+    Example:
+        >>> nets = [nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Linear(3, 2))
+        ...         for _ in range(2)]
+        >>> cka = seed_pair_cka(nets, torch.rand(16, 1, 2, 2))
+        >>> cka["cross"].shape, cka["within"].shape
+        ((1, 2, 2), (2, 2, 2))
+    """
+    if estimator not in ("full", "minibatch"):
+        raise ValueError(f"cka_estimator: expected 'full' or 'minibatch', got {estimator!r}")
+
+    def compute():
+        layers = representation_layers(nets[0])
+        if estimator == "minibatch":
+            def matrix(a, b):
+                return torch.tensor(cka_matrix(a, layers, b, layers, inputs,
+                                               batch_size).to_numpy())
+        else:
+            grams = {id(m): gram_matrices(m, layers, inputs) for m in nets}
+
+            def matrix(a, b):
+                return cka_from_grams(grams[id(a)], grams[id(b)])
+        return {"cross": torch.stack([matrix(a, b) for a, b in zip(nets[::2], nets[1::2])]),
+                "within": torch.stack([matrix(a, a) for a in nets])}
+    parts = {"models": list(nets), "x": inputs, "estimator": estimator,
+             "batch": batch_size if estimator == "minibatch" else None}
+    return {k: v.numpy() for k, v in cache.cached("rf-cka-pairs", parts, compute).items()}
+
+
+def middle_layer(n_layers: int) -> int:
+    """The 1-based index of the middle one of ``n_layers`` layers, where Avendaño Muñoz draws
+    a red line (the 25th of the 50 layers the book counts in a ResNet50).
+
+    Args:
+        n_layers: how many layers are compared.
+
+    Returns:
+        ``(n_layers + 1) // 2``: the layers after it are the "deep" ones.
+
+    Example:
+        >>> middle_layer(50), middle_layer(7)
+        (25, 4)
+    """
+    return (n_layers + 1) // 2
+
+
+def deep_layer_cka(matrices: dict[tuple, dict[str, np.ndarray]], seeds: int) -> pd.DataFrame:
+    """Per variant and seed, the deep layers' (after ``middle_layer``) CKA with the same layer
+    of the other seed of its pair (the diagonal of the cross matrix; on the pair's first
+    seed, NaN on the others) and with the layers up to the middle one of its own network.
+
+    Args:
+        matrices: ``{(architecture, level): seed_pair_cka(...)}``.
+        seeds: the seeds per variant.
+
+    Returns:
+        One row per variant and seed: architecture, level, seed, "deep layers vs other
+        seed", "deep layers vs rest of own network".
+
+    Example:
+        >>> m = np.eye(4)
+        >>> pairs = {("vgg", 1): {"cross": m[None], "within": np.stack([m, m])}}
+        >>> frame = deep_layer_cka(pairs, 2)
+        >>> frame["deep layers vs other seed"].tolist()
+        [1.0, nan]
+    """
+    rows = []
+    for (arch, level), m in matrices.items():
+        for s in range(seeds):
+            within = m["within"][s]
+            mid = middle_layer(len(within))
+            cross = (np.diag(m["cross"][s // 2])[mid:].mean()
+                     if s % 2 == 0 and s + 1 < seeds else np.nan)
+            rows.append({"architecture": arch, "level": level, "seed": s,
+                         "deep layers vs other seed": cross,
+                         "deep layers vs rest of own network": within[mid:, :mid].mean()})
+    return pd.DataFrame(rows)
+
+
+def check_gram_memory(model: nn.Module, n_inputs: int, copies: int,
+                      max_bytes: int = 8 * 2 ** 30) -> None:
+    """A ``ValueError`` naming ``n_cka`` if full-batch CKA of ``n_inputs`` images over the
+    ``representation_layers`` of ``model``, for ``copies`` networks, holds more than
+    ``max_bytes`` of float64 Gram matrices (shapes only: the model may be on the meta device).
+
+    Args:
+        model: one of the networks compared.
+        n_inputs: the images CKA runs on.
+        copies: how many networks' Gram matrices are held at once (the seeds of a variant).
+        max_bytes: the budget.
+
+    Returns:
+        None.
+
+    Example:
+        >>> model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        >>> check_gram_memory(model, 1000, 3)
+        >>> check_gram_memory(model, 100_000, 3)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: n_cka: full-batch CKA of 100000 images needs 447 GiB of Gram matrices; ...
+    """
+    need = copies * len(representation_layers(model)) * n_inputs ** 2 * 8
+    if need > max_bytes:
+        raise ValueError(f"n_cka: full-batch CKA of {n_inputs} images needs {need / 2 ** 30:.0f} "
+                         "GiB of Gram matrices; use fewer images or cka_estimator='minibatch'")
