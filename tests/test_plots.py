@@ -97,3 +97,16 @@ def test_agreement_by_layer_adds_the_chance_line_to_every_network():
     grid = plots.agreement_by_layer(per_layer)
     assert len(grid.axes.flat) == 2
     assert [len(ax.lines) for ax in grid.axes.flat] == [2, 2]
+
+
+def test_image_grid_places_panels_and_crosses():
+    import numpy as np
+
+    from subnets import plots
+
+    fig = plots.image_grid({(0, 0): np.eye(4), (1, 0): np.eye(4), (1, 2): np.ones((4, 4))},
+                           {(1, 2): "b"}, cross={(0, 0): 1.5}, row_labels=["top", "bottom"])
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert axes[1, 2].get_title() == "b" and axes[1, 0].get_ylabel() == "bottom"
+    assert len(axes[0, 0].lines) == 2 and not axes[1, 2].lines
+    assert not axes[0, 1].axison and axes[1, 2].axison

@@ -28,7 +28,7 @@ from . import cache
 from .devices import to_host, to_model
 from .progress import bar
 
-__all__ = ["Hessian", "top_eigenvalues", "spectra"]
+__all__ = ["Hessian", "top_eigenvalues", "spectra", "spectrum_moments"]
 
 _WHICH = {"magnitude": "LM", "largest": "LA"}
 
@@ -164,3 +164,22 @@ def spectra(nets: dict[tuple, nn.Module], inputs: torch.Tensor, target: torch.Te
     return pd.DataFrame([{**dict(zip(names, key)), "rank": i + 1, "eigenvalue": v}
                          for key, model in bar(nets.items(), desc=desc)
                          for i, v in enumerate(top_eigenvalues(model, inputs, target, k, tol))])
+
+
+def spectrum_moments(frame: pd.DataFrame) -> pd.DataFrame:
+    """The first two moments of each network's top eigenvalues (``spectra``'s rows): their
+    mean (how large they are) and standard deviation (how wide the spectrum is).
+
+    Args:
+        frame: ``spectra``'s rows.
+
+    Returns:
+        Columns "mean" and "std", indexed by every key column of ``frame``.
+
+    Example:
+        >>> frame = pd.DataFrame({"net": [0, 0], "rank": [1, 2], "eigenvalue": [3.0, 1.0]})
+        >>> spectrum_moments(frame).loc[0].tolist()
+        [2.0, 1.4142135623730951]
+    """
+    keys = [c for c in frame.columns if c not in ("rank", "eigenvalue")]
+    return frame.groupby(keys).eigenvalue.agg(["mean", "std"])

@@ -20,7 +20,7 @@ from . import cache, pruning, train
 from .progress import bar
 
 __all__ = ["pruned", "pruned_accuracies", "accuracy_curve", "dense_and_pruned", "emptied_layers",
-           "mean_std"]
+           "mean_std", "accuracy_table", "scope_comparison", "fine_tuned_table"]
 
 
 def pruned(model: nn.Module, rate: float, scope: str = "layerwise",
@@ -173,3 +173,104 @@ def mean_std(values: pd.Series) -> str:
         '91.0 ± 1.4'
     """
     return f"{values.mean():.1f} ± {values.std():.1f}"
+
+
+def accuracy_table(per_seed: pd.DataFrame, placebo: pd.DataFrame, rate: float,
+                   fields: pd.Series | None = None) -> pd.DataFrame:
+    """Tables 1 and 2 of Avendaño Muñoz: per variant, mean ± standard deviation over seeds
+    of the dense and pruned accuracies and their difference, with the placebo's.
+
+    Args:
+        per_seed: ``dense_and_pruned`` of the trained networks.
+        placebo: the same of the placebo networks.
+        rate: the pruning rate (for the column names).
+        fields: the receptive field of each (architecture, level), shown first.
+
+    Returns:
+        One row per (architecture, level).
+
+    Example:
+        >>> index = pd.MultiIndex.from_tuples([("vgg", 1, 0), ("vgg", 1, 1)],
+        ...                                   names=["architecture", "level", "seed"])
+        >>> frame = pd.DataFrame({"dense": [90.0, 92.0], "pruned": [10.0, 12.0]}, index)
+        >>> frame["difference"] = frame.dense - frame.pruned
+        >>> accuracy_table(frame, frame, 0.9).iloc[0, 0]
+        '91.0 ± 1.4'
+    """
+    table = per_seed.groupby(["architecture", "level"])[["dense", "pruned", "difference"]].agg(
+        mean_std)
+    table.columns = ["dense test accuracy", f"pruned test accuracy ({rate:.0%})", "difference"]
+    if fields is not None:
+        table.insert(0, "receptive field", fields)
+    untrained = placebo.groupby(["architecture", "level"]).agg(mean_std)
+    table["placebo: dense / pruned"] = untrained.dense + " / " + untrained.pruned
+    return table
+
+
+def scope_comparison(nets: dict[tuple, nn.Module], test_set, rate: float,
+                     recalibration: torch.Tensor) -> pd.DataFrame:
+    """The two one-shot pruning variants side by side at ``rate``: layerwise ranking with
+    batch norm re-estimated on ``recalibration``, and global ranking with the dense
+    statistics, with the layers that global ranking empties.
+
+    Args:
+        nets: networks by (architecture, level, seed) key.
+        test_set: the images to evaluate on.
+        rate: the pruning rate.
+        recalibration: training inputs for the layerwise variant's batch norm.
+
+    Returns:
+        One row per network: "layerwise, recalibrated" and "global, dense statistics"
+        accuracies (%), and "layers emptied (global)".
+
+    Example:
+        >>> from subnets.data import ImageSet
+        >>> images = ImageSet(torch.zeros(4, 1, 2, 2, dtype=torch.uint8),
+        ...                   torch.tensor([0, 1, 0, 1]), ["a", "b"], "tiny")
+        >>> nets = {("cnn", 1, 0): nn.Sequential(nn.Conv2d(1, 2, 2), nn.Flatten(), nn.Linear(2, 2))}
+        >>> scope_comparison(nets, images, 0.5, images.tensors()[0]).columns.tolist()[-1]
+        'layers emptied (global)'
+    """
+    variants = {"layerwise, recalibrated": ("layerwise", recalibration),
+                "global, dense statistics": ("global", None)}
+    table = pd.concat({name: accuracy_curve(nets, test_set, [rate], scope, x, desc=name)
+                       .set_index(["architecture", "level", "seed"]).accuracy
+                       for name, (scope, x) in variants.items()}, axis=1)
+    table["layers emptied (global)"] = [emptied_layers(m, rate, "global") for m in nets.values()]
+    return table
+
+
+def fine_tuned_table(per_seed: pd.DataFrame, tuned: dict[tuple, nn.Module],
+                     test_set) -> pd.DataFrame:
+    """The pruned networks after fine-tuning with their masks kept: per variant, mean ±
+    standard deviation over seeds of the dense, pruned and fine-tuned test accuracies, and
+    the mean weight sparsity of the fine-tuned networks (the masks held if it stays at the
+    pruning rate).
+
+    Args:
+        per_seed: ``dense_and_pruned`` of the dense networks.
+        tuned: the fine-tuned networks, by the same (architecture, level, seed) keys.
+        test_set: the images to evaluate on.
+
+    Returns:
+        One row per (architecture, level).
+
+    Example:
+        >>> from subnets.data import ImageSet
+        >>> images = ImageSet(torch.zeros(4, 1, 2, 2, dtype=torch.uint8),
+        ...                   torch.tensor([0, 1, 0, 1]), ["a", "b"], "tiny")
+        >>> net = pruned(nn.Sequential(nn.Conv2d(1, 2, 2), nn.Flatten(), nn.Linear(2, 2)), 0.5)
+        >>> index = pd.MultiIndex.from_tuples([("cnn", 1, 0)], names=["architecture", "level",
+        ...                                                           "seed"])
+        >>> per_seed = pd.DataFrame({"dense": [50.0], "pruned": [50.0]}, index)
+        >>> fine_tuned_table(per_seed, {("cnn", 1, 0): net}, images)["weight sparsity"].item()
+        0.333
+    """
+    frame = per_seed[["dense", "pruned"]].assign(
+        **{"fine-tuned": pd.Series({k: 100 * train.evaluate(m, test_set).accuracy
+                                    for k, m in tuned.items()}),
+           "sparsity": pd.Series({k: pruning.weight_sparsity(m) for k, m in tuned.items()})})
+    groups = frame.groupby(["architecture", "level"])
+    table = groups[["dense", "pruned", "fine-tuned"]].agg(mean_std)
+    table["weight sparsity"] = groups.sparsity.mean().round(3)
+    return table

@@ -29,7 +29,7 @@ from .methods import Attribution
 from .progress import bar
 
 __all__ = ["Field", "receptive_field", "feature_layer", "GradientProjection", "Projection",
-           "gradient_support", "projections", "maxima_frame"]
+           "gradient_support", "projections", "maxima_frame", "maxima_table"]
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 _GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
@@ -322,3 +322,33 @@ def maxima_frame(found: dict[tuple, Projection],
     """
     return pd.DataFrame([{**dict(zip(names, key)), "mean of maxima": p.maxima.mean().item(),
                           "std of maxima": p.maxima.std().item()} for key, p in found.items()])
+
+
+def maxima_table(frame: pd.DataFrame, fields: pd.Series | None = None) -> pd.DataFrame:
+    """Tables 3 and 4 of Avendaño Muñoz from ``maxima_frame``'s rows: per (architecture,
+    level), the seed-0 maxima as mean ± standard deviation over inputs, one column per
+    state, and the mean over seeds of the mean maximum at initialisation.
+
+    Args:
+        frame: ``maxima_frame`` with the columns architecture, level, seed and state.
+        fields: the receptive field of each (architecture, level), shown first.
+
+    Returns:
+        One row per (architecture, level).
+
+    Example:
+        >>> p = Projection(torch.zeros(2, 2), torch.tensor([1.0, 3.0]))
+        >>> frame = maxima_frame({("vgg", 1, 0, "initialisation"): p})
+        >>> maxima_table(frame).iloc[0].tolist()
+        ['2 ± 1.4', '2']
+    """
+    first = frame[frame.seed == 0]
+    table = first.assign(shown=[f"{m:.3g} ± {s:.2g}" for m, s in zip(
+        first["mean of maxima"], first["std of maxima"])]).pivot(
+        index=["architecture", "level"], columns="state", values="shown")
+    if fields is not None:
+        table.insert(0, "receptive field", fields)
+    init = frame[frame.state == "initialisation"]
+    table["initialisation, mean over seeds"] = init.groupby(["architecture", "level"])[
+        "mean of maxima"].mean().map("{:.3g}".format)
+    return table

@@ -31,7 +31,7 @@ from .hooks import Recorder
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
            "gram_matrices", "cka_from_grams", "cka_matrix", "seed_pair_cka", "middle_layer",
-           "deep_layer_cka", "check_gram_memory"]
+           "deep_layer_cka", "check_gram_memory", "check_seed_cka", "deep_layer_summary"]
 
 _MIN_BATCH = 4
 _SHORTCUT_NAMES = ("shortcut", "downsample")
@@ -335,3 +335,63 @@ def check_gram_memory(model: nn.Module, n_inputs: int, copies: int,
     if need > max_bytes:
         raise ValueError(f"n_cka: full-batch CKA of {n_inputs} images needs {need / 2 ** 30:.0f} "
                          "GiB of Gram matrices; use fewer images or cka_estimator='minibatch'")
+
+
+def check_seed_cka(models: Sequence[nn.Module], n_inputs: int, seeds: int,
+                   estimator: str = "full", batch_size: int = 250) -> None:
+    """A ``ValueError`` naming the parameter unless CKA between seed pairs can run: at
+    least two ``seeds``, a known ``cka_estimator``, minibatches of at least four examples
+    (``check_batches``) or Gram matrices that fit (``check_gram_memory``).
+
+    Args:
+        models: one network per architecture compared.
+        n_inputs: the images CKA runs on.
+        seeds: the networks per variant.
+        estimator: "full" or "minibatch".
+        batch_size: the minibatch estimator's batch.
+
+    Returns:
+        None.
+
+    Example:
+        >>> check_seed_cka([nn.Linear(4, 2)], 100, 1)
+        Traceback (most recent call last):
+        ...
+        ValueError: seeds: CKA compares two seeds of each variant; expected >= 2, got 1
+    """
+    if seeds < 2:
+        raise ValueError(f"seeds: CKA compares two seeds of each variant; expected >= 2, "
+                         f"got {seeds}")
+    if estimator not in ("full", "minibatch"):
+        raise ValueError(f"cka_estimator: expected 'full' or 'minibatch', got {estimator!r}")
+    if estimator == "minibatch":
+        check_batches(n_inputs, batch_size)
+        return
+    for model in models:
+        check_gram_memory(model, n_inputs, seeds)
+
+
+def deep_layer_summary(trained: pd.DataFrame, placebo: pd.DataFrame,
+                       fields: pd.Series | None = None) -> pd.DataFrame:
+    """``deep_layer_cka``'s rows averaged over seeds per (architecture, level), for the
+    trained networks beside the placebo.
+
+    Args:
+        trained: ``deep_layer_cka`` of the trained networks.
+        placebo: the same of the placebo networks.
+        fields: the receptive field of each (architecture, level), shown first.
+
+    Returns:
+        Columns ("trained" | "placebo", measure), one row per (architecture, level).
+
+    Example:
+        >>> m = np.eye(4)
+        >>> rows = deep_layer_cka({("vgg", 1): {"cross": m[None], "within": np.stack([m, m])}}, 2)
+        >>> deep_layer_summary(rows, rows).columns.tolist()[0]
+        ('trained', 'deep layers vs other seed')
+    """
+    table = pd.concat({name: rows.groupby(["architecture", "level"]).mean().drop(columns="seed")
+                       for name, rows in (("trained", trained), ("placebo", placebo))}, axis=1)
+    if fields is not None:
+        table.insert(0, ("receptive field", ""), fields)
+    return table

@@ -17,7 +17,8 @@ import pandas as pd
 
 from . import claims
 
-__all__ = ["level_slope", "seed_slopes", "slope_margin", "trend_claim", "rank_correlation"]
+__all__ = ["level_slope", "seed_slopes", "slope_margin", "trend_claim", "rank_correlation",
+           "rank_correlations"]
 
 
 def level_slope(levels: Sequence[float], values: Sequence[float], log: bool = False) -> float:
@@ -153,4 +154,30 @@ def rank_correlation(values: Sequence[float]) -> float:
         -0.8
     """
     values = pd.Series(np.asarray(values, dtype=float))
+    if values.nunique() < 2:  # undefined, and scipy would warn on stderr
+        return float("nan")
     return float(values.corr(pd.Series(np.arange(len(values), dtype=float)), method="spearman"))
+
+
+def rank_correlations(frame: pd.DataFrame, value: str, by: Sequence[str],
+                      level: str = "level") -> pd.DataFrame:
+    """Per group of ``by``, the Spearman correlation (``rank_correlation``) between the
+    level and the mean of ``value`` at each level.
+
+    Args:
+        frame: rows with the columns ``by``, ``level`` and ``value``.
+        value: the measured column.
+        by: the grouping columns; the last one becomes the table's columns.
+        level: the ordered setting.
+
+    Returns:
+        The correlations, the first of ``by`` as rows and the last as columns.
+
+    Example:
+        >>> frame = pd.DataFrame({"net": ["a"] * 4, "rate": [0.5, 0.5, 0.9, 0.9],
+        ...                       "level": [1, 2, 1, 2], "acc": [9.0, 8.0, 1.0, 2.0]})
+        >>> rank_correlations(frame, "acc", ["net", "rate"]).round(6).to_numpy().tolist()
+        [[-1.0, 1.0]]
+    """
+    means = frame.groupby([*by, level])[value].mean()
+    return means.groupby(list(by)).apply(rank_correlation).unstack(by[-1])

@@ -15,13 +15,14 @@ Both architectures are initialised as torchvision initialises its VGG and ResNet
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import pandas as pd
 import torch
 from torch import nn
 
-from .. import devices, hooks, receptive
+from .. import claims, devices, hooks, receptive, train
 from .resnet import ResNet
 from .vgg import VGG, cfgs
 
@@ -29,7 +30,8 @@ __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "c
            "vgg19_rf", "resnet50_rf", "vgg_small_rf", "resnet_small_rf", "torchvision_init",
            "variant_networks", "pytorch_init", "input_dependence", "PAPER_RECEPTIVE_FIELDS",
            "paper_receptive_fields", "variant_table", "PAPER_ACCURACY", "PAPER_PROJECTION",
-           "FAMILY"]
+           "FAMILY", "initialisation_spread", "construction_claims", "train_config",
+           "trained_networks"]
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
@@ -152,7 +154,8 @@ def variant_networks(architectures, levels, seeds: int = 1, in_channels: int = 3
         seeds: seeds 0 .. seeds - 1; seed ``s`` seeds torch's generator while the network
             is built, so a variant's seed-``s`` network does not depend on the others built.
         in_channels, num_classes, width: as in ``rf_model``.
-        device: where the networks are put (None: where they were built).
+        device: where the networks are put, a ``subnets.device`` spec such as "auto"
+            (None: where they were built).
 
     Returns:
         ``{(architecture, level, seed): network}``, architectures outermost.
@@ -174,7 +177,7 @@ def variant_networks(architectures, levels, seeds: int = 1, in_channels: int = 3
         finally:
             torch.random.set_rng_state(state)
         if device is not None:
-            nets[arch, level, seed] = nets[arch, level, seed].to(device)
+            nets[arch, level, seed] = nets[arch, level, seed].to(devices.device(device))
     return nets
 
 
@@ -315,3 +318,139 @@ PAPER_PROJECTION = {"VGG": "Table 3: 1.24e-05 / 2.48e-06 / 1.32e-07 / 7.26e-08",
                     "ResNet50": "Table 4: 0.322 / 0.179 / 0.111 / 0.064"}
 # The paper's family of each architecture name.
 FAMILY = {"vgg": "VGG", "vgg19": "VGG", "resnet": "ResNet50", "resnet50": "ResNet50"}
+
+
+def initialisation_spread(nets: dict[tuple, nn.Module], inputs: torch.Tensor) -> pd.DataFrame:
+    """``input_dependence`` of every seed-0 network as built (torchvision's initialisation)
+    and re-initialised as PyTorch initialises its layers by default (``pytorch_init``, on a
+    copy).
+
+    Args:
+        nets: ``variant_networks``'s result.
+        inputs: at least two images.
+
+    Returns:
+        One row per (architecture, level): "torchvision", "PyTorch default".
+
+    Example:
+        >>> nets = variant_networks(["vgg"], [1], in_channels=1, width=4)
+        >>> initialisation_spread(nets, torch.rand(4, 1, 28, 28)).columns.tolist()
+        ['torchvision', 'PyTorch default']
+    """
+    rows = {(a, lv): {"torchvision": input_dependence(m, inputs),
+                      "PyTorch default": input_dependence(pytorch_init(copy.deepcopy(m)), inputs)}
+            for (a, lv, s), m in nets.items() if s == 0}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis(["architecture", "level"])
+
+
+def construction_claims(paper_table: pd.DataFrame, variants: pd.DataFrame) -> list:
+    """The settings of this construction, as claims rows shown but not judged: the
+    paper's receptive fields from the layer arithmetic (per architecture), the gradient
+    support against the arithmetic, and equal parameter counts across levels.
+
+    Args:
+        paper_table: ``paper_receptive_fields()``.
+        variants: ``variant_table(...)`` of the networks at hand.
+
+    Returns:
+        A list of ``claims.Claim`` without a rule.
+
+    Example:
+        >>> nets = variant_networks(["vgg"], [1, 2], in_channels=1, width=4)
+        >>> rows = construction_claims(paper_receptive_fields(),
+        ...                            variant_table(nets, torch.rand(2, 1, 28, 28)))
+        >>> [r.shown for r in rows][2:]
+        ['2 of 2 measured', 'vgg: 4,838']
+    """
+    rows = []
+    for arch, ours in paper_table.groupby("architecture", sort=False):
+        rows.append(claims.Claim(
+            f"{FAMILY[arch]} receptive fields from the layer arithmetic (kernel s+1, stride s)",
+            " / ".join(map(str, ours.paper)),
+            float((ours.paper == ours["layer arithmetic"]).sum()),
+            shown=" / ".join(map(str, ours["layer arithmetic"]))))
+    measured = variants.dropna(subset=["gradient support"])
+    matched = int((measured["gradient support"] == measured["receptive field"]).sum())
+    rows.append(claims.Claim(
+        "gradient support = layer arithmetic (this book's variants)", "(a gradient library)",
+        float(matched), shown=f"{matched} of {len(measured)} measured"))
+    counts = variants.groupby("architecture", sort=False).parameters
+    rows.append(claims.Claim(
+        "every receptive-field variant has the same parameters", "yes (pool only)",
+        float(counts.nunique().eq(1).all()),
+        shown=", ".join(f"{a}: {n:,}" for a, n in counts.first().items())))
+    return rows
+
+
+_TRAINING = ("epochs", "batch_size", "lr", "weight_decay", "clip_mode", "clip_threshold",
+             "augment", "precision")
+
+
+def train_config(params: dict, seed: int, **changes):
+    """The training recipe of chapter 3 (the paper's: SGD with momentum 0.9, weight decay,
+    a cosine schedule, gradient clipping) from the chapter's parameters.
+
+    Args:
+        params: the chapter's parameters (``run.check_chapter``'s result, or a preset's):
+            epochs, batch_size, lr, weight_decay, clip_mode ("norm" or "value"),
+            clip_threshold (0: no clipping), augment, precision.
+        seed: the training seed (batch order, augmentation).
+        **changes: parameters replaced for this one configuration (fine-tuning, a
+            clipping rule).
+
+    Returns:
+        A ``train.TrainConfig``.
+
+    Example:
+        >>> p = {"epochs": 2, "batch_size": 64, "lr": 0.05, "weight_decay": 5e-5,
+        ...      "clip_mode": "value", "clip_threshold": 0.1, "augment": False,
+        ...      "precision": "fp32"}
+        >>> config = train_config(p, 0, lr=1e-4)
+        >>> config.lr, config.clip_grad_value, config.clip_grad_norm
+        (0.0001, 0.1, None)
+    """
+    unknown = sorted(set(changes) - set(_TRAINING))
+    if unknown:
+        raise ValueError(f"changes: {unknown} are not training parameters; expected {_TRAINING}")
+    p = {**params, **changes}
+    if p["clip_mode"] not in ("norm", "value"):
+        raise ValueError(f"clip_mode: expected 'norm' or 'value', got {p['clip_mode']!r}")
+    return train.TrainConfig(epochs=p["epochs"], batch_size=p["batch_size"], lr=p["lr"],
+                             optimizer="sgd", momentum=0.9, weight_decay=p["weight_decay"],
+                             schedule="cosine", augment=p["augment"], precision=p["precision"],
+                             seed=seed, **{f"clip_grad_{p['clip_mode']}": p["clip_threshold"]
+                                           or None})
+
+
+def trained_networks(nets: dict[tuple, nn.Module], data, params: dict, untrained: bool = False,
+                     desc: str = "training", **changes) -> dict[tuple, nn.Module]:
+    """A trained copy of every network, each with its seed's ``train_config`` (the seed is
+    the key's last entry), or with ``untrained`` its placebo: the same network untrained,
+    batch-norm statistics re-estimated on training images (``train.fit(placebo=True)``).
+    Trainings are cached (``train.fit``).
+
+    Args:
+        nets: networks by (architecture, level, seed) key (left unchanged).
+        data: the training set.
+        params: the chapter's parameters, as in ``train_config``.
+        untrained: return the placebos instead.
+        desc: the progress bars' label, followed by each key.
+        **changes: as in ``train_config``.
+
+    Returns:
+        ``{key: trained copy}``, in eval mode.
+
+    Example:
+        >>> from subnets.data import ImageSet
+        >>> images = ImageSet(torch.zeros(4, 1, 28, 28, dtype=torch.uint8),
+        ...                   torch.tensor([0, 1, 0, 1]), ["a", "b"], "tiny")
+        >>> nets = variant_networks(["vgg"], [1], in_channels=1, num_classes=2, width=4)
+        >>> p = {"epochs": 1, "batch_size": 4, "lr": 0.01, "weight_decay": 0.0,
+        ...      "clip_mode": "norm", "clip_threshold": 0.0, "augment": False,
+        ...      "precision": "fp32"}
+        >>> list(trained_networks(nets, images, p, untrained=True))
+        [('vgg', 1, 0)]
+    """
+    return {key: train.fit(copy.deepcopy(model), data, train_config(params, key[-1], **changes),
+                           desc=f"{desc} {' '.join(map(str, key))}", placebo=untrained).model
+            for key, model in nets.items()}
