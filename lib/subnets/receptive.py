@@ -42,8 +42,16 @@ _GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
 
 @dataclass(frozen=True)
 class Field:
-    """A unit's receptive field: ``size`` input pixels on a side, and ``stride``, the
-    input pixels between neighbouring units of its layer."""
+    """A unit's receptive field.
+
+    Args:
+        size: the input pixels on a side that can reach the unit.
+        stride: the input pixels between neighbouring units of its layer.
+
+    Example:
+        >>> Field(5, 2).size
+        5
+    """
 
     size: int
     stride: int
@@ -137,8 +145,20 @@ def _trace(model: nn.Module) -> _Trace:
 
 
 def feature_layer(model: nn.Module) -> str:
-    """The name of the layer whose output the head reads (the input of the first global
-    pooling, flatten or linear layer): the last feature map."""
+    """The layer whose output the head reads: the last feature map.
+
+    Args:
+        model: a CNN that ``torch.fx`` can trace.
+
+    Returns:
+        The name of the module whose output feeds the first global pooling, flatten or
+        linear layer.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+        >>> feature_layer(model)
+        '1'
+    """
     feature = _trace(model).feature
     if feature is None or feature.op != "call_module":
         raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, "
@@ -147,7 +167,21 @@ def feature_layer(model: nn.Module) -> str:
 
 
 def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
-    """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
+    """The receptive field of a unit of ``layer``'s output, by the layer arithmetic.
+
+    Args:
+        model: a CNN that ``torch.fx`` can trace.
+        layer: a spatial layer's name (default: ``feature_layer``).
+
+    Returns:
+        The ``Field``: its size and stride in input pixels.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3),
+        ...                       nn.Flatten(), nn.Linear(2, 2))
+        >>> receptive_field(model)  # 3, then + 1 (pool), then + 2 * 2 (conv at stride 2)
+        Field(size=8, stride=2)
+    """
     trace = _trace(model)
     if layer is None:
         if trace.feature_field is None:
@@ -175,6 +209,10 @@ class Projection:
     Args:
         mean: their mean map (H x W, summed over input channels).
         maxima: each input's maximum (N).
+
+    Example:
+        >>> Projection(torch.zeros(4, 4), torch.ones(3)).maxima.mean().item()
+        1.0
     """
 
     mean: torch.Tensor
@@ -263,11 +301,29 @@ def _input_channels(model: nn.Module) -> int:
 
 def gradient_support(model: nn.Module, layer: str | None = None, input_size: int | None = None,
                      n_inputs: int = 16, seed: int = 0, batch_size: int = 4) -> int:
-    """The side of the smallest square holding every pixel whose projected gradient is
-    non-zero for any of ``n_inputs`` random inputs: the measured receptive field. A max
-    pool passes gradient to one pixel per window and a ReLU only where it is active, so
-    the union over inputs is taken. ``input_size`` defaults to twice the analytic field
-    plus one, so that zero padding does not clip the field."""
+    """The measured receptive field: the side of the smallest square holding every pixel
+    whose projected gradient is non-zero for any of ``n_inputs`` random inputs. A max pool
+    passes gradient to one pixel per window and a ReLU only where it is active, so the
+    union over inputs is taken.
+
+    Args:
+        model: a CNN.
+        layer: the layer whose centre unit is projected (default: ``feature_layer``).
+        input_size: the inputs' side (default: twice the analytic field plus one, so that
+            zero padding does not clip the field).
+        n_inputs: random inputs (seeded by ``seed``).
+        seed: the generator's seed.
+        batch_size: inputs per backward pass.
+
+    Returns:
+        The side, in pixels (0 if no pixel is reached).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+        >>> gradient_support(model, n_inputs=2) == receptive_field(model).size
+        True
+    """
     field = receptive_field(model, layer)
     size = 2 * field.size + 1 if input_size is None else input_size
     x = _random_inputs(n_inputs, _input_channels(model), size, seed)

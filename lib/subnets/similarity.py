@@ -43,8 +43,20 @@ def _centred(x: torch.Tensor) -> torch.Tensor:
 
 
 def linear_cka(x: torch.Tensor, y: torch.Tensor) -> float:
-    """Linear CKA of two feature matrices (examples first, features flattened):
-    ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)`` on column-centred X and Y."""
+    """Linear CKA of two feature matrices: ``||Y'X||_F^2 / (||X'X||_F ||Y'Y||_F)`` on
+    column-centred X and Y.
+
+    Args:
+        x, y: the same examples' features (examples first, the rest flattened).
+
+    Returns:
+        CKA, between 0 and 1.
+
+    Example:
+        >>> x = torch.randn(50, 8)
+        >>> round(linear_cka(x, 3 * x @ torch.linalg.qr(torch.randn(8, 8))[0]), 6)
+        1.0
+    """
     if len(x) != len(y):
         raise ValueError(f"x and y: expected the same number of examples, got {len(x)} and "
                          f"{len(y)}")
@@ -78,9 +90,20 @@ def _unbiased_hsic(a: _GramTerms, b: _GramTerms, n: int) -> torch.Tensor:
 
 
 class MinibatchCKA:
-    """Accumulates unbiased HSIC over batches for ``len(a)`` x ``len(b)`` pairs of layers:
-    ``update(features_a, features_b)`` with one tensor per layer (the same examples in
-    each), then ``compute()``."""
+    """Minibatch CKA (Nguyen, Raghu and Kornblith, 2021): unbiased HSIC summed over batches
+    for ``len(a)`` x ``len(b)`` pairs of layers. ``update(features_a, features_b)`` with one
+    tensor per layer (the same examples in each), then ``compute()``.
+
+    Args:
+        (none: the state starts empty.)
+
+    Example:
+        >>> cka = MinibatchCKA()
+        >>> x = torch.randn(20, 5)
+        >>> cka.update([x, x[:, :2]], [x])
+        >>> cka.compute().shape
+        torch.Size([2, 1])
+    """
 
     def __init__(self) -> None:
         self.xy = self.xx = self.yy = None
@@ -88,6 +111,15 @@ class MinibatchCKA:
 
     def update(self, features_a: Sequence[torch.Tensor],
                features_b: Sequence[torch.Tensor]) -> None:
+        """Add one batch.
+
+        Args:
+            features_a: one tensor per layer of the first model (N x ...).
+            features_b: one tensor per layer of the second, on the same N examples.
+
+        Returns:
+            None.
+        """
         n = len(features_a[0])
         if any(len(f) != n for f in [*features_a, *features_b]):
             raise ValueError("features: every layer must have the same number of examples")
@@ -105,7 +137,11 @@ class MinibatchCKA:
         self.batches += 1
 
     def compute(self) -> torch.Tensor:
-        """CKA of every pair: summed HSIC(a, b) / sqrt(summed HSIC(a, a) * summed HSIC(b, b))."""
+        """CKA of every pair: summed HSIC(a, b) / sqrt(summed HSIC(a, a) * summed HSIC(b, b)).
+
+        Returns:
+            A ``len(a)`` x ``len(b)`` tensor.
+        """
         if self.xy is None:
             raise ValueError("MinibatchCKA: no batch was added")
         return self.xy / torch.sqrt(torch.outer(self.xx, self.yy))
@@ -113,7 +149,22 @@ class MinibatchCKA:
 
 def check_batches(n: int, batch_size: int) -> None:
     """A ``ValueError`` naming ``batch_size`` unless minibatch CKA of ``n`` inputs in batches
-    of ``batch_size`` gives every batch, the last one included, at least four examples."""
+    of ``batch_size`` gives every batch, the last one included, at least four examples.
+
+    Args:
+        n: the inputs.
+        batch_size: the batch.
+
+    Returns:
+        None.
+
+    Example:
+        >>> check_batches(1000, 250)
+        >>> check_batches(1002, 250)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: batch_size: 1002 inputs in batches of 250 leave a last batch of 2 (< 4); ...
+    """
     if batch_size < _MIN_BATCH:
         raise ValueError(f"batch_size: the unbiased HSIC estimator needs at least {_MIN_BATCH}, "
                          f"got {batch_size}")
@@ -123,9 +174,22 @@ def check_batches(n: int, batch_size: int) -> None:
 
 
 def representation_layers(model: nn.Module) -> list[str]:
-    """The layers whose representations Avendaño Muñoz (chapter 3) compares, in definition order:
-    every conv layer except those on a residual shortcut, and every linear layer (ResNet50: 49 convs
-    and the fc, about 50 layers)."""
+    """The layers whose representations chapter 3 compares, in definition order: every conv
+    layer except those on a residual shortcut, and every linear layer. Avendaño Muñoz does
+    not list its layers; it marks the 25th as the middle one, which this choice gives in a
+    ResNet50 (49 convs off the shortcuts and the fc: 50 layers).
+
+    Args:
+        model: the network.
+
+    Returns:
+        The layers' names.
+
+    Example:
+        >>> representation_layers(nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(),
+        ...                                     nn.Linear(2, 2)))
+        ['0', '3']
+    """
     return [n for n, m in model.named_modules()
             if isinstance(m, (nn.Conv2d, nn.Linear))
             and not any(part in _SHORTCUT_NAMES for part in n.split("."))]
@@ -134,10 +198,25 @@ def representation_layers(model: nn.Module) -> list[str]:
 @torch.no_grad()
 def gram_matrices(model: nn.Module, layers: Sequence[str], inputs: torch.Tensor,
                   batch_size: int = 250, max_bytes: int = 2 ** 30) -> torch.Tensor:
-    """The centred linear Gram matrices (L x n x n, float64, on the CPU) of ``layers``
-    (e.g. ``representation_layers(model)``) on all ``inputs``, in eval mode. Layers are
-    recorded in groups whose features for all inputs fit ``max_bytes``, one pass over the
-    inputs per group."""
+    """The centred linear Gram matrices of ``layers`` on all ``inputs``, in eval mode.
+    Layers are recorded in groups whose features for all inputs fit ``max_bytes``, one
+    pass over the inputs per group.
+
+    Args:
+        model: the network.
+        layers: the layers' names (e.g. ``representation_layers(model)``).
+        inputs: the n inputs.
+        batch_size: inputs per forward pass.
+        max_bytes: the features held at once.
+
+    Returns:
+        L x n x n, float64, on the CPU.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> gram_matrices(model, ["1"], torch.rand(5, 1, 2, 2)).shape
+        torch.Size([1, 5, 5])
+    """
     layers = list(layers)
     model.eval()
     n = len(inputs)
@@ -171,8 +250,22 @@ def _group_grams(model: nn.Module, layers: list[str], inputs: torch.Tensor,
 
 
 def cka_from_grams(grams_a: torch.Tensor, grams_b: torch.Tensor) -> torch.Tensor:
-    """Linear CKA of every pair of layers (P x Q) from centred Gram matrices (P x n x n
-    and Q x n x n, ``gram_matrices``): <K, L>_F / (||K||_F ||L||_F)."""
+    """Linear CKA of every pair of layers from centred Gram matrices:
+    <K, L>_F / (||K||_F ||L||_F).
+
+    Args:
+        grams_a: P x n x n (``gram_matrices``).
+        grams_b: Q x n x n, on the same n inputs.
+
+    Returns:
+        P x Q.
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+        >>> grams = gram_matrices(model, ["1"], torch.rand(5, 1, 2, 2))
+        >>> round(cka_from_grams(grams, grams).item(), 6)
+        1.0
+    """
     if grams_a.shape[1:] != grams_b.shape[1:]:
         raise ValueError(f"grams: expected the same n x n, got {tuple(grams_a.shape[1:])} and "
                          f"{tuple(grams_b.shape[1:])}")
@@ -191,10 +284,23 @@ def _centre(grams: torch.Tensor) -> torch.Tensor:
 def cka_matrix(model_a: nn.Module, layers_a: Sequence[str], model_b: nn.Module,
                layers_b: Sequence[str], inputs: torch.Tensor,
                batch_size: int | None = 250) -> pd.DataFrame:
-    """CKA of every layer in ``layers_a`` of ``model_a`` (rows) with every layer in
-    ``layers_b`` of ``model_b`` (columns) on ``inputs``. ``batch_size=None`` gives
-    full-batch linear CKA (``gram_matrices``), a number minibatch CKA in batches of
-    ``batch_size`` (unbiased HSIC summed over batches)."""
+    """CKA of every layer of one model with every layer of another, on the same inputs.
+
+    Args:
+        model_a, layers_a: the first model and its layers (rows).
+        model_b, layers_b: the second and its layers (columns).
+        inputs: the images both see.
+        batch_size: None: full-batch linear CKA (``gram_matrices``); a number: minibatch
+            CKA in batches of ``batch_size`` (unbiased HSIC summed over batches).
+
+    Returns:
+        A ``pandas.DataFrame``, rows "layer A", columns "layer B".
+
+    Example:
+        >>> model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3), nn.Linear(3, 2))
+        >>> cka_matrix(model, ["1", "2"], model, ["2"], torch.rand(8, 1, 2, 2), None).shape
+        (2, 1)
+    """
     layers_a, layers_b = list(layers_a), list(layers_b)
     index = pd.Index(layers_a, name="layer A")
     columns = pd.Index(layers_b, name="layer B")
