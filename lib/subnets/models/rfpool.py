@@ -35,7 +35,18 @@ __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "c
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
-    """(kernel, stride) of the receptive-field pool at ``level`` (0: no pool)."""
+    """The receptive-field pool at ``level``: kernel ``level + 1``, stride ``level``.
+
+    Args:
+        level: an integer >= 0 (0: no pool).
+
+    Returns:
+        (kernel, stride); (1, 1) at level 0.
+
+    Example:
+        >>> [rf_pool_of(level) for level in (0, 1, 4)]
+        [(1, 1), (2, 1), (5, 4)]
+    """
     if not isinstance(level, int) or level < 0:
         raise ValueError(f"level: expected an integer >= 0, got {level!r}")
     return (level + 1, level) if level else (1, 1)
@@ -47,8 +58,22 @@ def _scaled(cfg: tuple[int | str, ...], width: int) -> tuple[int | str, ...]:
 
 
 def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> VGG:
-    """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``;
-    ``width`` scales the channels (64: the paper's, 16: a sixteenth of its parameters)."""
+    """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``.
+
+    Args:
+        level: as in ``rf_pool_of``.
+        in_channels, num_classes: the input's channels and the classes.
+        width: the first conv's channels (64: the paper's, 16: a sixteenth of its
+            parameters).
+
+    Returns:
+        The ``VGG``, initialised as torchvision's.
+
+    Example:
+        >>> with devices.META:
+        ...     sum(p.numel() for p in vgg19_rf(2).parameters())
+        20040522
+    """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes,
                                 rf_pool=kernel, rf_pool_stride=stride))
@@ -56,16 +81,44 @@ def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int
 
 def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
                 width: int = 64) -> ResNet:
-    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field
-    ``level``, its stages ``width``, 2x, 4x, 8x wide (64: the paper's)."""
+    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field ``level``.
+
+    Args:
+        level: as in ``rf_pool_of``.
+        in_channels, num_classes: the input's channels and the classes.
+        width: the first stage's channels; the stages are ``width``, 2x, 4x, 8x wide (64:
+            the paper's).
+
+    Returns:
+        The ``ResNet``.
+
+    Example:
+        >>> with devices.META:
+        ...     sum(p.numel() for p in resnet50_rf(2).parameters())
+        23520842
+    """
     kernel, stride = rf_pool_of(level)
     return ResNet((3, 4, 6, 3), tuple(width * 2 ** i for i in range(4)), in_channels,
                   num_classes, rf_pool=kernel, rf_pool_stride=stride, block="bottleneck")
 
 
 def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
-    """Six 3x3 convs (``width``, 2x, 4x wide; ``vgg.cfgs["vgg_small_rf"]``) with two 2x2
-    pools: a 28x28 image still leaves a 1x1 map at level 4."""
+    """The book's small VGG: six 3x3 convs (``width``, 2x, 4x wide;
+    ``vgg.cfgs["vgg_small_rf"]``) with two 2x2 pools, so that a 28x28 image still leaves a
+    1x1 map at level 4.
+
+    Args:
+        level: as in ``rf_pool_of``.
+        in_channels, num_classes: the input's channels and the classes.
+        width: the first conv's channels.
+
+    Returns:
+        The ``VGG``, initialised as torchvision's.
+
+    Example:
+        >>> vgg_small_rf(4)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes,
                                 rf_pool=kernel, rf_pool_stride=stride))
@@ -73,8 +126,21 @@ def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width:
 
 def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,
                     width: int = 8) -> ResNet:
-    """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field
-    ``level``."""
+    """The book's small ResNet: a ResNet8 (one basic block per stage, ``width``, 2x, 4x
+    wide) at receptive-field ``level``.
+
+    Args:
+        level: as in ``rf_pool_of``.
+        in_channels, num_classes: the input's channels and the classes.
+        width: the first stage's channels.
+
+    Returns:
+        The ``ResNet``.
+
+    Example:
+        >>> resnet_small_rf(4)(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     kernel, stride = rf_pool_of(level)
     return ResNet((1, 1, 1), (width, 2 * width, 4 * width), in_channels, num_classes,
                   rf_pool=kernel, rf_pool_stride=stride)
@@ -86,8 +152,21 @@ RF_ARCHITECTURES = {"vgg19": vgg19_rf, "resnet50": resnet50_rf, "vgg": vgg_small
 
 def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
              width: int | None = None):
-    """Architecture ``arch`` (one of ``RF_ARCHITECTURES``) at receptive-field ``level``;
-    ``width`` is its first stage's channels (None: the architecture's own)."""
+    """Architecture ``arch`` at receptive-field ``level``.
+
+    Args:
+        arch: one of ``RF_ARCHITECTURES``.
+        level: as in ``rf_pool_of``.
+        in_channels, num_classes: the input's channels and the classes.
+        width: the first stage's channels (None: the architecture's own).
+
+    Returns:
+        The network.
+
+    Example:
+        >>> type(rf_model("resnet", 1, in_channels=1, width=4)).__name__
+        'ResNet'
+    """
     check_rf_variants([arch], [level])
     if width is not None and (not isinstance(width, int) or width < 1):
         raise ValueError(f"width: expected an integer >= 1, got {width!r}")
@@ -97,7 +176,22 @@ def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
 
 def check_rf_variants(architectures, levels) -> None:
     """A ``ValueError`` naming ``architectures`` or ``rf_levels`` unless every name is in
-    ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing)."""
+    ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing).
+
+    Args:
+        architectures: the names.
+        levels: the levels.
+
+    Returns:
+        None.
+
+    Example:
+        >>> check_rf_variants(["vgg"], [1, 2])
+        >>> check_rf_variants(["alexnet"], [1])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: architectures: expected names from [...], got ['alexnet']
+    """
     unknown = [a for a in architectures if a not in RF_ARCHITECTURES]
     if unknown or not architectures:
         raise ValueError(f"architectures: expected names from {sorted(RF_ARCHITECTURES)}, "
@@ -110,7 +204,24 @@ def check_rf_variants(architectures, levels) -> None:
 def check_input_size(architectures, levels, in_channels: int, image_size: int,
                      width: int | None = None) -> None:
     """A ``ValueError`` naming ``image_size`` if any variant's feature maps vanish on
-    ``image_size``-square inputs (shapes only, on the meta device: no weights, no work)."""
+    ``image_size``-square inputs (shapes only, on the meta device: no weights, no work).
+
+    Args:
+        architectures, levels: the variants.
+        in_channels: the input's channels.
+        image_size: the input's side.
+        width: as in ``rf_model``.
+
+    Returns:
+        None.
+
+    Example:
+        >>> check_input_size(["vgg"], [4], 1, 28)
+        >>> check_input_size(["vgg"], [4], 1, 8)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size: 8x8 images leave no feature map in vgg at rf level 4; ...
+    """
     for arch in architectures:
         for level in levels:
             with devices.META:
@@ -127,7 +238,19 @@ def torchvision_init(model: nn.Module) -> nn.Module:
     """Initialise ``model`` in place as torchvision's VGG does: convs Kaiming-normal
     (fan out, ReLU gain) with zero bias, batch norm weight 1 and bias 0, linear layers
     N(0, 0.01) with zero bias. PyTorch's default initialisation shrinks the signal at
-    every conv, so that a deep VGG's output at initialisation hardly depends on its input."""
+    every conv, so that a deep VGG's output at initialisation hardly depends on its input.
+
+    Args:
+        model: any network.
+
+    Returns:
+        ``model`` itself.
+
+    Example:
+        >>> linear = torchvision_init(nn.Sequential(nn.Linear(100, 100)))[0]
+        >>> round(linear.weight.std().item(), 2), linear.bias.abs().sum().item()
+        (0.01, 0.0)
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -241,6 +364,9 @@ PAPER_RECEPTIVE_FIELDS = {"vgg19": [181, 359, 537, 715], "resnet50": [110, 213, 
 def paper_receptive_fields() -> pd.DataFrame:
     """The paper's receptive-field column beside the layer arithmetic of this module's
     VGG19 and ResNet50 variants (built on the meta device: no weights allocated).
+
+    Args:
+        (none: the column is ``PAPER_RECEPTIVE_FIELDS``.)
 
     Returns:
         One row per architecture and level: "pool (kernel, stride)", "paper", "layer
