@@ -53,6 +53,8 @@ def test_global_ranking_empties_a_layer_of_small_weights_and_layerwise_never(tin
         net[3].weight.mul_(1e-3)
     assert prunability.emptied_layers(net, 0.6, "global") == 1
     assert prunability.emptied_layers(net, 0.6, "layerwise") == 0
+    row = prunability.emptied_claim({"cnn": net}, 0.6, "global")
+    assert row.rule is None and row.shown == "cnn: 1" and row.estimate.value == 1.0
 
 
 def test_tables_format_mean_and_std_over_seeds(tiny):

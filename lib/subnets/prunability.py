@@ -16,11 +16,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import cache, pruning, train
+from . import cache, claims, pruning, train
 from .progress import bar
 
 __all__ = ["pruned", "pruned_accuracies", "accuracy_curve", "dense_and_pruned", "emptied_layers",
-           "mean_std", "accuracy_table", "scope_comparison", "fine_tuned_table"]
+           "mean_std", "accuracy_table", "scope_comparison", "fine_tuned_table",
+           "emptied_claim"]
 
 
 def pruned(model: nn.Module, rate: float, scope: str = "layerwise",
@@ -274,3 +275,26 @@ def fine_tuned_table(per_seed: pd.DataFrame, tuned: dict[tuple, nn.Module],
     table = groups[["dense", "pruned", "fine-tuned"]].agg(mean_std)
     table["weight sparsity"] = groups.sparsity.mean().round(3)
     return table
+
+
+def emptied_claim(nets: dict[str, nn.Module], rate: float,
+                  scope: str = "layerwise") -> claims.Claim:
+    """The claims row (a setting: shown, not judged) counting the layers that pruning at
+    ``rate`` empties in each network.
+
+    Args:
+        nets: one network per architecture, by name.
+        rate, scope: as in ``pruned``.
+
+    Returns:
+        A ``claims.Claim`` without a rule.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+        >>> emptied_claim({"mlp": net}, 0.5).shown
+        'mlp: 0'
+    """
+    emptied = {name: emptied_layers(model, rate, scope) for name, model in nets.items()}
+    return claims.Claim(f"layers emptied by {scope} pruning at {rate:.0%} (largest field)",
+                        "(not stated)", float(sum(emptied.values())),
+                        shown=", ".join(f"{a}: {n}" for a, n in emptied.items()))
