@@ -137,10 +137,6 @@ def output_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return own - others
 
 
-def _predicted(logits: torch.Tensor) -> torch.Tensor:
-    return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
-
-
 @dataclass
 class NeuronScores:
     """Scores of every neuron: ``scores[layer]`` is N images x len(metrics) x channels,
@@ -309,7 +305,7 @@ class InputResampling:
         for start, logits, acts in self._chunks(inputs):
             chunk, s = logits.shape[:2]
             if target is None:
-                t = _predicted(logits[:, 0])
+                t = train.predicted_labels(logits[:, 0])
             else:
                 t = torch.as_tensor(target).expand(n)[start:start + chunk]
                 t = devices.to_model(self.model, t)
@@ -393,10 +389,10 @@ def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     """The block (1-based: 1 + the number of max-pools before it) of each conv, the
     layer groups of the paper's Figure 4 for a VGG."""
     blocks, block = {}, 1
-    for name, module in model.named_modules():
-        if isinstance(module, nn.MaxPool2d):
+    for name in hooks.layer_names(model, (nn.Conv2d, nn.MaxPool2d)):
+        if isinstance(hooks.layer(model, name), nn.MaxPool2d):
             block += 1
-        elif isinstance(module, nn.Conv2d):
+        else:
             blocks[name] = block
     return [blocks[c] for c in convs]
 
@@ -517,7 +513,7 @@ def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs:
     model.eval()
     x = devices.to_model(model, inputs)
     base_logits = model(x)
-    target = _predicted(base_logits)
+    target = train.predicted_labels(base_logits)
     base = output_log_odds(base_logits, target)
     out = []
     for layer, mask in masks.items():

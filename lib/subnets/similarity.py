@@ -27,14 +27,13 @@ from torch import nn
 
 from . import cache
 from .devices import to_host, to_model
-from .hooks import Recorder
+from .hooks import Recorder, layer_names
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
            "gram_matrices", "cka_from_grams", "cka_matrix", "seed_pair_cka", "middle_layer",
            "deep_layer_cka", "check_gram_memory", "check_seed_cka", "deep_layer_summary"]
 
 _MIN_BATCH = 4
-_SHORTCUT_NAMES = ("shortcut", "downsample")
 
 
 def _centred(x: torch.Tensor) -> torch.Tensor:
@@ -190,9 +189,7 @@ def representation_layers(model: nn.Module) -> list[str]:
         ...                                     nn.Linear(2, 2)))
         ['0', '3']
     """
-    return [n for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear))
-            and not any(part in _SHORTCUT_NAMES for part in n.split("."))]
+    return layer_names(model, (nn.Conv2d, nn.Linear), shortcuts=False)
 
 
 @torch.no_grad()

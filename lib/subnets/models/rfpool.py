@@ -43,9 +43,12 @@ def rf_pool_of(level: int) -> tuple[int, int]:
     Returns:
         (kernel, stride); (1, 1) at level 0.
 
+    Raises:
+        ValueError: naming a bad ``level``.
+
     Example:
-        >>> [rf_pool_of(level) for level in (0, 1, 4)]
-        [(1, 1), (2, 1), (5, 4)]
+        >>> [rf_pool_of(level) for level in range(4)]
+        [(1, 1), (2, 1), (3, 2), (4, 3)]
     """
     if not isinstance(level, int) or level < 0:
         raise ValueError(f"level: expected an integer >= 0, got {level!r}")
@@ -61,18 +64,18 @@ def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int
     """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``.
 
     Args:
-        level: as in ``rf_pool_of``.
-        in_channels, num_classes: the input's channels and the classes.
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
         width: the first conv's channels (64: the paper's, 16: a sixteenth of its
             parameters).
 
     Returns:
-        The ``VGG``, initialised as torchvision's.
+        The network, initialised as torchvision's VGG.
 
     Example:
-        >>> with devices.META:
-        ...     sum(p.numel() for p in vgg19_rf(2).parameters())
-        20040522
+        >>> vgg19_rf(2, width=4)(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 10])
     """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes,
@@ -81,21 +84,21 @@ def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int
 
 def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
                 width: int = 64) -> ResNet:
-    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field ``level``.
+    """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field
+    ``level``.
 
     Args:
-        level: as in ``rf_pool_of``.
-        in_channels, num_classes: the input's channels and the classes.
-        width: the first stage's channels; the stages are ``width``, 2x, 4x, 8x wide (64:
-            the paper's).
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first stage's width; the others 2x, 4x, 8x (64: the paper's).
 
     Returns:
-        The ``ResNet``.
+        The network.
 
     Example:
-        >>> with devices.META:
-        ...     sum(p.numel() for p in resnet50_rf(2).parameters())
-        23520842
+        >>> resnet50_rf(1, width=4).fc.in_features
+        128
     """
     kernel, stride = rf_pool_of(level)
     return ResNet((3, 4, 6, 3), tuple(width * 2 ** i for i in range(4)), in_channels,
@@ -103,21 +106,21 @@ def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
 
 
 def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
-    """The book's small VGG: six 3x3 convs (``width``, 2x, 4x wide;
-    ``vgg.cfgs["vgg_small_rf"]``) with two 2x2 pools, so that a 28x28 image still leaves a
-    1x1 map at level 4.
+    """Six 3x3 convs (``width``, 2x, 4x wide; ``vgg.cfgs["vgg_small_rf"]``) with two 2x2
+    pools: a 28x28 image still leaves a 1x1 map at level 4.
 
     Args:
-        level: as in ``rf_pool_of``.
-        in_channels, num_classes: the input's channels and the classes.
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
         width: the first conv's channels.
 
     Returns:
-        The ``VGG``, initialised as torchvision's.
+        The network, initialised as torchvision's VGG.
 
     Example:
-        >>> vgg_small_rf(4)(torch.rand(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
+        >>> vgg_small_rf(4).eval()(torch.rand(1, 1, 28, 28)).shape
+        torch.Size([1, 10])
     """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes,
@@ -126,20 +129,21 @@ def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width:
 
 def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,
                     width: int = 8) -> ResNet:
-    """The book's small ResNet: a ResNet8 (one basic block per stage, ``width``, 2x, 4x
-    wide) at receptive-field ``level``.
+    """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field
+    ``level``.
 
     Args:
-        level: as in ``rf_pool_of``.
-        in_channels, num_classes: the input's channels and the classes.
-        width: the first stage's channels.
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first stage's width.
 
     Returns:
-        The ``ResNet``.
+        The network.
 
     Example:
-        >>> resnet_small_rf(4)(torch.rand(2, 1, 28, 28)).shape
-        torch.Size([2, 10])
+        >>> resnet_small_rf(3).stem[-1]
+        MaxPool2d(kernel_size=4, stride=3, padding=2, dilation=1, ceil_mode=False)
     """
     kernel, stride = rf_pool_of(level)
     return ResNet((1, 1, 1), (width, 2 * width, 4 * width), in_channels, num_classes,
@@ -156,16 +160,20 @@ def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
 
     Args:
         arch: one of ``RF_ARCHITECTURES``.
-        level: as in ``rf_pool_of``.
-        in_channels, num_classes: the input's channels and the classes.
-        width: the first stage's channels (None: the architecture's own).
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: its first stage's channels (None: the architecture's own).
 
     Returns:
         The network.
 
+    Raises:
+        ValueError: naming ``architectures``, ``rf_levels`` or ``width``.
+
     Example:
-        >>> type(rf_model("resnet", 1, in_channels=1, width=4)).__name__
-        'ResNet'
+        >>> type(rf_model("vgg", 2, in_channels=1)).__name__
+        'VGG'
     """
     check_rf_variants([arch], [level])
     if width is not None and (not isinstance(width, int) or width < 1):
@@ -175,22 +183,21 @@ def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
 
 
 def check_rf_variants(architectures, levels) -> None:
-    """A ``ValueError`` naming ``architectures`` or ``rf_levels`` unless every name is in
-    ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing).
+    """Check the receptive-field variants asked for, before any work (builds nothing).
 
     Args:
-        architectures: the names.
-        levels: the levels.
+        architectures: names that must be in ``RF_ARCHITECTURES``.
+        levels: levels that must be integers >= 0.
 
-    Returns:
-        None.
+    Raises:
+        ValueError: naming ``architectures`` or ``rf_levels``.
 
     Example:
-        >>> check_rf_variants(["vgg"], [1, 2])
-        >>> check_rf_variants(["alexnet"], [1])  # doctest: +ELLIPSIS
+        >>> check_rf_variants(["vgg", "resnet"], [0, 1, 2])
+        >>> check_rf_variants(["vgg"], [-1])
         Traceback (most recent call last):
         ...
-        ValueError: architectures: expected names from [...], got ['alexnet']
+        ValueError: rf_levels: expected integers >= 0, got [-1]
     """
     unknown = [a for a in architectures if a not in RF_ARCHITECTURES]
     if unknown or not architectures:
@@ -203,21 +210,22 @@ def check_rf_variants(architectures, levels) -> None:
 
 def check_input_size(architectures, levels, in_channels: int, image_size: int,
                      width: int | None = None) -> None:
-    """A ``ValueError`` naming ``image_size`` if any variant's feature maps vanish on
-    ``image_size``-square inputs (shapes only, on the meta device: no weights, no work).
+    """Check that every variant leaves a feature map on ``image_size``-square inputs
+    (shapes only, on the meta device: no weights, no work).
 
     Args:
-        architectures, levels: the variants.
-        in_channels: the input's channels.
-        image_size: the input's side.
-        width: as in ``rf_model``.
+        architectures: names in ``RF_ARCHITECTURES``.
+        levels: receptive-field levels.
+        in_channels: input channels.
+        image_size: the inputs' side.
+        width: the first stage's channels (None: each architecture's own).
 
-    Returns:
-        None.
+    Raises:
+        ValueError: naming ``image_size`` where a variant's maps vanish.
 
     Example:
         >>> check_input_size(["vgg"], [4], 1, 28)
-        >>> check_input_size(["vgg"], [4], 1, 8)  # doctest: +ELLIPSIS
+        >>> check_input_size(["vgg"], [4], 1, 8)
         Traceback (most recent call last):
         ...
         ValueError: image_size: 8x8 images leave no feature map in vgg at rf level 4; ...
@@ -241,15 +249,15 @@ def torchvision_init(model: nn.Module) -> nn.Module:
     every conv, so that a deep VGG's output at initialisation hardly depends on its input.
 
     Args:
-        model: any network.
+        model: the network; changed in place.
 
     Returns:
-        ``model`` itself.
+        ``model``.
 
     Example:
-        >>> linear = torchvision_init(nn.Sequential(nn.Linear(100, 100)))[0]
-        >>> round(linear.weight.std().item(), 2), linear.bias.abs().sum().item()
-        (0.01, 0.0)
+        >>> net = torchvision_init(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(2, 2)))
+        >>> net[0].bias.abs().sum().item(), net[1].bias.abs().sum().item()
+        (0.0, 0.0)
     """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
