@@ -189,7 +189,7 @@ def spectra(nets: dict[tuple, nn.Module], inputs: torch.Tensor, target: torch.Te
         desc: the progress bar's label.
 
     Returns:
-        One row per network and eigenvalue: the key's columns, "rank" (1: the largest)
+        One row per network and eigenvalue, with the key's columns, "rank" (1 the largest)
         and "eigenvalue".
 
     Example:

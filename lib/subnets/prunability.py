@@ -96,7 +96,7 @@ def accuracy_curve(nets: dict[tuple, nn.Module], test_set, rates: Sequence[float
         desc: the progress bar's label.
 
     Returns:
-        One row per network and rate: the key's columns, "rate" and "accuracy" (%).
+        One row per network and rate, with the key's columns, "rate" and "accuracy" (%).
 
     Example:
         >>> from subnets.data import ImageSet
@@ -221,7 +221,7 @@ def scope_comparison(nets: dict[tuple, nn.Module], test_set, rate: float,
         recalibration: training inputs for the layerwise variant's batch norm.
 
     Returns:
-        One row per network: "layerwise, recalibrated" and "global, dense statistics"
+        One row per network, with "layerwise, recalibrated" and "global, dense statistics"
         accuracies (%), and "layers emptied (global)".
 
     Example:

@@ -174,7 +174,7 @@ def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
         layer: a spatial layer's name (default: ``feature_layer``).
 
     Returns:
-        The ``Field``: its size and stride in input pixels.
+        The ``Field``, its size and stride in input pixels.
 
     Example:
         >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3),
@@ -369,7 +369,7 @@ def maxima_frame(found: dict[tuple, Projection],
         names: the columns the keys' entries go in.
 
     Returns:
-        A ``pandas.DataFrame``: the key's columns, "mean of maxima", "std of maxima".
+        A ``pandas.DataFrame`` with the key's columns, "mean of maxima", "std of maxima".
 
     Example:
         >>> p = Projection(torch.zeros(2, 2), torch.tensor([1.0, 3.0]))

@@ -93,9 +93,6 @@ class MinibatchCKA:
     for ``len(a)`` x ``len(b)`` pairs of layers. ``update(features_a, features_b)`` with one
     tensor per layer (the same examples in each), then ``compute()``.
 
-    Args:
-        (none: the state starts empty.)
-
     Example:
         >>> cka = MinibatchCKA()
         >>> x = torch.randn(20, 5)
@@ -369,7 +366,7 @@ def middle_layer(n_layers: int) -> int:
         n_layers: how many layers are compared.
 
     Returns:
-        ``(n_layers + 1) // 2``: the layers after it are the "deep" ones.
+        ``(n_layers + 1) // 2``; the layers after it are the "deep" ones.
 
     Example:
         >>> middle_layer(50), middle_layer(7)
@@ -388,7 +385,7 @@ def deep_layer_cka(matrices: dict[tuple, dict[str, np.ndarray]], seeds: int) -> 
         seeds: the seeds per variant.
 
     Returns:
-        One row per variant and seed: architecture, level, seed, "deep layers vs other
+        One row per variant and seed, with architecture, level, seed, "deep layers vs other
         seed", "deep layers vs rest of own network".
 
     Example:

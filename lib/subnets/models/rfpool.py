@@ -373,11 +373,8 @@ def paper_receptive_fields() -> pd.DataFrame:
     """The paper's receptive-field column beside the layer arithmetic of this module's
     VGG19 and ResNet50 variants (built on the meta device: no weights allocated).
 
-    Args:
-        (none: the column is ``PAPER_RECEPTIVE_FIELDS``.)
-
     Returns:
-        One row per architecture and level: "pool (kernel, stride)", "paper", "layer
+        One row per architecture and level, with "pool (kernel, stride)", "paper", "layer
         arithmetic" (``receptive.receptive_field``), "parameters".
 
     Example:
@@ -464,7 +461,7 @@ def initialisation_spread(nets: dict[tuple, nn.Module], inputs: torch.Tensor) ->
         inputs: at least two images.
 
     Returns:
-        One row per (architecture, level): "torchvision", "PyTorch default".
+        One row per (architecture, level), with "torchvision" and "PyTorch default".
 
     Example:
         >>> nets = variant_networks(["vgg"], [1], in_channels=1, width=4)
