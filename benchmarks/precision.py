@@ -312,11 +312,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--fit-steps", type=int, default=8)
     parser.add_argument("--chapters", nargs="*", default=["01", "02", "03", "04", "05"])
+    parser.add_argument("--networks", nargs="*", default=None,
+                        help="only these networks (names as in the table, e.g. '4: ResNet-20')")
     parser.add_argument("--compile-all", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="no compiled variants")
     parser.add_argument("--no-cpu", action="store_true", help="CUDA only")
     args = parser.parse_args()
-    nets = networks(args.chapters)
+    nets = [n for n in networks(args.chapters) if args.networks is None
+            or n["name"] in args.networks]
     print(f"torch {torch.__version__}; cpu bf16 fast: {devices.fast_bf16(devices.CPU)}; "
           f"threads {args.threads}; median of {args.repeats} interleaved steps", flush=True)
     headline = "speed-up nan (no ResNet-20 on the CPU)"

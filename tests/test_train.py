@@ -366,19 +366,33 @@ def test_a_placebo_fit_trains_nothing_and_recalibrates_batch_norm():
     assert 0 <= result.history.test_accuracy.item() <= 1
 
 
-def test_precision_is_checked_and_auto_keys_the_cache_by_what_it_resolves_to(monkeypatch):
-    from torch import nn
-
-    from subnets import devices, train
-
+def test_precision_is_checked_and_auto_keys_the_cache_by_what_it_resolves_to(isolated_cache,
+                                                                           monkeypatch):
     with pytest.raises(ValueError, match="precision"):
         train.TrainConfig(precision="fp16")
-    net = nn.Linear(2, 2)
-    assert devices.precision(net, "fp32") == "fp32"
+    data = toy_problem(64)
+    assert train.batch_shape(data, 16) == (16, 4) and train.batch_shape(data, 100) == (64, 4)
     monkeypatch.setattr(devices, "fast_bf16", lambda _where: True)
-    assert devices.precision(net, "auto") == "bf16"
-    monkeypatch.setattr(devices, "fast_bf16", lambda _where: False)
-    assert devices.precision(net, "auto") == "fp32"
+    timed = []
+
+    def timing(model, shape):
+        timed.append(shape)
+        return speeds
+
+    monkeypatch.setattr(devices, "precision_timing", timing)
+    runs = {}
+    for speeds in ({"fp32": 2.0, "bf16": 1.0}, {"fp32": 1.1, "bf16": 1.0}):
+        for precision in ("auto", "bf16", "fp32"):
+            config = train.TrainConfig(epochs=1, batch_size=16, precision=precision)
+            runs[precision] = train.fit(make_model(), data, config).model
+        # "auto" took the verdict of a timing on the training batches' shape ...
+        assert timed and set(timed) == {(16, 4)}
+        # ... and shares the cache entry of the precision it resolved to.
+        chosen = "bf16" if speeds["fp32"] >= devices.AUTO_SPEEDUP * speeds["bf16"] else "fp32"
+        for name, value in runs["auto"].state_dict().items():
+            assert torch.equal(value, runs[chosen].state_dict()[name]), (chosen, name)
+        assert not torch.equal(runs["bf16"][0].weight, runs["fp32"][0].weight)
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 2  # bf16 and fp32, nothing for auto
 
 
 def test_bf16_training_runs_under_autocast_and_stays_close_to_fp32():

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 from . import cache, devices, hooks, metrics
 from .devices import to_host, to_model
 from .progress import bar
-from .train import Objective, TrainConfig, config_key, data_identity, run_training
+from .train import Objective, TrainConfig, batch_shape, config_key, data_identity, run_training
 
 __all__ = [
     "ClassSpecificGates",
@@ -607,7 +607,8 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None
     if placebo:
         net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
         return net.eval()
-    parts = {"model": net, "data": data_identity(data), "config": config_key(net, config),
+    parts = {"model": net, "data": data_identity(data),
+             "config": config_key(net, config, batch_shape(data, config.batch_size)),
              "gates": asdict(gates)}
     if devices.is_cuda(net):
         # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;

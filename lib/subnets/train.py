@@ -7,9 +7,10 @@ parameters give the same weights on the same machine.
 
 Everything runs on the model's device. ``TrainConfig.precision`` picks the arithmetic:
 "fp32" (the plain float32 computation, bit for bit), "bf16" (autocast) or "auto" (bf16
-where the device runs it fast, ``devices.precision``); the cache key records the resolved
-one. On CUDA training also uses channels-last memory and cuDNN's fastest kernels, so its
-weights differ slightly and its cache entries are keyed apart. Checkpoints are stored on
+where it trains this network on batches of this shape faster, ``devices.precision``,
+timed once and cached); the cache key records the resolved one. On CUDA training also
+uses channels-last memory and cuDNN's fastest kernels, so its weights differ slightly and
+its cache entries are keyed apart. Checkpoints are stored on
 the CPU and loaded onto the model's device.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1, or any initialised ``torch.distributed`` group)
@@ -37,7 +38,7 @@ import copy
 import itertools
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -51,7 +52,8 @@ from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
-           "data_identity", "config_key", "recalibrate_batch_norm", "processes", "PLACEBO_IMAGES"]
+           "data_identity", "config_key", "batch_shape", "recalibrate_batch_norm", "processes",
+           "PLACEBO_IMAGES"]
 
 # Training images on which a placebo network's batch-norm statistics are re-estimated.
 PLACEBO_IMAGES = 2048
@@ -185,6 +187,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     """
     if placebo:
         return _placebo(model, data, config, test_data)
+    # "auto" is decided once, here: the cache key and the training read the same verdict.
+    config = replace(config, precision=_precision(model, data, config))
     if cached:
         # The model enters the key with its device kind off the CPU (cache.canonical).
         parts = {"model": model, "data": data_identity(data), "config": config_key(model, config),
@@ -199,19 +203,45 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     return Trained(model, history, entry.get("snapshots", []))
 
 
-def config_key(model: nn.Module, config: TrainConfig) -> dict:
+def config_key(model: nn.Module, config: TrainConfig,
+               shape: tuple[int, ...] | None = None) -> dict:
     """``config`` as a cache key records it for ``model``: its precision as what "auto"
-    means on the model's device, and ``compile`` only when on (the keys of uncompiled
-    training stay what they were before the field existed).
+    means for the model on its device (timed on batches of ``shape``, ``batch_shape``,
+    where the device has bf16 kernels), and ``compile`` only when on (the keys of
+    uncompiled training stay what they were before the field existed).
 
     Example:
         >>> config_key(nn.Linear(2, 2), TrainConfig(precision="fp32"))["precision"]
         'fp32'
     """
-    key = {**asdict(config), "precision": devices.precision(model, config.precision)}
+    key = {**asdict(config), "precision": devices.precision(model, config.precision, shape)}
     if not config.compile:
         del key["compile"]
     return key
+
+
+def batch_shape(data: Dataset, batch_size: int) -> tuple[int, ...]:
+    """The shape of a training batch of ``data``: what precision "auto" is timed on.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> batch_shape(TensorDataset(torch.zeros(10, 1, 5, 5), torch.zeros(10)), 4)
+        (4, 1, 5, 5)
+    """
+    return (min(batch_size, len(data)), *data[0][0].shape)
+
+
+def _precision(model: nn.Module, data: Dataset, config: TrainConfig) -> str:
+    """``config.precision`` resolved for ``model`` training on ``data``; under ``torchrun``
+    process 0's verdict, which the others take (timings differ from process to process)."""
+    if config.precision != "auto":
+        return devices.precision(model, config.precision)
+    rank, world = processes(model)
+    found = [devices.precision(model, "auto", batch_shape(data, config.batch_size))
+             if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(found, src=0)
+    return found[0]
 
 
 def processes(model: nn.Module | None = None) -> tuple[int, int]:
@@ -430,6 +460,7 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
     """Train ``model`` in place on its device on ``objective`` (default: ``Objective(config)``,
     supervised training); the checkpoint entry, on the CPU."""
     objective = Objective(config) if objective is None else objective
+    precision = _precision(model, data, config)
     g = torch.Generator().manual_seed(config.seed)
     batches = _Batches(model, data, config.batch_size, g)
     params = objective.parameters(model)
@@ -465,7 +496,7 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
                     x, y = x[share.to(x.device)], y[share.to(y.device)]
                 if cuda and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with devices.autocast(model, config.precision):
+                with devices.autocast(model, precision):
                     loss = objective.loss(forward, x, y)
                 # The model's, not the optimiser's: an objective's own parameters too.
                 model.zero_grad(set_to_none=True)
