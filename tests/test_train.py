@@ -523,3 +523,22 @@ def test_value_clipping_clips_every_gradient_element():
         train.TrainConfig(clip_grad_norm=1.0, clip_grad_value=0.1)
     with pytest.raises(ValueError, match="clip_grad_value"):
         train.TrainConfig(clip_grad_value=0.0)
+
+
+def test_a_seed_share_trains_its_seeds_and_hands_back_the_others_as_placebos(isolated_cache,
+                                                                             monkeypatch):
+    data = toy_problem(64)
+    configs = [train.TrainConfig(epochs=1, batch_size=16, seed=s) for s in range(3)]
+    monkeypatch.setenv(train.SEED_SHARE, "1/2")
+    results = [train.fit(make_model(c.seed), data, c) for c in configs]
+    assert [r.history.epoch.tolist() for r in results] == [[0], [1], [0]]
+    assert torch.equal(results[0].model[0].weight, make_model(0)[0].weight)  # untrained
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
+    monkeypatch.delenv(train.SEED_SHARE)
+    again = train.fit(make_model(1), data, configs[1])  # read back by a plain run
+    assert torch.equal(again.model[0].weight, results[1].model[0].weight)
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
+    for bad in ("2/2", "one of two"):
+        monkeypatch.setenv(train.SEED_SHARE, bad)
+        with pytest.raises(ValueError, match=train.SEED_SHARE):
+            train.in_seed_share(0)

@@ -53,10 +53,12 @@ from .progress import bar
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
            "data_identity", "config_key", "batch_shape", "recalibrate_batch_norm", "processes",
-           "PLACEBO_IMAGES"]
+           "PLACEBO_IMAGES", "SEED_SHARE", "in_seed_share"]
 
 # Training images on which a placebo network's batch-norm statistics are re-estimated.
 PLACEBO_IMAGES = 2048
+# "k/n" in a process that trains only the seeds s with s % n == k (``in_seed_share``).
+SEED_SHARE = "SUBNETS_SEED_SHARE"
 
 
 @contextlib.contextmanager
@@ -172,7 +174,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         cached: False for callers that cache a larger computation around the training.
         placebo: train nothing: the model keeps its initial weights, its batch-norm
             statistics re-estimated on ``PLACEBO_IMAGES`` training images; its history is
-            one row, epoch 0 (loss and training accuracy NaN).
+            one row, epoch 0 (loss and training accuracy NaN). So is a network whose
+            ``config.seed`` is not this process's (``in_seed_share``).
 
     Returns:
         ``Trained``: the model (in eval mode, on its device), its per-epoch history and,
@@ -185,7 +188,7 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         >>> fit(net, toy, TrainConfig(epochs=1, batch_size=4), cached=False).history.epoch.tolist()
         [1]
     """
-    if placebo:
+    if placebo or not in_seed_share(config.seed):
         return _placebo(model, data, config, test_data)
     # "auto" is decided once, here: the cache key and the training read the same verdict.
     config = replace(config, precision=_precision(model, data, config))
@@ -229,6 +232,30 @@ def batch_shape(data: Dataset, batch_size: int) -> tuple[int, ...]:
         (4, 1, 5, 5)
     """
     return (min(batch_size, len(data)), *data[0][0].shape)
+
+
+def in_seed_share(seed: int) -> bool:
+    """Whether this process trains the networks of ``seed``: always, except in a process
+    that ``SEED_SHARE`` gives a share of the seeds, "k/n" (``python -m subnets.run
+    --seeds-parallel n`` starts n of them, one per share, to fill the cache). There ``fit``
+    trains (and caches) only seeds ``s`` with ``s % n == k`` and hands back the others
+    untrained, as their placebo (``fit(..., placebo=True)``): the rest of the chapter
+    computes on them what its placebo rows need.
+
+    Example:
+        >>> in_seed_share(3)  # no share given: every seed
+        True
+    """
+    share = os.environ.get(SEED_SHARE)
+    if not share:
+        return True
+    try:
+        k, n = (int(v) for v in share.split("/"))
+    except ValueError:
+        raise ValueError(f"{SEED_SHARE}: expected 'k/n' (share k of n), got {share!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"{SEED_SHARE}: expected 0 <= k < n in 'k/n', got {share!r}")
+    return seed % n == k
 
 
 def _precision(model: nn.Module, data: Dataset, config: TrainConfig) -> str:
