@@ -91,10 +91,11 @@ def test_precision_timing_leaves_the_model_and_the_random_state_alone():
     net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(), nn.Flatten(),
                         nn.Linear(18, 2)).eval()
     before = copy.deepcopy(net.state_dict())
-    rng = torch.random.get_rng_state()
+    rng, threads = torch.random.get_rng_state(), torch.get_num_threads()
     timing = devices.precision_timing(net, (4, 1, 5, 5), steps=2, cached=False)
     assert set(timing) == {"fp32", "bf16"} and all(v > 0 for v in timing.values())
     assert torch.equal(torch.random.get_rng_state(), rng) and not net.training
+    assert torch.get_num_threads() == threads  # timed on one thread, then set back
     for name, value in net.state_dict().items():
         assert torch.equal(value, before[name]), name
     assert all(p.grad is None for p in net.parameters())

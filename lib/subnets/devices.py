@@ -10,7 +10,10 @@ float32. Whether it does depends on the network, not only on the device: on one 
 AVX-512 BF16, bf16 made a ResNet-20 step 1.5x faster and a width-8 VGG's 2.5x slower. So
 on a device with bf16 kernels (``fast_bf16``) "auto" times a few training steps of the
 network in both precisions on its input shape, once: the verdict is cached by
-architecture, input shape, processor and thread count, so later runs read it back.
+architecture, input shape and processor, so later runs read it back. On the CPU the steps
+run on one thread and are timed in that thread's CPU time: on a machine shared with busy
+processes, wall-clock times of two threads mostly measure how long each waited for the
+other (seen: a step 60x slower than on one thread), and would make the verdict chance.
 """
 
 from __future__ import annotations
@@ -178,17 +181,19 @@ def _processor(dev: torch.device) -> str:
 
 
 def _step_seconds(model: nn.Module, x: torch.Tensor, bf16: bool) -> float:
-    """Seconds of one forward and backward pass of ``model`` on ``x``."""
+    """Seconds of one forward and backward pass of ``model`` on ``x``: wall-clock on CUDA,
+    the calling thread's CPU time elsewhere."""
+    clock = time.perf_counter if is_cuda(model) else time.thread_time
     if is_cuda(model):
         torch.cuda.synchronize(x.device)
-    start = time.perf_counter()
+    start = clock()
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         out = model(x)
     model.zero_grad(set_to_none=True)
     out.float().sum().backward()
     if is_cuda(model):
         torch.cuda.synchronize(x.device)
-    return time.perf_counter() - start
+    return clock() - start
 
 
 def precision_timing(model: nn.Module, shape: tuple[int, ...], steps: int = 3,
@@ -197,8 +202,10 @@ def precision_timing(model: nn.Module, shape: tuple[int, ...], steps: int = 3,
     ``shape`` in each precision, on a copy of it (the model, its batch-norm statistics
     and the random state are left as they were): one warm-up step each, then ``steps``
     rounds in which the precisions take turns, so that a load on the machine slows both
-    alike. Cached by architecture, input shape, processor, thread count and torch
-    version: measured once, read back after (so "auto" decides the same way every time).
+    alike. On the CPU: one thread, timed in CPU time (what a step costs, not how long it
+    waited for a core); on CUDA: wall-clock. Cached by architecture, input shape,
+    processor and torch version: measured once, read back after (so "auto" decides the
+    same way every time).
 
     Args:
         model: the network, on its device.
@@ -219,18 +226,25 @@ def precision_timing(model: nn.Module, shape: tuple[int, ...], steps: int = 3,
     parts = {"architecture": repr(model),
              "parameters": [list(p.shape) for p in model.parameters()],
              "shape": list(shape), "device": dev.type, "processor": _processor(dev),
-             "threads": torch.get_num_threads(), "torch": torch.__version__, "steps": steps}
+             "clock": "wall" if is_cuda(model) else "thread CPU time, 1 thread",
+             "torch": torch.__version__, "steps": steps}
 
     def measure() -> dict:
         trial = copy.deepcopy(model).train()
         x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(dev)
         found = {"fp32": [], "bf16": []}
-        with torch.random.fork_rng(devices=[dev] if is_cuda(model) else []):
-            for round_ in range(steps + 1):
-                for name, times in found.items():
-                    seconds = _step_seconds(trial, x, name == "bf16")
-                    if round_:  # the first round warms up
-                        times.append(seconds)
+        threads = torch.get_num_threads()
+        if not is_cuda(model):
+            torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[dev] if is_cuda(model) else []):
+                for round_ in range(steps + 1):
+                    for name, times in found.items():
+                        seconds = _step_seconds(trial, x, name == "bf16")
+                        if round_:  # the first round warms up
+                            times.append(seconds)
+        finally:
+            torch.set_num_threads(threads)
         return {name: statistics.median(times) for name, times in found.items()}
 
     return cache.cached("precision", parts, measure) if cached else measure()
