@@ -226,6 +226,13 @@ def config_key(model: nn.Module, config: TrainConfig,
 def batch_shape(data: Dataset, batch_size: int) -> tuple[int, ...]:
     """The shape of a training batch of ``data``: what precision "auto" is timed on.
 
+    Args:
+        data: a dataset of (input, label) pairs.
+        batch_size: the training's batch size.
+
+    Returns:
+        (images in a batch, *the shape of one input).
+
     Example:
         >>> from torch.utils.data import TensorDataset
         >>> batch_shape(TensorDataset(torch.zeros(10, 1, 5, 5), torch.zeros(10)), 4)
@@ -241,6 +248,12 @@ def in_seed_share(seed: int) -> bool:
     trains (and caches) only seeds ``s`` with ``s % n == k`` and hands back the others
     untrained, as their placebo (``fit(..., placebo=True)``): the rest of the chapter
     computes on them what its placebo rows need.
+
+    Args:
+        seed: a network's seed (``TrainConfig.seed``).
+
+    Returns:
+        True when this process trains it.
 
     Example:
         >>> in_seed_share(3)  # no share given: every seed
