@@ -534,6 +534,9 @@ def test_a_seed_share_trains_its_seeds_and_hands_back_the_others_as_placebos(iso
     assert [r.history.epoch.tolist() for r in results] == [[0], [1], [0]]
     assert torch.equal(results[0].model[0].weight, make_model(0)[0].weight)  # untrained
     assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
+    # Nothing but trainings is stored: a result computed on a stand-in is not kept.
+    assert cache.cached("head", {"net": results[0].model}, lambda: {"x": 1}) == {"x": 1}
+    assert [p.name[:4] for p in isolated_cache.glob("*.pt")] == ["fit-"]
     monkeypatch.delenv(train.SEED_SHARE)
     again = train.fit(make_model(1), data, configs[1])  # read back by a plain run
     assert torch.equal(again.model[0].weight, results[1].model[0].weight)

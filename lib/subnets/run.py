@@ -525,7 +525,8 @@ def stale_records() -> list[str]:
 def seeds_in_parallel(path: Path, params: dict[str, Any], output: Path, n: int) -> list[str]:
     """Execute the chapter in ``n`` processes at once, process k with ``train.SEED_SHARE``
     = "k/n": its ``train.fit`` calls train the networks of the seeds s with s % n == k into
-    the shared cache (``$SUBNETS_CACHE``) and take the others untrained, as placebos. The
+    the shared cache (``$SUBNETS_CACHE``), take the others untrained, as placebos, and
+    store nothing else (``train.in_seed_share``). The
     notebooks they write (hidden ``.<name>.share<k>.ipynb`` beside ``output``, kept only
     when the process failed) are scaffolding, not results: executed again afterwards, the
     chapter reads each trained network from the cache, bit for bit what it would have

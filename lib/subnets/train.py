@@ -10,8 +10,8 @@ Everything runs on the model's device. ``TrainConfig.precision`` picks the arith
 where it trains this network on batches of this shape faster, ``devices.precision``,
 timed once and cached); the cache key records the resolved one. On CUDA training also
 uses channels-last memory and cuDNN's fastest kernels, so its weights differ slightly and
-its cache entries are keyed apart. Checkpoints are stored on
-the CPU and loaded onto the model's device.
+its cache entries are keyed apart. Checkpoints are stored on the CPU and loaded onto
+the model's device.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1, or any initialised ``torch.distributed`` group)
 ``fit`` trains data-parallel without a change in its callers: every process draws the
@@ -246,8 +246,9 @@ def in_seed_share(seed: int) -> bool:
     that ``SEED_SHARE`` gives a share of the seeds, "k/n" (``python -m subnets.run
     --seeds-parallel n`` starts n of them, one per share, to fill the cache). There ``fit``
     trains (and caches) only seeds ``s`` with ``s % n == k`` and hands back the others
-    untrained, as their placebo (``fit(..., placebo=True)``): the rest of the chapter
-    computes on them what its placebo rows need.
+    untrained, as their placebo (``fit(..., placebo=True)``), and the cache keeps only
+    its trainings (``cache.cached`` stores nothing else there: other results may rest on
+    an untrained stand-in, whose cache key need not show it).
 
     Args:
         seed: a network's seed (``TrainConfig.seed``).
