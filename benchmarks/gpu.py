@@ -3,7 +3,8 @@
 Four steps, each timed once per device after an untimed warm-up on a small input (CUDA
 context, cuDNN algorithm search, first-call allocations):
 - training: one epoch of a CIFAR ResNet-20 (``models.cifar_resnet``) over Fashion-MNIST,
-  batch 128, Adam (``train.fit``, not cached; on CUDA: bf16 autocast, channels-last);
+  batch 128, Adam (``train.fit``, not cached, precision "auto": on each device what the
+  library picks, timed once in the warm-up; on CUDA also channels-last);
 - relevance: one all-unit conductance pass (``attribution.UnitConductance`` over every
   unit layer of VGG11-small, ``n_steps`` 32);
 - Lanczos: the top 20 Hessian eigenvalues of a ResNet-8 (``curvature.Hessian``);
@@ -52,7 +53,7 @@ def built(build, dev: torch.device) -> torch.nn.Module:
 def training(dev, images, n):
     subset = images.subset(torch.arange(n))
     model = built(lambda: models.cifar_resnet(20, in_channels=1, num_classes=10), dev)
-    config = train.TrainConfig(epochs=1, batch_size=128)
+    config = train.TrainConfig(epochs=1, batch_size=128, precision="auto")
     return lambda: train.fit(model, subset, config, cached=False)
 
 

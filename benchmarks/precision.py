@@ -14,7 +14,8 @@ variants take turns, one step each, ``--repeats`` times (interleaved, so that ot
 processes on the machine slow them alike); a variant's time is its median step.
 
 Variants (ratios: plain fp32 step time / the variant's, at ``--threads`` threads):
-- bf16: autocast, what precision "auto" picks on this CPU (AVX-512 BF16 / AMX);
+- bf16: autocast (the column "auto" says which precision ``TrainConfig(precision="auto")``
+  trains the network in here: the library's timing verdict, ``devices.precision``);
 - channels-last, fp32 and bf16;
 - 1 thread (fp32 and bf16; the ratio is against fp32 at ``--threads``);
 - torch.compile (inductor), fp32 and bf16, for chapter 4's ResNet-20 (all networks with
@@ -28,19 +29,25 @@ On CUDA (when present) the same networks: fp32 against bf16 and channels-last.
 The last line is the speed-up of chapter 4's ResNet-20 step with the fastest settings the
 library offers (``TrainConfig(precision="auto", compile=True)``) over plain fp32, at
 ``--threads`` threads (the issue's bar: >= 2.0), its compile time and the speed-up of
-"auto" alone (the chapters' default, uncompiled) beside it.
+"auto" alone (the chapters' default, uncompiled) beside it. The machine's load average
+is printed at the start and at the end. ``--headline`` measures only what that line
+needs (plain fp32, "auto", "auto" compiled); ``--networks`` picks networks by name.
 
     .venv/bin/python benchmarks/precision.py [--threads 2] [--repeats 7] [--chapters 04]
+    .venv/bin/python benchmarks/precision.py --chapters 04 --networks "4: ResNet-20" --headline
+    .venv/bin/python benchmarks/precision.py --no-cpu   # CUDA only (on a GPU machine)
 
 On a machine shared with other busy processes the two-thread times mostly measure how
 long each thread waits for the other to be scheduled (seen: fp32 steps ten times slower
 with two threads than with one); there, compare one-thread runs (``--threads 1`` with
-``OMP_NUM_THREADS=1``) and repeat the run.
+``OMP_NUM_THREADS=1``), timed in the thread's CPU time (``--clock thread``), which the
+other processes do not inflate, and repeat the run.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from functools import partial
@@ -53,6 +60,9 @@ from torch import nn
 from subnets import data, devices, models, run, train
 
 ROOT = Path(__file__).resolve().parents[1]
+# What a step's time is read on: wall-clock, or (``--clock thread``, one thread only) the
+# thread's CPU time, which other processes on a busy machine do not inflate.
+CLOCK = [time.perf_counter]
 
 
 def chapter_params(chapter: str) -> dict:
@@ -142,25 +152,25 @@ class Step:
             torch.set_num_threads(self.threads)
         dev, c = self.dev, self.config
         sync(dev)
-        t0 = time.perf_counter()
+        t0 = CLOCK[0]()
         x = self.images.float().div_(255)
         if c.augment:
             x = train.augment_batch(x, self.g)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sync(dev)
-        t1 = time.perf_counter()
+        t1 = CLOCK[0]()
         with devices.autocast(self.model, c.precision):
             loss = train.loss_function(c.loss)(self.forward(x), self.labels)
         self.model.zero_grad(set_to_none=True)
         loss.backward()
         sync(dev)
-        t2 = time.perf_counter()
+        t2 = CLOCK[0]()
         if c.clip_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), c.clip_grad_norm)
         self.opt.step()
         sync(dev)
-        t3 = time.perf_counter()
+        t3 = CLOCK[0]()
         self.phases.append((t1 - t0, t2 - t1, t3 - t2))
         return t3 - t0
 
@@ -184,10 +194,10 @@ def fit_per_batch(net: dict, dev: torch.device, precision: str, steps: int) -> f
     config = train.TrainConfig(epochs=1, batch_size=net["batch"], precision=precision,
                                **net["fields"])
     sync(dev)
-    start = time.perf_counter()
+    start = CLOCK[0]()
     train.fit(model, subset, config, cached=False)
     sync(dev)
-    return (time.perf_counter() - start) / steps
+    return (CLOCK[0]() - start) / steps
 
 
 def interleaved(steps: dict[str, Step], warmup: int, repeats: int) -> dict[str, float]:
@@ -202,59 +212,79 @@ def interleaved(steps: dict[str, Step], warmup: int, repeats: int) -> dict[str, 
     return {name: step.median() for name, step in steps.items()}
 
 
-def compiled_variants(net: dict, dev: torch.device, threads: int, warmup: int) -> dict:
-    """Compiled steps (fp32, bf16), each with its compile time: the first ``warmup``
-    steps' time less as many compiled steps."""
+def compiled_variants(net: dict, dev: torch.device, threads: int, warmup: int,
+                      precisions=("fp32", "bf16")) -> dict:
+    """Compiled steps in each of ``precisions``, each with its compile time: the first
+    ``warmup`` steps' time less as many compiled steps."""
     found = {}
-    for prec in ("fp32", "bf16"):
+    for prec in precisions:
         torch.set_num_threads(threads)
         step = Step(net, dev, prec, compiled=True, threads=threads)
         start = time.perf_counter()
         for _ in range(warmup):
             step()
         first = time.perf_counter() - start
-        step.phases.clear()
+        start = time.perf_counter()
         step()
-        found[f"{prec}+compile"] = (step, first - warmup * step.median())
+        step.phases.clear()
+        # Wall-clock whatever the clock: compilation runs in worker processes too.
+        found[f"{prec}+compile"] = (step, first - warmup * (time.perf_counter() - start))
     return found
 
 
-def cpu_table(nets: list[dict], args) -> tuple[pd.DataFrame, float]:
+def auto_precision(net: dict, threads: int) -> str:
+    """What ``TrainConfig(precision="auto")`` trains ``net`` in on the CPU at ``threads``
+    threads: the library's cached timing verdict (``devices.precision``)."""
+    torch.set_num_threads(threads)
+    with train.seeded(0):
+        model = net["build"]()
+    return devices.precision(model, "auto", (net["batch"], *net["shape"]))
+
+
+def cpu_table(nets: list[dict], args) -> tuple[pd.DataFrame, str]:
     dev = devices.CPU
     rows, headline = [], "speed-up nan"
     for net in nets:
         t = args.threads
-        steps = {"fp32": Step(net, dev, "fp32", threads=t),
-                 "bf16": Step(net, dev, "bf16", threads=t),
-                 "fp32 channels-last": Step(net, dev, "fp32", True, threads=t),
-                 "bf16 channels-last": Step(net, dev, "bf16", True, threads=t),
-                 "fp32 1 thread": Step(net, dev, "fp32", threads=1),
-                 "bf16 1 thread": Step(net, dev, "bf16", threads=1)}
+        chosen = auto_precision(net, t)
+        if args.headline:  # only what the last line needs
+            steps = {p: Step(net, dev, p, threads=t) for p in dict.fromkeys(("fp32", chosen))}
+        else:
+            steps = {"fp32": Step(net, dev, "fp32", threads=t),
+                     "bf16": Step(net, dev, "bf16", threads=t),
+                     "fp32 channels-last": Step(net, dev, "fp32", True, threads=t),
+                     "bf16 channels-last": Step(net, dev, "bf16", True, threads=t),
+                     "fp32 1 thread": Step(net, dev, "fp32", threads=1),
+                     "bf16 1 thread": Step(net, dev, "bf16", threads=1)}
         compile_s = {}
         if args.compile_all or (net["name"] == "4: ResNet-20" and not args.no_compile):
-            for name, (step, seconds) in compiled_variants(net, dev, t, args.warmup).items():
+            precisions = (chosen,) if args.headline else ("fp32", "bf16")
+            for name, (step, seconds) in compiled_variants(net, dev, t, args.warmup,
+                                                           precisions).items():
                 steps[name], compile_s[name] = step, seconds
         times = interleaved(steps, args.warmup, args.repeats)
         torch.set_num_threads(t)
-        fit_s = {p: fit_per_batch(net, dev, p, args.fit_steps) for p in ("fp32", "bf16")}
         base = times["fp32"]
-        row = {"network": net["name"], "batch": net["batch"],
+        row = {"network": net["name"], "batch": net["batch"], "auto": chosen,
                "fp32 ms": round(1000 * base, 1), "fp32 img/s": round(net["batch"] / base),
-               "bf16 img/s": round(net["batch"] / times["bf16"])}
+               "auto img/s": round(net["batch"] / times[chosen])}
         row.update({f"x {k}": round(base / v, 2) for k, v in times.items() if k != "fp32"})
         row.update({f"compile s ({k})": round(v, 1) for k, v in compile_s.items()})
-        row["outside fwd/bwd fp32"] = round(steps["fp32"].outside_share(), 3)
-        row["outside fwd/bwd bf16"] = round(steps["bf16"].outside_share(), 3)
-        row["fit/step fp32"] = round(fit_s["fp32"] / base, 2)
-        row["fit/step bf16"] = round(fit_s["bf16"] / times["bf16"], 2)
-        row["x fit bf16"] = round(fit_s["fp32"] / fit_s["bf16"], 2)
+        for name in ("fp32", "bf16"):
+            if name in steps:
+                row[f"outside fwd/bwd {name}"] = round(steps[name].outside_share(), 3)
+        if not args.headline:
+            fit_s = {p: fit_per_batch(net, dev, p, args.fit_steps) for p in ("fp32", "bf16")}
+            row["fit/step fp32"] = round(fit_s["fp32"] / base, 2)
+            row["fit/step bf16"] = round(fit_s["bf16"] / times["bf16"], 2)
+            row["x fit bf16"] = round(fit_s["fp32"] / fit_s["bf16"], 2)
         print(row, flush=True)
         rows.append(row)
         if net["name"] == "4: ResNet-20":
-            chosen = "bf16" if devices.fast_bf16(dev) else "fp32"
             headline = (f"speed-up {base / times[chosen + '+compile']:.2f} ({chosen} + "
                         f"torch.compile, compile {compile_s[chosen + '+compile']:.0f} s; "
-                        f"{chosen} alone {base / times[chosen]:.2f})"
+                        f"{chosen} alone {base / times[chosen]:.2f}; "
+                        f"{round(net['batch'] / times[chosen + '+compile'])} img/s)"
                         if chosen + "+compile" in times else
                         f"speed-up {base / times[chosen]:.2f} ({chosen}; compile not measured)")
     return pd.DataFrame(rows), headline
@@ -269,7 +299,11 @@ def cuda_table(nets: list[dict], args) -> pd.DataFrame:
                  "bf16 channels-last": Step(net, dev, "bf16", True)}
         times = interleaved(steps, args.warmup, args.repeats)
         base = times["fp32"]
-        row = {"network": net["name"], "fp32 ms": round(1000 * base, 2),
+        with train.seeded(0):
+            model = net["build"]().to(dev)
+        row = {"network": net["name"],
+               "auto": devices.precision(model, "auto", (net["batch"], *net["shape"])),
+               "fp32 ms": round(1000 * base, 2),
                "fp32 img/s": round(net["batch"] / base),
                "bf16 img/s": round(net["batch"] / times["bf16"])}
         row.update({f"x {k}": round(base / v, 2) for k, v in times.items() if k != "fp32"})
@@ -312,24 +346,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--fit-steps", type=int, default=8)
     parser.add_argument("--chapters", nargs="*", default=["01", "02", "03", "04", "05"])
+    parser.add_argument("--networks", nargs="*", default=None,
+                        help="only these networks (names as in the table, e.g. '4: ResNet-20')")
     parser.add_argument("--compile-all", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="no compiled variants")
     parser.add_argument("--no-cpu", action="store_true", help="CUDA only")
+    parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
+                        help="step times: wall-clock, or the thread's CPU time (--threads 1)")
+    parser.add_argument("--headline", action="store_true",
+                        help="CPU: only plain fp32, what 'auto' picks, and it compiled")
     args = parser.parse_args()
-    nets = networks(args.chapters)
-    print(f"torch {torch.__version__}; cpu bf16 fast: {devices.fast_bf16(devices.CPU)}; "
-          f"threads {args.threads}; median of {args.repeats} interleaved steps", flush=True)
+    if args.clock == "thread":
+        if args.threads != 1:
+            parser.error("--clock thread: times one thread; use it with --threads 1")
+        CLOCK[0] = time.thread_time
+    nets = [n for n in networks(args.chapters) if args.networks is None
+            or n["name"] in args.networks]
+    print(f"torch {torch.__version__}; cpu bf16 kernels: {devices.fast_bf16(devices.CPU)}; "
+          f"threads {args.threads}; {args.clock} clock; median of {args.repeats} interleaved "
+          f"steps; load "
+          f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores", flush=True)
     headline = "speed-up nan (no ResNet-20 on the CPU)"
     if not args.no_cpu:
         table, headline = cpu_table(nets, args)
         print()
         print(table.to_string(index=False))
-        print("augmentation on uint8:", uint8_augmentation(args.threads, args.repeats))
+        if not args.headline:
+            print("augmentation on uint8:", uint8_augmentation(args.threads, args.repeats))
     if "cuda" in devices.available():
         print(f"\ncuda: {torch.cuda.get_device_name()}")
         print(cuda_table(nets, args).to_string(index=False))
     else:
         print("\ncuda: not available")
+    print(f"load {os.getloadavg()[0]:.1f} at the end")
     print(headline)
 
 

@@ -124,12 +124,15 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
         assert p["network_scale"] == "full"
         return ([scaled_network(n, p["network_scale"], 3, 10) for n in p["networks"]],
                 {"lr": p["lr"]}, p["image_size"])
-    if chapter == "03":
-        nets = [models.rf_model(a, level, 3, 10, p["width"])
-                for a in p["architectures"] for level in p["rf_levels"]]
-        return nets, {"lr": p["lr"], "optimizer": "sgd", "weight_decay": p["weight_decay"],
-                      "schedule": "cosine",
-                      f"clip_grad_{p['clip_mode']}": p["clip_threshold"] or None}, 32
+    if chapter == "03":  # the chapter's own construction and training recipe
+        from dataclasses import asdict
+
+        from subnets.models import rfpool
+
+        nets = rfpool.variant_networks(p["architectures"], p["rf_levels"], 1, 3, 10, p["width"])
+        config = asdict(rfpool.train_config(p, 0))
+        return list(nets.values()), {k: v for k, v in config.items()
+                                     if k not in ("epochs", "batch_size")}, 32
     if chapter == "04":
         from subnets.decomposition import seeded_resnet
 

@@ -99,3 +99,16 @@ def test_top_eigenvalues_on_cuda_match_the_cpu():
     cpu = curvature.Hessian(model, x, y).top_eigenvalues(k=3, tol=1e-8)
     cuda = curvature.Hessian(model.cuda(), x, y).top_eigenvalues(k=3, tol=1e-8)
     np.testing.assert_allclose(cuda, cpu, rtol=1e-6)  # float64 on both: rounding only
+
+
+def test_spectra_rows_are_the_cached_top_eigenvalues(problem, tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
+    model, x, y, _ = problem
+    expected = curvature.Hessian(model, x, y).top_eigenvalues(k=3)
+    frame = curvature.spectra({("net", 1, 0, "initialisation"): model}, x, y, k=3)
+    np.testing.assert_allclose(frame.eigenvalue, expected, rtol=1e-6)
+    assert frame["rank"].tolist() == [1, 2, 3]
+    monkeypatch.setattr(curvature.Hessian, "top_eigenvalues", lambda *a, **k: pytest.fail())
+    assert curvature.spectra({("net", 1, 0, "initialisation"): model}, x, y, k=3).equals(frame)
+    moments = curvature.spectrum_moments(frame)
+    assert moments.loc[("net", 1, 0, "initialisation"), "mean"] == pytest.approx(expected.mean())

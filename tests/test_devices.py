@@ -60,6 +60,47 @@ def test_cpu_helpers_change_nothing():
         assert not torch.is_autocast_enabled()
 
 
+def test_auto_precision_times_the_network_once_and_reads_its_verdict_back(isolated_cache,
+                                                                           monkeypatch):
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Flatten(), nn.Linear(18, 2))
+    monkeypatch.setattr(devices, "fast_bf16", lambda _where: False)
+    assert devices.precision(net, "auto") == "fp32"  # no bf16 kernels: nothing to time
+    monkeypatch.setattr(devices, "fast_bf16", lambda _where: True)
+    with pytest.raises(ValueError, match="pass shape"):
+        devices.precision(net, "auto")
+    steps = []
+    seconds = {False: 1.0, True: 0.5}  # bf16 twice as fast
+
+    def step(model, x, bf16):
+        steps.append((tuple(x.shape), bf16))
+        assert model is not net and model.training
+        return seconds[bf16]
+
+    monkeypatch.setattr(devices, "_step_seconds", step)
+    assert devices.precision(net, "auto", (4, 1, 5, 5)) == "bf16"
+    assert steps == [((4, 1, 5, 5), False), ((4, 1, 5, 5), True)] * 4  # warm-up and 3 rounds
+    seconds[True] = 1.0 / devices.AUTO_SPEEDUP * 1.01  # faster, but not by enough
+    assert devices.precision(net, "auto", (4, 1, 5, 5)) == "bf16"  # read back, not retimed
+    assert len(steps) == 8
+    assert devices.precision(net, "auto", (8, 1, 5, 5)) == "fp32"  # another shape: timed
+    assert len(steps) == 16 and len(list(isolated_cache.glob("precision-*.pt"))) == 2
+    assert devices.precision(net, "fp32") == "fp32" and devices.precision(net, "bf16") == "bf16"
+
+
+def test_precision_timing_leaves_the_model_and_the_random_state_alone():
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.Dropout(), nn.Flatten(),
+                        nn.Linear(18, 2)).eval()
+    before = copy.deepcopy(net.state_dict())
+    rng, threads = torch.random.get_rng_state(), torch.get_num_threads()
+    timing = devices.precision_timing(net, (4, 1, 5, 5), steps=2, cached=False)
+    assert set(timing) == {"fp32", "bf16"} and all(v > 0 for v in timing.values())
+    assert torch.equal(torch.random.get_rng_state(), rng) and not net.training
+    assert torch.get_num_threads() == threads  # timed on one thread, then set back
+    for name, value in net.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert all(p.grad is None for p in net.parameters())
+
+
 # --- no module but devices.py names a device --------------------------------------------
 
 def device_names(source: str) -> list[str]:

@@ -96,3 +96,74 @@ def test_rf_vggs_are_initialised_as_torchvision_and_respond_to_their_input():
         logits = model(x)
     # PyTorch's default initialisation gives a spread of about 1e-8 here: a constant output
     assert (logits.std(0).mean() / logits.abs().mean()).item() > 1e-2
+
+
+def test_rf_variant_networks_are_seeded_and_independent_of_the_others_built():
+    from subnets.models import rfpool
+
+    nets = rfpool.variant_networks(["vgg", "resnet"], [1, 3], seeds=2, in_channels=1, width=4)
+    assert list(nets) == [(a, lv, s) for a in ("vgg", "resnet") for lv in (1, 3) for s in (0, 1)]
+    alone = rfpool.variant_networks(["resnet"], [3], seeds=2, in_channels=1, width=4)
+    for key, model in alone.items():
+        for a, b in zip(model.parameters(), nets[key].parameters()):
+            assert torch.equal(a, b)
+    assert not torch.equal(next(nets["vgg", 1, 0].parameters()),
+                           next(nets["vgg", 1, 1].parameters()))
+    with pytest.raises(ValueError, match="seeds"):
+        rfpool.variant_networks(["vgg"], [1], seeds=0)
+
+
+def test_rf_variant_table_and_the_paper_column():
+    from subnets.models import rfpool
+
+    paper = rfpool.paper_receptive_fields()
+    assert paper["paper"].tolist() == [181, 359, 537, 715, 110, 213, 318, 423]
+    assert paper["layer arithmetic"].tolist() == [181, 359, 537, 715, 108, 213, 318, 423]
+    nets = rfpool.variant_networks(["vgg"], [1, 4], seeds=2, in_channels=1, width=4)
+    table = rfpool.variant_table(nets, torch.rand(8, 1, 28, 28))
+    assert len(table) == 2  # seed 0 only
+    assert (table["gradient support"] == table["receptive field"]).all()
+    assert table["last feature map"].tolist() == ["7x7", "1x1"]
+    rows = rfpool.construction_claims(paper, table)
+    assert [r.rule for r in rows] == [None] * 4
+    assert [r.estimate.value for r in rows] == [4.0, 3.0, 2.0, 1.0]
+
+
+def test_pytorch_initialisation_silences_the_vgg_at_initialisation():
+    from subnets.models import rfpool
+
+    nets = rfpool.variant_networks(["vgg"], [1], in_channels=1, width=8)
+    spread = rfpool.initialisation_spread(nets, torch.rand(16, 1, 28, 28))
+    assert spread.loc[("vgg", 1), "torchvision"] > 10 * spread.loc[("vgg", 1), "PyTorch default"]
+    # the networks themselves keep torchvision's initialisation
+    assert abs(nets["vgg", 1, 0].classifier[-1].weight.std().item() / 0.01 - 1) < 0.3
+    with pytest.raises(ValueError, match="inputs"):
+        rfpool.input_dependence(nets["vgg", 1, 0], torch.rand(1, 1, 28, 28))
+
+
+def test_rf_training_recipe_and_its_changes(tmp_path, monkeypatch):
+    from subnets import data, train
+    from subnets.models import rfpool
+
+    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
+    p = {"epochs": 1, "batch_size": 4, "lr": 0.05, "weight_decay": 5e-5, "clip_mode": "norm",
+         "clip_threshold": 0.0, "augment": False, "precision": "fp32"}
+    config = rfpool.train_config(p, 3)
+    assert (config.optimizer, config.momentum, config.schedule, config.seed) == (
+        "sgd", 0.9, "cosine", 3)
+    assert config.clip_grad_norm is None and config.clip_grad_value is None
+    assert rfpool.train_config(p, 0, clip_mode="value", clip_threshold=0.1).clip_grad_value == 0.1
+    with pytest.raises(ValueError, match="clip_mode"):
+        rfpool.train_config(p, 0, clip_mode="both")
+    with pytest.raises(ValueError, match="changes"):
+        rfpool.train_config(p, 0, momentum=0.5)
+    images = data.ImageSet(torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8),
+                           torch.arange(8) % 2, ["a", "b"], "tiny")
+    nets = rfpool.variant_networks(["vgg"], [1], in_channels=1, num_classes=2, width=4)
+    before = [q.clone() for q in nets["vgg", 1, 0].parameters()]
+    trained = rfpool.trained_networks(nets, images, p)
+    placebo = rfpool.trained_networks(nets, images, p, untrained=True)
+    assert all(torch.equal(a, b) for a, b in zip(before, nets["vgg", 1, 0].parameters()))
+    assert not torch.equal(next(trained["vgg", 1, 0].parameters()), before[0])
+    assert torch.equal(next(placebo["vgg", 1, 0].parameters()), before[0])
+    assert isinstance(train.evaluate(trained["vgg", 1, 0], images).accuracy, float)

@@ -127,3 +127,16 @@ def test_claims_forest_draws_every_judged_row_against_its_cut_and_the_placebo_be
     assert np.allclose(lines[6][0], [-0.2, 1]) and np.allclose(lines[7][0], [0.6])
     assert [t.get_text() for t in ax.texts] == ["undefined (nan)"]
     assert ax.lines[-1].get_xdata()[0] == 0  # the cut
+
+
+def test_image_grid_places_panels_and_crosses():
+    import numpy as np
+
+    from subnets import plots
+
+    fig = plots.image_grid({(0, 0): np.eye(4), (1, 0): np.eye(4), (1, 2): np.ones((4, 4))},
+                           {(1, 2): "b"}, cross={(0, 0): 1.5}, row_labels=["top", "bottom"])
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert axes[1, 2].get_title() == "b" and axes[1, 0].get_ylabel() == "bottom"
+    assert len(axes[0, 0].lines) == 2 and not axes[1, 2].lines
+    assert not axes[0, 1].axison and axes[1, 2].axison

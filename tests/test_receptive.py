@@ -163,3 +163,33 @@ def test_width_scales_the_paper_families_and_small_inputs_are_refused():
         rfpool.check_input_size(["vgg19"], [1, 4], 1, 28, width=16)
     with pytest.raises(ValueError, match="width"):
         rf_model("vgg", 1, width=0)
+
+
+def test_gradient_projection_is_an_attribution_of_one_layer_without_a_class():
+    from subnets.methods import Attribution
+
+    with train.seeded(0):
+        model = rf_model("vgg", 1, in_channels=1)
+    method = receptive.GradientProjection(model, ["features.0"])
+    assert isinstance(method, Attribution) and method.layers == ["features.0"]
+    with pytest.raises(ValueError, match="target"):
+        method.attribute(torch.rand(1, 1, 8, 8), target=3)
+    with pytest.raises(ValueError, match="layers"):
+        receptive.GradientProjection(model, ["features.0", "features.3"])
+
+
+def test_projections_of_many_networks_and_their_tables():
+    with train.seeded(0):
+        nets = {("vgg", lv, 0, "initialisation"): rf_model("vgg", lv, in_channels=1)
+                for lv in (1, 2)}
+    found = receptive.projections(nets, n_inputs=3, input_size=16)
+    direct = receptive.GradientProjection(nets["vgg", 2, 0, "initialisation"]).on_random_inputs(
+        3, 16)
+    torch.testing.assert_close(found["vgg", 2, 0, "initialisation"].maxima, direct.maxima)
+    rows = receptive.maxima_frame(found)
+    assert rows["mean of maxima"].tolist() == pytest.approx(
+        [p.maxima.mean().item() for p in found.values()])
+    table = receptive.maxima_table(rows)
+    assert list(table.columns) == ["initialisation", "initialisation, mean over seeds"]
+    assert table.loc[("vgg", 1), "initialisation"].startswith(
+        f"{found['vgg', 1, 0, 'initialisation'].maxima.mean().item():.3g} ± ")

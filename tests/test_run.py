@@ -118,6 +118,59 @@ def test_cli_executes_with_papermill(chapter, tmp_path):
     assert "epochs = 1" in injected[0].source and "threshold = 0.5" in injected[0].source
 
 
+SEEDED_CHAPTER = textwrap.dedent('''\
+    ---
+    jupytext:
+      text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+    kernelspec: {display_name: Python 3, language: python, name: python3}
+    ---
+    # A chapter that trains a network per seed
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    seed = 0
+    seeds = 3
+    ```
+
+    ```{code-cell} ipython3
+    import os
+
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from subnets import train
+
+    x = torch.rand(32, 4, generator=torch.Generator().manual_seed(0))
+    problem = TensorDataset(x, (x[:, 0] > 0.5).long())
+    for s in range(seed, seed + seeds):
+        with train.seeded(s):
+            net = torch.nn.Linear(4, 2)
+        trained = train.fit(net, problem, train.TrainConfig(epochs=1, batch_size=8, seed=s))
+        with open(f"{os.environ.get(train.SEED_SHARE, 'all').replace('/', 'of')}.log", "a") as f:
+            print(s, trained.history.epoch.tolist(), file=f)
+    ```
+    ''')
+
+
+def test_seeds_parallel_trains_a_share_of_the_seeds_in_each_process(tmp_path, isolated_cache):
+    path = tmp_path / "09_seeded.md"
+    path.write_text(SEEDED_CHAPTER)
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run([sys.executable, "-m", "subnets.run", str(path), "-p", "seeds", "3",
+                           "--seeds-parallel", "2", "-o", str(out)],
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0 and "failed" not in proc.stderr, proc.stderr
+    # Process k trained seeds s with s % 2 == k and took the others as placebos (epoch 0) ...
+    assert (tmp_path / "0of2.log").read_text() == "0 [1]\n1 [0]\n2 [1]\n"
+    assert (tmp_path / "1of2.log").read_text() == "0 [0]\n1 [1]\n2 [0]\n"
+    # ... into the cache, which the chapter's own run then read: three trainings in all.
+    assert (tmp_path / "all.log").read_text() == "0 [1]\n1 [1]\n2 [1]\n"
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 3
+    assert out.is_file() and sorted(p.name for p in tmp_path.glob(".*.ipynb")) == []
+    assert run.main([str(path), "--seeds-parallel", "0"]) == 2
+
+
 # --- every parameter of every chapter refuses bad values, before any work ---------------
 
 CHAPTERS = sorted(run.NOTEBOOKS.glob("[0-9][0-9]_*.md"))

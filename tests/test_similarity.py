@@ -185,3 +185,49 @@ def test_full_and_minibatch_cka_on_cuda_match_the_cpu():
         model.cpu(), other.cpu()
         # float32 features, TF32 allowed in CUDA matmuls: agreement to 1e-3.
         np.testing.assert_allclose(cuda.to_numpy(), cpu, atol=1e-3)
+
+
+def _nets(n, seed=0):
+    torch.manual_seed(seed)
+    return [nn.Sequential(nn.Flatten(), nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3))
+            for _ in range(n)]
+
+
+def test_seed_pair_cka_pairs_disjoint_seeds_and_both_estimators_agree(tmp_path, monkeypatch):
+    monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
+    nets = _nets(3)
+    x = torch.rand(64, 1, 2, 2)
+    full = similarity.seed_pair_cka(nets, x)
+    assert full["cross"].shape == (1, 2, 2) and full["within"].shape == (3, 2, 2)
+    layers = similarity.representation_layers(nets[0])
+    expected = similarity.cka_matrix(nets[0], layers, nets[1], layers, x, None).to_numpy()
+    np.testing.assert_allclose(full["cross"][0], expected, rtol=1e-6)
+    np.testing.assert_allclose(np.diagonal(full["within"], axis1=1, axis2=2), 1.0, rtol=1e-6)
+    mini = similarity.seed_pair_cka(nets, x, "minibatch", 32)
+    assert mini["cross"].shape == (1, 2, 2)
+    with pytest.raises(ValueError, match="cka_estimator"):
+        similarity.seed_pair_cka(nets, x, "kernel")
+
+
+def test_deep_layer_cka_reads_the_diagonal_and_the_lower_left_quarter():
+    cross = np.arange(16, dtype=float).reshape(1, 4, 4)
+    within = np.stack([np.arange(16, dtype=float).reshape(4, 4) * 2] * 3)
+    rows = similarity.deep_layer_cka({("vgg", 1): {"cross": cross, "within": within}}, 3)
+    # middle of 4 layers: the 2nd; deep layers 3 and 4 (indices 2, 3)
+    assert rows["deep layers vs other seed"].tolist()[0] == (10 + 15) / 2
+    assert np.isnan(rows["deep layers vs other seed"].tolist()[1:]).all()
+    assert rows["deep layers vs rest of own network"].tolist() == [2 * (8 + 9 + 12 + 13) / 4] * 3
+    summary = similarity.deep_layer_summary(rows, rows)
+    assert summary.loc[("vgg", 1), ("placebo", "deep layers vs other seed")] == 12.5
+    assert similarity.middle_layer(50) == 25 and similarity.middle_layer(51) == 26
+
+
+def test_seed_cka_settings_are_checked_by_name():
+    model = _nets(1)[0]
+    with pytest.raises(ValueError, match="seeds"):
+        similarity.check_seed_cka([model], 100, 1)
+    with pytest.raises(ValueError, match="batch_size"):
+        similarity.check_seed_cka([model], 10, 2, "minibatch", 3)
+    with pytest.raises(ValueError, match="n_cka"):
+        similarity.check_seed_cka([model], 200_000, 2)
+    similarity.check_seed_cka([model], 1000, 2)

@@ -362,19 +362,33 @@ def test_a_placebo_fit_trains_nothing_and_recalibrates_batch_norm():
     assert 0 <= result.history.test_accuracy.item() <= 1
 
 
-def test_precision_is_checked_and_auto_keys_the_cache_by_what_it_resolves_to(monkeypatch):
-    from torch import nn
-
-    from subnets import devices, train
-
+def test_precision_is_checked_and_auto_keys_the_cache_by_what_it_resolves_to(isolated_cache,
+                                                                           monkeypatch):
     with pytest.raises(ValueError, match="precision"):
         train.TrainConfig(precision="fp16")
-    net = nn.Linear(2, 2)
-    assert devices.precision(net, "fp32") == "fp32"
+    data = toy_problem(64)
+    assert train.batch_shape(data, 16) == (16, 4) and train.batch_shape(data, 100) == (64, 4)
     monkeypatch.setattr(devices, "fast_bf16", lambda _where: True)
-    assert devices.precision(net, "auto") == "bf16"
-    monkeypatch.setattr(devices, "fast_bf16", lambda _where: False)
-    assert devices.precision(net, "auto") == "fp32"
+    timed = []
+
+    def timing(model, shape):
+        timed.append(shape)
+        return speeds
+
+    monkeypatch.setattr(devices, "precision_timing", timing)
+    runs = {}
+    for speeds in ({"fp32": 2.0, "bf16": 1.0}, {"fp32": 1.1, "bf16": 1.0}):
+        for precision in ("auto", "bf16", "fp32"):
+            config = train.TrainConfig(epochs=1, batch_size=16, precision=precision)
+            runs[precision] = train.fit(make_model(), data, config).model
+        # "auto" took the verdict of a timing on the training batches' shape ...
+        assert timed and set(timed) == {(16, 4)}
+        # ... and shares the cache entry of the precision it resolved to.
+        chosen = "bf16" if speeds["fp32"] >= devices.AUTO_SPEEDUP * speeds["bf16"] else "fp32"
+        for name, value in runs["auto"].state_dict().items():
+            assert torch.equal(value, runs[chosen].state_dict()[name]), (chosen, name)
+        assert not torch.equal(runs["bf16"][0].weight, runs["fp32"][0].weight)
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 2  # bf16 and fp32, nothing for auto
 
 
 def test_bf16_training_runs_under_autocast_and_stays_close_to_fp32():
@@ -505,3 +519,25 @@ def test_value_clipping_clips_every_gradient_element():
         train.TrainConfig(clip_grad_norm=1.0, clip_grad_value=0.1)
     with pytest.raises(ValueError, match="clip_grad_value"):
         train.TrainConfig(clip_grad_value=0.0)
+
+
+def test_a_seed_share_trains_its_seeds_and_hands_back_the_others_as_placebos(isolated_cache,
+                                                                             monkeypatch):
+    data = toy_problem(64)
+    configs = [train.TrainConfig(epochs=1, batch_size=16, seed=s) for s in range(3)]
+    monkeypatch.setenv(train.SEED_SHARE, "1/2")
+    results = [train.fit(make_model(c.seed), data, c) for c in configs]
+    assert [r.history.epoch.tolist() for r in results] == [[0], [1], [0]]
+    assert torch.equal(results[0].model[0].weight, make_model(0)[0].weight)  # untrained
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
+    # Nothing but trainings is stored: a result computed on a stand-in is not kept.
+    assert cache.cached("head", {"net": results[0].model}, lambda: {"x": 1}) == {"x": 1}
+    assert [p.name[:4] for p in isolated_cache.glob("*.pt")] == ["fit-"]
+    monkeypatch.delenv(train.SEED_SHARE)
+    again = train.fit(make_model(1), data, configs[1])  # read back by a plain run
+    assert torch.equal(again.model[0].weight, results[1].model[0].weight)
+    assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
+    for bad in ("2/2", "one of two"):
+        monkeypatch.setenv(train.SEED_SHARE, bad)
+        with pytest.raises(ValueError, match=train.SEED_SHARE):
+            train.in_seed_share(0)

@@ -5,21 +5,32 @@ moves inputs there with ``to_model``; nothing else in the library names "cpu" or
 What differs on CUDA is decided here too: tuned cuDNN kernels for training, pinned memory
 and worker processes for loading, how much data may stay on the device, and the device
 kind that a cache key records (none on the CPU). So is the arithmetic: ``precision``
-resolves "auto" to bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with
-AVX-512 BF16 or AMX: about twice the training speed of float32), else to float32.
+resolves "auto" to bf16 autocast where it trains the given network faster, else to
+float32. Whether it does depends on the network, not only on the device: on one CPU with
+AVX-512 BF16, bf16 made a ResNet-20 step 1.5x faster and a width-8 VGG's 2.5x slower. So
+on a device with bf16 kernels (``fast_bf16``) "auto" times a few training steps of the
+network in both precisions on its input shape, once: the verdict is cached by
+architecture, input shape and processor, so later runs read it back. On the CPU the steps
+run on one thread and are timed in that thread's CPU time: on a machine shared with busy
+processes, wall-clock times of two threads mostly measure how long each waited for the
+other (seen: a step 60x slower than on one thread), and would make the verdict chance.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
+import statistics
+import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 __all__ = ["device", "available", "model_device", "to_model", "to_host", "is_cuda", "upload",
-           "PRECISIONS", "fast_bf16", "precision", "autocast", "tuned_kernels",
-           "loader_options", "room_for", "key_kind", "CPU", "META"]
+           "PRECISIONS", "AUTO_SPEEDUP", "fast_bf16", "precision", "precision_timing", "autocast",
+           "tuned_kernels", "loader_options", "room_for", "key_kind", "CPU", "META"]
 
 CPU = torch.device("cpu")
 # Shapes without weights or work: ``with devices.META: model = build(...)``.
@@ -213,10 +224,26 @@ def fast_bf16(where: nn.Module | torch.device) -> bool:
     return False
 
 
-def precision(model: nn.Module, spec: str = "auto") -> str:
-    """The arithmetic that ``spec`` means for ``model``'s device: "bf16" (autocast) or
-    "fp32". "auto" is bf16 where it is fast (``fast_bf16``), fp32 elsewhere; "bf16" on a
-    device without bf16 raises ``ValueError``.
+# "auto" takes bf16 only when it makes a training step at least this much faster: below
+# it the float32 computation (exact, and the same on every machine) is worth the time.
+AUTO_SPEEDUP = 1.2
+
+
+def precision(model: nn.Module, spec: str = "auto",
+              shape: tuple[int, ...] | None = None) -> str:
+    """The arithmetic that ``spec`` means for ``model`` on its device: "bf16" (autocast) or
+    "fp32". "auto" is "fp32" on a device without bf16 kernels (``fast_bf16``); on one
+    with them, it is "bf16" when ``precision_timing`` finds a bf16 training step of
+    ``model`` on inputs of ``shape`` at least ``AUTO_SPEEDUP`` times faster.
+
+    Args:
+        model: the network to train, on its device.
+        spec: "auto", "fp32" or "bf16".
+        shape: the shape of a training batch (batch size first); "auto" needs it on a
+            device with bf16 kernels.
+
+    Returns:
+        "fp32" or "bf16".
 
     Args:
         model: the model.
@@ -235,15 +262,102 @@ def precision(model: nn.Module, spec: str = "auto") -> str:
     if spec not in PRECISIONS:
         raise ValueError(f"precision: expected one of {PRECISIONS}, got {spec!r}")
     if spec == "auto":
-        return "bf16" if fast_bf16(model) else "fp32"
+        if not fast_bf16(model):
+            return "fp32"
+        if shape is None:
+            raise ValueError("precision: 'auto' times the model on its inputs here (the device "
+                             "has bf16 kernels); pass shape, the shape of a training batch")
+        timing = precision_timing(model, shape)
+        return "bf16" if timing["fp32"] >= AUTO_SPEEDUP * timing["bf16"] else "fp32"
     if spec == "bf16" and model_device(model).type == "mps":
         raise ValueError("precision: 'bf16' autocast is not supported on mps; use 'fp32'")
     return spec
 
 
+def _processor(dev: torch.device) -> str:
+    """The name of the processor that runs ``dev``'s work."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    cpuinfo = Path("/proc/cpuinfo")
+    names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+             if line.startswith("model name")] if cpuinfo.is_file() else []
+    return names[0] if names else dev.type
+
+
+def _step_seconds(model: nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    """Seconds of one forward and backward pass of ``model`` on ``x``: wall-clock on CUDA,
+    the calling thread's CPU time elsewhere."""
+    clock = time.perf_counter if is_cuda(model) else time.thread_time
+    if is_cuda(model):
+        torch.cuda.synchronize(x.device)
+    start = clock()
+    with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+        out = model(x)
+    model.zero_grad(set_to_none=True)
+    out.float().sum().backward()
+    if is_cuda(model):
+        torch.cuda.synchronize(x.device)
+    return clock() - start
+
+
+def precision_timing(model: nn.Module, shape: tuple[int, ...], steps: int = 3,
+                     cached: bool = True) -> dict:
+    """Median seconds of a training step (forward and backward) of ``model`` on a batch of
+    ``shape`` in each precision, on a copy of it (the model, its batch-norm statistics
+    and the random state are left as they were): one warm-up step each, then ``steps``
+    rounds in which the precisions take turns, so that a load on the machine slows both
+    alike. On the CPU: one thread, timed in CPU time (what a step costs, not how long it
+    waited for a core); on CUDA: wall-clock. Cached by architecture, input shape,
+    processor and torch version: measured once, read back after (so "auto" decides the
+    same way every time).
+
+    Args:
+        model: the network, on its device.
+        shape: a training batch's shape, batch size first.
+        steps: timed steps per precision.
+        cached: False to measure without reading or writing the cache.
+
+    Returns:
+        ``{"fp32": seconds, "bf16": seconds}``.
+
+    Example:
+        >>> sorted(precision_timing(torch.nn.Linear(3, 2), (4, 3), steps=1, cached=False))
+        ['bf16', 'fp32']
+    """
+    from . import cache  # cache keys name devices through this module
+
+    dev = model_device(model)
+    parts = {"architecture": repr(model),
+             "parameters": [list(p.shape) for p in model.parameters()],
+             "shape": list(shape), "device": dev.type, "processor": _processor(dev),
+             "clock": "wall" if is_cuda(model) else "thread CPU time, 1 thread",
+             "torch": torch.__version__, "steps": steps}
+
+    def measure() -> dict:
+        trial = copy.deepcopy(model).train()
+        x = torch.rand(shape, generator=torch.Generator().manual_seed(0)).to(dev)
+        found = {"fp32": [], "bf16": []}
+        threads = torch.get_num_threads()
+        if not is_cuda(model):
+            torch.set_num_threads(1)
+        try:
+            with torch.random.fork_rng(devices=[dev] if is_cuda(model) else []):
+                for round_ in range(steps + 1):
+                    for name, times in found.items():
+                        seconds = _step_seconds(trial, x, name == "bf16")
+                        if round_:  # the first round warms up
+                            times.append(seconds)
+        finally:
+            torch.set_num_threads(threads)
+        return {name: statistics.median(times) for name, times in found.items()}
+
+    return cache.cached("precision", parts, measure) if cached else measure()
+
+
 def autocast(model: nn.Module, spec: str = "fp32"):
-    """The autocast context of ``precision(model, spec)``: bf16 autocast on the model's
-    device, or nothing (plain float32, bit for bit what it always was).
+    """The autocast context of the precision ``spec`` ("fp32" or "bf16"; "auto" as
+    ``precision`` resolves it without a shape): bf16 autocast on the model's device, or
+    nothing (plain float32, bit for bit what it always was).
 
     Args:
         model: the model.

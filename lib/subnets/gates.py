@@ -27,7 +27,15 @@ from .influence import (
     layer_correct,
     most_frequent,
 )
-from .train import Objective, TrainConfig, config_key, data_identity, predicted_labels, run_training
+from .train import (
+    Objective,
+    TrainConfig,
+    batch_shape,
+    config_key,
+    data_identity,
+    predicted_labels,
+    run_training,
+)
 
 __all__ = ["ClassSpecificGates", "GateAccuracy", "GateConfig", "fit_gates", "gate_accuracies",
            "gate_overlap", "gate_statistics"]
@@ -185,7 +193,8 @@ def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None
     if placebo:
         net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
         return net.eval()
-    parts = {"model": net, "data": data_identity(data), "config": config_key(net, config),
+    parts = {"model": net, "data": data_identity(data),
+             "config": config_key(net, config, batch_shape(data, config.batch_size)),
              "gates": asdict(gates)}
     if devices.is_cuda(net):
         # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;

@@ -19,7 +19,7 @@ from .progress import headless
 
 __all__ = ["as_image", "map_comparison", "table_heatmap", "class_histograms", "gates_and_sets",
            "explorer", "probe_labels", "detector_bars", "unit_examples", "unit_class_bars",
-           "ablation_bars", "agreement_by_layer", "claims_forest"]
+           "ablation_bars", "agreement_by_layer", "claims_forest", "image_grid"]
 
 sns.set_theme(context="notebook", style="white")
 
@@ -533,5 +533,46 @@ def claims_forest(rows: pd.DataFrame, width: int = 60) -> plt.Figure:
                               label="placebo (untrained)"))
     ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     sns.despine(ax=ax, left=True)
+    fig.tight_layout()
+    return fig
+
+
+def image_grid(images: dict[tuple[int, int], np.ndarray], titles: dict[tuple[int, int], str],
+               cmap: str = "inferno", vmin: float | None = None, vmax: float | None = None,
+               cross: dict[tuple[int, int], float] | None = None, row_labels=None,
+               size: float = 2.3) -> plt.Figure:
+    """2-d arrays on a grid of panels, without ticks (chapter 3's CKA matrices and
+    projection maps).
+
+    Args:
+        images: (row, column) -> a 2-d array; the grid spans the largest indices.
+        titles: (row, column) -> the panel's title.
+        cmap, vmin, vmax: the colour map and its range (None: each panel its own).
+        cross: (row, column) -> where red lines cross the panel (both axes), if anywhere.
+        row_labels: one label per row, on the first column.
+        size: the side of a panel, in inches.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = image_grid({(0, 0): np.eye(3), (0, 1): np.ones((3, 3))},
+        ...                  {(0, 0): "a", (0, 1): "b"}, cross={(0, 0): 1.5})
+        >>> len(fig.axes)
+        2
+    """
+    rows, cols = (max(k[i] for k in images) + 1 for i in (0, 1))
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()  # until an image is drawn on it
+    for (i, j), image in images.items():
+        ax = axes[i, j]
+        ax.set_axis_on()
+        ax.imshow(np.asarray(image), cmap=cmap, vmin=vmin, vmax=vmax)
+        ax.set(xticks=[], yticks=[], ylabel=row_labels[i] if row_labels and j == 0 else "")
+        ax.set_title(titles.get((i, j), ""), fontsize=8)
+        if cross and (i, j) in cross:
+            ax.axhline(cross[i, j], color="red", lw=1)
+            ax.axvline(cross[i, j], color="red", lw=1)
     fig.tight_layout()
     return fig

@@ -204,8 +204,10 @@ def _train_head(model: nn.Module, head: list[str], images: torch.Tensor, labels:
                                desc=f"head of S_{target}", cached=False)
         return {"state": layers.state_dict(), "history": trained.history.to_dict("list")}
 
+    # Precision "auto" is timed on the head's batches: features of this shape.
+    shape = (min(config.batch_size, len(images)), *_head_inputs(model, head, images[:1]).shape[1:])
     parts = {"sub": model, "images": images, "labels": labels, "target": target,
-             "config": training.config_key(layers, config)}
+             "config": training.config_key(layers, config, shape)}
     entry = cache.cached("head", parts, compute)
     layers.load_state_dict(entry["state"])
     model.eval()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pandas as pd
 import torch
 import torch.fx
 from captum.attr import NeuronGradient
@@ -24,9 +25,11 @@ from torch import nn
 
 from .devices import to_host, to_model
 from .hooks import layer as find_layer
+from .methods import Attribution
+from .progress import bar
 
 __all__ = ["Field", "receptive_field", "feature_layer", "GradientProjection", "Projection",
-           "gradient_support"]
+           "gradient_support", "projections", "maxima_frame", "maxima_table"]
 
 _POOLS = (nn.MaxPool2d, nn.AvgPool2d)
 _GLOBAL_MODULES = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Linear, nn.Flatten)
@@ -39,8 +42,16 @@ _GLOBAL_METHODS = ("flatten", "view", "reshape", "mean", "sum")
 
 @dataclass(frozen=True)
 class Field:
-    """A unit's receptive field: ``size`` input pixels on a side, and ``stride``, the
-    input pixels between neighbouring units of its layer."""
+    """A unit's receptive field.
+
+    Args:
+        size: the input pixels on a side that can reach the unit.
+        stride: the input pixels between neighbouring units of its layer.
+
+    Example:
+        >>> Field(5, 2).size
+        5
+    """
 
     size: int
     stride: int
@@ -134,8 +145,20 @@ def _trace(model: nn.Module) -> _Trace:
 
 
 def feature_layer(model: nn.Module) -> str:
-    """The name of the layer whose output the head reads (the input of the first global
-    pooling, flatten or linear layer): the last feature map."""
+    """The layer whose output the head reads: the last feature map.
+
+    Args:
+        model: a CNN that ``torch.fx`` can trace.
+
+    Returns:
+        The name of the module whose output feeds the first global pooling, flatten or
+        linear layer.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 2))
+        >>> feature_layer(model)
+        '1'
+    """
     feature = _trace(model).feature
     if feature is None or feature.op != "call_module":
         raise ValueError(f"{type(model).__name__}: no module output feeds a global pool, "
@@ -144,7 +167,21 @@ def feature_layer(model: nn.Module) -> str:
 
 
 def receptive_field(model: nn.Module, layer: str | None = None) -> Field:
-    """The receptive field of a unit of ``layer``'s output (default: ``feature_layer``)."""
+    """The receptive field of a unit of ``layer``'s output, by the layer arithmetic.
+
+    Args:
+        model: a CNN that ``torch.fx`` can trace.
+        layer: a spatial layer's name (default: ``feature_layer``).
+
+    Returns:
+        The ``Field``, its size and stride in input pixels.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3),
+        ...                       nn.Flatten(), nn.Linear(2, 2))
+        >>> receptive_field(model)  # 3, then + 1 (pool), then + 2 * 2 (conv at stride 2)
+        Field(size=8, stride=2)
+    """
     trace = _trace(model)
     if layer is None:
         if trace.feature_field is None:
@@ -167,27 +204,59 @@ def _centre_units(output: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Projection:
-    """Gradient projections of random inputs: their mean map (H x W, summed over input
-    channels) and each input's maximum."""
+    """Gradient projections of random inputs (``GradientProjection.on_random_inputs``).
+
+    Args:
+        mean: their mean map (H x W, summed over input channels).
+        maxima: each input's maximum (N).
+
+    Example:
+        >>> Projection(torch.zeros(4, 4), torch.ones(3)).maxima.mean().item()
+        1.0
+    """
 
     mean: torch.Tensor
     maxima: torch.Tensor
 
 
-class GradientProjection:
-    """``GradientProjection(model, layer).attribute(inputs)``: per input, the absolute
-    gradient of the sum over channels of ``layer``'s centre unit (default layer:
-    ``feature_layer``), i.e. a unit gradient at the centre of every channel projected to
-    the input. The model is evaluated in eval mode (batch norm uses its running
-    statistics), so every input's map is its own."""
+class GradientProjection(Attribution):
+    """Avendaño Muñoz's importance map: per input, the absolute gradient of the sum over
+    channels of ``layer``'s centre unit, i.e. a unit gradient at the centre of every channel
+    projected to the input. The model is evaluated in eval mode (batch norm uses its running
+    statistics), so every input's map is its own.
 
-    def __init__(self, model: nn.Module, layer: str | None = None) -> None:
-        self.model = model
-        self.layer = feature_layer(model) if layer is None else layer
+    Args:
+        model: a CNN.
+        layers: the one layer whose centre is projected (default: ``feature_layer``, the
+            last feature map).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Flatten(), nn.Linear(32, 2))
+        >>> maps = GradientProjection(model).attribute(torch.rand(2, 1, 4, 4))
+        >>> maps.shape, int((maps[0, 0] > 0).sum())  # the 3x3 field of the centre unit
+        (torch.Size([2, 1, 4, 4]), 9)
+    """
+
+    def __init__(self, model: nn.Module, layers: str | list[str] | None = None) -> None:
+        super().__init__(model, feature_layer(model) if layers is None else layers)
+        if len(self.layers) != 1:
+            raise ValueError(f"layers: gradient projection reads one layer, got {self.layers}")
+        self.layer = self.layers[0]
         self.method = NeuronGradient(model, find_layer(model, self.layer))
 
-    def attribute(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The absolute projected gradient of every input, shaped like ``inputs``."""
+    def attribute(self, inputs: torch.Tensor, target=None) -> torch.Tensor:
+        """The absolute projected gradient of every input.
+
+        Args:
+            inputs: N x C x H x W.
+            target: must be None: the projected unit is the layer's centre, not a class.
+
+        Returns:
+            The maps, shaped like ``inputs``, on the CPU.
+        """
+        if target is not None:
+            raise ValueError("target: gradient projection projects the centre unit of its "
+                             f"layer, not a class; got {target!r}")
         was_training = self.model.training
         self.model.eval()
         try:
@@ -199,9 +268,17 @@ class GradientProjection:
 
     def on_random_inputs(self, n_inputs: int = 50, input_size: int = 64, seed: int = 0,
                          batch_size: int = 25) -> Projection:
-        """The paper's projection (Tables 3 and 4): ``n_inputs`` uniform random images of
-        ``input_size`` squared pixels (seeded), each one's map summed over input channels;
-        their mean map and per-input maxima, computed in batches of ``batch_size``."""
+        """The paper's projection (Tables 3 and 4).
+
+        Args:
+            n_inputs: uniform random images (seeded by ``seed``).
+            input_size: their side.
+            seed: the generator's seed.
+            batch_size: images per backward pass.
+
+        Returns:
+            The mean map and per-input maxima of the maps, each summed over input channels.
+        """
         x = _random_inputs(n_inputs, _input_channels(self.model), input_size, seed)
         maps = torch.cat([self.attribute(x[i:i + batch_size]).sum(1)
                           for i in range(0, n_inputs, batch_size)])
@@ -224,11 +301,29 @@ def _input_channels(model: nn.Module) -> int:
 
 def gradient_support(model: nn.Module, layer: str | None = None, input_size: int | None = None,
                      n_inputs: int = 16, seed: int = 0, batch_size: int = 4) -> int:
-    """The side of the smallest square holding every pixel whose projected gradient is
-    non-zero for any of ``n_inputs`` random inputs: the measured receptive field. A max
-    pool passes gradient to one pixel per window and a ReLU only where it is active, so
-    the union over inputs is taken. ``input_size`` defaults to twice the analytic field
-    plus one, so that zero padding does not clip the field."""
+    """The measured receptive field: the side of the smallest square holding every pixel
+    whose projected gradient is non-zero for any of ``n_inputs`` random inputs. A max pool
+    passes gradient to one pixel per window and a ReLU only where it is active, so the
+    union over inputs is taken.
+
+    Args:
+        model: a CNN.
+        layer: the layer whose centre unit is projected (default: ``feature_layer``).
+        input_size: the inputs' side (default: twice the analytic field plus one, so that
+            zero padding does not clip the field).
+        n_inputs: random inputs (seeded by ``seed``).
+        seed: the generator's seed.
+        batch_size: inputs per backward pass.
+
+    Returns:
+        The side, in pixels (0 if no pixel is reached).
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3),
+        ...                       nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 2))
+        >>> gradient_support(model, n_inputs=2) == receptive_field(model).size
+        True
+    """
     field = receptive_field(model, layer)
     size = 2 * field.size + 1 if input_size is None else input_size
     x = _random_inputs(n_inputs, _input_channels(model), size, seed)
@@ -241,3 +336,75 @@ def gradient_support(model: nn.Module, layer: str | None = None, input_size: int
     if len(rows) == 0:
         return 0
     return int(max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1)
+
+
+def projections(nets: dict[tuple, nn.Module], n_inputs: int = 50, input_size: int = 64,
+                desc: str = "projections") -> dict[tuple, Projection]:
+    """The paper's projection (``GradientProjection.on_random_inputs``) of every network.
+
+    Args:
+        nets: networks by key.
+        n_inputs, input_size: as in ``on_random_inputs`` (the same random inputs for all).
+        desc: the progress bar's label.
+
+    Returns:
+        ``{key: Projection}``.
+
+    Example:
+        >>> model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(8, 2))
+        >>> projections({"a": model}, n_inputs=3, input_size=4)["a"].maxima.shape
+        torch.Size([3])
+    """
+    return {key: GradientProjection(m).on_random_inputs(n_inputs, input_size)
+            for key, m in bar(nets.items(), desc=desc)}
+
+
+def maxima_frame(found: dict[tuple, Projection],
+                 names: tuple[str, ...] = ("architecture", "level", "seed", "state")):
+    """Per projection, the mean and standard deviation of its inputs' maxima (the numbers
+    of the paper's Tables 3 and 4).
+
+    Args:
+        found: ``projections``'s result, keyed by tuples.
+        names: the columns the keys' entries go in.
+
+    Returns:
+        A ``pandas.DataFrame`` with the key's columns, "mean of maxima", "std of maxima".
+
+    Example:
+        >>> p = Projection(torch.zeros(2, 2), torch.tensor([1.0, 3.0]))
+        >>> maxima_frame({("vgg", 1, 0, "trained"): p})["mean of maxima"].tolist()
+        [2.0]
+    """
+    return pd.DataFrame([{**dict(zip(names, key)), "mean of maxima": p.maxima.mean().item(),
+                          "std of maxima": p.maxima.std().item()} for key, p in found.items()])
+
+
+def maxima_table(frame: pd.DataFrame, fields: pd.Series | None = None) -> pd.DataFrame:
+    """Tables 3 and 4 of Avendaño Muñoz from ``maxima_frame``'s rows: per (architecture,
+    level), the seed-0 maxima as mean ± standard deviation over inputs, one column per
+    state, and the mean over seeds of the mean maximum at initialisation.
+
+    Args:
+        frame: ``maxima_frame`` with the columns architecture, level, seed and state.
+        fields: the receptive field of each (architecture, level), shown first.
+
+    Returns:
+        One row per (architecture, level).
+
+    Example:
+        >>> p = Projection(torch.zeros(2, 2), torch.tensor([1.0, 3.0]))
+        >>> frame = maxima_frame({("vgg", 1, 0, "initialisation"): p})
+        >>> maxima_table(frame).iloc[0].tolist()
+        ['2 ± 1.4', '2']
+    """
+    first = frame[frame.seed == 0]
+    table = first.assign(shown=[f"{m:.3g} ± {s:.2g}" for m, s in zip(
+        first["mean of maxima"], first["std of maxima"])]).pivot(
+        index=["architecture", "level"], columns="state", values="shown")
+    if fields is not None:
+        table.insert(0, "receptive field", fields)
+    init = frame[frame.state == "initialisation"]
+    table["initialisation, mean over seeds"] = init.groupby(["architecture", "level"])[
+        "mean of maxima"].mean().map("{:.3g}".format)
+    return table

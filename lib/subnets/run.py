@@ -1,6 +1,7 @@
 """Re-execute a chapter with other parameters:
 
     python -m subnets.run CHAPTER [--preset NAME] [-p NAME VALUE]... [-o OUT.ipynb] [--record]
+                          [--seeds-parallel N]
     python -m subnets.run --stale
 
 CHAPTER is the chapter's number (``01``) or its file name. The MyST notebook is read
@@ -14,6 +15,9 @@ input ends with a one-line error and exit status 2, not a traceback after traini
 Under ``torchrun --nproc-per-node N -m subnets.run CHAPTER ...`` every process executes
 the chapter and ``train.fit`` trains data-parallel over them; process 0 writes (or
 records) the notebook, the others a hidden ``.<name>.rank<R>.ipynb`` beside it.
+``--seeds-parallel N`` first fills the cache in N processes at once, each executing the
+chapter with a share of its seeds to train (``seeds_in_parallel``), then executes (or
+records) it once more, reading every trained network from the cache.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import ast
 import os
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -32,12 +37,13 @@ from typing import Any
 import pandas as pd
 from jupyter_client.manager import AsyncKernelManager
 
-from . import data, devices
+from . import data, devices, train
 
 __all__ = ["NOTEBOOKS", "RECORDS", "RECORDING", "ParameterError", "check", "check_chapter",
            "chapter_path", "read_chapter", "read_chapter_rules", "parse_value", "resolve",
            "IPCKernelManager", "execute", "provenance", "record", "Record", "recorded_claims",
-           "claims_rows", "chapter_code", "stale_records", "parameter_table", "main"]
+           "claims_rows", "chapter_code", "stale_records", "parameter_table",
+           "seeds_in_parallel", "main"]
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
@@ -802,6 +808,45 @@ def stale_records() -> list[str]:
     return stale
 
 
+def seeds_in_parallel(path: Path, params: dict[str, Any], output: Path, n: int) -> list[str]:
+    """Execute the chapter in ``n`` processes at once, process k with ``train.SEED_SHARE``
+    = "k/n": its ``train.fit`` calls train the networks of the seeds s with s % n == k into
+    the shared cache (``$SUBNETS_CACHE``), take the others untrained, as placebos, and
+    store nothing else (``train.in_seed_share``). The
+    notebooks they write (hidden ``.<name>.share<k>.ipynb`` beside ``output``, kept only
+    when the process failed) are scaffolding, not results: executed again afterwards, the
+    chapter reads each trained network from the cache, bit for bit what it would have
+    trained itself (the cache keys are the same). Each process runs with the threads the
+    environment gives it: set ``OMP_NUM_THREADS`` to the cores over ``n``.
+
+    Args:
+        path: the chapter's notebook.
+        params: its parameters (``resolve``'s).
+        output: the notebook the chapter will be executed into afterwards.
+        n: processes, one per share of the seeds.
+
+    Returns:
+        One line per process that failed (its share's trainings up to the failure stay
+        cached; the run afterwards computes what is missing).
+    """
+    if n < 1:
+        raise ParameterError(f"seeds_parallel: expected >= 1, got {n}")
+    args = [arg for name, value in params.items() for arg in ("-p", name, repr(value))]
+    runs = [subprocess.Popen(
+        [sys.executable, "-m", "subnets.run", str(path), *args, "-o",
+         str(output.with_name(f".{output.stem}.share{k}.ipynb"))],
+        env={**os.environ, train.SEED_SHARE: f"{k}/{n}"},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for k in range(n)]
+    failed = []
+    for k, proc in enumerate(runs):
+        _, err = proc.communicate()
+        if proc.returncode:
+            failed.append(f"share {k}/{n} failed: {(err.strip().splitlines() or ['?'])[-1]}")
+        else:
+            output.with_name(f".{output.stem}.share{k}.ipynb").unlink(missing_ok=True)
+    return failed
+
+
 def main(argv: list[str] | None = None) -> int:
     """The command line (see the module doc).
 
@@ -828,6 +873,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", action="store_true",
                         help="record the run for the book's 'At a larger scale' part, with its "
                              "provenance as the first cell")
+    parser.add_argument("--seeds-parallel", type=int, default=1, metavar="N",
+                        help="first train the chapter's seeds in N processes at once (a share "
+                             "each, into the cache), then execute it reading them back")
     parser.add_argument("--stale", action="store_true",
                         help="list recorded runs whose chapter or library changed since")
     args = parser.parse_args(argv)
@@ -843,10 +891,17 @@ def main(argv: list[str] | None = None) -> int:
         params = resolve(path, args.preset, overrides)
         if args.record and args.preset is None:
             raise ParameterError("preset: --record records a preset (large or paper)")
+        if args.seeds_parallel < 1:
+            raise ParameterError(f"seeds_parallel: expected >= 1, got {args.seeds_parallel}")
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     rank = int(os.environ.get("RANK", "0"))
+    if args.seeds_parallel > 1:
+        target = Path(args.output) if args.output else Path.cwd() / f"{path.stem}.out.ipynb"
+        print(f"training {path.name}'s seeds in {args.seeds_parallel} processes")
+        for line in seeds_in_parallel(path, params, target.resolve(), args.seeds_parallel):
+            print(line, file=sys.stderr)
     if args.record and not rank:
         out = record(path, args.preset, params,
                      Path(args.output).resolve() if args.output else None)

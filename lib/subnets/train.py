@@ -7,10 +7,11 @@ parameters give the same weights on the same machine.
 
 Everything runs on the model's device. ``TrainConfig.precision`` picks the arithmetic:
 "fp32" (the plain float32 computation, bit for bit), "bf16" (autocast) or "auto" (bf16
-where the device runs it fast, ``devices.precision``); the cache key records the resolved
-one. On CUDA training also uses channels-last memory and cuDNN's fastest kernels, so its
-weights differ slightly and its cache entries are keyed apart. Checkpoints are stored on
-the CPU and loaded onto the model's device.
+where it trains this network on batches of this shape faster, ``devices.precision``,
+timed once and cached); the cache key records the resolved one. On CUDA training also
+uses channels-last memory and cuDNN's fastest kernels, so its weights differ slightly and
+its cache entries are keyed apart. Checkpoints are stored on the CPU and loaded onto
+the model's device.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1, or any initialised ``torch.distributed`` group)
 ``fit`` trains data-parallel without a change in its callers: every process draws the
@@ -37,7 +38,7 @@ import copy
 import itertools
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import pandas as pd
 import torch
@@ -51,10 +52,13 @@ from .progress import bar
 
 __all__ = ["TrainConfig", "Trained", "Evaluation", "Objective", "seeded", "fit", "run_training",
            "evaluate", "predict", "predicted_labels", "loss_function", "augment_batch",
-           "data_identity", "config_key", "recalibrate_batch_norm", "processes", "PLACEBO_IMAGES"]
+           "data_identity", "config_key", "batch_shape", "recalibrate_batch_norm", "processes",
+           "PLACEBO_IMAGES", "SEED_SHARE", "in_seed_share"]
 
 # Training images on which a placebo network's batch-norm statistics are re-estimated.
 PLACEBO_IMAGES = 2048
+# "k/n" in a process that trains only the seeds s with s % n == k (``in_seed_share``).
+SEED_SHARE = "SUBNETS_SEED_SHARE"
 
 
 @contextlib.contextmanager
@@ -256,7 +260,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         cached: False for callers that cache a larger computation around the training.
         placebo: train nothing: the model keeps its initial weights, its batch-norm
             statistics re-estimated on ``PLACEBO_IMAGES`` training images; its history is
-            one row, epoch 0 (loss and training accuracy NaN).
+            one row, epoch 0 (loss and training accuracy NaN). So is a network whose
+            ``config.seed`` is not this process's (``in_seed_share``).
 
     Returns:
         ``Trained``: the model (in eval mode, on its device), its per-epoch history and,
@@ -269,8 +274,10 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
         >>> fit(net, toy, TrainConfig(epochs=1, batch_size=4), cached=False).history.epoch.tolist()
         [1]
     """
-    if placebo:
+    if placebo or not in_seed_share(config.seed):
         return _placebo(model, data, config, test_data)
+    # "auto" is decided once, here: the cache key and the training read the same verdict.
+    config = replace(config, precision=_precision(model, data, config))
     if cached:
         # The model enters the key with its device kind off the CPU (cache.canonical).
         parts = {"model": model, "data": data_identity(data), "config": config_key(model, config),
@@ -285,10 +292,12 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig = TrainConfig(), *,
     return Trained(model, history, entry.get("snapshots", []))
 
 
-def config_key(model: nn.Module, config: TrainConfig) -> dict:
+def config_key(model: nn.Module, config: TrainConfig,
+               shape: tuple[int, ...] | None = None) -> dict:
     """``config`` as a cache key records it for ``model``: its precision as what "auto"
-    means on the model's device, and ``compile`` only when on (the keys of uncompiled
-    training stay what they were before the field existed).
+    means for the model on its device (timed on batches of ``shape``, ``batch_shape``,
+    where the device has bf16 kernels), and ``compile`` only when on (the keys of
+    uncompiled training stay what they were before the field existed).
 
     Args:
         model: the model to train (its device resolves "auto").
@@ -301,10 +310,72 @@ def config_key(model: nn.Module, config: TrainConfig) -> dict:
         >>> config_key(nn.Linear(2, 2), TrainConfig(precision="fp32"))["precision"]
         'fp32'
     """
-    key = {**asdict(config), "precision": devices.precision(model, config.precision)}
+    key = {**asdict(config), "precision": devices.precision(model, config.precision, shape)}
     if not config.compile:
         del key["compile"]
     return key
+
+
+def batch_shape(data: Dataset, batch_size: int) -> tuple[int, ...]:
+    """The shape of a training batch of ``data``: what precision "auto" is timed on.
+
+    Args:
+        data: a dataset of (input, label) pairs.
+        batch_size: the training's batch size.
+
+    Returns:
+        (images in a batch, *the shape of one input).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> batch_shape(TensorDataset(torch.zeros(10, 1, 5, 5), torch.zeros(10)), 4)
+        (4, 1, 5, 5)
+    """
+    return (min(batch_size, len(data)), *data[0][0].shape)
+
+
+def in_seed_share(seed: int) -> bool:
+    """Whether this process trains the networks of ``seed``: always, except in a process
+    that ``SEED_SHARE`` gives a share of the seeds, "k/n" (``python -m subnets.run
+    --seeds-parallel n`` starts n of them, one per share, to fill the cache). There ``fit``
+    trains (and caches) only seeds ``s`` with ``s % n == k`` and hands back the others
+    untrained, as their placebo (``fit(..., placebo=True)``), and the cache keeps only
+    its trainings (``cache.cached`` stores nothing else there: other results may rest on
+    an untrained stand-in, whose cache key need not show it).
+
+    Args:
+        seed: a network's seed (``TrainConfig.seed``).
+
+    Returns:
+        True when this process trains it.
+
+    Example:
+        >>> in_seed_share(3)  # no share given: every seed
+        True
+    """
+    share = os.environ.get(SEED_SHARE)
+    if not share:
+        return True
+    try:
+        k, n = (int(v) for v in share.split("/"))
+    except ValueError:
+        raise ValueError(f"{SEED_SHARE}: expected 'k/n' (share k of n), got {share!r}") from None
+    if not 0 <= k < n:
+        raise ValueError(f"{SEED_SHARE}: expected 0 <= k < n in 'k/n', got {share!r}")
+    return seed % n == k
+
+
+def _precision(model: nn.Module, data: Dataset, config: TrainConfig) -> str:
+    """``config.precision`` resolved for ``model`` training on ``data``; under ``torchrun``
+    process 0's verdict, which the others take (timings differ from process to process)."""
+    if config.precision != "auto":
+        return devices.precision(model, config.precision)
+    rank, world = processes(model)
+    found = [devices.precision(model, "auto", batch_shape(data, config.batch_size))
+             if rank == 0 else None]
+    if world > 1:
+        dist.broadcast_object_list(found, src=0)
+    return found[0]
 
 
 def processes(model: nn.Module | None = None) -> tuple[int, int]:
@@ -582,6 +653,7 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
         (['history', 'state'], [1])
     """
     objective = Objective(config) if objective is None else objective
+    precision = _precision(model, data, config)
     g = torch.Generator().manual_seed(config.seed)
     batches = _Batches(model, data, config.batch_size, g)
     params = objective.parameters(model)
@@ -617,7 +689,7 @@ def run_training(model, data, config: TrainConfig, test_data, desc: str,
                     x, y = x[share.to(x.device)], y[share.to(y.device)]
                 if cuda and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
-                with devices.autocast(model, config.precision):
+                with devices.autocast(model, precision):
                     loss = objective.loss(forward, x, y)
                 # The model's, not the optimiser's: an objective's own parameters too.
                 model.zero_grad(set_to_none=True)
