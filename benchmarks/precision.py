@@ -353,6 +353,8 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="CUDA only")
     parser.add_argument("--clock", choices=["wall", "thread"], default="wall",
                         help="step times: wall-clock, or the thread's CPU time (--threads 1)")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="every network's batch size (default: its chapter's)")
     parser.add_argument("--headline", action="store_true",
                         help="CPU: only plain fp32, what 'auto' picks, and it compiled")
     args = parser.parse_args()
@@ -360,8 +362,8 @@ def main() -> None:
         if args.threads != 1:
             parser.error("--clock thread: times one thread; use it with --threads 1")
         CLOCK[0] = time.thread_time
-    nets = [n for n in networks(args.chapters) if args.networks is None
-            or n["name"] in args.networks]
+    nets = [{**n, "batch": args.batch or n["batch"]} for n in networks(args.chapters)
+            if args.networks is None or n["name"] in args.networks]
     print(f"torch {torch.__version__}; cpu bf16 kernels: {devices.fast_bf16(devices.CPU)}; "
           f"threads {args.threads}; {args.clock} clock; median of {args.repeats} interleaved "
           f"steps; load "
