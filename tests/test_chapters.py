@@ -132,9 +132,9 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
         return nets, {"lr": p["lr"], "optimizer": p["optimizer"], "schedule": "cosine",
                       "weight_decay": p["weight_decay"], "augment": p["augment"]}, 32
     if chapter == "05":
-        cfg = [x for i, (w, d) in enumerate(zip(p["block_widths"], p["block_depths"]))
-               for x in [w] * d + ["M"] * (i < len(p["block_widths"]) - 1)]
-        nets = [models.VGG(cfg, in_channels=3, num_classes=2, batch_norm=p["batch_norm"])]
+        from subnets.resampling_study import vgg_layout
+
+        nets = [vgg_layout(p["block_widths"], p["block_depths"], 3, p["batch_norm"], p["seed"])]
         return nets, {"lr": p["lr"]}, p["image_size"]
     raise AssertionError(f"chapter {chapter}: no paper networks listed in this test")
 

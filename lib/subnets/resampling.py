@@ -20,41 +20,36 @@ conv's output after batch norm, before the ReLU); ``after_relu=True`` reads the 
 output instead, as the public code does. Every metric chooses among the same neurons of
 an image (alive on it, so that it has a patch, and above lambda), so all metrics select
 the same number. ``NeuronScores.top`` keeps the ``k`` best of each layer as boolean masks,
-``metrics.jaccard`` compares two selections and ``chance_jaccard`` gives the overlap of two
-random ones. ``switch_off_effects`` measures how much the output moves when a selection is
-switched off. ``selection_boxes`` turns selected neurons into image patches with a
-deconvnet (``attribution.Deconvnet``); ``NeuronSelection`` does all of it for a model and
-images (cached) and returns a ``Selection``, read by metric name; ``patches`` cuts the
-patches out, ``patch_accuracy`` trains the paper's secondary classifier on them,
-``patch_table`` counts object pixels in each and the chance that a box of its size placed
-at random would hit the object. ``cluttered`` builds the localisation test's images: one
-object at a random place on a larger canvas with clutter.
+``selection_jaccard`` compares two selections and ``chance_jaccard`` gives the overlap of
+two random ones. ``switch_off_effects`` measures how much the output moves when a selection
+is switched off. ``NeuronSelection`` does all of it for a model and images (cached), with
+the deconvnet patch of every selected neuron (``patches``), and returns a ``Selection``.
+
+Every result is read one way, ``result[layer]`` (``methods.LayerScores``): N inputs x
+metrics x channels; ``result.metric(name)`` is one metric's, again read by layer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import hypergeom
 from torch import nn
-from torch.utils.data import TensorDataset
-from torchvision.ops import roi_align
 
-from . import attribution, cache, devices, hooks, train
-from .data import ImageSet, foreground
-from .models import VGG
+from . import cache, devices, hooks, metrics
+from .methods import LayerScores, UnitScoring, UnitSelection
+from .patches import selection_boxes
 
 __all__ = ["METRICS", "CONSTANT_TOLERANCE", "perturb", "activation_input",
-           "outgoing_weights", "output_log_odds", "NeuronScores", "top_mask", "chance_jaccard",
-           "correlation_scores", "precision_scores", "InputResampling", "zero_variance_shares",
-           "discarded_shares",
-           "conv_names", "conv_blocks", "selection_boxes", "Selection", "NeuronSelection",
-           "switch_off_effects", "patches", "patch_table", "box_chance", "PatchAccuracy",
-           "patch_accuracy", "cluttered"]
+           "outgoing_weights", "output_log_odds", "MetricScores", "NeuronScores", "top_mask",
+           "chance_jaccard", "correlation_scores", "precision_scores", "InputResampling",
+           "zero_variance_shares", "discarded_shares", "conv_names", "conv_blocks",
+           "Selection", "NeuronSelection", "selection_jaccard", "pool_sizes",
+           "switch_off_effects"]
 
 METRICS = ("correlation", "precision", "activation_sum", "activation_variance",
            "weight_sum", "weight_variance", "random")
@@ -141,41 +136,58 @@ def _predicted(logits: torch.Tensor) -> torch.Tensor:
     return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
 
 
-@dataclass
-class NeuronScores:
-    """Scores of every neuron: ``scores[layer]`` is N images x len(metrics) x channels,
-    NaN where a metric is undefined (a constant neuron's correlation) or the neuron is
-    discarded (precision below lambda). ``eligible[layer]`` (N x channels) marks the
-    neurons every metric chooses from: alive on the image (a patch exists) and above
-    lambda."""
-
-    layers: list[str]
-    scores: dict[str, torch.Tensor]
-    eligible: dict[str, torch.Tensor] | None = None
-    metrics: tuple[str, ...] = METRICS
-
-    def __getitem__(self, layer: str) -> torch.Tensor:
-        return self.scores[layer]
-
-    def metric(self, name: str) -> dict[str, torch.Tensor]:
-        """N x channels scores of metric ``name`` per layer."""
-        i = _metric_index(name, self.metrics)
-        return {layer: s[:, i] for layer, s in self.scores.items()}
-
-    def top(self, k: int = 5) -> dict[str, torch.Tensor]:
-        """Boolean masks (N x metrics x channels) of the ``k`` highest-scoring eligible
-        neurons of every layer: every metric selects min(k, eligible) neurons."""
-        if k < 1:
-            raise ValueError(f"k: expected >= 1, got {k}")
-        pools = self.eligible or {}
-        return {layer: top_mask(s, k, None if layer not in pools else pools[layer].unsqueeze(1))
-                for layer, s in self.scores.items()}
-
-
 def _metric_index(name: str, metrics: Sequence[str] = METRICS) -> int:
     if name not in metrics:
         raise ValueError(f"metric: expected one of {list(metrics)}, got {name!r}")
     return list(metrics).index(name)
+
+
+@dataclass
+class MetricScores(LayerScores):
+    """Per layer, N inputs x len(``metrics``) x channels: ``result[layer]``, or one
+    metric's N x channels per layer as ``result.metric(name)[layer]``.
+
+    Example:
+        >>> import torch
+        >>> result = MetricScores({"conv": torch.zeros(2, len(METRICS), 3)})
+        >>> result["conv"].shape, result.metric("precision")["conv"].shape
+        (torch.Size([2, 7, 3]), torch.Size([2, 3]))
+    """
+
+    metrics: tuple[str, ...] = METRICS
+
+    def metric(self, name: str) -> LayerScores:
+        """Per layer, the N x channels values of metric ``name``."""
+        i = _metric_index(name, self.metrics)
+        return LayerScores({layer: s[:, i] for layer, s in self.scores.items()})
+
+
+@dataclass
+class NeuronScores(MetricScores):
+    """Scores of every neuron, as ``InputResampling.score`` returns them: ``result[layer]``
+    is N images x len(metrics) x channels, NaN where a metric is undefined (a constant
+    neuron's correlation) or the neuron is discarded (precision below lambda).
+    ``eligible[layer]`` (N x channels) marks the neurons every metric chooses from: alive
+    on the image (a patch exists) and above lambda.
+
+    Example:
+        >>> import torch
+        >>> scores = NeuronScores({"conv": torch.arange(7.0 * 4).view(1, 7, 4)})
+        >>> scores.top(2)["conv"][0, 0].tolist()
+        [False, False, True, True]
+    """
+
+    eligible: LayerScores = field(default_factory=LayerScores)
+
+    def top(self, k: int = 5) -> LayerScores:
+        """Boolean masks (N x metrics x channels) of the ``k`` highest-scoring eligible
+        neurons of every layer: every metric selects min(k, eligible) neurons."""
+        if k < 1:
+            raise ValueError(f"k: expected >= 1, got {k}")
+        pools = self.eligible
+        return LayerScores({
+            layer: top_mask(s, k, pools[layer].unsqueeze(1) if layer in pools else None)
+            for layer, s in self.scores.items()})
 
 
 def top_mask(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
@@ -238,10 +250,10 @@ def precision_scores(acts: torch.Tensor, threshold: float, relative: bool = True
     return torch.where(_above_threshold(acts, threshold, relative), precision, torch.nan)
 
 
-class InputResampling:
+class InputResampling(UnitScoring):
     """Score every channel of the given conv layers on noisy copies of each image.
 
-    ``InputResampling(model, layers).attribute(inputs, target=None)`` returns
+    ``InputResampling(model, layers).score(inputs, target=None)`` returns
     ``NeuronScores``; ``target`` is the class whose log-odds is the network output ``o``
     (default: the class predicted for the unperturbed image; for two classes |r| is the
     same for either class). Runs on the model's device; scores come back on the CPU.
@@ -266,8 +278,7 @@ class InputResampling:
             raise ValueError("layers: expected at least one conv layer name")
         if threshold < 0:
             raise ValueError(f"threshold: expected >= 0, got {threshold}")
-        self.model = model
-        self.layers = list(layers)
+        super().__init__(model, list(layers))
         relus = [hooks.activation_after(model, name) for name in self.layers]
         self.sources = relus if after_relu else [activation_input(model, n) for n in layers]
         # An in-place ReLU would overwrite a recorded pre-activation: record a copy.
@@ -299,8 +310,10 @@ class InputResampling:
                     .flatten(3) for layer, src in zip(self.layers, self.sources)}
 
     @torch.no_grad()
-    def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
-                  ) -> NeuronScores:
+    def score(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
+              ) -> NeuronScores:
+        """Every neuron's scores on ``inputs`` (N x C x H x W), the output being the
+        log-odds of ``target`` (a class, one per input, or None: the predicted class)."""
         n = len(inputs)
         self.weights = {name: devices.to_host(outgoing_weights(self.model, name))
                         for name in self.layers}
@@ -318,8 +331,9 @@ class InputResampling:
                 scores, eligible = self._layer_scores(layer, acts[layer], output[:, 1:], start)
                 parts[layer].append(scores)
                 pools[layer].append(eligible)
-        return NeuronScores(self.layers, {layer: torch.cat(p) for layer, p in parts.items()},
-                            {layer: torch.cat(p) for layer, p in pools.items()})
+        return NeuronScores({layer: torch.cat(p) for layer, p in parts.items()},
+                            eligible=LayerScores({layer: torch.cat(p)
+                                                  for layer, p in pools.items()}))
 
     def _layer_scores(self, layer: str, acts: torch.Tensor, output: torch.Tensor, start: int
                      ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -401,79 +415,30 @@ def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     return [blocks[c] for c in convs]
 
 
-def _leading_part(model: nn.Module, name: str) -> tuple[nn.Module, str]:
-    """The part of ``model`` that computes layer ``name``, and the layer's name in it: for a
-    VGG-style ``features`` sequence, the modules up to the layer (sharing their weights),
-    so a deconvnet does not run the layers above it; otherwise the model itself."""
-    features = getattr(model, "features", None)
-    prefix = "features."
-    if isinstance(features, nn.Sequential) and name.startswith(prefix) \
-            and name[len(prefix):].isdigit():
-        i = int(name[len(prefix):])
-        return features[:i + 1], str(i)
-    return model, name
-
-
-def selection_boxes(model: nn.Module, masks: dict[str, torch.Tensor], inputs: torch.Tensor,
-                    support_fraction: float = 0.1, batch_size: int = 256
-                    ) -> dict[str, torch.Tensor]:
-    """Patches of the selected neurons: for every layer, N x channels x 4 boxes (top,
-    bottom, left, right; -1 for neurons no metric selected, or dead on that input) around
-    the deconvnet projection of each neuron selected by any metric in ``masks`` (layer
-    -> N x metrics x channels). The deconvnet starts at the ReLU after each conv (captum
-    rectifies at ``nn.ReLU`` modules only)."""
-    boxes = {}
-    for layer, mask in masks.items():
-        pairs = mask.any(1).nonzero()
-        out = torch.full((*mask.shape[::2], 4), -1, dtype=torch.long)
-        net, relu = _leading_part(model, hooks.activation_after(model, layer, kinds=(nn.ReLU,)))
-        deconvnet = attribution.Deconvnet(net, relu)
-        for chunk in pairs.split(batch_size):
-            maps = deconvnet.attribute(inputs[chunk[:, 0]], target=chunk[:, 1])
-            out[chunk[:, 0], chunk[:, 1]] = attribution.support_boxes(maps, support_fraction)
-        boxes[layer] = out
-    return boxes
-
-
 @dataclass
-class Selection:
-    """What ``NeuronSelection`` found in N inputs, per conv layer: ``scores`` (N x metrics x
-    channels, as in ``NeuronScores``), ``eligible`` (N x channels: the pool every metric
-    chooses from), ``masks`` (N x metrics x channels: the ``top_k`` of each metric) and
-    ``boxes`` (N x channels x 4 deconvnet patches, -1 where none was computed; None when
-    no boxes were asked for). Read one metric by name with ``scores_of`` / ``mask_of``."""
+class Selection(MetricScores):
+    """What ``NeuronSelection.select`` found in N inputs: ``result[layer]`` is the N x
+    metrics x channels mask of the ``top_k`` neurons of each metric (one metric's, N x
+    channels: ``result.metric(name)[layer]``); ``neurons`` the ``NeuronScores`` they were
+    picked by (with the pools, ``neurons.eligible``); ``boxes[layer]`` N x channels x 4
+    deconvnet patches (-1 where none was computed; None when no boxes were asked for)."""
 
-    scores: dict[str, torch.Tensor]
-    eligible: dict[str, torch.Tensor]
-    masks: dict[str, torch.Tensor]
-    boxes: dict[str, torch.Tensor] | None = None
-    metrics: tuple[str, ...] = METRICS
-
-    @property
-    def layers(self) -> list[str]:
-        return list(self.scores)
-
-    def scores_of(self, metric: str, layer: str) -> torch.Tensor:
-        """N x channels scores of ``metric`` in ``layer``."""
-        return self.scores[layer][:, _metric_index(metric, self.metrics)]
-
-    def mask_of(self, metric: str, layer: str) -> torch.Tensor:
-        """N x channels: the neurons of ``layer`` that ``metric`` selected."""
-        return self.masks[layer][:, _metric_index(metric, self.metrics)]
+    neurons: NeuronScores = field(default_factory=NeuronScores)
+    boxes: LayerScores | None = None
 
 
-class NeuronSelection:
+class NeuronSelection(UnitSelection):
     """Lengerich et al.'s important neurons and their patches (chapter 5), for a model and
     its conv ``layers``: every neuron scored by ``InputResampling``, the ``top_k`` of each
     layer and metric selected (``NeuronScores.top``) and, for the neurons of the metrics in
-    ``boxes``, the deconvnet patch (``selection_boxes``, with ``support_fraction``).
+    ``boxes``, the deconvnet patch (``patches.selection_boxes``, with ``support_fraction``).
 
-    ``NeuronSelection(model, layers).attribute(inputs, target=None)`` returns a
-    ``Selection``, cached by model weights, inputs, target and every setting. ``boxes``:
-    True for the neurons of every metric, a list of metric names for theirs only (the
-    deconvnet is the expensive part), False for none. ``resampling`` goes to
-    ``InputResampling`` (n_samples, std, index_scaled, centre, threshold, relative_threshold,
-    after_relu, seed, batch_size).
+    ``NeuronSelection(model, layers).select(inputs, target=None)`` returns a ``Selection``,
+    cached by model weights, inputs, target and every setting. ``boxes``: True for the
+    neurons of every metric, a list of metric names for theirs only (the deconvnet is the
+    expensive part), False for none. ``resampling`` goes to ``InputResampling``
+    (n_samples, std, index_scaled, centre, threshold, relative_threshold, after_relu,
+    seed, batch_size).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], top_k: int = 5,
@@ -481,29 +446,82 @@ class NeuronSelection:
                  **resampling) -> None:
         if top_k < 1:
             raise ValueError(f"top_k: expected >= 1, got {top_k}")
+        super().__init__(model, list(layers))
         self.boxed = list(METRICS) if boxes is True else list(boxes or [])
         self.which = [_metric_index(m) for m in self.boxed]
         self.method = InputResampling(model, layers, **resampling)
-        self.model, self.layers, self.top_k = model, list(layers), top_k
-        self.support_fraction, self.resampling = support_fraction, resampling
+        self.top_k, self.support_fraction, self.resampling = top_k, support_fraction, resampling
 
-    def attribute(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
-                  ) -> Selection:
+    def select(self, inputs: torch.Tensor, target: torch.Tensor | int | None = None
+               ) -> Selection:
+        """The ``top_k`` neurons of every layer and metric on each of ``inputs``, for the
+        log-odds of ``target`` (None: the predicted class), and their patches."""
         parts = {"model": self.model, "inputs": inputs, "target": target, "layers": self.layers,
                  "top_k": self.top_k, "boxed": self.boxed, "resampling": self.resampling,
                  "support_fraction": self.support_fraction if self.boxed else None}
 
         def compute() -> dict:
-            scores = self.method.attribute(inputs, target)
+            scores = self.method.score(inputs, target)
             masks = scores.top(self.top_k)
-            found = {"scores": scores.scores, "eligible": scores.eligible, "masks": masks}
+            found = {"scores": scores.scores, "eligible": scores.eligible.scores,
+                     "masks": masks.scores}
             if self.boxed:
                 found["boxes"] = selection_boxes(
                     self.model, {k: m[:, self.which] for k, m in masks.items()}, inputs,
                     self.support_fraction)
             return found
 
-        return Selection(**cache.cached("resampling", parts, compute))
+        found = cache.cached("resampling", parts, compute)
+        neurons = NeuronScores(found["scores"], eligible=LayerScores(found["eligible"]))
+        boxes = LayerScores(found["boxes"]) if found.get("boxes") is not None else None
+        return Selection(found["masks"], neurons=neurons, boxes=boxes)
+
+
+def selection_jaccard(a: Selection, b: Selection, metric_a: str, metric_b: str
+                      ) -> torch.Tensor:
+    """N x layers: the Jaccard index of ``metric_a``'s selection in ``a`` and ``metric_b``'s
+    in ``b`` (the same inputs), per input and layer (NaN where both are empty).
+
+    Example:
+        >>> import torch
+        >>> masks = torch.zeros(1, len(METRICS), 4, dtype=torch.bool)
+        >>> masks[0, 0, :2] = masks[0, 1, 1:3] = True
+        >>> selection = Selection({"conv": masks})
+        >>> selection_jaccard(selection, selection, "correlation", "precision")
+        tensor([[0.3333]])
+    """
+    pa, pb = a.metric(metric_a), b.metric(metric_b)
+    return torch.stack([metrics.jaccard(pa[layer], pb[layer]) for layer in a.layers], 1)
+
+
+def pool_sizes(selection: Selection, top_k: int) -> pd.DataFrame:
+    """How large a share of each layer ``top_k`` is, and the overlap it gives by chance.
+
+    Args:
+        selection: a ``NeuronSelection.select`` result.
+        top_k: the neurons selected per layer and metric.
+
+    Returns:
+        Per layer (rows): its channels, the share ``top_k`` of them is, the mean size of
+        the pool every metric chooses from (eligible neurons) and the mean chance Jaccard
+        of two random selections from it (``chance_jaccard``).
+
+    Example:
+        >>> import torch
+        >>> masks = torch.zeros(1, len(METRICS), 4, dtype=torch.bool)
+        >>> pools = LayerScores({"conv": torch.tensor([[True, True, True, False]])})
+        >>> selection = Selection({"conv": masks}, neurons=NeuronScores(eligible=pools))
+        >>> pool_sizes(selection, 2).loc["conv"].round(3).tolist()
+        [4.0, 0.5, 3.0, 0.556]
+    """
+    pools = selection.neurons.eligible
+    return pd.DataFrame({
+        "channels": [pools[c].shape[-1] for c in selection.layers],
+        "top_k share": [min(top_k, pools[c].shape[-1]) / pools[c].shape[-1]
+                        for c in selection.layers],
+        "eligible (mean)": [pools[c].sum(-1).float().mean().item() for c in selection.layers],
+        "chance Jaccard": [chance_jaccard(pools[c].sum(-1), top_k).nanmean().item()
+                           for c in selection.layers]}, index=selection.layers)
 
 
 @torch.no_grad()
@@ -538,154 +556,3 @@ def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs:
     return devices.to_host(torch.stack(out, -1))
 
 
-def patches(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor], inputs: torch.Tensor,
-            metric: str, size: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
-    """The patches of ``metric``'s selected neurons (``masks`` and ``boxes`` per layer, as in
-    a ``Selection``), cut from ``inputs`` and resized to ``size`` x ``size`` (bilinear, by
-    ``torchvision.ops.roi_align``), and the index of the input each came from. Neurons
-    without a box (dead on the input) give no patch."""
-    m = _metric_index(metric)
-    rows = []
-    for layer, mask in masks.items():
-        picked = mask[:, m].nonzero()
-        b = boxes[layer][picked[:, 0], picked[:, 1]]
-        keep = b[:, 0] >= 0
-        rows.append(torch.cat([picked[keep, :1], b[keep]], 1))
-    rows = torch.cat(rows)
-    # roi_align takes (image, x1, y1, x2, y2) in continuous pixel-edge coordinates.
-    rois = rows[:, [0, 3, 1, 4, 2]].to(inputs.dtype)
-    cut = roi_align(inputs, rois, output_size=size, spatial_scale=1.0, sampling_ratio=2,
-                    aligned=True)
-    return cut, rows[:, 0]
-
-
-def _summed_area(objects: torch.Tensor) -> torch.Tensor:
-    """N x (H + 1) x (W + 1) summed-area tables of N x 1 x H x W masks: any box's pixel
-    count is four look-ups."""
-    return nn.functional.pad(objects[:, 0].to(torch.long).cumsum(1).cumsum(2), (1, 0, 1, 0))
-
-
-def box_chance(objects: torch.Tensor, image: torch.Tensor, height: torch.Tensor,
-               width: torch.Tensor) -> torch.Tensor:
-    """Per row: the probability that a ``height`` x ``width`` box placed uniformly at random
-    inside image ``image[i]`` holds at least one pixel of its object mask (``objects``,
-    N x 1 x H x W), the chance level of the paper's localisation test (NaN for an empty
-    box)."""
-    sat = _summed_area(objects)
-    out = torch.full((len(image),), float("nan"))
-    sizes, which = torch.stack([height, width], 1).unique(dim=0, return_inverse=True)
-    for j, (h, w) in enumerate(sizes.tolist()):
-        if h <= 0 or w <= 0:
-            continue
-        counts = sat[:, h:, w:] - sat[:, :-h, w:] - sat[:, h:, :-w] + sat[:, :-h, :-w]
-        hit = (counts > 0).flatten(1).float().mean(1)
-        rows = which == j
-        out[rows] = hit[image[rows]]
-    return out
-
-
-def patch_table(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
-                objects: torch.Tensor | None = None, metrics: Sequence[str] = METRICS):
-    """One row per selected (image, layer, neuron, metric): the patch's box, its area and,
-    given object masks (N x 1 x H x W), the number of object pixels inside it and the
-    chance that a box of its size at a random place would hold one (``box_chance``)."""
-    frames = []
-    if objects is not None:
-        sat = _summed_area(objects)
-    for layer, mask in masks.items():
-        picked = mask.nonzero()
-        img, met, ch = picked.unbind(1)
-        b = boxes[layer][img, ch]
-        top, bottom, left, right = b.unbind(1)
-        frame = {"image": img, "layer": [layer] * len(img),
-                 "metric": [metrics[i] for i in met.tolist()], "neuron": ch, "top": top,
-                 "bottom": bottom, "left": left, "right": right,
-                 "area": ((bottom - top) * (right - left)).clamp(min=0)}
-        if objects is not None:
-            t, bo, le, r = (v.clamp(min=0) for v in (top, bottom, left, right))
-            frame["object_pixels"] = (sat[img, bo, r] - sat[img, t, r] - sat[img, bo, le]
-                                      + sat[img, t, le])
-            frame["chance"] = box_chance(objects, img, bottom - top, right - left)
-        frames.append(pd.DataFrame({k: v.numpy() if isinstance(v, torch.Tensor) else v
-                                    for k, v in frame.items()}))
-    table = pd.concat(frames, ignore_index=True)
-    return table[table["top"] >= 0].reset_index(drop=True)
-
-
-@dataclass
-class PatchAccuracy:
-    """The secondary classifier's accuracy over all test patches, and per image (the share
-    of an image's patches classified right; NaN for training images and images without
-    a patch), for paired comparisons between metrics over the same test images."""
-
-    accuracy: float
-    per_image: torch.Tensor
-
-
-def patch_accuracy(masks: dict[str, torch.Tensor], boxes: dict[str, torch.Tensor],
-                   inputs: torch.Tensor, target: torch.Tensor, train_images: torch.Tensor,
-                   metric: str, size: int = 16, width: int = 64, epochs: int = 10, seed: int = 0,
-                   precision: str = "fp32") -> PatchAccuracy:
-    """The paper's secondary classifier: trained on the patches that ``metric`` selects in
-    the inputs flagged by ``train_images`` (each patch labelled with its input's class in
-    ``target``), tested on the patches of the other inputs. Three 3x3 conv layers of
-    ``width`` channels with max-pooling in between (a ``VGG``), Adam in ``precision``
-    (``train.TrainConfig``), cached by ``train.fit``; on the inputs' device."""
-    cut, source = patches(masks, boxes, inputs, metric, size)
-    is_train = train_images[source]
-    if not is_train.any() or is_train.all():
-        raise ValueError("train_images: the secondary classifier needs patches of training "
-                         "and of test images")
-    patch_labels = target[source]
-    with train.seeded(seed):
-        model = VGG((width, "M", width, "M", width), in_channels=inputs.shape[1],
-                    num_classes=int(target.max()) + 1).to(inputs.device)
-    config = train.TrainConfig(epochs=epochs, batch_size=64, lr=1e-3, seed=seed,
-                               precision=precision)
-    trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config,
-                        desc="patch classifier")
-    test = TensorDataset(cut[~is_train], patch_labels[~is_train])
-    right = (train.evaluate(trained.model, test).predictions == patch_labels[~is_train]).float()
-    per_image = torch.full((len(inputs),), float("nan"))
-    counts = torch.zeros(len(inputs)).index_add_(0, source[~is_train], torch.ones(len(right)))
-    sums = torch.zeros(len(inputs)).index_add_(0, source[~is_train], right)
-    has = counts > 0
-    per_image[has] = sums[has] / counts[has]
-    return PatchAccuracy(right.mean().item(), per_image)
-
-
-def cluttered(data: ImageSet, canvas_size: int, n_clutter: int = 4, clutter_size: int = 8,
-              seed: int = 0) -> tuple[ImageSet, torch.Tensor]:
-    """The localisation test's images, as cluttered MNIST (Mnih et al. 2014): every image
-    of ``data`` pasted at a uniformly random place on a black ``canvas_size`` square, over
-    ``n_clutter`` pieces (``clutter_size`` squares cut at random from other images of the
-    set) at random places; overlaps keep the brighter pixel. Returns the canvases (same
-    labels and classes) and the object masks (N x 1 x S x S, bool): the pasted image's
-    non-black pixels, or its whole square when the data has no black background."""
-    n, c, h, w = data.images.shape
-    if canvas_size < max(h, w):
-        raise ValueError(f"canvas_size: expected >= the image size {max(h, w)}, got {canvas_size}")
-    if not 1 <= clutter_size <= min(h, w):
-        raise ValueError(f"clutter_size: expected 1..{min(h, w)}, got {clutter_size}")
-    g = torch.Generator().manual_seed(seed)
-    canvas = torch.zeros((n, c, canvas_size, canvas_size), dtype=torch.uint8)
-    objects = torch.zeros((n, 1, canvas_size, canvas_size), dtype=torch.bool)
-    span = canvas_size - clutter_size + 1
-    source = torch.randint(0, n, (n, n_clutter), generator=g)
-    cut = torch.randint(0, min(h, w) - clutter_size + 1, (n, n_clutter, 2), generator=g)
-    place = torch.randint(0, span, (n, n_clutter, 2), generator=g)
-    ty = torch.randint(0, canvas_size - h + 1, (n,), generator=g)
-    tx = torch.randint(0, canvas_size - w + 1, (n,), generator=g)
-    for i in range(n):
-        for (s, (cy, cx), (py, px)) in zip(source[i].tolist(), cut[i].tolist(),
-                                           place[i].tolist()):
-            piece = data.images[s, :, cy:cy + clutter_size, cx:cx + clutter_size]
-            region = canvas[i, :, py:py + clutter_size, px:px + clutter_size]
-            torch.maximum(region, piece, out=region)
-        y, x = ty[i].item(), tx[i].item()
-        region = canvas[i, :, y:y + h, x:x + w]
-        torch.maximum(region, data.images[i], out=region)
-        objects[i, :, y:y + h, x:x + w] = (foreground(data.images[i:i + 1])[0]
-                                           if data.black_background else True)
-    return ImageSet(canvas, data.labels, data.classes, f"{data.name} on cluttered canvas",
-                    black_background=False), objects
