@@ -24,9 +24,9 @@ from . import claims, data, patches, resampling, train
 from .models import VGG
 from .progress import bar
 
-__all__ = ["one_vs_rest", "vgg_layout", "checkpoints", "SeedStudy", "seed_study",
-           "accuracy_frame", "jaccard_frame", "over_seeds", "trained_claim", "verdicts_apart",
-           "nanmean", "FIGURE2"]
+__all__ = ["one_vs_rest", "task_images", "analysed_images", "vgg_layout", "checkpoints",
+           "SeedStudy", "seed_study", "accuracy_frame", "jaccard_frame", "over_seeds",
+           "trained_claim", "verdicts_apart", "nanmean", "FIGURE2"]
 
 FIGURE2 = ("correlation", "precision", "random")  # the metrics followed along training
 
@@ -74,6 +74,55 @@ def one_vs_rest(images: data.ImageSet, positive_class: int, n: int, seed: int
     images = images.relabel((images.labels == positive_class).long(), names)
     per_class = n // 2 if n else int(images.labels.bincount().min())
     return images.subset(data.balanced_indices(images.labels, per_class, seed))
+
+
+def task_images(dataset: str, split: str, positive_class: int, n: int, seed: int,
+                image_size: int | None = None, canvas: tuple[int, int, int] | None = None,
+                canvas_seed: int = 0) -> tuple[data.ImageSet, torch.Tensor | None]:
+    """Chapter 5's images of one split: ``one_vs_rest`` of ``data.load(dataset, split,
+    image_size)``, pasted on cluttered canvases when ``canvas`` = (canvas_size, n_clutter,
+    clutter_size) is given (``data.cluttered``, with ``canvas_seed``).
+
+    Args:
+        dataset, split, image_size: as in ``data.load``.
+        positive_class, n, seed: as in ``one_vs_rest``.
+        canvas: the cluttered canvas's side, pieces of clutter and their side, or None.
+        canvas_seed: seed of the canvases.
+
+    Returns:
+        The images and their object masks (N x 1 x H x W): the pasted objects on canvases,
+        else the foreground where the objects lie on black, else None.
+    """
+    images = one_vs_rest(data.load(dataset, split, image_size=image_size), positive_class, n,
+                         seed)
+    if canvas is not None:
+        return data.cluttered(images, *canvas, seed=canvas_seed)
+    return images, data.foreground(images.tensors()[0]) if images.black_background else None
+
+
+def analysed_images(train_set: data.ImageSet, test_set: data.ImageSet, n_train: int,
+                    n_test: int, seed: int, train_objects: torch.Tensor | None = None,
+                    test_objects: torch.Tensor | None = None):
+    """The images whose neurons are selected: ``n_train`` training and ``n_test`` test
+    images, half of each class, training ones first.
+
+    Args:
+        train_set, test_set: the two splits.
+        n_train, n_test: images drawn from each (balanced).
+        seed: seed of the draw.
+        train_objects, test_objects: the splits' object masks, or None.
+
+    Returns:
+        images, labels, ``from_train`` (flags the training images) and their object masks
+        (None without masks).
+    """
+    picked = [data.balanced_indices(d.labels, n // 2, seed)
+              for d, n in [(train_set, n_train), (test_set, n_test)]]
+    (x_a, y_a), (x_b, y_b) = train_set.tensors(picked[0]), test_set.tensors(picked[1])
+    objects = None if test_objects is None else torch.cat([train_objects[picked[0]],
+                                                           test_objects[picked[1]]])
+    return (torch.cat([x_a, x_b]), torch.cat([y_a, y_b]),
+            torch.arange(len(x_a) + len(x_b)) < len(x_a), objects)
 
 
 def vgg_layout(block_widths: Sequence[int], block_depths: Sequence[int], in_channels: int,
@@ -126,6 +175,9 @@ def checkpoints(new_network: Callable[[], nn.Module], train_set: data.ImageSet,
         {epoch: network}: 0 (the untrained network, the placebo), the early fractions and
         1 ... ``config.epochs``.
     """
+    if config.epochs < 1:
+        raise ValueError(f"epochs: expected >= 1 (the metrics follow training), "
+                         f"got {config.epochs}")
     config = dataclasses.replace(config, snapshots=True)  # the weights after every epoch
     untrained = train.fit(new_network(), train_set, config, placebo=True).model
     epochs = [*map(float, early_fractions), *map(float, range(1, config.epochs + 1))]
