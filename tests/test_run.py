@@ -314,3 +314,28 @@ def test_a_stale_records_summary_says_it_is_out_of_date():
     assert "Out of date" not in run.Record(pd.DataFrame(), info).summary
     stale = run.Record(pd.DataFrame(), info, "lib/subnets changed since 0123456789").summary
     assert "Out of date (lib/subnets changed since 0123456789)" in stale
+
+
+def test_parameter_table_reads_each_line_comment_and_the_paper_preset(tmp_path):
+    chapter = tmp_path / "09_demo.md"
+    chapter.write_text("""---
+subnets:
+  presets:
+    paper:
+      epochs: 200
+---
+
+```{code-cell} ipython3
+:tags: [parameters]
+
+epochs = 3  # training epochs (the paper: 200)
+lr = 0.1
+```
+""")
+    table = run.parameter_table(str(chapter))
+    assert table.to_dict("index") == {
+        "epochs": {"default": "3", "meaning": "training epochs (the paper: 200)",
+                   "paper": "200"},
+        "lr": {"default": "0.1", "meaning": "", "paper": ""}}
+    assert "this run" not in run.parameter_table(str(chapter), {"epochs": 3, "lr": 0.1})
+    assert run.parameter_table(str(chapter), {"epochs": 5})["this run"].tolist() == ["5", "0.1"]

@@ -37,7 +37,7 @@ from . import data, devices
 __all__ = ["NOTEBOOKS", "RECORDS", "RECORDING", "ParameterError", "check", "check_chapter",
            "chapter_path", "read_chapter", "read_chapter_rules", "parse_value", "resolve",
            "IPCKernelManager", "execute", "provenance", "record", "Record", "recorded_claims",
-           "claims_rows", "chapter_code", "stale_records", "main"]
+           "claims_rows", "chapter_code", "stale_records", "parameter_table", "main"]
 
 NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
@@ -215,9 +215,8 @@ def read_chapter(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]
     return defaults, presets
 
 
-def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
-    """``read_chapter`` and the allowed values of the front matter's ``subnets: choices:``
-    (for parameters whose values are names: networks, optimisers, layers)."""
+def _parameters_cell(path: Path):
+    """The chapter's notebook and the source of its one ``parameters`` cell."""
     import jupytext
 
     nb = jupytext.read(path)
@@ -226,13 +225,68 @@ def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, 
     if len(cells) != 1:
         raise ParameterError(f"{path.name}: expected one code cell tagged 'parameters', "
                              f"found {len(cells)}")
-    defaults = {}
-    for node in ast.parse(cells[0].source).body:
+    return nb, cells[0].source
+
+
+def _assignments(source: str):
+    """The parameters cell's ``name = literal`` statements, in order."""
+    for node in ast.parse(source).body:
         if (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)):
-            defaults[node.targets[0].id] = ast.literal_eval(node.value)
+            yield node
+
+
+def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
+    """``read_chapter`` and the allowed values of the front matter's ``subnets: choices:``
+    (for parameters whose values are names: networks, optimisers, layers)."""
+    nb, source = _parameters_cell(path)
+    defaults = {node.targets[0].id: ast.literal_eval(node.value)
+                for node in _assignments(source)}
     meta = nb.metadata.get("subnets", {})
     return defaults, meta.get("presets", {}), meta.get("choices", {})
+
+
+def parameter_table(chapter: str, values: dict[str, Any] | None = None) -> pd.DataFrame:
+    """The parameters cell of ``chapter`` as a table a reader can scan: each parameter's
+    default, its meaning (the comment on its line) and its value in the ``paper`` preset
+    ("" where the preset keeps the default).
+
+    Args:
+        chapter: the chapter's number (``"04"``) or file.
+        values: the values this run used (a chapter passes ``globals()``); where any differs
+            from its default, a column "this run" shows them all.
+
+    Returns:
+        A DataFrame indexed by parameter name.
+
+    Example:
+        >>> table = parameter_table("04")
+        >>> list(table.columns)
+        ['default', 'meaning', 'paper']
+        >>> table.loc["k1", "default"]
+        '5'
+    """
+    import io
+    import tokenize
+
+    path = chapter_path(chapter)
+    nb, source = _parameters_cell(path)
+    comments = {tok.start[0]: tok.string.lstrip("# ").strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                if tok.type == tokenize.COMMENT}
+    paper = nb.metadata.get("subnets", {}).get("presets", {}).get("paper", {})
+    rows = {}
+    for node in _assignments(source):
+        name, default = node.targets[0].id, ast.literal_eval(node.value)
+        rows[name] = {"default": repr(default), "meaning": comments.get(node.lineno, ""),
+                      "paper": repr(paper[name]) if name in paper else ""}
+        if values is not None:
+            rows[name]["this run"] = repr(values.get(name, default))
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    if values is not None and (table["this run"] == table["default"]).all():
+        table = table.drop(columns="this run")
+    table.index.name = "parameter"
+    return table
 
 
 def parse_value(text: str) -> Any:
