@@ -5,8 +5,9 @@ measured on each seed's trained network and on the same network untrained (its p
 ``vgg_layout`` builds the chapter's VGG-16-shaped network, ``checkpoints`` trains one seed
 and keeps the weights along training, ``seed_study`` measures on every checkpoint what the
 claims need (``SeedStudy``, whose methods are the claims' statistics), ``trained_claim``
-turns a statistic into a ``claims.Claim.trained`` row over the seeds and ``over_seeds``
-averages one for a control column.
+turns a statistic into a ``claims.Claim.trained`` row over the seeds (the paper's claims,
+section by section: ``figure2_claims``, ``figure3_claims``, ``table1_claims``,
+``influence_claims``) and ``over_seeds`` averages one for a control column.
 """
 
 from __future__ import annotations
@@ -20,13 +21,14 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import claims, data, patches, resampling, train
+from . import claims, data, metrics, patches, resampling, train
 from .models import VGG
 from .progress import bar
 
 __all__ = ["one_vs_rest", "task_images", "analysed_images", "vgg_layout", "checkpoints",
            "SeedStudy", "seed_study", "accuracy_frame", "jaccard_frame", "over_seeds",
-           "trained_claim", "verdicts_apart", "nanmean", "FIGURE2"]
+           "trained_claim", "figure2_claims", "figure3_claims", "table1_claims",
+           "influence_claims", "verdicts_apart", "nanmean", "FIGURE2"]
 
 FIGURE2 = ("correlation", "precision", "random")  # the metrics followed along training
 
@@ -433,3 +435,126 @@ def verdicts_apart(rows: Sequence[claims.Claim]) -> pd.DataFrame:
                                 for r in about_training],
         "verdict": [r.decide().outcome for r in about_training]},
         index=pd.Index([r.claim for r in about_training], name="claim"))
+
+
+def figure2_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
+    """The claims of the paper's Figure 2 (Section 5.1), judged on the seeds' studies:
+    precision's patches beat correlation's across training (mean over the trained
+    checkpoints), beat the full network at the first trained checkpoint and are surpassed
+    by it at the last.
+
+    Args:
+        runs: one ``SeedStudy`` per training seed.
+
+    Returns:
+        Three ``claims.Claim.trained`` rows.
+    """
+    epochs = list(runs[0].accuracy.index)
+    trained, first, last = epochs[1:], epochs[1], epochs[-1]
+    random_along = over_seeds(runs, lambda r, e: r.patch_accuracy("random", e), trained)
+    return [
+        trained_claim(
+            "Fig. 2: precision patches beat correlation patches across training",
+            "across the entire range of epochs", runs,
+            lambda r, e: r.patch_accuracy("precision", e) - r.patch_accuracy("correlation", e),
+            f"precision − correlation (mean over {len(trained)} checkpoints)", at=trained,
+            control=f"random neurons {random_along:.3f}"),
+        trained_claim(
+            "Fig. 2: precision patches beat the full network early in training",
+            "during early stages", runs,
+            lambda r, e: r.patch_accuracy("precision", e) - r.full_accuracy(e),
+            f"precision − full network at epoch {first:g}", at=first, control="chance 0.5"),
+        trained_claim(
+            "Fig. 2: the full network surpasses the precision patches by the end",
+            "by the end of training", runs,
+            lambda r, e: r.full_accuracy(e) - r.patch_accuracy("precision", e),
+            f"full network − precision at epoch {last:g}")]
+
+
+def figure3_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
+    """The claim of the paper's Figure 3 (Section 5.2) that a rule can test: correlation
+    and precision select overlapping sets beyond chance (Jaccard minus its chance level),
+    with the Spearman trend over the checkpoints and the noise-seed ceiling as controls.
+
+    Args:
+        runs: one ``SeedStudy`` per training seed.
+
+    Returns:
+        One ``claims.Claim.trained`` row.
+    """
+    chance = over_seeds(runs, lambda r, e: nanmean(r.jaccard[e][1]))
+    trend = nanmean([metrics.spearman([np.nanmean(r.jaccard[e][0]) for e in r.accuracy.index],
+                                      r.accuracy.values) for r in runs])
+    ceiling = ", ".join(f"{m} {over_seeds(runs, lambda r, e, m=m: r.noise_seed[e][m]):.3f}"
+                        for m in ("correlation", "precision"))
+    return [trained_claim(
+        "Fig. 3: correlation and precision select overlapping sets beyond chance",
+        "similarity increases as accuracy improves (converge toward similar sets)", runs,
+        SeedStudy.overlap, "Jaccard − chance",
+        control=f"chance Jaccard {chance:.3f}; Spearman of Jaccard and accuracy over the "
+                f"checkpoints {trend:.2f} (not judged: an untrained network has no "
+                f"trajectory); each metric against itself under another noise seed: {ceiling}")]
+
+
+def table1_claims(runs: Sequence[SeedStudy], has_objects: bool = True) -> list[claims.Claim]:
+    """The claims of the paper's Table 1 and Figure 4 (Section 5.3): precision's patches
+    beat the four baselines', every metric's beat random neurons', and precision's and
+    correlation's patches lie on the object more often than both controls (random neurons'
+    patches, boxes of the same sizes at random places).
+
+    Args:
+        runs: one ``SeedStudy`` per training seed.
+        has_objects: whether the images have object masks (else the localisation rows
+            are not decided).
+
+    Returns:
+        Four ``claims.Claim.trained`` rows.
+    """
+    baselines, paper = resampling.METRICS[2:6], resampling.METRICS[:6]
+    rows = [
+        trained_claim(
+            "Table 1: precision slightly outperforms the baselines", "best accuracy", runs,
+            lambda r, e: r.patch_accuracy("precision", e)
+            - max(r.patch_accuracy(b, e) for b in baselines),
+            "precision − the best of the four baselines"),
+        trained_claim(
+            "Table 1: all metrics perform well", "all high", runs,
+            lambda r, e: min(r.patch_accuracy(m, e) for m in paper)
+            - r.patch_accuracy("random", e), "worst metric − random neurons",
+            control=f"random neurons "
+                    f"{over_seeds(runs, lambda r, e: r.patch_accuracy('random', e)):.3f}")]
+    for m in ("precision", "correlation"):
+        rows.append(trained_claim(
+            f"Table 1, Fig. 4: {m} patches touch the object more often than random neurons' "
+            f"patches and randomly placed boxes", "precision: 34 of 35 (0.97)", runs,
+            lambda r, e, m=m: r.on_object(m, e), f"share on the object "
+            f"{over_seeds(runs, lambda r, e, m=m: r.share(m, e)):.3f}, minus the larger "
+            f"control", control="no object masks for this dataset" if not has_objects else
+            f"random neurons {over_seeds(runs, lambda r, e: r.share('random', e)):.3f}; a box "
+            f"of the same size at a random place "
+            f"{over_seeds(runs, lambda r, e, m=m: r.share(m, e, 'chance')):.3f}"))
+    return rows
+
+
+def influence_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
+    """The abstract's claim, which the paper does not test: correlation selects neurons of
+    larger influence on the output (|change of log-odds| when switched off) than random
+    neurons and than precision's.
+
+    Args:
+        runs: one ``SeedStudy`` per training seed.
+
+    Returns:
+        Two ``claims.Claim.trained`` rows.
+    """
+    rows = []
+    correlation = over_seeds(runs, lambda r, e: r.switched("correlation", e))
+    for other in ("random", "precision"):
+        rows.append(trained_claim(
+            f"Abstract: correlation selects neurons of larger influence on the output than "
+            f"{other} ones", "large influence over the network output (not measured)", runs,
+            lambda r, e, o=other: r.switched("correlation", e) - r.switched(o, e),
+            f"|change of log-odds| {correlation:.3f} − {other}",
+            control=f"{other} neurons "
+                    f"{over_seeds(runs, lambda r, e, o=other: r.switched(o, e)):.3f}"))
+    return rows
