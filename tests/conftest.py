@@ -1,11 +1,13 @@
 """Shared fixtures: every test gets its own empty cache folder; a CIFAR-10 folder in the
-python-pickle layout for the tests that need one."""
+python-pickle layout for the tests that need one; the CUDA device for tests marked ``gpu``."""
 
 import pickle
 
 import numpy as np
 import pytest
 import torch
+
+from subnets import devices
 
 CIFAR10_CLASSES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog",
                    b"horse", b"ship", b"truck"]
@@ -33,6 +35,13 @@ def cifar10_root(tmp_path):
         with open(folder / name, "wb") as f:
             pickle.dump({b"data": pixels, b"labels": [i % 10, 9]}, f)
     return tmp_path
+
+
+@pytest.fixture
+def cuda() -> torch.device:
+    """The first CUDA device, index included, as ``devices.model_device`` reports a model on
+    it (``torch.device("cuda")`` compares unequal to that). For tests marked ``gpu``."""
+    return devices.device("cuda:0")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -359,8 +359,6 @@ def test_layer_class_interaction_ignores_layer_and_class_scales():
 
 @pytest.mark.gpu
 def test_relevance_and_ablation_on_cuda_match_the_cpu():
-    if not torch.cuda.is_available():
-        pytest.skip("needs CUDA")
     model = ConvPoolConvNet().eval()
     x = torch.rand(4, 1, 8, 8)
     masks = torch.rand(4, 1, 8, 8) > 0.3

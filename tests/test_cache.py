@@ -77,15 +77,11 @@ def test_cpu_keys_carry_no_device(monkeypatch):
     assert cache.canonical(parts)["t"]["device"] == "cuda" and cache.key_of("t", parts) != key
 
 
-def _cuda() -> torch.device:
-    return devices.device("cuda")
-
-
 @pytest.mark.gpu
-def test_gpu_entries_are_keyed_apart_and_stored_on_the_cpu(isolated_cache):
+def test_gpu_entries_are_keyed_apart_and_stored_on_the_cpu(isolated_cache, cuda):
     module = torch.nn.Linear(2, 2)
     on_cpu = cache.cached("t", {"m": module}, lambda: {"w": module.weight.detach() * 2})
-    fast = copy.deepcopy(module).to(_cuda())
+    fast = copy.deepcopy(module).to(cuda)
     first = cache.cached("t", {"m": fast}, lambda: {"w": [fast.weight.detach() * 2]})
     again = cache.cached("t", {"m": fast}, lambda: pytest.fail("should be cached now"))
     assert len(list(isolated_cache.glob("t-*.pt"))) == 2

@@ -14,6 +14,7 @@ from subnets.claims import (
     Estimate,
     Rule,
     bootstrap,
+    brief_table,
     claims_frame,
     paired_bootstrap,
     scale_comparison,
@@ -200,3 +201,31 @@ def test_an_undefined_trained_statistic_says_so_whatever_the_seeds():
     row = Claim.trained("c", "p", [0.5, float("nan"), 0.4], [0.1, 0.1, 0.1], Rule(">", 0.0))
     assert row.decide().outcome == NOT_DECIDED
     assert "undefined" in row.decide().reason
+
+
+def test_the_rows_carry_the_numbers_that_the_scorecard_plots():
+    rows = claims_frame([Claim.trained("t", "p", [0.8, 0.9], [0.1, 0.2], Rule("<", 1.0, 0.1)),
+                         Claim("s", "p", 3.0)], numbers=True)
+    trained, setting = rows.to_dict("records")
+    assert trained["value"] == pytest.approx(0.85) and trained["low"] < 0.85 < trained["high"]
+    assert (trained["op"], trained["threshold"], trained["margin"]) == ("<", 1.0, 0.1)
+    assert trained["placebo_value"] == pytest.approx(0.15) and trained["placebo_low"] < 0.15
+    assert setting["op"] == "" and setting["value"] == 3.0
+    assert all(math.isnan(setting[k]) for k in ("low", "threshold", "placebo_value"))
+    assert "value" not in claims_frame([Claim("s", "p", 3.0)])
+
+
+def test_the_brief_table_says_each_interval_method_once():
+    boot = "95% paired bootstrap over 100 images, 1000 resamples, seed 0"
+    rows = claims_frame([
+        Claim("a", "p", Estimate(0.5, 0.4, 0.6, boot), Rule(">", 0.3), scope="method", note="n"),
+        Claim("b", "p", Estimate(0.2, 0.1, 0.3, boot), Rule(">", 0.3), scope="method", note="n"),
+        Claim.trained("c", "p", [0.8, 0.9], [0.1, 0.2], Rule(">", 0.5)),
+        Claim("d", "p", 0.7, Rule(">", 0.5), scope="initialisation")])
+    table = brief_table(rows)
+    assert list(table.data.columns) == ["claim", "paper", "ours", "verdict", "scope"]
+    assert table.data.scope.tolist() == ["method", "method", "trained", "initialisation"]
+    assert [text[-1] for text in table.data.ours[:3]] == ["ᵃ", "ᵃ", "ᵇ"]
+    assert table.data.ours[3] == "0.700"  # a point estimate has no method to say
+    assert table.caption.count(boot) == 1 and "ᵇ 95% t-interval over 2 seeds" in table.caption
+    assert table.caption.startswith("2 held, 1 not held, 1 not decided")

@@ -110,10 +110,6 @@ def test_no_library_module_names_a_device():
 TOL = 1e-4  # largest difference, relative to the largest CPU value
 
 
-def _cuda() -> torch.device:
-    return devices.device("cuda")
-
-
 @pytest.fixture
 def exact_fp32():
     before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
@@ -123,7 +119,7 @@ def exact_fp32():
 
 
 def _on_cuda(model: nn.Module) -> nn.Module:
-    return copy.deepcopy(model).to(_cuda())
+    return copy.deepcopy(model).cuda()
 
 
 def _assert_close(on_cuda: torch.Tensor, on_cpu: torch.Tensor, tol: float = TOL) -> None:
@@ -186,7 +182,7 @@ def test_gpu_cka_matches_cpu(exact_fp32):
 
 
 @pytest.mark.gpu
-def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32):
+def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32, cuda):
     torch.manual_seed(0)
     model = cifar_resnet(8, in_channels=1, num_classes=3).eval()
     data = TensorDataset(_images(12), torch.arange(12) % 3)
@@ -198,7 +194,7 @@ def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32):
     found = influence.InfluentialFeatureSelection(model, k1=k, k2=k).attribute(on_cpu)
     layer = influence.DecomposedLinear(model.fc, found.indices)
     fast = _on_cuda(layer)
-    assert devices.model_device(fast) == fast.indices.device == _cuda()
+    assert devices.model_device(fast) == fast.indices.device == cuda
     features = on_cpu.features
     _assert_close(devices.to_host(fast(devices.to_model(fast, features))), layer(features))
 

@@ -4,6 +4,7 @@ import sys
 import types
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -97,3 +98,32 @@ def test_agreement_by_layer_adds_the_chance_line_to_every_network():
     grid = plots.agreement_by_layer(per_layer)
     assert len(grid.axes.flat) == 2
     assert [len(ax.lines) for ax in grid.axes.flat] == [2, 2]
+
+
+def test_claims_forest_draws_every_judged_row_against_its_cut_and_the_placebo_beside_it():
+    nan = float("nan")
+    rows = pd.DataFrame([
+        # value, low, high, op, threshold, margin, placebo value, low, high
+        ("01", "above", "held", 3.0, 2.0, 4.0, ">", 0.5, 0.5, 0.0, -1.0, 1.0),
+        ("01", "below", "not held", 2.0, nan, nan, "<", 1.0, 0.0, nan, nan, nan),
+        ("02", "a setting", "setting", 7.0, nan, nan, "", nan, 0.0, nan, nan, nan),
+        ("02", "band", "not decided", 1.2, 0.9, 1.6, "within", 1.0, 0.5, nan, nan, nan),
+        ("02", "undefined", "not decided", nan, nan, nan, ">", 0.0, 0.0, nan, nan, nan)],
+        columns=["chapter", "claim", "verdict", "value", "low", "high", "op", "threshold",
+                 "margin", "placebo_value", "placebo_low", "placebo_high"])
+    ax = plots.claims_forest(rows).axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()] == [
+        "01 · above", "01 · below", "02 · band", "02 · undefined"]
+    lines = [(line.get_xdata(), line.get_ydata(), line.get_color()) for line in ax.lines]
+    # "above": cut 1.0, so ours sits at 2 (interval 1 to 3) and the placebo at -1 (-2 to 0),
+    # over the row's largest distance 3
+    assert np.allclose(lines[0][0], [1 / 3, 1]) and lines[0][2] == "green"
+    assert np.allclose(lines[1][0], [2 / 3]) and lines[1][1][0] == 0
+    assert np.allclose(lines[2][0], [-2 / 3, 0]) and lines[2][1][0] == -0.3
+    assert np.allclose(lines[3][0], [-1 / 3])
+    # "below": cut 1.0, the estimate 2.0 lies 1 on the wrong side: -1, in firebrick
+    assert np.allclose(lines[5][0], [-1]) and lines[5][2] == "firebrick"
+    # "within" 1 +- 0.5 and [0.9, 1.6]: 0.5 - |x - 1| runs from -0.1 to 0.5, the estimate 0.3
+    assert np.allclose(lines[6][0], [-0.2, 1]) and np.allclose(lines[7][0], [0.6])
+    assert [t.get_text() for t in ax.texts] == ["undefined (nan)"]
+    assert ax.lines[-1].get_xdata()[0] == 0  # the cut

@@ -262,12 +262,8 @@ def test_cpu_fit_keys_carry_no_device_and_other_devices_are_keyed_apart(isolated
 
 # --- CUDA against CPU (skipped without CUDA) ----------------------------------------------
 
-def _cuda() -> torch.device:
-    return devices.device("cuda:0")  # what model_device reports, index included
-
-
 @pytest.mark.gpu
-def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache):
+def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache, cuda):
     """bf16 autocast changes the gradients slightly; an Adam step of lr 1e-3 moves a weight
     by about 1e-3 whatever its gradient, so after 4 steps CUDA and CPU weights differ by at
     most ~8e-3 (1e-2 allowed), and the losses by under 2 % (bf16: 8 bits of mantissa).
@@ -276,8 +272,8 @@ def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache):
     config = train.TrainConfig(epochs=2, batch_size=64, augment=True)
     init = conv_model(dropout=0.0)
     on_cpu = train.fit(copy.deepcopy(init), data, config, test_data=data)
-    on_cuda = train.fit(copy.deepcopy(init).to(_cuda()), data, config, test_data=data)
-    assert devices.model_device(on_cuda.model) == _cuda()
+    on_cuda = train.fit(copy.deepcopy(init).to(cuda), data, config, test_data=data)
+    assert devices.model_device(on_cuda.model) == cuda
     assert all(p.is_contiguous() for p in on_cuda.model.parameters())
     for k, v in on_cpu.model.state_dict().items():
         assert torch.allclose(devices.to_host(on_cuda.model.state_dict()[k]).float(), v.float(),
@@ -289,19 +285,19 @@ def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache):
     for path in entries:
         state = torch.load(path, weights_only=True)["value"]["state"]
         assert all(t.device == devices.CPU for t in state.values())
-    again = train.fit(copy.deepcopy(init).to(_cuda()), data, config, test_data=data)
+    again = train.fit(copy.deepcopy(init).to(cuda), data, config, test_data=data)
     assert len(list(isolated_cache.glob("fit-*.pt"))) == 2
-    assert devices.model_device(again.model) == _cuda()
+    assert devices.model_device(again.model) == cuda
     assert all(torch.equal(v, on_cuda.model.state_dict()[k])
                for k, v in again.model.state_dict().items())
 
 
 @pytest.mark.gpu
-def test_gpu_predict_and_evaluate_match_cpu():
+def test_gpu_predict_and_evaluate_match_cpu(cuda):
     """float32 on both (TF32 convolutions on CUDA: ~1e-3 relative), results on the CPU."""
     data = image_set(300)
     model = conv_model().eval()
-    fast = copy.deepcopy(model).to(_cuda())
+    fast = copy.deepcopy(model).to(cuda)
     on_cpu, on_cuda = train.predict(model, data), train.predict(fast, data)
     assert on_cuda.device == devices.CPU
     assert torch.allclose(on_cuda, on_cpu, atol=1e-2 * on_cpu.abs().max().item())

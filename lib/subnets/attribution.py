@@ -3,7 +3,7 @@ captum's style: ``Method(model, layer | layers).attribute(inputs, target)``.
 
 Saliency (Simonyan et al.) and Grad-CAM (Selvaraju et al.), chapter 1: captum's
 ``Saliency`` and ``LayerGradCam`` (gradient-weighted channel sum of a conv layer, then
-ReLU), the latter upsampled bilinearly with ``LayerAttribution.interpolate``. The maps
+ReLU), the latter upsampled bilinearly (``upsampling.bilinear``). The maps
 are not normalised per image: an original and a pruned network keep their absolute
 scales, and figures choose a shared colour scale instead (see ``plots``).
 Per-unit conductance, relevance and ablation (Islam and Tushar), chapter 2. Zeiler and
@@ -21,9 +21,8 @@ import pandas as pd
 import torch
 from captum import attr as captum_attr
 from torch import nn
-from torch.nn import functional as F
 
-from . import cache, hooks
+from . import cache, hooks, upsampling
 from .data import ImageSet, balanced_indices, foreground
 from .devices import to_host, to_model
 from .metrics import accuracy_by_class
@@ -78,8 +77,7 @@ class GradCAM:
         cam = captum_attr.LayerGradCam(self.model, self._module).attribute(
             inputs, target=target, relu_attributions=relu)
         size = tuple(inputs.shape[-2:])
-        return to_host(captum_attr.LayerAttribution.interpolate(cam, size,
-                                                                interpolate_mode="bilinear"))
+        return to_host(upsampling.bilinear(cam, size))
 
 
 # --- Deconvnet (Zeiler and Fergus), for Lengerich et al.'s patches (chapter 5) --------
@@ -269,7 +267,7 @@ class UnitRelevance:
                                            torch.zeros_like(x), n_steps)
             mask = to_model(self.model, masks[i:i + internal_batch_size].float())
             for name, g in maps.items():
-                up = F.interpolate(g.abs(), size=size, mode="bilinear", align_corners=False)
+                up = upsampling.bilinear(g.abs(), size)
                 totals[name] = totals.get(name, 0) + (up * mask).sum((0, 2, 3))
         return Relevance({name: to_host(totals[name] / len(inputs)) for name in self.layers})
 

@@ -28,18 +28,57 @@ __all__ = ["cache_dir", "cached", "call", "key_of", "canonical", "tensor_digest"
 
 
 def cache_dir() -> Path:
-    """``$SUBNETS_CACHE`` if set, else ``cache/`` in the data folder."""
+    """The cache folder: ``$SUBNETS_CACHE`` if set, else ``cache/`` in the data folder
+    (``data.data_dir``).
+
+    Returns:
+        The folder (it may not exist yet).
+
+    Example:
+        >>> import os
+        >>> cache_dir() == Path(os.environ["SUBNETS_CACHE"])
+        True
+    """
     return Path(os.environ.get("SUBNETS_CACHE", data_dir() / "cache")).expanduser()
 
 
 def tensor_digest(t: torch.Tensor) -> str:
+    """A hash of a tensor's dtype, shape and values (not its device).
+
+    Args:
+        t: any tensor.
+
+    Returns:
+        16 hex digits.
+
+    Example:
+        >>> tensor_digest(torch.zeros(3)) == tensor_digest(torch.zeros(3))
+        True
+        >>> tensor_digest(torch.zeros(3)) == tensor_digest(torch.zeros(3, dtype=torch.int64))
+        False
+    """
     t = devices.to_host(t).contiguous()
     head = str((t.dtype, tuple(t.shape))).encode()
     return hashlib.sha256(head + t.numpy().tobytes()).hexdigest()[:16]
 
 
 def module_digest(module: torch.nn.Module) -> str:
-    """A hash of a module's architecture and current parameters and buffers."""
+    """A hash of a module's architecture (its ``repr``) and current parameters and buffers.
+
+    Args:
+        module: any module.
+
+    Returns:
+        16 hex digits.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 1)
+        >>> before = module_digest(net)
+        >>> with torch.no_grad():
+        ...     _ = net.bias.add_(1)
+        >>> module_digest(net) == before
+        False
+    """
     h = hashlib.sha256(repr(module).encode())
     for name, value in module.state_dict().items():
         h.update(name.encode())
@@ -49,7 +88,26 @@ def module_digest(module: torch.nn.Module) -> str:
 
 def canonical(value: Any) -> Any:
     """A JSON-able stand-in for ``value``: tensors and modules by digest (and device kind
-    off the CPU), datasets by fingerprint."""
+    off the CPU), datasets by fingerprint, dataclasses by their fields.
+
+    Args:
+        value: tensors, modules, objects with a ``fingerprint()``, dataclasses, and dicts,
+            lists and tuples of them, strings, numbers, booleans and None.
+
+    Returns:
+        The stand-in, which ``json.dumps`` takes.
+
+    Raises:
+        TypeError: for anything else.
+
+    Example:
+        >>> canonical({"lr": 0.1, "w": torch.zeros(2)})
+        {'lr': 0.1, 'w': {'tensor': '...'}}
+        >>> canonical(object())
+        Traceback (most recent call last):
+        ...
+        TypeError: cache key: cannot hash a object
+    """
     if isinstance(value, torch.Tensor):
         return _on_device({"tensor": tensor_digest(value)}, value)
     if isinstance(value, torch.nn.Module):
@@ -73,6 +131,20 @@ def _on_device(digest: dict, value: torch.Tensor | torch.nn.Module) -> dict:
 
 
 def key_of(kind: str, parts: dict[str, Any]) -> str:
+    """The cache key of what ``kind`` computes from ``parts``.
+
+    Args:
+        kind: what is computed (the key's prefix, e.g. "fit").
+        parts: everything that determines the result (``canonical`` values).
+
+    Returns:
+        ``kind-`` and 24 hex digits.
+
+    Example:
+        >>> key = key_of("fit", {"epochs": 2})
+        >>> key.startswith("fit-"), key == key_of("fit", {"epochs": 3})
+        (True, False)
+    """
     # The library version is part of every key: a release that changes how something
     # is computed must not read what an older one stored.
     blob = json.dumps({"kind": kind, "version": __version__, "parts": canonical(parts)},
@@ -81,6 +153,19 @@ def key_of(kind: str, parts: dict[str, Any]) -> str:
 
 
 def save_atomic(obj: Any, path: Path) -> None:
+    """``torch.save(obj)`` to ``path`` atomically: a reader sees the old file or the whole
+    new one, never a part (a temporary file in the same folder, then a rename).
+
+    Args:
+        obj: what ``torch.save`` takes.
+        path: the file; its folder is created if missing.
+
+    Example:
+        >>> path = cache_dir() / "example.pt"
+        >>> save_atomic({"key": "k", "value": {"x": torch.ones(2)}}, path)
+        >>> read(path, "k")
+        {'x': tensor([1., 1.])}
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -95,7 +180,20 @@ def save_atomic(obj: Any, path: Path) -> None:
 
 
 def read(path: Path, key: str) -> dict | None:
-    """The entry at ``path`` if it loads and carries ``key``; None (with a warning) if not."""
+    """The value of the cache entry at ``path`` if it loads and carries ``key``.
+
+    Args:
+        path: an entry written by ``save_atomic`` as ``{"key": key, "value": value}``.
+        key: the key it must carry.
+
+    Returns:
+        The value on the CPU; None if the file is missing, and None with a warning if it
+        does not load or carries another key.
+
+    Example:
+        >>> read(cache_dir() / "missing.pt", "k") is None
+        True
+    """
     if not path.is_file():
         return None
     try:
@@ -111,9 +209,27 @@ def read(path: Path, key: str) -> dict | None:
 
 
 def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dict:
-    """``compute()``'s result (a dict of tensors, numbers, lists and strings), from the
-    cache when an entry for ``(kind, parts)`` exists, else computed and stored. Tensors
-    come back on the CPU either way, as they are stored."""
+    """``compute()``'s result, from the cache when an entry for ``(kind, parts)`` exists,
+    else computed and stored.
+
+    Args:
+        kind: what is computed (see ``key_of``).
+        parts: everything that determines the result.
+        compute: returns a dict of tensors, numbers, lists and strings.
+
+    Returns:
+        The dict; its tensors on the CPU either way, as they are stored.
+
+    Example:
+        >>> calls = []
+        >>> def compute():
+        ...     calls.append(1)
+        ...     return {"total": torch.arange(4).sum()}
+        >>> cached("sum", {"n": 4}, compute), cached("sum", {"n": 4}, compute)
+        ({'total': tensor(6)}, {'total': tensor(6)})
+        >>> len(calls)
+        1
+    """
     key = key_of(kind, parts)
     path = cache_dir() / f"{key}.pt"
     value = read(path, key)
@@ -139,7 +255,20 @@ def _on_host(value: Any) -> Any:
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """``fn(*args, **kwargs)``, cached by the function's name and its arguments' content.
-    For functions of tensors, modules and datasets that return tensors (or dicts and
-    lists of them)."""
+
+    Args:
+        fn: a function of tensors, modules, datasets and plain values that returns tensors
+            (or dicts and lists of them).
+        *args: its positional arguments.
+        **kwargs: its keyword arguments.
+
+    Returns:
+        What ``fn`` returns (tensors on the CPU), computed at most once per content.
+
+    Example:
+        >>> call(torch.outer, torch.ones(2), torch.arange(3.0))
+        tensor([[0., 1., 2.],
+                [0., 1., 2.]])
+    """
     kind = f"{fn.__module__}.{fn.__qualname__}".replace("subnets.", "")
     return cached(kind, {"args": list(args), "kwargs": kwargs}, lambda: fn(*args, **kwargs))

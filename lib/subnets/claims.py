@@ -35,7 +35,8 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["Estimate", "Rule", "Verdict", "Claim", "verdict", "paired_bootstrap",
-           "bootstrap", "seed_interval", "claims_frame", "claims_table", "verdict_counts",
+           "bootstrap", "seed_interval", "claims_frame", "claims_table", "brief_table",
+           "verdict_counts",
            "scale_comparison",
            "HELD", "NOT_HELD", "NOT_DECIDED", "SETTING", "LEVEL", "SCOPES"]
 
@@ -46,24 +47,40 @@ SCOPES = ("trained", "initialisation", "method")
 
 @dataclass(frozen=True)
 class Estimate:
-    """A number with an optional interval and how the interval was obtained."""
+    """A number with an optional interval and how the interval was obtained.
+
+    Args:
+        value: the estimate.
+        low: the interval's lower end, or None (a point estimate).
+        high: its upper end, or None.
+        method: how the interval was obtained, e.g. "bootstrap over 1000 test images,
+            1000 resamples".
+        seeds: the training seeds the value is over (0: not a seed statistic).
+
+    Example:
+        >>> Estimate(0.5, 0.4, 0.6).format(".2f"), Estimate(float("nan")).format()
+        ('0.50 [0.40, 0.60]', 'nan')
+    """
 
     value: float
     low: float | None = None
     high: float | None = None
-    method: str = ""  # e.g. "bootstrap over 1000 test images, 1000 resamples"
-    seeds: int = 0  # training seeds the value is over (0: not a seed statistic)
+    method: str = ""
+    seeds: int = 0
 
     @property
     def has_interval(self) -> bool:
+        """Whether both ends of the interval are given."""
         return self.low is not None and self.high is not None
 
     @property
     def is_nan(self) -> bool:
+        """Whether the value or an end of its interval is missing or NaN."""
         numbers = [self.value] + ([self.low, self.high] if self.has_interval else [])
         return any(x is None or (isinstance(x, float) and math.isnan(x)) for x in numbers)
 
     def format(self, fmt: str = ".3f") -> str:
+        """The value, and its interval in brackets, in format ``fmt``; "nan" if undefined."""
         if self.is_nan:
             return "nan"
         text = f"{self.value:{fmt}}"
@@ -72,7 +89,19 @@ class Estimate:
 
 @dataclass(frozen=True)
 class Rule:
-    """``op`` is ">", "<" or "within"; see the module doc for how the margin reads."""
+    """How a claim is decided (the module doc says how the margin reads).
+
+    Args:
+        op: ">", "<" or "within".
+        threshold: the paper's value or the level to pass.
+        margin: how far past the threshold (for "within": the band's half-width), >= 0.
+
+    Example:
+        >>> Rule(">", 0.5, 0.1).cut, Rule(">", 0.5, 0.1).describe()
+        (0.6, 'x > 0.5 + 0.1')
+        >>> Rule("within", 1.0, 0.2).describe()
+        '|x - 1| <= 0.2'
+    """
 
     op: str
     threshold: float
@@ -90,6 +119,7 @@ class Rule:
         return self.threshold + self.margin if self.op == ">" else self.threshold - self.margin
 
     def describe(self, fmt: str = ".3g") -> str:
+        """The rule as the table shows it, numbers in format ``fmt``."""
         if self.op == "within":
             return f"|x - {self.threshold:{fmt}}| <= {self.margin:{fmt}}"
         shown = f"{self.threshold:{fmt}}" + (
@@ -99,12 +129,39 @@ class Rule:
 
 @dataclass(frozen=True)
 class Verdict:
-    outcome: str  # HELD, NOT_HELD, NOT_DECIDED or SETTING
+    """A decision and why.
+
+    Args:
+        outcome: ``HELD``, ``NOT_HELD``, ``NOT_DECIDED`` or ``SETTING``.
+        reason: what decided it, in words.
+
+    Example:
+        >>> Verdict(HELD, "estimate > 0.5").outcome
+        'held'
+    """
+
+    outcome: str
     reason: str
 
 
 def verdict(estimate: Estimate | float, rule: Rule) -> Verdict:
-    """Decide ``rule`` for ``estimate`` (see the module doc)."""
+    """Decide ``rule`` for ``estimate`` (the module doc says how).
+
+    Args:
+        estimate: an ``Estimate`` or a plain number (a point estimate).
+        rule: the rule.
+
+    Returns:
+        The ``Verdict``: held, not held or not decided, with the reason.
+
+    Example:
+        >>> verdict(Estimate(0.7, 0.62, 0.8), Rule(">", 0.5, 0.1))
+        Verdict(outcome='held', reason='interval > 0.6')
+        >>> verdict(Estimate(0.7, 0.55, 0.8), Rule(">", 0.5, 0.1)).outcome
+        'not decided'
+        >>> verdict(0.3, Rule("<", 0.5)).reason
+        'estimate < 0.5'
+    """
     est = estimate if isinstance(estimate, Estimate) else Estimate(float(estimate))
     if est.is_nan:
         return Verdict(NOT_DECIDED, "the estimate is undefined (nan)")
@@ -131,7 +188,25 @@ def verdict(estimate: Estimate | float, rule: Rule) -> Verdict:
 def bootstrap(values: Sequence[float] | np.ndarray, statistic: Callable = np.mean,
               n_resamples: int = 1000, seed: int = 0, level: float = LEVEL,
               unit: str = "images") -> Estimate:
-    """A percentile bootstrap interval of ``statistic`` over the rows of ``values``."""
+    """A percentile bootstrap interval of ``statistic`` over the rows of ``values``
+    (``paired_bootstrap`` of one sample).
+
+    Args:
+        values: one row per unit resampled (image, say); NaN rows are dropped.
+        statistic: a function of the rows (default: their mean).
+        n_resamples: bootstrap resamples.
+        seed: the resampling's seed.
+        level: the interval's coverage.
+        unit: what a row is, for the estimate's ``method``.
+
+    Returns:
+        The statistic with its interval.
+
+    Example:
+        >>> est = bootstrap([1.0, 2.0, 3.0, 4.0], n_resamples=200)
+        >>> est.value, est.low < est.value < est.high
+        (2.5, True)
+    """
     values = np.asarray(values, dtype=float)
     return paired_bootstrap(values, None, lambda a, _b: statistic(a), n_resamples,
                             seed, level, unit)
@@ -139,9 +214,31 @@ def bootstrap(values: Sequence[float] | np.ndarray, statistic: Callable = np.mea
 
 def paired_bootstrap(a, b=None, statistic: Callable | None = None, n_resamples: int = 1000,
                      seed: int = 0, level: float = LEVEL, unit: str = "images") -> Estimate:
-    """A percentile bootstrap interval of ``statistic(a, b)`` (default: mean(a) - mean(b))
-    resampling the same rows of ``a`` and ``b`` (paired: row i of both is one image).
-    Rows where either is NaN are dropped together, so the pairing holds."""
+    """A percentile bootstrap interval of ``statistic(a, b)``, resampling the same rows of
+    ``a`` and ``b`` (paired: row i of both is one image). Rows where either is NaN are
+    dropped together, so the pairing holds.
+
+    Args:
+        a: one row per unit.
+        b: as many rows, paired with ``a``'s, or None.
+        statistic: a function of (rows of a, rows of b or None) (default: mean(a) -
+            mean(b), or mean(a) without ``b``).
+        n_resamples: bootstrap resamples.
+        seed: the resampling's seed.
+        level: the interval's coverage.
+        unit: what a row is, for the estimate's ``method``.
+
+    Returns:
+        The statistic with its interval; NaN when no row is left.
+
+    Raises:
+        ValueError: when ``a`` and ``b`` differ in rows.
+
+    Example:
+        >>> est = paired_bootstrap([2.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0])
+        >>> est.value, (est.low, est.high)
+        (1.0, (1.0, 1.0))
+    """
     a = np.asarray(a, dtype=float)
     b = None if b is None else np.asarray(b, dtype=float)
     if b is not None and a.shape[0] != b.shape[0]:
@@ -170,7 +267,21 @@ def paired_bootstrap(a, b=None, statistic: Callable | None = None, n_resamples: 
 
 
 def seed_interval(values: Sequence[float], level: float = LEVEL) -> Estimate:
-    """Mean over seeds with a Student-t interval; a single seed gives no interval."""
+    """The mean over training seeds with a Student-t interval.
+
+    Args:
+        values: one value per seed.
+        level: the interval's coverage.
+
+    Returns:
+        The mean with its interval and ``seeds`` set; one seed gives no interval, none or
+        a NaN gives NaN.
+
+    Example:
+        >>> est = seed_interval([0.8, 0.82, 0.84])
+        >>> round(est.value, 2), est.seeds, round(float(est.high - est.value), 3)
+        (0.82, 3, 0.05)
+    """
     values = np.asarray(values, dtype=float)
     if len(values) == 0 or np.isnan(values).any():
         return Estimate(float("nan"))
@@ -196,6 +307,23 @@ class Claim:
     statistic on the placebo networks (``placebo``) and the seed interval of the paired
     difference (``gain``): build it with ``Claim.trained``. A method row says why the
     property holds of any network (``note``).
+
+    Args:
+        claim: what the paper claims, in words.
+        paper: the paper's value, as it states it.
+        ours: our estimate.
+        rule: how the claim is decided; None: a setting, shown and never judged.
+        control: the chance level or control the claim must beat.
+        shown: how our estimate is written, overriding ``ours.format``.
+        fmt: the numbers' format.
+        scope: one of ``SCOPES`` for a judged row.
+        placebo: the same statistic on the networks at initialisation (trained rows).
+        gain: the seed interval of trained - placebo (trained rows).
+        note: why a method row holds of any network.
+
+    Raises:
+        ValueError: naming the claim, for a judged row without a scope, a trained row
+            without its placebo, or a method row without its note.
 
     Example:
         >>> row = Claim.trained("accuracy beats chance", "0.9", [0.8, 0.82, 0.81],
@@ -235,7 +363,27 @@ class Claim:
         """A row about what training produced, from the statistic measured on each
         training seed's network (``trained``) and on the same network at initialisation
         (``placebo``, seed for seed): means and t-intervals over the seeds, and the
-        interval of the paired difference trained - placebo."""
+        interval of the paired difference trained - placebo.
+
+        Args:
+            claim: what the paper claims.
+            paper: the paper's value.
+            trained: the statistic on each seed's trained network.
+            placebo: the same on each seed's network at initialisation.
+            rule: how the claim is decided.
+            **fields: the other fields of ``Claim`` (``control``, ``shown``, ``fmt``).
+
+        Returns:
+            The row, scope "trained".
+
+        Example:
+            >>> row = Claim.trained("sparse", "90%", [0.9, 0.91, 0.92], [0.5, 0.5, 0.51],
+            ...                     Rule(">", 0.8))
+            >>> round(row.gain.value, 3), row.decide().outcome
+            (0.407, 'held')
+            >>> Claim.trained("sparse", "90%", [0.9], [0.5], Rule(">", 0.8)).decide().outcome
+            'not decided'
+        """
         trained, placebo = np.asarray(trained, float), np.asarray(placebo, float)
         if trained.shape != placebo.shape or trained.ndim != 1 or len(trained) == 0:
             raise ValueError(f"{claim!r}: trained and placebo need one value per seed each, "
@@ -246,9 +394,12 @@ class Claim:
 
     @property
     def estimate(self) -> Estimate:
+        """``ours`` as an ``Estimate``."""
         return _as_estimate(self.ours)
 
     def decide(self) -> Verdict:
+        """The row's verdict: its rule on our estimate and, for a trained row, on the gain
+        over the placebo (the module doc says how); ``SETTING`` without a rule."""
         if self.rule is None:
             return Verdict(SETTING, "fixed by construction: shown, not judged")
         own = verdict(self.estimate, self.rule)
@@ -287,9 +438,27 @@ _COLOURS = {HELD: "color: green", NOT_HELD: "color: firebrick", NOT_DECIDED: "co
            SETTING: "color: grey"}
 
 
-def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
+def claims_frame(claims: Sequence[Claim], numbers: bool = False) -> pd.DataFrame:
     """The rows as a plain table: claim, paper, scope, ours (with interval), the placebo's
-    value (and the trained - placebo difference), rule, control, verdict and its reason."""
+    value (and the trained - placebo difference), rule, control, verdict and its reason.
+
+    Args:
+        claims: the rows.
+        numbers: also the numbers behind the text, for the Scorecard's forest plot
+            (``plots.claims_forest``): ``value``, ``low``, ``high`` (ours), ``op``,
+            ``threshold``, ``margin`` (the rule), ``placebo``'s ``placebo_value``,
+            ``placebo_low``, ``placebo_high``; NaN (or "") where a row has none.
+
+    Returns:
+        One row per claim.
+
+    Example:
+        >>> row = Claim("accuracy", "0.9", Estimate(0.8, 0.7, 0.85), Rule(">", 0.5),
+        ...             scope="method", note="any network")
+        >>> claims_frame([row], numbers=True)[["verdict", "low", "op", "threshold"]]
+          verdict  low op  threshold
+        0    held  0.7  >        0.5
+    """
     rows = []
     for c in claims:
         v = c.decide()
@@ -301,31 +470,96 @@ def claims_frame(claims: Sequence[Claim]) -> pd.DataFrame:
             "placebo": _placebo_text(c),
             "interval": est.method or ("point estimate" if c.rule is not None else "—"),
             "rule": "—" if c.rule is None else c.rule.describe(),
-            "control": c.control, "verdict": v.outcome, "why": v.reason})
+            "control": c.control, "verdict": v.outcome, "why": v.reason,
+            **(_numbers(c) if numbers else {})})
     return pd.DataFrame(rows)
+
+
+def _numbers(c: Claim) -> dict:
+    def three(e: Estimate | float | None) -> list[float]:
+        e = Estimate(math.nan) if e is None else _as_estimate(e)
+        ends = [e.low, e.high] if e.has_interval else [math.nan, math.nan]
+        return [math.nan if x is None else float(x) for x in [e.value, *ends]]
+
+    rule = c.rule or Rule(">", math.nan)
+    return {**dict(zip(["value", "low", "high"], three(c.estimate))),
+            "op": c.rule.op if c.rule else "", "threshold": rule.threshold,
+            "margin": rule.margin,
+            **dict(zip(["placebo_value", "placebo_low", "placebo_high"], three(c.placebo)))}
 
 
 def claims_table(claims: Sequence[Claim], glue_name: str | None = None):
     """The styled "Paper vs this book" table; with ``glue_name`` also glued (myst-nb): the
-    full table as ``<glue_name>``, a brief one for the book's Scorecard page (claim,
-    paper, ours, placebo, scope, verdict; the verdict counts as its caption) as
-    ``<glue_name>_brief``, and the rows as JSON (``<glue_name>_rows``) so that a recorded
-    run can be read back claim by claim (``subnets.run.recorded_claims``)."""
-    frame = claims_frame(claims)
-    styled = _styled(frame, ["verdict"])
+    full table as ``<glue_name>``, a brief one for the book's Scorecard page
+    (``brief_table``) as ``<glue_name>_brief``, and the rows with their numbers as JSON
+    (``<glue_name>_rows``) so that a recorded run can be read back claim by claim
+    (``subnets.run.recorded_claims``) and the Scorecard can draw every judged row.
+
+    Args:
+        claims: the rows.
+        glue_name: the name to glue under, or None.
+
+    Returns:
+        A pandas ``Styler``, verdicts coloured.
+
+    Example:
+        >>> styled = claims_table([Claim("epochs", "90", 3)])
+        >>> styled.data.verdict.tolist()
+        ['setting']
+    """
+    styled = _styled(claims_frame(claims), ["verdict"])
     if glue_name is not None:
         from myst_nb import glue
 
-        brief = frame[["claim", "paper", "this book", "placebo", "scope", "verdict"]]
+        frame = claims_frame(claims, numbers=True)
         glue(glue_name, styled, display=False)
-        glue(f"{glue_name}_brief", _styled(brief, ["verdict"]).set_caption(
-            verdict_counts(frame)), display=False)
+        glue(f"{glue_name}_brief", brief_table(frame), display=False)
         glue(f"{glue_name}_rows", frame.to_json(orient="records"), display=False)
     return styled
 
 
+_MARKS = "ᵃᵇᶜᵈᵉᶠᵍʰⁱʲᵏˡᵐⁿᵒᵖʳˢᵗᵘᵛʷˣʸᶻ"
+
+
+def brief_table(frame: pd.DataFrame):
+    """A chapter's rows at a glance (the Scorecard): one line per claim with claim, paper,
+    ours, verdict and scope (its first word); every interval's method said once, in the
+    caption under the verdict counts, and marked on the numbers it belongs to.
+
+    Args:
+        frame: ``claims_frame``'s rows.
+
+    Returns:
+        A styled table (pandas Styler).
+
+    Example:
+        >>> rows = claims_frame([Claim("x", "1", Estimate(2.0, 1.0, 3.0, "t over 3 seeds"),
+        ...                            Rule(">", 0.0), scope="method", note="any network")])
+        >>> table = brief_table(rows)
+        >>> table.data["ours"].tolist(), table.caption.split("Intervals: ")[1]
+        (['2.000 [1.000, 3.000] ᵃ'], 'ᵃ t over 3 seeds.')
+    """
+    methods = [m for m in dict.fromkeys(frame.interval)
+               if m not in ("—", "point estimate", "")]
+    marks = dict(zip(methods, _MARKS))
+    brief = pd.DataFrame({
+        "claim": frame.claim, "paper": frame.paper,
+        "ours": [text + (f" {marks[m]}" if m in marks else "")
+                 for text, m in zip(frame["this book"], frame.interval)],
+        "verdict": frame.verdict, "scope": frame.scope.str.split(":").str[0]})
+    caption = verdict_counts(frame) + (
+        ". Intervals: " + "; ".join(f"{marks[m]} {m}" for m in methods) + "." if methods else "")
+    return _styled(brief, ["verdict"]).set_caption(caption)
+
+
 def verdict_counts(frame: pd.DataFrame) -> str:
     """One line counting a claims frame's verdicts, judged rows by scope.
+
+    Args:
+        frame: ``claims_frame``'s table (its verdict and scope columns).
+
+    Returns:
+        The line.
 
     Example:
         >>> verdict_counts(pd.DataFrame({"verdict": ["held", "not held", "setting"],
@@ -346,8 +580,23 @@ def _styled(frame: pd.DataFrame, verdicts: list[str]):
 def scale_comparison(claims: Sequence[Claim], record=None, glue_name: str | None = None):
     """This run's verdicts beside a recorded larger-scale run's, claim by claim. Rows are
     matched by the claim's text; a claim that only one run has shows a dash in the
-    other's columns. ``record`` is ``subnets.run.recorded_claims(chapter)`` (its
-    ``claims`` frame and ``summary`` line), None while the chapter has no record."""
+    other's columns.
+
+    Args:
+        claims: this run's rows.
+        record: ``subnets.run.recorded_claims(chapter)`` (its ``claims`` frame and
+            ``summary`` line), None while the chapter has no record.
+        glue_name: the name to glue the table under (myst-nb), or None.
+
+    Returns:
+        A pandas ``Styler``: claim, paper, CI scale, CI verdict, larger scale, larger
+        verdict.
+
+    Example:
+        >>> styled = scale_comparison([Claim("epochs", "90", 3)])
+        >>> styled.data["larger scale"].tolist()
+        ['not recorded yet']
+    """
     ours = claims_frame(claims)[["claim", "paper", "this book", "verdict"]].rename(
         columns={"this book": "CI scale", "verdict": "CI verdict"})
     if record is None:

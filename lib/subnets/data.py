@@ -47,11 +47,29 @@ _SPLIT_FOLDERS = {"train": ("train", "training"), "test": ("test", "val", "valid
 
 
 class DataNotFoundError(FileNotFoundError):
-    """A dataset's files are missing; the message says where to put them."""
+    """A dataset's files are missing; the message says where to put them.
+
+    Example:
+        >>> import tempfile
+        >>> try:
+        ...     check(f"imagefolder:{tempfile.mkdtemp()}")
+        ... except DataNotFoundError as err:
+        ...     print(str(err).split(": ")[0], isinstance(err, FileNotFoundError))
+        imagefolder True
+    """
 
 
 def data_dir() -> Path:
-    """``$SUBNETS_DATA`` if set, else the repository's ``data/`` folder."""
+    """The data folder: ``$SUBNETS_DATA`` if set, else the repository's ``data/`` folder.
+
+    Returns:
+        The folder, ``~`` expanded.
+
+    Example:
+        >>> import os
+        >>> "SUBNETS_DATA" in os.environ or data_dir() == REPO_ROOT / "data"
+        True
+    """
     return Path(os.environ.get("SUBNETS_DATA", REPO_ROOT / "data")).expanduser()
 
 
@@ -59,6 +77,12 @@ def data_path(path: str | Path) -> Path:
     """Where a data path given as a parameter lies: ``~`` expanded, and a relative path
     taken inside the data folder (``data_dir()``), not the current folder (a chapter
     runs in notebooks/, a test in its own folder).
+
+    Args:
+        path: a folder or file as a reader gives it.
+
+    Returns:
+        The absolute path.
 
     Example:
         >>> data_path("/tmp/ships")
@@ -72,7 +96,28 @@ def data_path(path: str | Path) -> Path:
 
 @dataclass
 class ImageSet(Dataset):
-    """Images (uint8, N x C x H x W) with integer labels and class names."""
+    """Images with integer labels and class names, held as uint8 and served as floats in
+    [0, 1] (one image per item, or all at once with ``tensors``).
+
+    Args:
+        images: uint8, N x C x H x W.
+        labels: N class indices.
+        classes: the class names, by index.
+        name: the dataset's name (as ``load`` takes it).
+        black_background: whether objects lie on black (Fashion-MNIST), so that the
+            non-black pixels are a foreground mask (``foreground``).
+
+    Example:
+        >>> data = ImageSet(torch.full((4, 1, 2, 2), 255, dtype=torch.uint8),
+        ...                 torch.tensor([0, 1, 0, 1]), ["a", "b"], "toy")
+        >>> len(data), data.shape, data.num_classes
+        (4, (1, 2, 2), 2)
+        >>> images, labels = data.tensors([1, 2])
+        >>> images.amax().item(), labels.tolist()
+        (1.0, [1, 0])
+        >>> data.subset([0, 2]).labels.tolist()
+        [0, 0]
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -97,6 +142,7 @@ class ImageSet(Dataset):
 
     @property
     def num_classes(self) -> int:
+        """How many classes there are (``len(classes)``)."""
         return len(self.classes)
 
     @property
@@ -113,6 +159,7 @@ class ImageSet(Dataset):
         return images.float().div_(255), labels
 
     def subset(self, indices) -> ImageSet:
+        """The images and labels at ``indices``, with the same classes."""
         indices = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(self.images[indices], self.labels[indices], self.classes, self.name,
                         self.black_background)
@@ -132,12 +179,37 @@ class ImageSet(Dataset):
 
 
 def foreground(images: torch.Tensor, level: float = 0.0) -> torch.Tensor:
-    """Object masks (N x 1 x H x W, bool) of images drawn on black: any channel above ``level``."""
+    """Object masks of images drawn on black: where any channel is above ``level``.
+
+    Args:
+        images: N x C x H x W.
+        level: the brightest value that still counts as background.
+
+    Returns:
+        N x 1 x H x W, bool.
+
+    Example:
+        >>> foreground(torch.tensor([[[[0.0, 0.2]], [[0.0, 0.0]]]])).tolist()
+        [[[[False, True]]]]
+    """
     return images.amax(dim=1, keepdim=True) > level
 
 
 def balanced_indices(labels: torch.Tensor, per_class: int, seed: int = 0) -> torch.Tensor:
-    """Up to ``per_class`` random indices of every class, sorted; the same for the same seed."""
+    """Up to ``per_class`` random indices of every class, the same for the same seed.
+
+    Args:
+        labels: N class indices.
+        per_class: how many of each class (all of a class that has fewer).
+        seed: the draw's seed.
+
+    Returns:
+        The indices, sorted.
+
+    Example:
+        >>> balanced_indices(torch.tensor([0, 0, 0, 1, 1, 2]), per_class=2).tolist()
+        [0, 2, 3, 4, 5]
+    """
     g = torch.Generator().manual_seed(seed)
     chosen = []
     for c in labels.unique():
@@ -163,8 +235,22 @@ def _check_name(name: str) -> None:
 def check(name: str) -> None:
     """``_check_name``, then the dataset's layout on disk, before any work: the files a
     loader needs exist, every class folder holds images and every image file opens (its
-    header is read, not its pixels). Raises ``ValueError`` (``DataNotFoundError`` for
-    missing files) naming the folder or file."""
+    header is read, not its pixels).
+
+    Args:
+        name: a dataset as ``load`` takes it.
+
+    Raises:
+        ValueError: naming the bad name, folder or file.
+        DataNotFoundError: naming the missing files and where they go.
+
+    Example:
+        >>> check("fashion-mnist")
+        >>> check("mnist")
+        Traceback (most recent call last):
+        ...
+        ValueError: dataset: unknown dataset 'mnist'; expected one of ...
+    """
     _check_name(name)
     kind, _, path = name.partition(":")
     if kind == "fashion-mnist":
@@ -205,7 +291,18 @@ def _holds_images(folder: Path) -> bool:
 
 def class_names(name: str) -> list[str]:
     """The class names of dataset ``name`` without loading its images: for folders, the
-    sub-folders that hold images (INRIA's ``annotations/`` is not a class)."""
+    sub-folders that hold images (INRIA's ``annotations/`` is not a class).
+
+    Args:
+        name: a dataset as ``load`` takes it.
+
+    Returns:
+        The names, by class index.
+
+    Example:
+        >>> class_names("fashion-mnist")[:3]
+        ['T-shirt/top', 'Trouser', 'Pullover']
+    """
     kind, _, path = name.partition(":")
     if kind == "fashion-mnist":
         return list(FASHION_MNIST_CLASSES)
@@ -221,12 +318,30 @@ def class_names(name: str) -> list[str]:
 
 def load(name: str = "fashion-mnist", split: str = "train", image_size: int | None = None,
          n: int = 0, seed: int = 0) -> ImageSet:
-    """Load ``split`` ('train' or 'test') of dataset ``name`` (see the module doc).
+    """One split of a dataset, in memory.
 
-    ``image_size`` resizes to a square side (imagefolder needs it; others keep their size
-    when it is None). ``n`` > 0 keeps a class-balanced random subset of about ``n`` images:
-    ``n // classes`` of each class (at least one; all of a class that has fewer), drawn
-    with ``seed`` (``balanced_indices``); ``n`` = 0 keeps every image.
+    Args:
+        name: ``fashion-mnist``, ``cifar10[:<folder>]``, ``imagefolder:<folder>`` or
+            ``tiny-imagenet:<folder>`` (see the module doc).
+        split: "train" or "test".
+        image_size: a square side to resize to (imagefolder needs it; the others keep
+            their size when it is None).
+        n: > 0 keeps a class-balanced random subset of about ``n`` images, ``n // classes``
+            of each class (at least one; all of a class that has fewer), drawn with
+            ``seed`` (``balanced_indices``); 0 keeps every image.
+        seed: the subset's seed.
+
+    Returns:
+        The ``ImageSet``.
+
+    Raises:
+        ValueError: naming a bad ``split``, ``n`` or dataset name.
+        DataNotFoundError: when the files are missing, saying where to put them.
+
+    Example:
+        >>> test = load("fashion-mnist", "test", n=20)
+        >>> len(test), test.shape, test.labels.bincount().tolist()
+        (20, (1, 28, 28), [2, 2, 2, 2, 2, 2, 2, 2, 2, 2])
     """
     if split not in ("train", "test"):
         raise ValueError(f"split: expected 'train' or 'test', got {split!r}")

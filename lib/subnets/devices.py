@@ -27,7 +27,15 @@ META = torch.device("meta")
 
 
 def available() -> list[str]:
-    """Device kinds this machine can run on, best first."""
+    """The device kinds this machine can run on.
+
+    Returns:
+        Kinds, best first: "cuda", "mps", then always "cpu".
+
+    Example:
+        >>> available()[-1]
+        'cpu'
+    """
     found = []
     if torch.cuda.is_available():
         found.append("cuda")
@@ -39,8 +47,25 @@ def available() -> list[str]:
 def device(spec: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks cuda (under ``torchrun``, the process's ``LOCAL_RANK``-th GPU), then
     mps, then cpu; ``"cuda"``, ``"cuda:1"``, ``"mps"`` and
-    ``"cpu"`` are taken as given when this machine has them. Anything else raises
-    ``ValueError`` naming the value and what is available."""
+    ``"cpu"`` are taken as given when this machine has them.
+
+    Args:
+        spec: "auto", a device name, or a ``torch.device``.
+
+    Returns:
+        The device.
+
+    Raises:
+        ValueError: naming the value and what is available, for anything else.
+
+    Example:
+        >>> device("cpu")
+        device(type='cpu')
+        >>> device("tpu")
+        Traceback (most recent call last):
+        ...
+        ValueError: device: unknown device 'tpu'; expected 'auto' or one of [...]
+    """
     if isinstance(spec, torch.device):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -66,7 +91,18 @@ def device(spec: str | torch.device = "auto") -> torch.device:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """The device of the model's first parameter (or buffer); CPU for a model with neither."""
+    """The device a model runs on: that of its first parameter (or buffer).
+
+    Args:
+        model: the model.
+
+    Returns:
+        The device; CPU for a model with neither.
+
+    Example:
+        >>> model_device(nn.Linear(2, 2)), model_device(nn.ReLU())
+        (device(type='cpu'), device(type='cpu'))
+    """
     for tensor in model.parameters():
         return tensor.device
     for tensor in model.buffers():
@@ -75,7 +111,20 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def to_model(model: nn.Module, *tensors: torch.Tensor):
-    """``tensors`` moved to ``model``'s device (one tensor in, one out)."""
+    """Tensors moved to ``model``'s device (asynchronously where the copy allows).
+
+    Args:
+        model: the model.
+        *tensors: tensors (anything else passes through).
+
+    Returns:
+        The moved tensors as a tuple; one tensor in, one out.
+
+    Example:
+        >>> x, y = to_model(nn.Linear(2, 2), torch.zeros(2), torch.ones(2))
+        >>> x.device == y.device == CPU
+        True
+    """
     dev = model_device(model)
     moved = tuple(t.to(dev, non_blocking=True) if isinstance(t, torch.Tensor) else t
                   for t in tensors)
@@ -83,13 +132,35 @@ def to_model(model: nn.Module, *tensors: torch.Tensor):
 
 
 def to_host(*tensors: torch.Tensor):
-    """``tensors`` detached and moved to the CPU, where results are returned (one in, one out)."""
+    """Tensors detached and moved to the CPU, where results are returned.
+
+    Args:
+        *tensors: tensors (anything else passes through).
+
+    Returns:
+        The moved tensors as a tuple; one tensor in, one out.
+
+    Example:
+        >>> to_host(torch.ones(2, requires_grad=True))
+        tensor([1., 1.])
+    """
     moved = tuple(t.detach().to(CPU) if isinstance(t, torch.Tensor) else t for t in tensors)
     return moved[0] if len(moved) == 1 else moved
 
 
 def is_cuda(where: nn.Module | torch.Tensor | torch.device) -> bool:
-    """Whether a model, a tensor or a device is on CUDA."""
+    """Whether a model, a tensor or a device is on CUDA.
+
+    Args:
+        where: a model, a tensor or a device.
+
+    Returns:
+        True on CUDA.
+
+    Example:
+        >>> is_cuda(CPU), is_cuda(torch.zeros(1)), is_cuda(nn.Linear(1, 1))
+        (False, False, False)
+    """
     if isinstance(where, nn.Module):
         where = model_device(where)
     elif isinstance(where, torch.Tensor):
@@ -98,8 +169,20 @@ def is_cuda(where: nn.Module | torch.Tensor | torch.device) -> bool:
 
 
 def upload(model: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
-    """``tensor`` on ``model``'s device; a host tensor bound for CUDA goes through pinned
-    memory, so the copy runs asynchronously."""
+    """A tensor on ``model``'s device; a host tensor bound for CUDA goes through pinned
+    memory, so the copy runs asynchronously.
+
+    Args:
+        model: the model.
+        tensor: the tensor.
+
+    Returns:
+        The tensor on the model's device.
+
+    Example:
+        >>> upload(nn.Linear(2, 2), torch.zeros(3)).device
+        device(type='cpu')
+    """
     if is_cuda(model) and tensor.device.type == CPU.type:
         tensor = tensor.pin_memory()
     return to_model(model, tensor)
@@ -110,7 +193,18 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 def fast_bf16(where: nn.Module | torch.device) -> bool:
     """Whether bf16 autocast runs faster than float32 on this device: CUDA with bf16
-    support, or a CPU with AVX-512 BF16 or AMX tiles (where oneDNN has bf16 kernels)."""
+    support, or a CPU with AVX-512 BF16 or AMX tiles (where oneDNN has bf16 kernels).
+
+    Args:
+        where: a model or a device.
+
+    Returns:
+        True where "auto" precision means bf16.
+
+    Example:
+        >>> fast_bf16(META)
+        False
+    """
     dev = model_device(where) if isinstance(where, nn.Module) else where
     if dev.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -123,6 +217,16 @@ def precision(model: nn.Module, spec: str = "auto") -> str:
     """The arithmetic that ``spec`` means for ``model``'s device: "bf16" (autocast) or
     "fp32". "auto" is bf16 where it is fast (``fast_bf16``), fp32 elsewhere; "bf16" on a
     device without bf16 raises ``ValueError``.
+
+    Args:
+        model: the model.
+        spec: one of ``PRECISIONS``.
+
+    Returns:
+        "bf16" or "fp32".
+
+    Raises:
+        ValueError: naming ``precision``.
 
     Example:
         >>> precision(torch.nn.Linear(2, 2), "fp32")
@@ -139,7 +243,21 @@ def precision(model: nn.Module, spec: str = "auto") -> str:
 
 def autocast(model: nn.Module, spec: str = "fp32"):
     """The autocast context of ``precision(model, spec)``: bf16 autocast on the model's
-    device, or nothing (plain float32, bit for bit what it always was)."""
+    device, or nothing (plain float32, bit for bit what it always was).
+
+    Args:
+        model: the model.
+        spec: one of ``PRECISIONS``.
+
+    Returns:
+        A context manager.
+
+    Example:
+        >>> net = nn.Linear(2, 2)
+        >>> with autocast(net, "fp32"):
+        ...     net(torch.ones(1, 2)).dtype
+        torch.float32
+    """
     if precision(model, spec) == "bf16":
         return torch.autocast(model_device(model).type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -148,7 +266,16 @@ def autocast(model: nn.Module, spec: str = "fp32"):
 @contextlib.contextmanager
 def tuned_kernels(model: nn.Module):
     """On CUDA, cuDNN picks the fastest convolution algorithms inside the block (possibly
-    non-deterministic ones); nothing changes on other devices."""
+    non-deterministic ones); nothing changes on other devices.
+
+    Args:
+        model: the model trained inside the block.
+
+    Example:
+        >>> with tuned_kernels(nn.Linear(2, 2)):
+        ...     torch.backends.cudnn.benchmark
+        False
+    """
     if not is_cuda(model):
         yield
         return
@@ -162,7 +289,18 @@ def tuned_kernels(model: nn.Module):
 
 def loader_options(model: nn.Module) -> dict:
     """``DataLoader`` options that feed ``model``'s device: pinned memory and worker
-    processes for CUDA, none (today's single-process loading) elsewhere."""
+    processes for CUDA, none (today's single-process loading) elsewhere.
+
+    Args:
+        model: the model the loader feeds.
+
+    Returns:
+        Keyword arguments for ``DataLoader``.
+
+    Example:
+        >>> loader_options(nn.Linear(2, 2))
+        {}
+    """
     if not is_cuda(model):
         return {}
     workers = min(4, (os.cpu_count() or 1) - 1)
@@ -172,7 +310,19 @@ def loader_options(model: nn.Module) -> dict:
 def room_for(model: nn.Module, nbytes: int) -> bool:
     """Whether ``nbytes`` of data may stay on ``model``'s device for a whole run: always on
     the CPU (nothing is copied), on CUDA while it takes at most a quarter of the free
-    memory, on other accelerators up to 1 GiB."""
+    memory, on other accelerators up to 1 GiB.
+
+    Args:
+        model: the model.
+        nbytes: the data's size in bytes.
+
+    Returns:
+        True if the data may stay.
+
+    Example:
+        >>> room_for(nn.Linear(2, 2), 2**40)
+        True
+    """
     dev = model_device(model)
     if dev.type == CPU.type:
         return True
@@ -185,6 +335,17 @@ def room_for(model: nn.Module, nbytes: int) -> bool:
 def key_kind(value: torch.Tensor | nn.Module) -> str | None:
     """The device kind a cache key records for a tensor or module: None on the CPU (CPU
     keys stay device-free), else the kind ("cuda", "mps"), whose results may differ from
-    the CPU's (bf16 autocast, non-deterministic kernels)."""
+    the CPU's (bf16 autocast, non-deterministic kernels).
+
+    Args:
+        value: a tensor or a module.
+
+    Returns:
+        The kind, or None on the CPU.
+
+    Example:
+        >>> key_kind(torch.zeros(1)), key_kind(torch.zeros(1, device=META))
+        (None, 'meta')
+    """
     dev = value.device if isinstance(value, torch.Tensor) else model_device(value)
     return None if dev.type == CPU.type else dev.type

@@ -31,15 +31,15 @@ from matplotlib.path import Path as Polygon
 from torch import nn
 from torch.nn import functional as F
 
-from . import cache
+from . import cache, upsampling
 from .data import DataNotFoundError, ImageSet, data_path, foreground
 from .devices import to_host, to_model
-from .hooks import Recorder, activation_after, conv_layers, is_shortcut, layer
+from .hooks import Recorder, activation_after, conv_layers, layer
 from .progress import bar
 
 __all__ = ["CATEGORIES", "COLORS", "LUMINANCE", "ProbeSet", "concat", "dataset_probe",
            "concept_images", "synthetic_probe", "grey_colour_groups", "grey", "load_broden",
-           "TopQuantile", "Thresholds", "upsample", "Dissection", "NetDissect", "unit_layers",
+           "TopQuantile", "Thresholds", "Dissection", "NetDissect", "unit_layers",
            "unit_sites", "ranking_agreement"]
 
 # Broden's pixel-level categories; its scene and texture labels cover whole images and are
@@ -548,24 +548,6 @@ class Thresholds:
         return maps > level.view(1, -1, 1, 1)
 
 
-def _bilinear_matrix(size_in: int, size_out: int) -> torch.Tensor:
-    """``size_out x size_in`` weights of 1-d linear interpolation (``align_corners=False``)."""
-    eye = torch.eye(size_in).view(size_in, 1, size_in)
-    weights = F.interpolate(eye, size=size_out, mode="linear", align_corners=False)
-    return weights[:, 0].T.contiguous()
-
-
-def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``F.interpolate(maps, size, mode="bilinear", align_corners=False)``, computed as two
-    small matrix products (separable weights): several times faster on a CPU for the small
-    maps of deep layers."""
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    rows = _bilinear_matrix(maps.shape[-2], size[0]).to(maps.device)
-    cols = _bilinear_matrix(maps.shape[-1], size[1]).to(maps.device)
-    return rows @ maps @ cols.T
-
-
 @dataclass
 class Dissection:
     """What ``NetDissect.attribute`` returns: per dissected layer, the units' thresholds
@@ -618,7 +600,7 @@ class Dissection:
         model.eval()
         with Recorder(model, [name]) as rec:
             model(to_model(model, probe.tensors(indices)))
-        maps = to_host(upsample(rec.outputs[name][:, unit:unit + 1], probe.mask_size))
+        maps = to_host(upsampling.bilinear(rec.outputs[name][:, unit:unit + 1], probe.mask_size))
         return maps[:, 0], self.thresholds.segment(name, maps, slice(unit, unit + 1))[:, 0]
 
 
@@ -714,7 +696,7 @@ class NetDissect:
                     # Upsampled maps of a wide layer are large: a few images at a time.
                     chunk = max(1, 2 ** 24 // (units * labels.shape[-1]))
                     for i in range(0, len(idx), chunk):
-                        maps = upsample(out[i:i + chunk], probe.mask_size)
+                        maps = upsampling.bilinear(out[i:i + chunk], probe.mask_size)
                         fired = thresholds.segment(name, maps).flatten(2).float()
                         inter[name] += torch.bmm(
                             fired, labels[i:i + chunk].transpose(1, 2)).sum(0).double()
@@ -733,9 +715,7 @@ def unit_layers(model: nn.Module) -> list[str]:
     (``hooks.activation_after`` of every ``nn.Conv2d``, projection shortcuts aside, that
     has one). These outputs are the units the paper dissects, ranks and ablates."""
     names = []
-    for conv in conv_layers(model):
-        if is_shortcut(conv):
-            continue
+    for conv in conv_layers(model, shortcuts=False):
         # A conv whose activation is a shared module defined earlier (torchvision's
         # BasicBlock.conv2) has none after it and is left out.
         with contextlib.suppress(ValueError):
@@ -751,12 +731,12 @@ def unit_sites(model: nn.Module, names: list[str]) -> dict[str, str]:
     conv-BN-ReLU unit both places give the same network output."""
     modules = list(model.named_modules())
     position = {name: i for i, (name, _) in enumerate(modules)}
+    main_path = set(conv_layers(model, shortcuts=False))
     sites = {}
     for name in names:
         if name not in position:
             raise KeyError(f"layer {name!r} not in {type(model).__name__}")
-        convs = [i for i in range(position[name]) if isinstance(modules[i][1], nn.Conv2d)
-                 and not is_shortcut(modules[i][0])]
+        convs = [i for i in range(position[name]) if modules[i][0] in main_path]
         if not convs:
             raise ValueError(f"layer {name!r} follows no conv")
         after = modules[convs[-1] + 1] if convs[-1] + 1 < len(modules) else None

@@ -38,10 +38,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, devices, hooks, metrics
+from . import cache, devices, hooks, metrics, upsampling
 from .devices import to_host, to_model
 from .progress import bar
-from .train import Objective, TrainConfig, config_key, data_identity, run_training
+from .train import Objective, TrainConfig, config_key, data_identity, predicted_labels, run_training
 
 __all__ = [
     "ClassSpecificGates",
@@ -314,8 +314,9 @@ def linear_macs(fc: nn.Linear) -> int:
 
 
 def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per instance, 1.0 where the arg-max of ``logits`` is the label, else 0.0 (on the CPU)."""
-    return to_host((logits.argmax(1) == labels.to(logits.device)).float())
+    """Per instance, 1.0 where the predicted label of ``logits`` is the label, else 0.0 (on
+    the CPU)."""
+    return to_host((predicted_labels(logits) == labels.to(logits.device)).float())
 
 
 @torch.no_grad()
@@ -486,8 +487,7 @@ def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, in
                          f"got {channels.shape[0]}")
     channels = channels.to(maps.device)
     picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-    return nn.functional.interpolate(picked.mean(1, keepdim=True), size=size, mode="bilinear",
-                                     align_corners=False)
+    return upsampling.bilinear(picked.mean(1, keepdim=True), size)
 
 
 def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,

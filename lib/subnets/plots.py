@@ -18,13 +18,24 @@ from .progress import headless
 
 __all__ = ["as_image", "map_comparison", "table_heatmap", "class_histograms", "gates_and_sets",
            "explorer", "probe_labels", "detector_bars", "unit_examples", "unit_class_bars",
-           "ablation_bars", "agreement_by_layer"]
+           "ablation_bars", "agreement_by_layer", "claims_forest"]
 
 sns.set_theme(context="notebook", style="white")
 
 
 def as_image(x: torch.Tensor) -> np.ndarray:
-    """C x H x W in [0, 1] to what imshow takes (H x W grey or H x W x 3)."""
+    """An image tensor as ``imshow`` takes it.
+
+    Args:
+        x: C x H x W in [0, 1], on any device.
+
+    Returns:
+        H x W for one channel, else H x W x 3.
+
+    Example:
+        >>> as_image(torch.zeros(1, 4, 5)).shape, as_image(torch.zeros(3, 4, 5)).shape
+        ((4, 5), (4, 5, 3))
+    """
     x = to_host(x)
     return x[0].numpy() if x.shape[0] == 1 else x.permute(1, 2, 0).numpy()
 
@@ -37,6 +48,23 @@ def map_comparison(images: torch.Tensor, maps: dict[str, torch.Tensor],
     With ``shared_scale`` every map of a column uses the same colour range (0 to the
     column's largest value), so a weaker map looks weaker; otherwise each map is
     stretched to its own maximum.
+
+    Args:
+        images: N x C x H x W in [0, 1].
+        maps: row label -> N x 1 x H x W maps.
+        titles: one title per image, or None.
+        shared_scale: one colour range per column.
+        alpha: the maps' opacity.
+        cmap: the maps' colour map.
+
+    Returns:
+        The figure: ``len(maps) + 1`` rows, N columns.
+
+    Example:
+        >>> fig = map_comparison(torch.rand(3, 1, 8, 8), {"saliency": torch.rand(3, 1, 8, 8)})
+        >>> len(fig.axes)
+        6
+        >>> plt.close(fig)
     """
     n, rows = len(images), len(maps) + 1
     fig, axes = plt.subplots(rows, n, figsize=(1.6 * n, 1.6 * rows), squeeze=False)
@@ -61,7 +89,25 @@ def map_comparison(images: torch.Tensor, maps: dict[str, torch.Tensor],
 
 def table_heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: str = "viridis",
                   ax: plt.Axes | None = None, **kwargs) -> plt.Axes:
-    """A DataFrame as an annotated seaborn heatmap."""
+    """A DataFrame as a seaborn heatmap, annotated when it has at most 200 cells.
+
+    Args:
+        table: the numbers (index and columns label the axes).
+        title: the title.
+        fmt: the annotations' format.
+        cmap: the colour map.
+        ax: the axes to draw on (None: a new figure sized to the table).
+        **kwargs: ``sns.heatmap``'s other options (``vmin``, ``vmax``, ...).
+
+    Returns:
+        The axes.
+
+    Example:
+        >>> ax = table_heatmap(pd.DataFrame([[0.1, 0.2], [0.3, 0.4]]), title="toy")
+        >>> ax.get_title(), len(ax.texts)
+        ('toy', 4)
+        >>> plt.close(ax.figure)
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(0.6 * table.shape[1] + 2.5, 0.4 * table.shape[0] + 1.5))
     sns.heatmap(table, annot=table.size <= 200, fmt=fmt, cmap=cmap, ax=ax, **kwargs)
@@ -72,7 +118,24 @@ def table_heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", cmap: 
 def class_histograms(histograms: torch.Tensor, kept: torch.Tensor, classes: list[str],
                      title: str = "", ylabel: str = "count") -> plt.Figure:
     """One bar chart per class (row of ``histograms``, C x D counts) over the feature
-    index, the ``kept`` (C x D booleans) bars in red, the others grey (chapter 4, Fig. 2)."""
+    index, the ``kept`` (C x D booleans) bars in red, the others grey (chapter 4, Fig. 2).
+
+    Args:
+        histograms: C x D counts.
+        kept: C x D booleans.
+        classes: the C class names.
+        title: the figure's title.
+        ylabel: the y axis's label.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = class_histograms(torch.rand(3, 5), torch.rand(3, 5) > 0.5, ["a", "b", "c"])
+        >>> [ax.get_title() for ax in fig.axes]
+        ['0: a', '1: b', '2: c', '']
+        >>> plt.close(fig)
+    """
     n = len(classes)
     cols = min(n, (n + 1) // 2) if n > 2 else n
     rows = -(-n // cols)
@@ -96,7 +159,23 @@ def class_histograms(histograms: torch.Tensor, kept: torch.Tensor, classes: list
 def gates_and_sets(gates: torch.Tensor, kept: torch.Tensor, classes: list[str],
                    title: str = "kept features") -> plt.Figure:
     """A gate matrix (C x D, in [0, 1]) beside a C x D boolean set matrix on the same
-    feature axis, each with its colour bar (chapter 4: gates vs influential features)."""
+    feature axis, each with its colour bar (chapter 4: gates vs influential features).
+
+    Args:
+        gates: C x D gate values in [0, 1].
+        kept: C x D booleans.
+        classes: the C class names.
+        title: the right panel's title.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = gates_and_sets(torch.rand(2, 6), torch.rand(2, 6) > 0.5, ["a", "b"])
+        >>> [ax.get_title() for ax in fig.axes[:2]]
+        ['gate matrix G', 'kept features']
+        >>> plt.close(fig)
+    """
     fig, axes = plt.subplots(1, 2, figsize=(14, 0.3 * len(classes) + 1.6), sharey=True)
     sns.heatmap(pd.DataFrame(gates.numpy(), index=classes), ax=axes[0], cmap="viridis",
                 vmin=0, vmax=1, cbar_kws={"label": "gate"})
@@ -112,7 +191,16 @@ def explorer(function: Callable[..., None], controls: Callable[[], dict]) -> Non
     """``ipywidgets.interact(function, **controls())`` when a person runs the notebook; in
     a headless run (``subnets.progress.headless``: the book build, papermill, the tests)
     ``function()`` once with its own defaults instead, so that its code runs and no
-    widget opens a comm. ``controls`` builds the widgets only when they are wanted."""
+    widget opens a comm. ``controls`` builds the widgets only when they are wanted.
+
+    Args:
+        function: draws one view; every argument has a default.
+        controls: returns argument name -> widget (or anything ``interact`` takes).
+
+    Example:
+        >>> explorer(lambda unit=3: print("unit", unit), lambda: {"unit": (0, 7)})
+        unit 3
+    """
     if headless():
         function()
         return
@@ -124,7 +212,22 @@ def explorer(function: Callable[..., None], controls: Callable[[], dict]) -> Non
 def probe_labels(probe: ProbeSet, n: int = 6) -> plt.Figure:
     """The first ``n`` images of a dissection probe set (chapter 2) and, one row per
     category, the label of every pixel: one colour per concept present in the image (its
-    legend), unlabelled pixels white."""
+    legend), unlabelled pixels white.
+
+    Args:
+        probe: the probe set.
+        n: how many images.
+
+    Returns:
+        The figure: one row for the images and one per category, ``n`` columns.
+
+    Example:
+        >>> from subnets.dissection import synthetic_probe
+        >>> fig = probe_labels(synthetic_probe(2, image_size=16), n=2)
+        >>> len(fig.axes) == 2 * (len(CATEGORIES) + 1)
+        True
+        >>> plt.close(fig)
+    """
     rows = CATEGORIES
     fig, axes = plt.subplots(len(rows) + 1, n, figsize=(1.6 * n, 1.9 * (len(rows) + 1)),
                              squeeze=False)
@@ -159,7 +262,24 @@ def probe_labels(probe: ProbeSet, n: int = 6) -> plt.Figure:
 def detector_bars(counts: pd.DataFrame, title: str = "", ax: plt.Axes | None = None,
                   legend: bool = True) -> plt.Axes:
     """Network Dissection's detector counts (chapter 2, Fig. 2; ``Dissection.detectors``:
-    layers x categories) as bars stacked by category, one colour per category."""
+    layers x categories) as bars stacked by category, one colour per category.
+
+    Args:
+        counts: layers x categories.
+        title: the title.
+        ax: the axes to draw on (None: a new figure).
+        legend: draw the categories' legend.
+
+    Returns:
+        The axes.
+
+    Example:
+        >>> counts = pd.DataFrame({"colour": [3, 1], "object": [0, 2]}, index=["c1", "c2"])
+        >>> ax = detector_bars(counts)
+        >>> len(ax.patches), ax.get_ylabel()
+        (4, 'detectors')
+        >>> plt.close(ax.figure)
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3.2))
     counts.plot.bar(stacked=True, ax=ax, color=sns.color_palette("Set2", len(counts.columns)),
@@ -178,7 +298,20 @@ def unit_examples(model: torch.nn.Module, probe: ProbeSet, result: Dissection,
     """Network Dissection's view of units (chapter 2, Fig. 3): one row per (layer, unit,
     concept) of ``units``, the ``n`` of the first ``pool`` probe images where the unit's
     segmentation ``M_i(x)`` overlaps the concept's mask most (only images with some
-    overlap), everything outside the segmentation dimmed and the mask outlined in cyan."""
+    overlap), everything outside the segmentation dimmed and the mask outlined in cyan.
+
+    Args:
+        model: the dissected network.
+        probe: the probe set it was dissected on.
+        result: the dissection (its thresholds, IoU and ``unit_maps``).
+        units: (layer, unit, concept) per row.
+        n: images per row.
+        pool: how many of the first probe images to choose from.
+
+    Returns:
+        The figure: one row per unit, ``n`` columns. Chapter 2 draws it for its networks'
+        best detectors.
+    """
     fig, axes = plt.subplots(len(units), n, figsize=(1.9 * n, 2.0 * len(units)), squeeze=False)
     idx = torch.arange(min(pool, len(probe)))
     for r, (name, unit, concept) in enumerate(units):
@@ -208,7 +341,23 @@ def unit_examples(model: torch.nn.Module, probe: ProbeSet, result: Dissection,
 def unit_class_bars(relevance: torch.Tensor, iou: torch.Tensor, classes: list[str],
                     title: str = "") -> plt.Figure:
     """One unit's relevance ``R(i, c)`` and its IoU with each class's object, side by side
-    (chapter 2's explorer)."""
+    (chapter 2's explorer).
+
+    Args:
+        relevance: one value per class.
+        iou: one value per class.
+        classes: the class names.
+        title: the figure's title.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> fig = unit_class_bars(torch.rand(3), torch.rand(3), ["a", "b", "c"], "unit 0")
+        >>> [ax.get_title() for ax in fig.axes]
+        ['relevance R(i, c)', "IoU with the class's object"]
+        >>> plt.close(fig)
+    """
     fig, axes = plt.subplots(1, 2, figsize=(9, 3))
     pd.Series(relevance.numpy(), index=classes).plot.bar(ax=axes[0], color="darkorange")
     axes[0].set_title("relevance R(i, c)")
@@ -225,7 +374,28 @@ def ablation_bars(ablation: pd.DataFrame, intact: pd.DataFrame, name: str) -> sn
     network, one row for the class's images and one for the others', with the intact
     network's accuracy dashed. ``ablation``: one row per network, class, end, fraction and
     draw with ``accuracy_class`` and ``accuracy_others``; ``intact``: the same accuracies
-    indexed by (network, class)."""
+    indexed by (network, class).
+
+    Args:
+        ablation: columns network, class, end, fraction, draw, accuracy_class and
+            accuracy_others.
+        intact: accuracy_class and accuracy_others indexed by (network, class).
+        name: the class whose ranking was ablated.
+
+    Returns:
+        The seaborn grid.
+
+    Example:
+        >>> ablation = pd.DataFrame({"network": "vgg11", "class": "cat", "draw": 0,
+        ...                          "end": ["top", "random"], "fraction": 0.1,
+        ...                          "accuracy_class": [0.2, 0.8], "accuracy_others": 0.9})
+        >>> intact = pd.DataFrame({"accuracy_class": [0.9], "accuracy_others": [0.9]},
+        ...                       index=pd.MultiIndex.from_tuples([("vgg11", "cat")]))
+        >>> grid = ablation_bars(ablation, intact, "cat")
+        >>> grid.axes.shape
+        (2, 1)
+        >>> plt.close(grid.figure)
+    """
     rows = ablation[(ablation["class"] == name) & (ablation.draw == 0)].melt(
         id_vars=["network", "end", "fraction"], value_vars=["accuracy_class", "accuracy_others"],
         var_name="images", value_name="accuracy")
@@ -245,7 +415,21 @@ def ablation_bars(ablation: pd.DataFrame, intact: pd.DataFrame, name: str) -> sn
 def agreement_by_layer(per_layer: pd.DataFrame) -> sns.FacetGrid:
     """How far IoU and relevance pick the same units (chapter 2, Table I), per layer: one
     panel per network, the ranking error as a line and its chance level dashed.
-    ``per_layer``: columns network, layer, error and chance."""
+
+    Args:
+        per_layer: columns network, layer, error and chance.
+
+    Returns:
+        The seaborn grid.
+
+    Example:
+        >>> rows = pd.DataFrame({"network": "vgg11", "layer": ["c1", "c2"],
+        ...                      "error": [0.5, 0.3], "chance": 0.9})
+        >>> grid = agreement_by_layer(rows)
+        >>> grid.col_names
+        ['vgg11']
+        >>> plt.close(grid.figure)
+    """
     grid = sns.relplot(per_layer, x="layer", y="error", col="network", kind="line", marker="o",
                        facet_kws={"sharex": False}, height=3, aspect=1.3)
     for name, ax in zip(grid.col_names, grid.axes.flat):
@@ -254,3 +438,99 @@ def agreement_by_layer(per_layer: pd.DataFrame) -> sns.FacetGrid:
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     grid.set(ylim=(0, 1.05))
     return grid
+
+
+_VERDICT_COLOURS = {"held": "green", "not held": "firebrick", "not decided": "darkorange"}
+
+
+def _claim_side(x: np.ndarray, op: str, threshold: float, margin: float) -> np.ndarray:
+    """How far ``x`` lies on the claim's side of its rule's cut (negative: the other
+    side): ``x - cut`` for ">", ``cut - x`` for "<", ``margin - |x - threshold|`` for
+    "within"."""
+    if op == ">":
+        return x - (threshold + margin)
+    if op == "<":
+        return (threshold - margin) - x
+    return margin - np.abs(x - threshold)
+
+
+def _side_interval(value: float, low: float, high: float, op: str, threshold: float,
+                   margin: float) -> tuple[float, float, float]:
+    """The estimate and its interval on the claim's side (``_claim_side``); an absent
+    interval stays NaN. For "within", the interval's nearest and farthest points from the
+    threshold bound it."""
+    point = float(_claim_side(np.array(value), op, threshold, margin))
+    if np.isnan(low) or np.isnan(high):
+        return point, np.nan, np.nan
+    if op == "within":
+        near = 0.0 if low <= threshold <= high else min(abs(low - threshold),
+                                                        abs(high - threshold))
+        far = max(abs(low - threshold), abs(high - threshold))
+        return point, margin - far, margin - near
+    ends = sorted(_claim_side(np.array([low, high]), op, threshold, margin).tolist())
+    return point, ends[0], ends[1]
+
+
+def claims_forest(rows: pd.DataFrame, width: int = 60) -> plt.Figure:
+    """Every judged claim against its cut (the Scorecard): one line per row of ``rows``
+    (``claims.claims_frame(..., numbers=True)`` with a ``chapter`` column; settings are
+    left out), its estimate and interval coloured by verdict, and where the row has one
+    the placebo's (the same statistic on the untrained networks) beside it in grey.
+
+    Rows measure different things, so the axis is each row's distance from its cut on
+    the claim's side (``x - cut`` for ">", ``cut - x`` for "<", ``margin - |x - t|`` for
+    "within"), divided by the row's largest such distance: right of 0 is the claim's side,
+    and every row spans at most -1 to 1. An undefined estimate is written, not drawn.
+
+    Args:
+        rows: columns chapter, claim, verdict, value, low, high, op, threshold, margin,
+            placebo_value, placebo_low, placebo_high.
+        width: claims are cut to this many characters in the labels.
+
+    Returns:
+        The figure.
+
+    Example:
+        >>> rows = pd.DataFrame({"chapter": ["01"], "claim": ["x > 1"], "verdict": ["held"],
+        ...     "value": [3.0], "low": [2.0], "high": [4.0], "op": [">"], "threshold": [1.0],
+        ...     "margin": [0.0], "placebo_value": [0.0], "placebo_low": [np.nan],
+        ...     "placebo_high": [np.nan]})
+        >>> [t.get_text() for t in claims_forest(rows).axes[0].get_yticklabels()]
+        ['01 · x > 1']
+    """
+    judged = rows[rows.op.isin([">", "<", "within"])].reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(9, 0.34 * len(judged) + 1.4))
+    labels = []
+    for i, r in judged.iterrows():
+        rule = (r.op, r.threshold, r.margin)
+        ours = _side_interval(r.value, r.low, r.high, *rule)
+        placebo = _side_interval(r.placebo_value, r.placebo_low, r.placebo_high, *rule)
+        finite = np.abs([x for x in ours + placebo if not np.isnan(x)])
+        scale = finite.max() if len(finite) and finite.max() > 0 else 1.0
+        y = -i
+        colour = _VERDICT_COLOURS.get(r.verdict, "grey")
+        if np.isnan(ours[0]):
+            ax.text(0.03, y, "undefined (nan)", va="center", fontsize=8, color=colour)
+        else:
+            ax.plot([ours[1] / scale, ours[2] / scale], [y, y], color=colour, lw=2.2)
+            ax.plot(ours[0] / scale, y, "o", color=colour, ms=6)
+        if not np.isnan(placebo[0]):
+            ax.plot([placebo[1] / scale, placebo[2] / scale], [y - 0.3, y - 0.3],
+                    color="grey", lw=1)
+            ax.plot(placebo[0] / scale, y - 0.3, "D", mfc="white", mec="grey", ms=4)
+        claim = r.claim if len(r.claim) <= width else r.claim[:width - 1] + "…"
+        labels.append(f"{r.chapter} · {claim}")
+    ax.axvline(0, color="k", lw=1)
+    ax.set_yticks(-np.arange(len(judged)), labels, fontsize=8)
+    ax.set_ylim(-len(judged) + 0.4, 0.6)
+    ax.set_xlim(-1.1, 1.1)
+    ax.set_xlabel("distance from the cut on the claim's side, per row / its largest "
+                  "(right of 0: the claim's side)", fontsize=9)
+    handles = [plt.Line2D([], [], color=c, marker="o", lw=2.2, label=v)
+               for v, c in _VERDICT_COLOURS.items()]
+    handles.append(plt.Line2D([], [], color="grey", marker="D", mfc="white", lw=1,
+                              label="placebo (untrained)"))
+    ax.legend(handles=handles, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    sns.despine(ax=ax, left=True)
+    fig.tight_layout()
+    return fig

@@ -15,10 +15,35 @@ __all__ = ["headless", "bar"]
 
 
 def headless() -> bool:
+    """Whether this run is headless: ``$SUBNETS_HEADLESS`` is set to anything but 0, false,
+    no or nothing.
+
+    Returns:
+        True in the book build, under ``subnets.run`` and in the tests.
+
+    Example:
+        >>> import os
+        >>> os.environ["SUBNETS_HEADLESS"] = "1"
+        >>> headless()
+        True
+    """
     return os.environ.get("SUBNETS_HEADLESS", "0") not in ("0", "false", "no", "")
 
 
 def bar(iterable=None, **kwargs):
-    """``tqdm`` (notebook-aware), disabled in a headless run."""
+    """A progress bar over ``iterable``: tqdm's (a widget in a notebook), disabled in a
+    headless run and gone when done unless ``leave=True``.
+
+    Args:
+        iterable: what to iterate over (None: update the bar by hand).
+        **kwargs: tqdm's options (``total``, ``desc``, ``leave``, ...).
+
+    Returns:
+        The tqdm bar, iterable like ``iterable``.
+
+    Example:
+        >>> sum(bar(range(4), desc="steps"))
+        6
+    """
     kwargs.setdefault("leave", False)
     return tqdm(iterable, disable=headless(), **kwargs)

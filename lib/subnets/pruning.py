@@ -35,7 +35,7 @@ from torch.utils.data import TensorDataset
 
 from . import cache, devices
 from . import train as training
-from .hooks import ACTIVATIONS, activation_after, activations, conv_layers, is_shortcut
+from .hooks import ACTIVATIONS, activation_after, activations, conv_layers, layer_names
 
 __all__ = ["HEADS", "EXEMPLAR_THRESHOLD", "channel_activity", "active_channels", "SubNetwork",
            "ClassSubnetwork", "magnitude", "weight_sparsity"]
@@ -44,18 +44,13 @@ HEADS = ("trained", "random", "original")
 EXEMPLAR_THRESHOLD = 0.0  # the single-exemplar rule: absolute spatial sum > 0
 
 
-def _prunable_convs(model: nn.Module) -> list[str]:
-    """The main-path convs: a projection shortcut's conv follows the conv it is added to."""
-    return [name for name in conv_layers(model) if not is_shortcut(name)]
-
-
 @torch.no_grad()
 def channel_activity(model: nn.Module, layers: list[str] | None, inputs: torch.Tensor,
                      batch_size: int = 500) -> dict[str, torch.Tensor]:
     """Per conv layer in ``layers`` (None: every main-path conv), the mean |activation| of
     each channel after it (``hooks.activation_after``) over ``inputs`` and all spatial
     positions, on the CPU whatever the model's device."""
-    layers = _prunable_convs(model) if layers is None else list(layers)
+    layers = conv_layers(model, shortcuts=False) if layers is None else list(layers)
     after = {conv: activation_after(model, conv) for conv in layers}
     recorded = list(dict.fromkeys(after.values()))
     sums = {name: 0.0 for name in recorded}
@@ -248,7 +243,7 @@ def weight_sparsity(model: nn.Module) -> float:
 
 def _head_layer(model: nn.Module) -> str:
     """The name of the model's last linear layer (its classifier head)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+    names = layer_names(model, (nn.Linear,))
     if not names:
         raise ValueError(f"model: {type(model).__name__} has no linear head")
     return names[-1]
@@ -332,7 +327,7 @@ class ClassSubnetwork:
         if head == "trained" and config.loss != "bce":
             raise ValueError(f"train_config: a one-logit head trains with loss='bce', "
                              f"got {config.loss!r}")
-        convs = _prunable_convs(model)
+        convs = conv_layers(model, shortcuts=False)
         layers = convs if layers is None else list(layers)
         unknown = [name for name in layers if name not in convs]
         if unknown:

@@ -40,7 +40,7 @@ import torch
 from scipy.stats import hypergeom
 from torch import nn
 
-from . import cache, devices, hooks, metrics
+from . import cache, devices, hooks, metrics, train
 from .methods import LayerScores, UnitScoring, UnitSelection
 from .patches import selection_boxes
 
@@ -130,10 +130,6 @@ def output_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     own = logits.gather(1, target.view(-1, 1)).squeeze(1)
     others = logits.scatter(1, target.view(-1, 1), float("-inf")).logsumexp(1)
     return own - others
-
-
-def _predicted(logits: torch.Tensor) -> torch.Tensor:
-    return logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] > 0).long()
 
 
 def _metric_index(name: str, metrics: Sequence[str] = METRICS) -> int:
@@ -268,8 +264,8 @@ class InputResampling(UnitScoring):
     0.1, meant for activations of 0-255 inputs without batch norm); ``discarded_shares``
     counts the neurons it discards. After batch norm a layer's magnitudes cluster around
     its mean, so the default 0.8 removes the low tail, the neurons that respond clearly
-    more weakly than the rest (the paper's purpose for lambda); 0.1 removes none. ``centre`` perturbs the pixels' distance from a
-    per-channel centre (``perturb``).
+    more weakly than the rest (the paper's purpose for lambda); 0.1 removes none.
+    ``centre`` perturbs the pixels' distance from a per-channel centre (``perturb``).
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], n_samples: int = 50,
@@ -324,7 +320,7 @@ class InputResampling(UnitScoring):
         for start, logits, acts in self._chunks(inputs):
             chunk, s = logits.shape[:2]
             if target is None:
-                t = _predicted(logits[:, 0])
+                t = train.predicted_labels(logits[:, 0])
             else:
                 t = torch.as_tensor(target).expand(n)[start:start + chunk]
                 t = devices.to_model(self.model, t)
@@ -409,10 +405,10 @@ def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     """The block (1-based: 1 + the number of max-pools before it) of each conv, the
     layer groups of the paper's Figure 4 for a VGG."""
     blocks, block = {}, 1
-    for name, module in model.named_modules():
-        if isinstance(module, nn.MaxPool2d):
+    for name in hooks.layer_names(model, (nn.Conv2d, nn.MaxPool2d)):
+        if isinstance(hooks.layer(model, name), nn.MaxPool2d):
             block += 1
-        elif isinstance(module, nn.Conv2d):
+        else:
             blocks[name] = block
     return [blocks[c] for c in convs]
 
@@ -537,7 +533,7 @@ def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs:
     model.eval()
     x = devices.to_model(model, inputs)
     base_logits = model(x)
-    target = _predicted(base_logits)
+    target = train.predicted_labels(base_logits)
     base = output_log_odds(base_logits, target)
     out = []
     for layer, mask in masks.items():

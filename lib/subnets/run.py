@@ -43,7 +43,16 @@ NOTEBOOKS = data.REPO_ROOT / "notebooks"
 
 
 class ParameterError(ValueError):
-    """A chapter parameter is unknown, of the wrong type, or out of range."""
+    """A chapter parameter is unknown, of the wrong type, or out of range; the message
+    starts with its name.
+
+    Example:
+        >>> try:
+        ...     check(epochs=-1)
+        ... except ParameterError as err:
+        ...     print(err)
+        epochs: expected >= 0, got -1
+    """
 
 
 # --- range checks, by parameter name (chapters share names, so they share rules) ------
@@ -171,7 +180,27 @@ def check(choices: dict[str, list] | None = None, **params: Any) -> dict[str, An
     """Range-check chapter parameters by name (and against ``choices``, name -> allowed
     values); returns them unchanged or raises ``ParameterError`` naming the first bad
     one. Chapters call it right after their parameters cell, so papermill runs fail
-    before any work too. Booleans are checked by type only."""
+    before any work too. Booleans are checked by type only.
+
+    Args:
+        choices: parameter name -> its allowed values (the front matter's
+            ``subnets: choices:``), or None.
+        **params: the parameters, by name; the name picks the range rule.
+
+    Returns:
+        ``params``, unchanged.
+
+    Raises:
+        ParameterError: naming the first bad parameter.
+
+    Example:
+        >>> check(lr=0.01, seeds=3)
+        {'lr': 0.01, 'seeds': 3}
+        >>> check({"optimizer": ["adam", "sgd"]}, optimizer="lbfgs")
+        Traceback (most recent call last):
+        ...
+        subnets.run.ParameterError: optimizer: expected one of ['adam', 'sgd'], got 'lbfgs'
+    """
     for name, allowed in (choices or {}).items():
         if name in params:
             values = params[name] if isinstance(params[name], (list, tuple)) else [params[name]]
@@ -189,7 +218,23 @@ def check(choices: dict[str, list] | None = None, **params: Any) -> dict[str, An
 def check_chapter(chapter: str, namespace: dict[str, Any]) -> dict[str, Any]:
     """Check every parameter of ``chapter`` as it stands in ``namespace`` (a chapter's
     ``globals()`` after its parameters cell and papermill's injected cell): types against
-    the defaults, then ``check`` with the front matter's choices. Returns the values."""
+    the defaults, then ``check`` with the front matter's choices.
+
+    Args:
+        chapter: the chapter's number or file name (``chapter_path``).
+        namespace: the chapter's variables.
+
+    Returns:
+        The parameters' values, by name, coerced to the defaults' types.
+
+    Raises:
+        ParameterError: naming the first bad parameter.
+
+    Example:
+        >>> defaults, _ = read_chapter(chapter_path("01"))
+        >>> check_chapter("01", defaults) == defaults
+        True
+    """
     defaults, _presets, choices = read_chapter_rules(chapter_path(chapter))
     params = {name: _coerce(name, namespace[name], default) for name, default in defaults.items()}
     return check(choices, **params)
@@ -198,6 +243,21 @@ def check_chapter(chapter: str, namespace: dict[str, Any]) -> dict[str, Any]:
 # --- reading a chapter ----------------------------------------------------------------
 
 def chapter_path(chapter: str) -> Path:
+    """The MyST notebook of a chapter.
+
+    Args:
+        chapter: its number ("01"), the start of its file name, or a path to a ``.md``.
+
+    Returns:
+        The notebook's path.
+
+    Raises:
+        ParameterError: naming ``chapter`` when it matches no notebook or several.
+
+    Example:
+        >>> chapter_path("01").name
+        '01_class_subnetworks.md'
+    """
     p = Path(chapter)
     if p.suffix == ".md" and p.is_file():
         return p
@@ -210,7 +270,19 @@ def chapter_path(chapter: str) -> Path:
 
 
 def read_chapter(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
-    """The defaults of the ``parameters`` cell and the presets of the front matter."""
+    """The defaults of a chapter's ``parameters`` cell and the presets of its front matter.
+
+    Args:
+        path: the MyST notebook.
+
+    Returns:
+        (name -> default, preset name -> its values).
+
+    Example:
+        >>> defaults, presets = read_chapter(chapter_path("01"))
+        >>> "seeds" in defaults, "smoke" in presets
+        (True, True)
+    """
     defaults, presets, _choices = read_chapter_rules(path)
     return defaults, presets
 
@@ -238,7 +310,21 @@ def _assignments(source: str):
 
 def read_chapter_rules(path: Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict]:
     """``read_chapter`` and the allowed values of the front matter's ``subnets: choices:``
-    (for parameters whose values are names: networks, optimisers, layers)."""
+    (for parameters whose values are names: networks, optimisers, layers).
+
+    Args:
+        path: the MyST notebook.
+
+    Returns:
+        (defaults, presets, choices).
+
+    Raises:
+        ParameterError: unless the notebook has one code cell tagged ``parameters``.
+
+    Example:
+        >>> read_chapter_rules(chapter_path("01"))[2]["gradcam_layer"]
+        ['conv3', 'relu3']
+    """
     nb, source = _parameters_cell(path)
     defaults = {node.targets[0].id: ast.literal_eval(node.value)
                 for node in _assignments(source)}
@@ -290,7 +376,19 @@ def parameter_table(chapter: str, values: dict[str, Any] | None = None) -> pd.Da
 
 
 def parse_value(text: str) -> Any:
-    """A command-line value as a Python literal (``0.1``, ``[1, 2]``, ``True``), else a string."""
+    """A command-line value as a Python literal (``0.1``, ``[1, 2]``, ``True``), else a
+    string; ``true``, ``false`` and ``none`` in any case are the constants.
+
+    Args:
+        text: the value as typed.
+
+    Returns:
+        The value.
+
+    Example:
+        >>> parse_value("[1, 2]"), parse_value("false"), parse_value("vgg11")
+        ([1, 2], False, 'vgg11')
+    """
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -316,7 +414,27 @@ def _coerce(name: str, value: Any, default: Any) -> Any:
 
 
 def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The parameters to run ``path`` with: preset values, then overrides, all checked."""
+    """The parameters to run ``path`` with: preset values, then overrides, all checked.
+
+    Args:
+        path: the MyST notebook.
+        preset: one of its presets, or None.
+        overrides: name -> value, applied after the preset.
+
+    Returns:
+        The parameters that differ from the defaults, coerced to the defaults' types.
+
+    Raises:
+        ParameterError: naming an unknown preset or parameter, or a bad value.
+
+    Example:
+        >>> resolve(chapter_path("01"), "smoke", {"seeds": 1})["seeds"]
+        1
+        >>> resolve(chapter_path("01"), None, {"epoch": 1})
+        Traceback (most recent call last):
+        ...
+        subnets.run.ParameterError: epoch: not a parameter of 01_class_subnetworks; ...
+    """
     defaults, presets, choices = read_chapter_rules(path)
     params: dict[str, Any] = {}
     if preset is not None:
@@ -337,7 +455,15 @@ def resolve(path: Path, preset: str | None, overrides: dict[str, Any]) -> dict[s
 class IPCKernelManager(AsyncKernelManager):
     """A kernel on Unix sockets of its own: kernels started at once by parallel processes
     (pytest-xdist workers) can be handed the same free TCP port, and then a client waits
-    for a reply that went to another kernel."""
+    for a reply that went to another kernel.
+
+    Args:
+        **kwargs: ``AsyncKernelManager``'s options.
+
+    Example:
+        >>> IPCKernelManager().transport
+        'ipc'
+    """
 
     def __init__(self, **kwargs: Any) -> None:
         prefix = Path(tempfile.gettempdir()) / f"subnets-kernel-{uuid.uuid4().hex[:12]}"
@@ -348,7 +474,23 @@ def execute(path: Path, params: dict[str, Any], output: Path, progress: bool = T
             cell_timeout: int = 1500) -> Path:
     """Execute the chapter with papermill (on an ``IPCKernelManager`` kernel, headless:
     ``subnets.progress``) in a temporary ipynb next to ``output``. A cell running longer
-    than ``cell_timeout`` seconds fails the run instead of hanging."""
+    than ``cell_timeout`` seconds fails the run instead of hanging.
+
+    Args:
+        path: the MyST notebook.
+        params: the parameters papermill injects (``resolve``).
+        output: the executed notebook to write.
+        progress: papermill's progress bar over cells.
+        cell_timeout: seconds a cell may run.
+
+    Returns:
+        ``output``.
+
+    Example:
+        ``execute(chapter_path("01"), resolve(chapter_path("01"), "smoke", {}),
+        Path("01.ipynb"))`` runs chapter 1 at its smoke preset (minutes: the tests'
+        chapter runs do this).
+    """
     import os
 
     import jupytext
@@ -411,7 +553,22 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[s
     """What a recorded run runs on, taken before it starts: hardware, versions, the
     commit (and whether the work tree differed from it), full parameters and how many
     results the cache already held (0: everything is computed by this run). ``record``
-    adds the wall time when the run ends."""
+    adds the wall time when the run ends.
+
+    Args:
+        path: the MyST notebook.
+        preset: the preset recorded.
+        params: the parameters that differ from the defaults.
+
+    Returns:
+        A JSON-able dict: chapter, preset, parameters, commit, dirty, hardware, torch,
+        torchvision, python, cached_results.
+
+    Example:
+        ``provenance(path, "large", resolve(path, "large", {}))`` with ``path =
+        chapter_path("01")``: what ``record`` takes before it runs chapter 1 at its large
+        preset (its "parameters" hold every parameter, the preset's values included).
+    """
     import platform
 
     import torch
@@ -458,7 +615,21 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     chapter itself reads the record that is in place: the previous one, or none), which
     replaces the record only once the run has finished and its provenance is written.
     While it runs, ``recorded_claims`` of this chapter is None: a record is not compared
-    with the one it replaces."""
+    with the one it replaces.
+
+    Args:
+        path: the MyST notebook.
+        preset: the preset recorded.
+        params: the parameters (``resolve``).
+        output: where to save it (None: ``book/at-scale/<chapter>.ipynb``).
+        progress: papermill's progress bar over cells.
+
+    Returns:
+        The recorded notebook's path.
+
+    Example:
+        ``python -m subnets.run 01 --preset large --record`` calls it (hours on a CPU).
+    """
     import os
     import time
 
@@ -485,14 +656,28 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
 
 @dataclass(frozen=True)
 class Record:
-    """A recorded run's "Paper vs this book" rows and its provenance."""
+    """A recorded run's "Paper vs this book" rows and its provenance.
+
+    Args:
+        claims: the rows, as ``claims.claims_frame`` makes them.
+        provenance: what ``provenance`` took, with wall_seconds and finished.
+        stale: why the record no longer matches its chapter ("": it does).
+
+    Example:
+        >>> info = {"preset": "large", "hardware": "a CPU", "commit": "0123456789abcdef",
+        ...         "wall_seconds": 600, "finished": "2026-01-01 00:00 UTC"}
+        >>> Record(pd.DataFrame(), info).summary[:47]
+        "Larger scale: the 'large' preset recorded on a "
+    """
 
     claims: pd.DataFrame
     provenance: dict[str, Any]
-    stale: str = ""  # why the record no longer matches its chapter ("": it does)
+    stale: str = ""
 
     @property
     def summary(self) -> str:
+        """One line: the preset, hardware, commit, wall time and end of the recorded run,
+        and why it is out of date if it is."""
         p = self.provenance
         text = (f"Larger scale: the {p['preset']!r} preset recorded on {p['hardware']} at "
                 f"commit {p['commit'][:10]}, {p['wall_seconds'] / 60:.0f} min, "
@@ -506,7 +691,21 @@ class Record:
 def recorded_claims(chapter: str) -> Record | None:
     """The "Paper vs this book" rows of ``chapter``'s recorded run (its glued
     ``chNN_claims_rows``) with the record's provenance; None when it has no record, or
-    while this run is the one that records it."""
+    while this run is the one that records it.
+
+    Args:
+        chapter: the chapter's file stem (``01_class_subnetworks``).
+
+    Returns:
+        The ``Record``, or None.
+
+    Raises:
+        ValueError: for a record without glued rows or provenance.
+
+    Example:
+        >>> recorded_claims("00_no_such_chapter") is None
+        True
+    """
     import os
 
     import nbformat
@@ -527,7 +726,20 @@ def recorded_claims(chapter: str) -> Record | None:
 
 def claims_rows(nb, chapter: str) -> pd.DataFrame | None:
     """The "Paper vs this book" rows that an executed notebook of ``chapter`` glued
-    (``chNN_claims_rows``, see ``claims.claims_table``); None if it glued none."""
+    (``chNN_claims_rows``, see ``claims.claims_table``).
+
+    Args:
+        nb: the executed notebook (nbformat).
+        chapter: the chapter's file stem or number.
+
+    Returns:
+        The rows, or None if it glued none.
+
+    Example:
+        >>> import nbformat
+        >>> claims_rows(nbformat.v4.new_notebook(), "01") is None
+        True
+    """
     import json
 
     name = f"ch{chapter[:2]}_claims_rows"
@@ -541,7 +753,19 @@ def claims_rows(nb, chapter: str) -> pd.DataFrame | None:
 
 def chapter_code(text: str) -> tuple[list[str], dict]:
     """What a chapter runs: the sources of its code cells and its presets and choices
-    (front matter ``subnets:``), read from its MyST text; its prose is left out."""
+    (front matter ``subnets:``), read from its MyST text; its prose is left out.
+
+    Args:
+        text: the chapter's MyST markdown.
+
+    Returns:
+        (code cell sources, the front matter's ``subnets`` entry).
+
+    Example:
+        >>> code, meta = chapter_code(chapter_path("01").read_text())
+        >>> sorted(meta)
+        ['choices', 'presets']
+    """
     import jupytext
 
     notebook = jupytext.reads(text, fmt="md:myst")
@@ -552,7 +776,14 @@ def chapter_code(text: str) -> tuple[list[str], dict]:
 def stale_records() -> list[str]:
     """Recorded notebooks whose chapter's code (code cells, presets) or library changed
     since the commit they ran at (or whose commit is not in this repository's history).
-    A change to a chapter's prose alone leaves its record current."""
+    A change to a chapter's prose alone leaves its record current.
+
+    Returns:
+        One line per stale record: its file name, then why.
+
+    Example:
+        ``python -m subnets.run --stale`` prints them.
+    """
     import nbformat
 
     stale = []
@@ -572,6 +803,18 @@ def stale_records() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line (see the module doc).
+
+    Args:
+        argv: the arguments (None: ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, or 2 for a bad parameter (after a one-line error).
+
+    Example:
+        >>> main(["01", "-p", "epochs", "-1"])
+        2
+    """
     parser = argparse.ArgumentParser(prog="python -m subnets.run",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("chapter", nargs="?", help="chapter number (01) or notebook path")

@@ -25,13 +25,12 @@ import torch
 from torch import nn
 
 from .devices import to_host, to_model
-from .hooks import Recorder
+from .hooks import Recorder, layer_names
 
 __all__ = ["linear_cka", "MinibatchCKA", "check_batches", "representation_layers",
            "gram_matrices", "cka_from_grams", "cka_matrix"]
 
 _MIN_BATCH = 4
-_SHORTCUT_NAMES = ("shortcut", "downsample")
 
 
 def _centred(x: torch.Tensor) -> torch.Tensor:
@@ -123,9 +122,7 @@ def representation_layers(model: nn.Module) -> list[str]:
     """The layers whose representations Avendaño Muñoz (chapter 3) compares, in definition order:
     every conv layer except those on a residual shortcut, and every linear layer (ResNet50: 49 convs
     and the fc, about 50 layers)."""
-    return [n for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear))
-            and not any(part in _SHORTCUT_NAMES for part in n.split("."))]
+    return layer_names(model, (nn.Conv2d, nn.Linear), shortcuts=False)
 
 
 @torch.no_grad()

@@ -59,7 +59,20 @@ PLACEBO_IMAGES = 2048
 
 @contextlib.contextmanager
 def seeded(seed: int):
-    """Seed torch's global generator for the block (model construction, say) and restore it."""
+    """Seed torch's global generator for the block (model construction, say) and restore
+    its state after it.
+
+    Args:
+        seed: the seed.
+
+    Example:
+        >>> with seeded(1):
+        ...     a = torch.rand(2)
+        >>> with seeded(1):
+        ...     b = torch.rand(2)
+        >>> torch.equal(a, b)
+        True
+    """
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
@@ -70,21 +83,53 @@ def seeded(seed: int):
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How ``fit`` trains; every field is part of the checkpoint's cache key.
+
+    Args:
+        epochs: passes over the training set (0: the initial weights).
+        batch_size: images per step.
+        lr: the learning rate.
+        optimizer: "adam" or "sgd" (with ``momentum``, nesterov=False).
+        momentum: SGD's momentum.
+        weight_decay: L2 weight decay.
+        schedule: "constant" or "cosine" (per step, down to zero).
+        loss: "cross_entropy", or "bce" (one logit, labels 0/1).
+        augment: random shifts of up to 4 pixels and horizontal flips (CIFAR-style,
+            ``augment_batch``).
+        snapshots: also keep the weights after every epoch (``Trained.at_epoch``).
+        clip_grad_norm: clip the gradient's global L2 norm to this (Avendaño: 0.1).
+        clip_grad_value: or clip each gradient element to [-v, v].
+        precision: "fp32", "bf16" (autocast) or "auto" (``devices.precision``).
+        compile: ``torch.compile`` (inductor) the forward pass: faster steps after a
+            compilation of tens of seconds per network, which short trainings do not
+            earn back.
+        seed: the seed of the batch order, augmentation and dropout.
+
+    Raises:
+        ValueError: naming the field whose value is out of range.
+
+    Example:
+        >>> TrainConfig(epochs=2, schedule="cosine").schedule
+        'cosine'
+        >>> TrainConfig(optimizer="lbfgs")
+        Traceback (most recent call last):
+        ...
+        ValueError: optimizer: expected 'adam' or 'sgd', got 'lbfgs'
+    """
+
     epochs: int = 3
     batch_size: int = 128
     lr: float = 1e-3
-    optimizer: str = "adam"  # "adam" or "sgd" (with momentum and nesterov=False)
+    optimizer: str = "adam"
     momentum: float = 0.9
     weight_decay: float = 0.0
-    schedule: str = "constant"  # "constant" or "cosine" (per step, to zero)
-    loss: str = "cross_entropy"  # or "bce": one logit, labels 0/1
-    augment: bool = False  # random 4-pixel shifts and horizontal flips (CIFAR-style)
-    snapshots: bool = False  # also keep the weights after every epoch
-    clip_grad_norm: float | None = None  # clip the gradient's global L2 norm (Avendaño: 0.1)
-    clip_grad_value: float | None = None  # or clip each gradient element to [-v, v]
-    precision: str = "fp32"  # "fp32", "bf16" (autocast) or "auto" (devices.precision)
-    # torch.compile (inductor) the forward pass: faster steps after a compilation of
-    # tens of seconds per network, which short trainings do not earn back
+    schedule: str = "constant"
+    loss: str = "cross_entropy"
+    augment: bool = False
+    snapshots: bool = False
+    clip_grad_norm: float | None = None
+    clip_grad_value: float | None = None
+    precision: str = "fp32"
     compile: bool = False
     seed: int = 0
 
@@ -111,7 +156,22 @@ class TrainConfig:
 
 @dataclass
 class Trained:
-    """A trained model, its per-epoch history and (if asked for) per-epoch weights."""
+    """What ``fit`` returns: a trained model, its per-epoch history and (if asked for)
+    its weights after every epoch.
+
+    Args:
+        model: the network, in eval mode, on its device.
+        history: one row per epoch: epoch, loss, train_accuracy (and test_accuracy).
+        snapshots: state dicts after epochs 1, 2, ... (with ``TrainConfig.snapshots``).
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> toy = TensorDataset(torch.rand(8, 3), torch.arange(8) % 2)
+        >>> trained = fit(nn.Linear(3, 2), toy, TrainConfig(epochs=2, snapshots=True),
+        ...               cached=False)
+        >>> len(trained.snapshots), type(trained.at_epoch(1)).__name__
+        (2, 'Linear')
+    """
 
     model: nn.Module
     history: pd.DataFrame
@@ -131,6 +191,18 @@ class Trained:
 
 
 def loss_function(name: str):
+    """The loss of ``TrainConfig.loss``, a function of (logits, labels).
+
+    Args:
+        name: "cross_entropy", or "bce" (one logit per input, labels 0/1).
+
+    Returns:
+        The mean loss over the batch.
+
+    Example:
+        >>> round(loss_function("bce")(torch.zeros(2, 1), torch.tensor([0, 1])).item(), 4)
+        0.6931
+    """
     if name == "bce":
         return lambda logits, y: nn.functional.binary_cross_entropy_with_logits(
             logits.squeeze(1), y.float())
@@ -139,7 +211,21 @@ def loss_function(name: str):
 
 def augment_batch(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     """Random shifts of up to 4 pixels (zero padding) and horizontal flips, drawn from
-    ``g`` (a CPU generator) and applied on ``x``'s device."""
+    ``g`` and applied on ``x``'s device.
+
+    Args:
+        x: N x C x H x W images.
+        g: a CPU generator: the same draws on every device.
+
+    Returns:
+        The augmented images, shaped as ``x``.
+
+    Example:
+        >>> x = torch.ones(3, 1, 8, 8)
+        >>> out = augment_batch(x, torch.Generator().manual_seed(0))
+        >>> out.shape, bool((out <= 1).all())
+        (torch.Size([3, 1, 8, 8]), True)
+    """
     n, c, h, w = x.shape
     padded = nn.functional.pad(x, (4, 4, 4, 4))
     dx, dy = torch.randint(0, 9, (2, n), generator=g).to(x.device)
@@ -204,6 +290,13 @@ def config_key(model: nn.Module, config: TrainConfig) -> dict:
     means on the model's device, and ``compile`` only when on (the keys of uncompiled
     training stay what they were before the field existed).
 
+    Args:
+        model: the model to train (its device resolves "auto").
+        config: the training's configuration.
+
+    Returns:
+        The configuration's fields as a dict.
+
     Example:
         >>> config_key(nn.Linear(2, 2), TrainConfig(precision="fp32"))["precision"]
         'fp32'
@@ -215,9 +308,20 @@ def config_key(model: nn.Module, config: TrainConfig) -> dict:
 
 
 def processes(model: nn.Module | None = None) -> tuple[int, int]:
-    """(rank, number) of the processes that train together: (0, 1) in a plain run. Under
-    ``torchrun`` (``WORLD_SIZE`` > 1) the default process group, which the first call
-    initialises for ``model``'s device (NCCL on CUDA, gloo elsewhere)."""
+    """The processes that train together: under ``torchrun`` (``WORLD_SIZE`` > 1) the
+    default process group, which the first call initialises for ``model``'s device (NCCL
+    on CUDA, gloo elsewhere).
+
+    Args:
+        model: the model to train (its device picks the backend).
+
+    Returns:
+        (rank, number of processes): (0, 1) in a plain run.
+
+    Example:
+        >>> processes()
+        (0, 1)
+    """
     if not dist.is_available():
         return 0, 1
     if not dist.is_initialized():
@@ -315,6 +419,22 @@ def recalibrate_batch_norm(model: nn.Module, inputs: torch.Tensor,
 
 
 def data_identity(data: Dataset):
+    """What stands for a training set in a cache key.
+
+    Args:
+        data: an ``ImageSet`` (or anything with a ``fingerprint()``) or a
+            ``TensorDataset``.
+
+    Returns:
+        ``data`` itself, or the list of its tensors.
+
+    Raises:
+        TypeError: for a dataset with neither.
+
+    Example:
+        >>> data_identity(TensorDataset(torch.zeros(2), torch.ones(2)))
+        [tensor([0., 0.]), tensor([1., 1.])]
+    """
     if hasattr(data, "fingerprint"):
         return data
     if hasattr(data, "tensors"):
@@ -390,7 +510,19 @@ class Objective:
     batch's loss (``loss``, run under the device's autocast), a step of its own after the
     optimiser's (``after_step``) and the epoch's history fields (``begin_epoch``,
     ``end_epoch``). Chapter 4's Class-Specific Gates (Liang et al. 2020) are one
-    (``influence.fit_gates``): a gated path, a sparsity term and the gates' own optimiser."""
+    (``influence.fit_gates``): a gated path, a sparsity term and the gates' own optimiser.
+
+    Args:
+        config: the training's configuration (its ``loss``).
+
+    Example:
+        >>> objective = Objective(TrainConfig())
+        >>> objective.begin_epoch(nn.Linear(2, 2), 1)
+        'epoch 1'
+        >>> loss = objective.loss(nn.Linear(2, 2), torch.rand(4, 2), torch.tensor([0, 1, 0, 1]))
+        >>> sorted(objective.end_epoch(None))
+        ['loss', 'train_accuracy']
+    """
 
     def __init__(self, config: TrainConfig) -> None:
         self.criterion = loss_function(config.loss)
@@ -427,8 +559,28 @@ class Objective:
 
 def run_training(model, data, config: TrainConfig, test_data, desc: str,
                  objective: Objective | None = None) -> dict:
-    """Train ``model`` in place on its device on ``objective`` (default: ``Objective(config)``,
-    supervised training); the checkpoint entry, on the CPU."""
+    """Train ``model`` in place on its device: the one training loop behind ``fit`` (which
+    caches its result) and chapter 4's gates.
+
+    Args:
+        model: the network.
+        data: the training set (see ``fit``).
+        config: the training's configuration.
+        test_data: evaluated after every epoch, or None.
+        desc: the progress bar's label.
+        objective: what is minimised and recorded (None: ``Objective(config)``,
+            supervised training).
+
+    Returns:
+        The checkpoint entry, on the CPU: "state", "history" (a row per epoch) and, with
+        ``config.snapshots``, "snapshots".
+
+    Example:
+        >>> toy = TensorDataset(torch.rand(8, 3), torch.arange(8) % 2)
+        >>> entry = run_training(nn.Linear(3, 2), toy, TrainConfig(epochs=1), None, "toy")
+        >>> sorted(entry), [row["epoch"] for row in entry["history"]]
+        (['history', 'state'], [1])
+    """
     objective = Objective(config) if objective is None else objective
     g = torch.Generator().manual_seed(config.seed)
     batches = _Batches(model, data, config.batch_size, g)
@@ -530,14 +682,43 @@ def _synchronise(model: nn.Module, what: str) -> None:
 
 
 def predicted_labels(logits: torch.Tensor) -> torch.Tensor:
-    """Arg-max for several logits, ``logit > 0`` for a single (sigmoid) output."""
+    """The predicted class of each row of logits: the arg-max of several logits,
+    ``logit > 0`` for a single (sigmoid) output. The library's one reading of labels from
+    logits.
+
+    Args:
+        logits: N x classes, or N x 1.
+
+    Returns:
+        N class indices (int64).
+
+    Example:
+        >>> predicted_labels(torch.tensor([[0.1, 2.0], [3.0, -1.0]])).tolist()
+        [1, 0]
+        >>> predicted_labels(torch.tensor([[-0.5], [0.5]])).tolist()
+        [0, 1]
+    """
     return (logits.squeeze(1) > 0).long() if logits.shape[1] == 1 else logits.argmax(1)
 
 
 @torch.no_grad()
 def predict(model: nn.Module, data: Dataset | torch.Tensor, batch_size: int = 500) -> torch.Tensor:
     """The model's outputs (logits) for a dataset or a tensor of inputs, in eval mode, run
-    on the model's device (float32) and returned on the CPU."""
+    on the model's device (float32) and returned on the CPU.
+
+    Args:
+        model: the network.
+        data: a dataset of (input, label) pairs, or the inputs.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        N x outputs.
+
+    Example:
+        >>> net = nn.Linear(3, 2)
+        >>> predict(net, torch.rand(5, 3), batch_size=2).shape
+        torch.Size([5, 2])
+    """
     model.eval()
     if isinstance(data, torch.Tensor):
         chunks = (devices.to_model(model, data[i:i + batch_size])
@@ -549,12 +730,26 @@ def predict(model: nn.Module, data: Dataset | torch.Tensor, batch_size: int = 50
 
 @dataclass
 class Evaluation:
+    """What ``evaluate`` returns: a model's predictions beside the labels.
+
+    Args:
+        predictions: N predicted classes.
+        labels: N true classes.
+        classes: the class names, by index.
+
+    Example:
+        >>> result = Evaluation(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 0]), ["a", "b"])
+        >>> round(result.accuracy, 3), result.per_class().tolist()
+        (0.667, [0.5, 1.0])
+    """
+
     predictions: torch.Tensor
     labels: torch.Tensor
     classes: list[str]
 
     @property
     def accuracy(self) -> float:
+        """The share of correct predictions."""
         return (self.predictions == self.labels).float().mean().item()
 
     def per_class(self) -> pd.Series:
@@ -564,8 +759,21 @@ class Evaluation:
 
 
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 500) -> Evaluation:
-    """Predictions of ``model`` on ``data`` (an ImageSet or dataset of pairs) with its
-    labels, all on the CPU."""
+    """The predictions of ``model`` on ``data`` beside its labels, all on the CPU.
+
+    Args:
+        model: the network.
+        data: an ``ImageSet`` or a dataset of (input, label) pairs.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        The ``Evaluation``; class names from ``data.classes``, else "0", "1", ...
+
+    Example:
+        >>> toy = TensorDataset(torch.rand(6, 3), torch.tensor([0, 1, 2, 0, 1, 2]))
+        >>> evaluate(nn.Linear(3, 3), toy).classes
+        ['0', '1', '2']
+    """
     labels = data.labels if hasattr(data, "labels") else \
         torch.cat([y for _, y in DataLoader(data, batch_size)])
     classes = getattr(data, "classes", [str(c) for c in range(int(labels.max()) + 1)])

@@ -18,7 +18,28 @@ __all__ = ["AlexNet", "alexnet_small"]
 
 class AlexNet(nn.Module):
     """conv1-ReLU-pool, conv2-ReLU-pool, conv3-5 with ReLUs, pool, adaptive average
-    pool to ``pooled_size``, then dropout-FC-ReLU x 2 and the output FC."""
+    pool to ``pooled_size``, then dropout-FC-ReLU x 2 and the output FC.
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        widths: the five convs' channels.
+        conv1_kernel: the first conv's kernel size.
+        conv1_stride: its stride.
+        conv1_padding: its padding.
+        pool_kernel: the max-pools' kernel size (stride 2).
+        pooled_size: the side of the adaptive average pool's output.
+        hidden: the two hidden FC layers' width.
+        dropout: dropout before each hidden FC layer.
+
+    Raises:
+        ValueError: unless ``widths`` has five entries.
+
+    Example:
+        >>> net = AlexNet(num_classes=5, widths=(8, 8, 8, 8, 8), pooled_size=1, hidden=16)
+        >>> net(torch.rand(1, 3, 64, 64)).shape
+        torch.Size([1, 5])
+    """
 
     def __init__(
         self,
@@ -69,7 +90,20 @@ class AlexNet(nn.Module):
 
 def alexnet_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> AlexNet:
     """AlexNet's shape at about a quarter of its width for 28 x 28 inputs: a 5x5 first
-    conv at stride 1 and 2x2 pools, so the maps go 28 -> 14 -> 7 -> 3."""
+    conv at stride 1 and 2x2 pools, so the maps go 28 -> 14 -> 7 -> 3.
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        **kwargs: ``AlexNet``'s other options, overriding the small ones.
+
+    Returns:
+        The network.
+
+    Example:
+        >>> alexnet_small()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     options = {"widths": (24, 64, 96, 96, 64), "conv1_kernel": 5, "conv1_stride": 1,
                "conv1_padding": 2, "pool_kernel": 2, "pooled_size": 3, "hidden": 256}
     options.update(kwargs)

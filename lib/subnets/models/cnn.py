@@ -13,6 +13,21 @@ class ThreeBlockCNN(nn.Module):
 
     Layers are named ``conv1..conv3``, ``relu1..relu3``, ``pool1..pool3``, ``fc1``,
     ``relu4`` and ``fc2`` so that hooks and pruning can address them by name.
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        image_size: the input's side (>= 8: three 2x2 pools).
+        widths: the three convs' channels.
+        hidden: the hidden FC layer's width.
+
+    Raises:
+        ValueError: naming ``widths`` or ``image_size``.
+
+    Example:
+        >>> net = ThreeBlockCNN(widths=(4, 8, 8), hidden=16)
+        >>> net(torch.rand(2, 1, 28, 28)).shape, net.features(torch.rand(2, 1, 28, 28)).shape
+        (torch.Size([2, 10]), torch.Size([2, 72]))
     """
 
     def __init__(

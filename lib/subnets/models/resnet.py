@@ -39,6 +39,20 @@ def _shortcut(in_channels: int, out_channels: int, stride: int, kind: str) -> nn
 
 
 class BasicBlock(nn.Module):
+    """conv-BN-ReLU, conv-BN, plus the skip path, then ReLU (``relu2``, a module of its own
+    so hooks can read the block's output).
+
+    Args:
+        in_channels: input channels.
+        channels: the block's width (its output channels: ``expansion`` is 1).
+        stride: the first conv's stride.
+        shortcut: "projection" or "identity" where the skip path changes shape.
+
+    Example:
+        >>> BasicBlock(4, 8, stride=2)(torch.rand(1, 4, 8, 8)).shape
+        torch.Size([1, 8, 4, 4])
+    """
+
     expansion = 1
 
     def __init__(self, in_channels: int, channels: int, stride: int = 1,
@@ -61,7 +75,18 @@ class BasicBlock(nn.Module):
 
 class Bottleneck(nn.Module):
     """1x1 reduce, 3x3 (carrying the stride, as torchvision's ResNet50 v1.5), 1x1 expand
-    to ``expansion`` times ``channels``."""
+    to ``expansion`` times ``channels``, plus the skip path, then ReLU.
+
+    Args:
+        in_channels: input channels.
+        channels: the bottleneck's width (output: 4 times it).
+        stride: the 3x3 conv's stride.
+        shortcut: "projection" or "identity" where the skip path changes shape.
+
+    Example:
+        >>> Bottleneck(8, 4)(torch.rand(1, 8, 5, 5)).shape
+        torch.Size([1, 16, 5, 5])
+    """
 
     expansion = 4
 
@@ -95,7 +120,27 @@ class ResNet(nn.Module):
     ``blocks[i]`` blocks (``block``: "basic" or "bottleneck") per width (stride 2 from the
     second stage on), global average pool and a linear ``fc`` on the penultimate features.
     ``shortcut`` is how a block's skip path changes shape: "projection" (1x1 conv + BN) or
-    "identity" (He et al.'s option A, zero-padded)."""
+    "identity" (He et al.'s option A, zero-padded).
+
+    Args:
+        blocks: blocks per stage.
+        widths: each stage's width.
+        in_channels: input channels.
+        num_classes: outputs.
+        rf_pool: the receptive-field pool's kernel after the stem conv (1: none).
+        rf_pool_stride: its stride.
+        block: "basic" or "bottleneck".
+        shortcut: "projection" or "identity".
+
+    Raises:
+        ValueError: naming ``block``, ``shortcut``, ``rf_pool``, or blocks and widths of
+            different lengths.
+
+    Example:
+        >>> net = ResNet((1, 1), (4, 8), in_channels=1, num_classes=3)
+        >>> net(torch.rand(2, 1, 8, 8)).shape, net.penultimate(torch.rand(2, 1, 8, 8)).shape
+        (torch.Size([2, 3]), torch.Size([2, 8]))
+    """
 
     def __init__(
         self,
@@ -152,7 +197,26 @@ class ResNet(nn.Module):
 def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10,
                  shortcut: str = "identity", **kwargs) -> ResNet:
     """He et al.'s CIFAR ResNet-n: n = 6k + 2, three stages of k blocks, 16/32/64 wide, with
-    their option-A (zero-padded identity) shortcuts unless ``shortcut="projection"``."""
+    their option-A (zero-padded identity) shortcuts unless ``shortcut="projection"``.
+
+    Args:
+        depth: n = 6k + 2 (20, 32, 44, 56, ...).
+        in_channels: input channels.
+        num_classes: outputs.
+        shortcut: "identity" (option A) or "projection" (option B).
+        **kwargs: ``ResNet``'s other options.
+
+    Returns:
+        The network.
+
+    Raises:
+        ValueError: naming a ``depth`` that is not 6k + 2.
+
+    Example:
+        >>> net = cifar_resnet(8)
+        >>> net(torch.rand(1, 3, 32, 32)).shape, sum(p.numel() for p in net.parameters())
+        (torch.Size([1, 10]), 75290)
+    """
     if not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth: expected 6k + 2 with k >= 1 (20, 32, 44, 56, ...), got {depth}")
     k = (depth - 2) // 6
@@ -161,6 +225,19 @@ def cifar_resnet(depth: int = 20, in_channels: int = 3, num_classes: int = 10,
 
 
 def resnet18_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> ResNet:
-    """ResNet18's 2-2-2-2 basic blocks at a quarter of its width, for 28x28 inputs."""
+    """ResNet18's 2-2-2-2 basic blocks at a quarter of its width, for 28x28 inputs.
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        **kwargs: ``ResNet``'s other options.
+
+    Returns:
+        The network.
+
+    Example:
+        >>> resnet18_small()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     return ResNet((2, 2, 2, 2), (16, 32, 64, 128), in_channels=in_channels,
                   num_classes=num_classes, **kwargs)

@@ -27,7 +27,21 @@ __all__ = ["RF_ARCHITECTURES", "rf_pool_of", "rf_model", "check_rf_variants", "c
 
 
 def rf_pool_of(level: int) -> tuple[int, int]:
-    """(kernel, stride) of the receptive-field pool at ``level`` (0: no pool)."""
+    """The receptive-field pool at ``level``: kernel ``level + 1``, stride ``level``.
+
+    Args:
+        level: an integer >= 0 (0: no pool).
+
+    Returns:
+        (kernel, stride); (1, 1) at level 0.
+
+    Raises:
+        ValueError: naming a bad ``level``.
+
+    Example:
+        >>> [rf_pool_of(level) for level in range(4)]
+        [(1, 1), (2, 1), (3, 2), (4, 3)]
+    """
     if not isinstance(level, int) or level < 0:
         raise ValueError(f"level: expected an integer >= 0, got {level!r}")
     return (level + 1, level) if level else (1, 1)
@@ -39,8 +53,22 @@ def _scaled(cfg: tuple[int | str, ...], width: int) -> tuple[int | str, ...]:
 
 
 def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int = 64) -> VGG:
-    """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``;
-    ``width`` scales the channels (64: the paper's, 16: a sixteenth of its parameters)."""
+    """The paper's VGG (VGG19 layout, ``vgg.cfgs["vgg19_rf"]``) at receptive-field ``level``.
+
+    Args:
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first conv's channels (64: the paper's, 16: a sixteenth of its
+            parameters).
+
+    Returns:
+        The network, initialised as torchvision's VGG.
+
+    Example:
+        >>> vgg19_rf(2, width=4)(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 10])
+    """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg19_rf"], width), in_channels, num_classes,
                                 rf_pool=kernel, rf_pool_stride=stride))
@@ -49,7 +77,21 @@ def vgg19_rf(level: int, in_channels: int = 3, num_classes: int = 10, width: int
 def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
                 width: int = 64) -> ResNet:
     """A CIFAR-style ResNet50 (3x3 stem, bottlenecks 3-4-6-3) at receptive-field
-    ``level``, its stages ``width``, 2x, 4x, 8x wide (64: the paper's)."""
+    ``level``.
+
+    Args:
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first stage's width; the others 2x, 4x, 8x (64: the paper's).
+
+    Returns:
+        The network.
+
+    Example:
+        >>> resnet50_rf(1, width=4).fc.in_features
+        128
+    """
     kernel, stride = rf_pool_of(level)
     return ResNet((3, 4, 6, 3), tuple(width * 2 ** i for i in range(4)), in_channels,
                   num_classes, rf_pool=kernel, rf_pool_stride=stride, block="bottleneck")
@@ -57,7 +99,21 @@ def resnet50_rf(level: int, in_channels: int = 3, num_classes: int = 10,
 
 def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width: int = 8) -> VGG:
     """Six 3x3 convs (``width``, 2x, 4x wide; ``vgg.cfgs["vgg_small_rf"]``) with two 2x2
-    pools: a 28x28 image still leaves a 1x1 map at level 4."""
+    pools: a 28x28 image still leaves a 1x1 map at level 4.
+
+    Args:
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first conv's channels.
+
+    Returns:
+        The network, initialised as torchvision's VGG.
+
+    Example:
+        >>> vgg_small_rf(4).eval()(torch.rand(1, 1, 28, 28)).shape
+        torch.Size([1, 10])
+    """
     kernel, stride = rf_pool_of(level)
     return torchvision_init(VGG(_scaled(cfgs["vgg_small_rf"], width), in_channels, num_classes,
                                 rf_pool=kernel, rf_pool_stride=stride))
@@ -66,7 +122,21 @@ def vgg_small_rf(level: int, in_channels: int = 1, num_classes: int = 10, width:
 def resnet_small_rf(level: int, in_channels: int = 1, num_classes: int = 10,
                     width: int = 8) -> ResNet:
     """A ResNet8 (one basic block per stage, ``width``, 2x, 4x wide) at receptive-field
-    ``level``."""
+    ``level``.
+
+    Args:
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: the first stage's width.
+
+    Returns:
+        The network.
+
+    Example:
+        >>> resnet_small_rf(3).stem[-1]
+        MaxPool2d(kernel_size=4, stride=3, padding=2, dilation=1, ceil_mode=False)
+    """
     kernel, stride = rf_pool_of(level)
     return ResNet((1, 1, 1), (width, 2 * width, 4 * width), in_channels, num_classes,
                   rf_pool=kernel, rf_pool_stride=stride)
@@ -78,8 +148,25 @@ RF_ARCHITECTURES = {"vgg19": vgg19_rf, "resnet50": resnet50_rf, "vgg": vgg_small
 
 def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
              width: int | None = None):
-    """Architecture ``arch`` (one of ``RF_ARCHITECTURES``) at receptive-field ``level``;
-    ``width`` is its first stage's channels (None: the architecture's own)."""
+    """Architecture ``arch`` at receptive-field ``level``.
+
+    Args:
+        arch: one of ``RF_ARCHITECTURES``.
+        level: the receptive-field level (``rf_pool_of``).
+        in_channels: input channels.
+        num_classes: outputs.
+        width: its first stage's channels (None: the architecture's own).
+
+    Returns:
+        The network.
+
+    Raises:
+        ValueError: naming ``architectures``, ``rf_levels`` or ``width``.
+
+    Example:
+        >>> type(rf_model("vgg", 2, in_channels=1)).__name__
+        'VGG'
+    """
     check_rf_variants([arch], [level])
     if width is not None and (not isinstance(width, int) or width < 1):
         raise ValueError(f"width: expected an integer >= 1, got {width!r}")
@@ -88,8 +175,22 @@ def rf_model(arch: str, level: int, in_channels: int = 3, num_classes: int = 10,
 
 
 def check_rf_variants(architectures, levels) -> None:
-    """A ``ValueError`` naming ``architectures`` or ``rf_levels`` unless every name is in
-    ``RF_ARCHITECTURES`` and every level an integer >= 0 (cheap: builds nothing)."""
+    """Check the receptive-field variants asked for, before any work (builds nothing).
+
+    Args:
+        architectures: names that must be in ``RF_ARCHITECTURES``.
+        levels: levels that must be integers >= 0.
+
+    Raises:
+        ValueError: naming ``architectures`` or ``rf_levels``.
+
+    Example:
+        >>> check_rf_variants(["vgg", "resnet"], [0, 1, 2])
+        >>> check_rf_variants(["vgg"], [-1])
+        Traceback (most recent call last):
+        ...
+        ValueError: rf_levels: expected integers >= 0, got [-1]
+    """
     unknown = [a for a in architectures if a not in RF_ARCHITECTURES]
     if unknown or not architectures:
         raise ValueError(f"architectures: expected names from {sorted(RF_ARCHITECTURES)}, "
@@ -101,8 +202,26 @@ def check_rf_variants(architectures, levels) -> None:
 
 def check_input_size(architectures, levels, in_channels: int, image_size: int,
                      width: int | None = None) -> None:
-    """A ``ValueError`` naming ``image_size`` if any variant's feature maps vanish on
-    ``image_size``-square inputs (shapes only, on the meta device: no weights, no work)."""
+    """Check that every variant leaves a feature map on ``image_size``-square inputs
+    (shapes only, on the meta device: no weights, no work).
+
+    Args:
+        architectures: names in ``RF_ARCHITECTURES``.
+        levels: receptive-field levels.
+        in_channels: input channels.
+        image_size: the inputs' side.
+        width: the first stage's channels (None: each architecture's own).
+
+    Raises:
+        ValueError: naming ``image_size`` where a variant's maps vanish.
+
+    Example:
+        >>> check_input_size(["vgg"], [4], 1, 28)
+        >>> check_input_size(["vgg"], [4], 1, 8)
+        Traceback (most recent call last):
+        ...
+        ValueError: image_size: 8x8 images leave no feature map in vgg at rf level 4; ...
+    """
     for arch in architectures:
         for level in levels:
             with devices.META:
@@ -119,7 +238,19 @@ def torchvision_init(model: nn.Module) -> nn.Module:
     """Initialise ``model`` in place as torchvision's VGG does: convs Kaiming-normal
     (fan out, ReLU gain) with zero bias, batch norm weight 1 and bias 0, linear layers
     N(0, 0.01) with zero bias. PyTorch's default initialisation shrinks the signal at
-    every conv, so that a deep VGG's output at initialisation hardly depends on its input."""
+    every conv, so that a deep VGG's output at initialisation hardly depends on its input.
+
+    Args:
+        model: the network; changed in place.
+
+    Returns:
+        ``model``.
+
+    Example:
+        >>> net = torchvision_init(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Linear(2, 2)))
+        >>> net[0].bias.abs().sum().item(), net[1].bias.abs().sum().item()
+        (0.0, 0.0)
+    """
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

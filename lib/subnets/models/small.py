@@ -16,8 +16,25 @@ _BUILDERS = {"alexnet": alexnet_small, "vgg11": vgg11_small, "resnet18": resnet1
 
 def small_network(name: str, in_channels: int = 1, num_classes: int = 10,
                   **kwargs) -> nn.Module:
-    """Network ``name`` (one of ``NETWORKS``) at its small size: ``alexnet_small``,
-    ``vgg11_small`` or ``resnet18_small``, with ``kwargs`` passed on."""
+    """Network ``name`` at its small size: ``alexnet_small``, ``vgg11_small`` or
+    ``resnet18_small``.
+
+    Args:
+        name: one of ``NETWORKS``.
+        in_channels: input channels.
+        num_classes: outputs.
+        **kwargs: passed on to the builder.
+
+    Returns:
+        The network.
+
+    Raises:
+        ValueError: naming a ``network`` not in ``NETWORKS``.
+
+    Example:
+        >>> type(small_network("vgg11")).__name__
+        'VGG'
+    """
     if name not in NETWORKS:
         raise ValueError(f"network: expected one of {NETWORKS}, got {name!r}")
     return _BUILDERS[name](in_channels=in_channels, num_classes=num_classes, **kwargs)

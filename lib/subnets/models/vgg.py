@@ -32,7 +32,27 @@ cfgs: dict[str, tuple[int | str, ...]] = {
 
 class VGG(nn.Module):
     """``features`` (3x3 convs per ``cfg``, ``"M"`` a 2x2 max-pool), global average
-    pool, and a ``classifier`` of ``hidden`` fully connected layers."""
+    pool, and a ``classifier`` of ``hidden`` fully connected layers.
+
+    Args:
+        cfg: the layout: an integer is a 3x3 conv of that many channels, "M" a 2x2
+            max-pool (``cfgs``).
+        in_channels: input channels.
+        num_classes: outputs.
+        batch_norm: a batch norm after every conv.
+        rf_pool: the receptive-field pool's kernel after the first conv (1: none).
+        rf_pool_stride: its stride.
+        hidden: the widths of hidden FC layers before the output layer.
+        dropout: dropout after each hidden FC layer.
+
+    Raises:
+        ValueError: naming ``rf_pool`` below 1.
+
+    Example:
+        >>> net = VGG((8, "M", 16), in_channels=1, rf_pool=3, rf_pool_stride=2)
+        >>> net(torch.rand(2, 1, 16, 16)).shape, len(net.features)
+        (torch.Size([2, 10]), 8)
+    """
 
     def __init__(
         self,
@@ -76,5 +96,18 @@ class VGG(nn.Module):
 
 def vgg11_small(in_channels: int = 1, num_classes: int = 10, **kwargs) -> VGG:
     """VGG11 at half its width, its last block dropped (six convs, three pools), for
-    28x28 inputs on a CPU: a fourth pool would leave 1x1 maps."""
+    28x28 inputs on a CPU: a fourth pool would leave 1x1 maps.
+
+    Args:
+        in_channels: input channels.
+        num_classes: outputs.
+        **kwargs: ``VGG``'s other options.
+
+    Returns:
+        The network.
+
+    Example:
+        >>> vgg11_small()(torch.rand(2, 1, 28, 28)).shape
+        torch.Size([2, 10])
+    """
     return VGG(cfgs["vgg11_small"], in_channels=in_channels, num_classes=num_classes, **kwargs)
