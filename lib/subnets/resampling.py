@@ -71,6 +71,24 @@ def perturb(inputs: torch.Tensor, n_samples: int = 50, std: float = 0.1,
     pixels' distance from it instead, ``centre + (pixel - centre) * (1 + noise)``: the public
     code perturbs mean-subtracted pixels, so that a black pixel varies too. The noise is
     drawn on the CPU (the same on every device) and moved to the inputs' device.
+
+    Args:
+        inputs: N x C x H x W images.
+        n_samples: copies per image (at least 2).
+        std: standard deviation of the multiplicative noise.
+        index_scaled: the public code's noise, growing with the copy's index.
+        seed: seed of the noise.
+        centre: one value per channel whose distance the noise multiplies, or None.
+
+    Returns:
+        N x n_samples x C x H x W copies.
+
+    Example:
+        >>> copies = perturb(torch.ones(2, 1, 3, 3), n_samples=4, std=0.1)
+        >>> tuple(copies.shape), bool((copies - 1).abs().max() < 1)
+        ((2, 4, 1, 3, 3), True)
+        >>> perturb(torch.zeros(1, 1, 2, 2), 3).abs().max().item()  # black stays black
+        0.0
     """
     if inputs.ndim != 4:
         raise ValueError(f"inputs: expected N x C x H x W, got shape {tuple(inputs.shape)}")
@@ -124,7 +142,19 @@ def outgoing_weights(model: nn.Module, conv: str) -> torch.Tensor:
 
 def output_log_odds(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """log(p / (1 - p)) of class ``target`` (per row): the logit difference for two classes;
-    for a single (sigmoid) logit, the logit itself for target 1 and minus it for 0."""
+    for a single (sigmoid) logit, the logit itself for target 1 and minus it for 0.
+
+    Args:
+        logits: N x classes (or N x 1 for a sigmoid output).
+        target: N classes.
+
+    Returns:
+        N log-odds, the network output ``o`` of Eq. 2.
+
+    Example:
+        >>> output_log_odds(torch.tensor([[0.5, 2.0]]), torch.tensor([1]))
+        tensor([1.5000])
+    """
     if logits.shape[1] == 1:
         return logits[:, 0] * (2 * target - 1)
     own = logits.gather(1, target.view(-1, 1)).squeeze(1)
@@ -189,7 +219,20 @@ class NeuronScores(MetricScores):
 def top_mask(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None) -> torch.Tensor:
     """True at the ``k`` largest entries along the last dimension among the ``eligible``
     ones (default: the non-NaN ones); an eligible NaN ranks below every number, an
-    ineligible entry is never selected, ties go to the lowest index."""
+    ineligible entry is never selected, ties go to the lowest index.
+
+    Args:
+        scores: ... x channels.
+        k: entries kept per row.
+        eligible: boolean, broadcastable to ``scores``, or None.
+
+    Returns:
+        A boolean mask shaped like ``scores``.
+
+    Example:
+        >>> top_mask(torch.tensor([1.0, float("nan"), 3.0, 3.0]), 2).tolist()
+        [False, False, True, True]
+    """
     if eligible is None:
         eligible = ~scores.isnan()
     big = torch.finfo(scores.dtype).max
@@ -205,7 +248,19 @@ def top_mask(scores: torch.Tensor, k: int, eligible: torch.Tensor | None = None)
 def chance_jaccard(pool: torch.Tensor, k: int) -> torch.Tensor:
     """The expected Jaccard index of two independent uniformly random selections of
     min(k, n) neurons out of ``pool`` = n (elementwise; NaN where n = 0): the overlap
-    that chance alone gives. The intersection is hypergeometric."""
+    that chance alone gives. The intersection is hypergeometric.
+
+    Args:
+        pool: pool sizes (any shape).
+        k: neurons each selection takes.
+
+    Returns:
+        The expected Jaccard index per pool size, shaped like ``pool``.
+
+    Example:
+        >>> chance_jaccard(torch.tensor([2, 5, 0]), 2)
+        tensor([1.0000, 0.3000,    nan])
+    """
     out = torch.full(pool.shape, float("nan"))
     for n in pool.unique().tolist():
         m = min(k, int(n))
@@ -219,7 +274,21 @@ def chance_jaccard(pool: torch.Tensor, k: int) -> torch.Tensor:
 def correlation_scores(acts: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """Mean over positions of |Pearson r| between activations (N x S x C x P) and outputs
     (N x S), over the S copies; positions (or outputs) that do not vary are left out,
-    and a neuron that never varies gets NaN."""
+    and a neuron that never varies gets NaN.
+
+    Args:
+        acts: N inputs x S copies x C neurons x P positions.
+        output: N x S network outputs.
+
+    Returns:
+        N x C correlations (Eq. 2 per position, averaged).
+
+    Example:
+        >>> o = torch.tensor([[0.0, 1.0, 2.0]])
+        >>> acts = torch.stack([-o, torch.zeros_like(o)], -1).unsqueeze(-1)  # 1 x 3 x 2 x 1
+        >>> correlation_scores(acts, o)
+        tensor([[1., nan]])
+    """
     a = acts - acts.mean(1, keepdim=True)
     o = output - output.mean(1, keepdim=True)
     cov = torch.einsum("nscp,ns->ncp", a, o)
@@ -241,7 +310,21 @@ def _above_threshold(acts: torch.Tensor, threshold: float, relative: bool) -> to
 
 def precision_scores(acts: torch.Tensor, threshold: float, relative: bool = True) -> torch.Tensor:
     """1 / (mean over positions of the variance over the copies) of activations
-    (N x S x C x P); NaN for neurons below lambda (see ``_above_threshold``)."""
+    (N x S x C x P); NaN for neurons below lambda (see ``_above_threshold``).
+
+    Args:
+        acts: N inputs x S copies x C neurons x P positions.
+        threshold: lambda, or its share of the layer's mean magnitude (``relative``).
+        relative: lambda relative to the layer's mean magnitude on the image.
+
+    Returns:
+        N x C precisions (Eq. 3, the mean variance inside the reciprocal).
+
+    Example:
+        >>> acts = torch.tensor([[1.0, 3.0], [3.0, 1.0]]).view(1, 2, 2, 1)  # two neurons
+        >>> precision_scores(acts, threshold=0.5)
+        tensor([[1., 1.]])
+    """
     precision = 1.0 / acts.var(1, unbiased=False).mean(-1)
     return torch.where(_above_threshold(acts, threshold, relative), precision, torch.nan)
 
@@ -403,7 +486,20 @@ def conv_names(model: nn.Module, indices: Sequence[int]) -> list[str]:
 
 def conv_blocks(model: nn.Module, convs: Sequence[str]) -> list[int]:
     """The block (1-based: 1 + the number of max-pools before it) of each conv, the
-    layer groups of the paper's Figure 4 for a VGG."""
+    layer groups of the paper's Figure 4 for a VGG.
+
+    Args:
+        model: the network.
+        convs: names of some of its conv layers.
+
+    Returns:
+        The block of each conv.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3))
+        >>> conv_blocks(net, ["0", "2"])
+        [1, 2]
+    """
     blocks, block = {}, 1
     for name in hooks.layer_names(model, (nn.Conv2d, nn.MaxPool2d)):
         if isinstance(hooks.layer(model, name), nn.MaxPool2d):
