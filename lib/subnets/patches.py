@@ -48,7 +48,26 @@ def selection_boxes(model: nn.Module, masks: Mapping[str, torch.Tensor], inputs:
     bottom, left, right; -1 for neurons no metric selected, or dead on that input) around
     the deconvnet projection of each neuron selected by any metric in ``masks`` (layer
     -> N x metrics x channels). The deconvnet starts at the ReLU after each conv (captum
-    rectifies at ``nn.ReLU`` modules only)."""
+    rectifies at ``nn.ReLU`` modules only).
+
+    Args:
+        model: the network.
+        masks: conv layer -> N x metrics x channels selected neurons.
+        inputs: the N images.
+        support_fraction: the box holds the pixels whose projection exceeds this share of
+            its maximum.
+        batch_size: neurons projected per batch.
+
+    Returns:
+        Layer -> N x channels x 4 boxes (top, bottom, left, right), -1 where none.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU())
+        >>> masks = {"0": torch.tensor([[[True, False]]])}
+        >>> boxes = selection_boxes(net, masks, torch.rand(1, 1, 6, 6))
+        >>> tuple(boxes["0"].shape), boxes["0"][0, 1].tolist()
+        ((1, 2, 4), [-1, -1, -1, -1])
+    """
     boxes = {}
     for layer, mask in masks.items():
         pairs = mask.any(1).nonzero()
@@ -113,7 +132,22 @@ def box_chance(objects: torch.Tensor, image: torch.Tensor, height: torch.Tensor,
     """Per row: the probability that a ``height`` x ``width`` box placed uniformly at random
     inside image ``image[i]`` holds at least one pixel of its object mask (``objects``,
     N x 1 x H x W), the chance level of the paper's localisation test (NaN for an empty
-    box)."""
+    box).
+
+    Args:
+        objects: N x 1 x H x W object masks.
+        image: the image of each box (rows).
+        height, width: each box's size.
+
+    Returns:
+        One probability per row.
+
+    Example:
+        >>> objects = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+        >>> objects[0, 0, 0, 0] = True  # one corner pixel
+        >>> box_chance(objects, torch.tensor([0, 0]), torch.tensor([1, 4]), torch.tensor([1, 4]))
+        tensor([0.0625, 1.0000])
+    """
     sat = _summed_area(objects)
     out = torch.full((len(image),), float("nan"))
     sizes, which = torch.stack([height, width], 1).unique(dim=0, return_inverse=True)
@@ -131,7 +165,25 @@ def patch_table(masks: Mapping[str, torch.Tensor], boxes: Mapping[str, torch.Ten
                 metrics: Sequence[str], objects: torch.Tensor | None = None) -> pd.DataFrame:
     """One row per selected (image, layer, neuron, metric): the patch's box, its area and,
     given object masks (N x 1 x H x W), the number of object pixels inside it and the
-    chance that a box of its size at a random place would hold one (``box_chance``)."""
+    chance that a box of its size at a random place would hold one (``box_chance``).
+
+    Args:
+        masks: layer -> N x metrics x channels selected neurons (a ``Selection``).
+        boxes: layer -> N x channels x 4 boxes (-1: none; those rows are dropped).
+        metrics: the names of the metrics' dimension.
+        objects: N x 1 x H x W object masks, or None.
+
+    Returns:
+        A DataFrame: image, layer, metric, neuron, top, bottom, left, right, area (and
+        object_pixels, chance with object masks).
+
+    Example:
+        >>> masks = {"conv": torch.tensor([[[True], [False]]])}
+        >>> boxes = {"conv": torch.tensor([[[0, 2, 0, 2]]])}
+        >>> patch_table(masks, boxes, ["a", "b"], torch.ones(1, 1, 4, 4, dtype=torch.bool)
+        ...             )[["metric", "area", "object_pixels"]].values.tolist()
+        [['a', 4, 4]]
+    """
     frames = []
     if objects is not None:
         sat = _summed_area(objects)
@@ -174,7 +226,20 @@ def patch_accuracy(masks: Mapping[str, torch.Tensor], boxes: Mapping[str, torch.
     inputs flagged by ``train_images`` (each patch labelled with its input's class in
     ``target``), tested on the patches of the other inputs. Three 3x3 conv layers of
     ``width`` channels with max-pooling in between (a ``VGG``), Adam in ``precision``
-    (``train.TrainConfig``), cached by ``train.fit``; on the inputs' device."""
+    (``train.TrainConfig``), cached by ``train.fit``; on the inputs' device.
+
+    Args:
+        masks: layer -> N x channels, one metric's selected neurons.
+        boxes: layer -> N x channels x 4 boxes.
+        inputs: the N images; target: their N classes.
+        train_images: N flags: the images whose patches train the classifier.
+        size: side of the resized patches.
+        width: channels of the classifier's three conv layers.
+        epochs, seed, precision: its training.
+
+    Returns:
+        A ``PatchAccuracy``: over all test patches and per test image.
+    """
     cut, source = patch_images(masks, boxes, inputs, size)
     is_train = train_images[source]
     if not is_train.any() or is_train.all():
