@@ -349,6 +349,20 @@ class InputResampling(UnitScoring):
     its mean, so the default 0.8 removes the low tail, the neurons that respond clearly
     more weakly than the rest (the paper's purpose for lambda); 0.1 removes none.
     ``centre`` perturbs the pixels' distance from a per-channel centre (``perturb``).
+
+    Args:
+        model: the network; layers: its conv layers to score.
+        n_samples, std, index_scaled, seed, centre: the copies (``perturb``).
+        threshold, relative_threshold: lambda.
+        after_relu: read the ReLU's output instead of z.
+        batch_size: images and copies per forward pass.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> scores = InputResampling(net, ["features.4"], n_samples=5).score(torch.rand(2, 1, 8, 8))
+        >>> scores["features.4"].shape, scores.eligible["features.4"].shape
+        (torch.Size([2, 7, 3]), torch.Size([2, 3]))
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], n_samples: int = 50,
