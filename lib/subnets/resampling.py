@@ -113,7 +113,20 @@ def perturb(inputs: torch.Tensor, n_samples: int = 50, std: float = 0.1,
 
 def activation_input(model: nn.Module, conv: str) -> str:
     """The module whose output the activation after ``conv`` (``hooks.activation_after``)
-    reads: Eq. 1's z (the batch norm after the conv, or the conv itself)."""
+    reads: Eq. 1's z (the batch norm after the conv, or the conv itself).
+
+    Args:
+        model: the network; conv: one of its conv layers.
+
+    Returns:
+        The module's name.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> activation_input(net, "features.4")
+        'features.5'
+    """
     names = [n for n, _ in model.named_modules()]
     before = names[names.index(hooks.activation_after(model, conv)) - 1]
     if not isinstance(hooks.layer(model, before), (nn.Conv2d, nn.BatchNorm2d)):
@@ -458,7 +471,21 @@ def zero_variance_shares(model: nn.Module, layers: Sequence[str], inputs: torch.
                          **resampling) -> dict[str, float]:
     """Per layer, the share of neurons above lambda (over all ``inputs``) that have a
     position that is the same on every copy: where Eq. 3, which averages the reciprocal
-    variance over positions, is infinite. ``resampling`` goes to ``InputResampling``."""
+    variance over positions, is infinite. ``resampling`` goes to ``InputResampling``.
+
+    Args:
+        model: the network; layers: its conv layers; inputs: the images.
+        resampling: ``InputResampling``'s settings.
+
+    Returns:
+        Layer -> share.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> zero_variance_shares(net, ["features.4"], torch.zeros(1, 1, 8, 8), n_samples=4)
+        {'features.4': 1.0}
+    """
     method = InputResampling(model, layers, **resampling)
     active = dict.fromkeys(method.layers, 0)
     constant = dict.fromkeys(method.layers, 0)
@@ -476,7 +503,22 @@ def discarded_shares(model: nn.Module, layers: Sequence[str], inputs: torch.Tens
                      **resampling) -> dict[str, float]:
     """Per layer, the share of the neurons alive on an input (their ReLU passes something)
     that lambda discards, over all ``inputs``: how much of the pool the threshold removes.
-    ``resampling`` goes to ``InputResampling``."""
+    ``resampling`` goes to ``InputResampling``.
+
+    Args:
+        model: the network; layers: its conv layers; inputs: the images.
+        resampling: ``InputResampling``'s settings (``threshold`` among them).
+
+    Returns:
+        Layer -> share.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> x = torch.rand(2, 1, 8, 8)
+        >>> discarded_shares(net, ["features.4"], x, n_samples=4, threshold=0.0)
+        {'features.4': 0.0}
+    """
     method = InputResampling(model, layers, **resampling)
     alive = dict.fromkeys(method.layers, 0)
     dropped = dict.fromkeys(method.layers, 0)
@@ -639,7 +681,24 @@ def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs:
     when the neurons that a metric selected in one layer (``masks``: conv layer -> N x
     metrics x channels) are switched off (the output of their activation,
     ``hooks.activation_after``, set to zero), one layer at a time. Tests whether a
-    selection has "large influence over the network output"."""
+    selection has "large influence over the network output".
+
+    Args:
+        model: the network.
+        masks: conv layer -> N x metrics x channels (a ``Selection``).
+        inputs: the N images.
+        batch_size: inputs per forward pass.
+
+    Returns:
+        N x metrics x layers |changes of log-odds|, on the CPU.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> masks = {"features.4": torch.zeros(2, 1, 3, dtype=torch.bool)}  # nothing off
+        >>> switch_off_effects(net, masks, torch.rand(2, 1, 8, 8)).abs().max().item()
+        0.0
+    """
     model.eval()
     x = devices.to_model(model, inputs)
     base_logits = model(x)
