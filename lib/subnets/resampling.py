@@ -139,7 +139,20 @@ def activation_input(model: nn.Module, conv: str) -> str:
 def outgoing_weights(model: nn.Module, conv: str) -> torch.Tensor:
     """``w^{l+1}`` of every output channel of ``conv`` (channels x fan-out): the next conv's
     weights that read the channel, or, after the last conv, the first linear layer's
-    columns for it (a flattened map or a pooled value per channel)."""
+    columns for it (a flattened map or a pooled value per channel).
+
+    Args:
+        model: the network; conv: one of its conv layers.
+
+    Returns:
+        Channels x fan-out weights.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> outgoing_weights(net, "features.0").shape  # read by 3 filters of 3 x 3
+        torch.Size([2, 27])
+    """
     modules = list(model.named_modules())
     names = [n for n, _ in modules]
     channels = hooks.layer(model, conv).out_channels
@@ -589,6 +602,21 @@ class NeuronSelection(UnitSelection):
     expensive part), False for none. ``resampling`` goes to ``InputResampling``
     (n_samples, std, index_scaled, centre, threshold, relative_threshold, after_relu,
     seed, batch_size).
+
+    Args:
+        model: the network; layers: its conv layers.
+        top_k: neurons selected per layer and metric.
+        support_fraction: where a deconvnet patch ends (``patches.selection_boxes``).
+        boxes: the metrics whose neurons get patches (True: all, False: none).
+        resampling: ``InputResampling``'s settings.
+
+    Example:
+        >>> from subnets.models import VGG
+        >>> net = VGG((2, "M", 3), in_channels=1, num_classes=2).eval()
+        >>> chosen = NeuronSelection(net, ["features.4"], top_k=1, boxes=False,
+        ...                          n_samples=4).select(torch.rand(2, 1, 8, 8))
+        >>> chosen["features.4"].sum(-1).tolist()  # one neuron per image and metric
+        [[1, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1]]
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str], top_k: int = 5,
