@@ -127,7 +127,9 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
                       "schedule": "cosine",
                       f"clip_grad_{p['clip_mode']}": p["clip_threshold"] or None}, 32
     if chapter == "04":
-        nets = [models.cifar_resnet(d, 3, 10, shortcut=p["shortcut"])
+        from subnets.decomposition import seeded_resnet
+
+        nets = [seeded_resnet(d, p["seed"], 3, 10, p["shortcut"])
                 for d in sorted({p["depth"], *p["depths"]})]
         return nets, {"lr": p["lr"], "optimizer": p["optimizer"], "schedule": "cosine",
                       "weight_decay": p["weight_decay"], "augment": p["augment"]}, 32

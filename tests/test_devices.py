@@ -191,7 +191,7 @@ def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32, cud
     _assert_close(on_cuda.features, on_cpu.features)
     assert torch.equal(on_cuda.labels, on_cpu.labels)
     k = max(1, on_cpu.features.shape[1] // 4)
-    found = influence.InfluentialFeatureSelection(model, k1=k, k2=k).attribute(on_cpu)
+    found = influence.InfluentialFeatureSelection(model, k1=k, k2=k).select(on_cpu)
     layer = influence.DecomposedLinear(model.fc, found.indices)
     fast = _on_cuda(layer)
     assert devices.model_device(fast) == fast.indices.device == cuda

@@ -1,21 +1,19 @@
-"""Algorithm 1, the decomposed final layer, the noise ablation, Class-Specific Gates and
+"""Algorithm 1, the decomposed final layer, the noise ablation and
 the CIFAR ResNet's option-A shortcut on tiny hand-checked inputs."""
 
 import math
-from dataclasses import asdict
 
 import pandas as pd
 import pytest
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from subnets import cache, influence, models, train
-from subnets.data import ImageSet
+from subnets import influence, models
 from subnets.influence import PenultimateFeatures
+from subnets.methods import LayerScores, UnitSelection
 from subnets.models.resnet import _PadShortcut
-from subnets.progress import bar
-from subnets.train import TrainConfig, seeded
+from subnets.train import seeded
 
 
 def tiny_fc() -> nn.Linear:
@@ -46,7 +44,7 @@ def select(features, labels, k1, k2, classes=None):
     """Algorithm 1 on ``features`` through a final layer of their width."""
     classes = int(labels.max()) + 1 if classes is None else classes
     method = influence.InfluentialFeatureSelection(Head(features.shape[1], classes), k1=k1, k2=k2)
-    return method.attribute(PenultimateFeatures(features, labels))
+    return method.select(PenultimateFeatures(features, labels))
 
 
 def test_top_k_indices_by_magnitude_with_ties_to_lower_index():
@@ -84,8 +82,8 @@ def test_selection_on_a_dataset_is_the_selection_on_its_features():
     with seeded(0):
         net = TinyNet()
     method = influence.InfluentialFeatureSelection(net, k1=3, k2=2)
-    on_data = method.attribute(data)
-    on_features = method.attribute(influence.penultimate_features(net, data))
+    on_data = method.select(data)
+    on_features = method.select(influence.penultimate_features(net, data))
     assert torch.equal(on_data.indices, on_features.indices)
     assert torch.equal(on_data.histograms, on_features.histograms)
     assert on_data.indices.shape == (2, 2) and on_data.histograms.sum() == 40 * 3
@@ -102,9 +100,9 @@ def test_selection_checks_its_model_k_and_data():
         influence.InfluentialFeatureSelection(net, k1=1, k2=0)
     method = influence.InfluentialFeatureSelection(net, k1=2, k2=2)
     with pytest.raises(ValueError, match="6 features"):
-        method.attribute(PenultimateFeatures(torch.rand(4, 5), torch.zeros(4, dtype=torch.long)))
+        method.select(PenultimateFeatures(torch.rand(4, 5), torch.zeros(4, dtype=torch.long)))
     with pytest.raises(ValueError, match="labels in 0..1"):
-        method.attribute(PenultimateFeatures(torch.rand(4, 6), torch.tensor([0, 1, 2, 0])))
+        method.select(PenultimateFeatures(torch.rand(4, 6), torch.tensor([0, 1, 2, 0])))
 
 
 def test_penultimate_features_are_a_dataclass_and_cached(isolated_cache):
@@ -237,38 +235,6 @@ def test_diagonal_margin_is_the_median_of_k1_equals_k2_over_the_best_other():
                                                               torch.empty(0), torch.empty(0)))
 
 
-def test_decomposition_statistics_are_those_of_their_parts():
-    g = torch.Generator().manual_seed(3)
-    x, y = torch.rand(120, 8, generator=g), torch.arange(120) % 3
-    x[torch.arange(120), y] += 1.0  # feature c marks class c
-    data = PenultimateFeatures(x, y)
-    head = Head(8, 3)
-    found = influence.InfluentialFeatureSelection(head, k1=2, k2=2).attribute(data)
-    stats = influence.decomposition_statistics(head.fc, data, data, found, [1, 2], seed=4)
-    full = influence.layer_correct(head.fc, data).mean().item()
-    decomposed = influence.layer_correct(influence.DecomposedLinear(head.fc, found.indices),
-                                         data).mean().item()
-    random = influence.layer_correct(influence.DecomposedLinear(
-        head.fc, influence.random_feature_sets(3, 8, 2, 4)), data).mean().item()
-    noised = {f"{noise} noise: {k}": v for noise in ("feature", "standard") for k, v in
-              influence.noise_ablation(head.fc, data, data, found, 4, noise).accuracies().items()}
-    grid = influence.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
-    assert stats == pytest.approx({
-        "full": full, "decomposed": decomposed, "relative": decomposed / full,
-        "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})
-
-
-def test_noise_replaces_only_the_chosen_features_of_each_label():
-    x = torch.arange(12.0).view(3, 4)
-    y = torch.tensor([0, 1, 0])
-    replace = torch.tensor([[False, True, False, False], [False, False, False, True]])
-    mean, std = torch.full((4,), -1.0), torch.zeros(4)  # zero spread: the noise is the mean
-    out = influence.noised_features(x, y, replace, mean, std)
-    assert out.tolist() == [[0, -1, 2, 3], [4, 5, 6, -1], [8, -1, 10, 11]]
-    with pytest.raises(ValueError, match="replace"):
-        influence.noised_features(x, y, torch.tensor([[1], [3]]), mean, std)
-
-
 def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
     f = torch.rand(40, 8)
     y = torch.arange(40) % 2
@@ -280,73 +246,6 @@ def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
     assert torch.equal(others, influence.non_influential_indices(inf, seed=1))
 
 
-def test_noise_ablation_of_features_the_layer_ignores_changes_nothing():
-    # The layer reads only features 0 and 1; if they are each class's influential ones,
-    # noising the others (2..5) cannot change a prediction, and noising 0/1 does.
-    fc = nn.Linear(6, 2)
-    with torch.no_grad():
-        fc.weight.copy_(torch.tensor([[3.0, -3.0, 0, 0, 0, 0], [-3.0, 3.0, 0, 0, 0, 0]]))
-        fc.bias.zero_()
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(200, 6, generator=g)
-    x[:, 2:] *= 0.1  # features 2..5 are small, so 0 and 1 top every instance
-    y = fc(x).argmax(1)
-    data = PenultimateFeatures(x, y)
-    inf = select(x, y, k1=2, k2=2)
-    assert sorted(inf.indices[0].tolist()) == [0, 1] and sorted(inf.indices[1].tolist()) == [0, 1]
-    result = influence.noise_ablation(fc, data, data, inf, seed=0).accuracies()
-    assert result["original"] == 1.0 and result["non_influential"] == 1.0
-    assert result["as_many_others"] == 1.0
-    assert result["influential"] < 0.8
-
-
-def test_standard_noise_is_n01_whatever_the_features_scale():
-    # Class 0 wins while feature 0 (~1000, its influential feature) exceeds 500: noise with
-    # the feature's own statistics keeps it there, the authors' N(0, 1) does not.
-    fc = nn.Linear(4, 2)
-    with torch.no_grad():
-        fc.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]))
-        fc.bias.copy_(torch.tensor([0.0, 500.0]))
-    x = torch.rand(200, 4, generator=torch.Generator().manual_seed(0)) + 100
-    x[:, 0] += 900
-    data = PenultimateFeatures(x, torch.zeros(200, dtype=torch.long))
-    inf = select(x, data.labels, k1=1, k2=1)
-    assert inf.indices.tolist() == [[0]]
-    feature = influence.noise_ablation(fc, data, data, inf, noise="feature").accuracies()
-    standard = influence.noise_ablation(fc, data, data, inf, noise="standard").accuracies()
-    assert feature["influential"] == 1.0 and standard["influential"] == 0.0
-    assert standard["original"] == 1.0
-    with pytest.raises(ValueError, match="noise"):
-        influence.noise_ablation(fc, data, data, inf, noise="uniform")
-
-
-def test_noise_ablation_replaces_all_non_influential_features():
-    # Section 5.2.6 noises every feature outside S_c (D - k2 of them), not k2 random ones:
-    # a layer that reads only feature 5 (never influential here) loses its information in
-    # the paper's ablation on every instance, and only where 5 is drawn in the control.
-    fc = nn.Linear(6, 2)
-    with torch.no_grad():
-        fc.weight.copy_(torch.tensor([[0, 0, 0, 0, 0, -10.0], [0, 0, 0, 0, 0, 10.0]]))
-        fc.bias.zero_()
-    g = torch.Generator().manual_seed(1)
-    x = torch.rand(400, 6, generator=g) * 0.1
-    x[:, :2] += 5.0  # features 0 and 1 top every instance: S_c = {0, 1} for both classes
-    x[:, 5] = torch.where(torch.rand(400, generator=g) < 0.5, 0.02, 0.09)
-    with torch.no_grad():
-        fc.bias.fill_(0.0)
-        fc.bias[0] = 0.55  # class 1 when x5 > 0.055
-    y = fc(x).argmax(1)
-    data = PenultimateFeatures(x, y)
-    inf = select(x, y, k1=2, k2=2, classes=2)
-    res = influence.noise_ablation(fc, data, data, inf, seed=0)
-    assert res.original.mean() == 1.0 and res.influential.mean() == 1.0
-    assert res.non_influential.mean() < 0.8  # feature 5 always replaced
-    # The control replaces feature 5 only for classes whose two random others include it.
-    others = influence.non_influential_indices(inf, seed=0)
-    hit = torch.tensor([5 in others[c].tolist() for c in range(2)])[y]
-    assert res.as_many_others[~hit].eq(1.0).all()
-
-
 def test_channel_maps_mean_of_chosen_channels_then_upsampled():
     maps = torch.zeros(2, 3, 2, 2)
     maps[0, 1] = 2.0
@@ -355,37 +254,6 @@ def test_channel_maps_mean_of_chosen_channels_then_upsampled():
     assert out.shape == (2, 1, 4, 4)
     torch.testing.assert_close(out[0], torch.ones(1, 4, 4))
     torch.testing.assert_close(out[1], torch.full((1, 4, 4), 4.0))
-
-
-def test_foreground_share():
-    maps = torch.tensor([[[1.0, 3.0], [0.0, 0.0]], [[0.0, 0.0], [0.0, 0.0]]]).unsqueeze(1)
-    masks = torch.tensor([[[True, False], [False, False]]] * 2).unsqueeze(1)
-    share = influence.foreground_share(maps, masks)
-    assert share[0].item() == pytest.approx(0.25) and torch.isnan(share[1])
-
-
-def test_class_channel_maps_pick_each_image_s_class_channels():
-    class Conv(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.layers = nn.Conv2d(1, 4, 3, padding=1)
-
-        def forward(self, x):
-            return self.layers(x)
-
-    with seeded(0):
-        net = Conv()
-    images, labels = torch.rand(3, 1, 6, 6), torch.tensor([0, 1, 0])
-    inf = influence.InfluentialFeatures(torch.tensor([[0, 1], [2, 3]]),
-                                        torch.zeros(2, 4, dtype=torch.long), 2, 2)
-    others = torch.tensor([[2, 3], [0, 1]])
-    maps = influence.class_channel_maps(net, "layers", images, labels, inf, others)
-    with torch.no_grad():
-        raw = net.layers(images)
-    assert set(maps) == {"all channels", "influential", "non-influential"}
-    torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
-    torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
-    torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))
 
 
 class TinyNet(nn.Module):
@@ -406,241 +274,6 @@ def two_blobs(n=64):
     y = torch.arange(n) % 2
     x = torch.randn(n, 2, generator=g) * 0.3 + (2.0 * y[:, None] - 1.0)
     return TensorDataset(x, y)
-
-
-def test_gated_paths_by_hand():
-    with seeded(0):
-        net = influence.ClassSpecificGates(TinyNet())
-    assert net.gates.eq(0.5).all()  # Liang et al. start every gate at 0.5
-    f = torch.rand(3, 6)
-    y = torch.tensor([0, 1, 1])
-    x = torch.randn(3, 2)
-    torch.testing.assert_close(net(x), net.model(x))  # the STD path ignores the gates
-    with torch.no_grad():
-        net.gates.fill_(1.0)
-    # All gates open: both gated paths are the standard layer.
-    torch.testing.assert_close(net.gated_logits(f, y), net.model.fc(f))
-    torch.testing.assert_close(net.label_free_logits(f), net.model.fc(f))
-    with torch.no_grad():
-        net.gates[1] = 0.0
-    W, b = net.model.fc.weight, net.model.fc.bias
-    expected = torch.stack([f[0] @ W.T + b, b, b])
-    torch.testing.assert_close(net.gated_logits(f, y), expected)
-    free = net.label_free_logits(f)
-    torch.testing.assert_close(free[:, 0], f @ W[0] + b[0])
-    torch.testing.assert_close(free[:, 1], b[1].expand(3))
-
-
-def test_clip_gates_normalises_each_feature_over_classes():
-    with seeded(0):
-        net = influence.ClassSpecificGates(TinyNet())
-    with torch.no_grad():
-        net.gates.copy_(torch.tensor([[0.2, 0.9, -0.1, 0.0, 2.0, 0.3],
-                                      [0.4, 0.3, 0.5, 0.0, 1.0, 0.6]]))
-    net.clip_gates()
-    expected = torch.tensor([[0.5, 1.0, 0.0, 0.0, 1.0, 0.5],
-                             [1.0, 1 / 3, 1.0, 0.0, 0.5, 1.0]])
-    torch.testing.assert_close(net.gates.detach(), expected)
-
-
-def test_gate_epochs_alternate_like_liang_et_al():
-    cfg = influence.GateConfig(period=3)
-    assert [cfg.is_csg_epoch(e) for e in range(1, 7)] == [True, True, False, True, True, False]
-    assert influence.GateConfig(period=1).is_csg_epoch(3)
-
-
-def test_fit_gates_sparsifies_within_bounds_and_is_cached():
-    data = two_blobs()
-    config = TrainConfig(epochs=12, batch_size=16, lr=1e-2, seed=0)
-    gates = influence.GateConfig(density=0.5, gate_lr=0.1, sparsity_weight=1.0)
-    with seeded(0):
-        net = influence.fit_gates(TinyNet(), data, config, gates)
-    g = net.gates.detach()
-    assert g.min() >= 0 and g.max() <= 1
-    assert set(g.max(0).values.tolist()) <= {0.0, 1.0}  # every feature normalised
-    # The first clip lifts every gate from 0.5 to 1 (each feature's largest is 0.5); the
-    # hinge then closes some: with 2 classes a feature keeps at least one open gate.
-    assert 0.5 <= g.mean() < 0.9 and (g < 0.05).sum() >= 2
-    assert net.history["path"].tolist() == ["CSG", "CSG", "STD"] * 4
-    assert list(net.history.columns) == ["epoch", "path", "loss", "sparsity", "density"]
-    test = influence.penultimate_features(net.model, data)
-    acc = influence.gate_accuracies(net, test)
-    assert acc.std.mean() > 0.9
-    with seeded(0):
-        again = influence.fit_gates(TinyNet(), data, config, gates)
-    assert torch.equal(again.gates, net.gates)
-    assert net.open_gates().shape == (2, 6)
-
-
-def test_fit_gates_placebo_trains_nothing_and_caches_nothing(isolated_cache):
-    with seeded(0):
-        model = TinyNet()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    net = influence.fit_gates(model, two_blobs(), TrainConfig(epochs=3, batch_size=16),
-                              influence.GateConfig(init=0.25), placebo=True)
-    assert net.gates.eq(0.25).all() and net.history.empty
-    assert all(torch.equal(net.model.state_dict()[k], v) for k, v in before.items())
-    assert not list(isolated_cache.glob("csg-*.pt"))
-
-
-def test_gate_statistics_are_those_of_their_parts():
-    with seeded(0):
-        net = influence.ClassSpecificGates(TinyNet())
-    with torch.no_grad():
-        net.gates.copy_(torch.rand(2, 6, generator=torch.Generator().manual_seed(1)))
-    data = influence.penultimate_features(net.model, two_blobs(), cached=False)
-    stats = influence.gate_statistics(net, data, data, k1=3, k2=2)
-    hits = influence.gate_accuracies(net, data)
-    found = influence.InfluentialFeatureSelection(net.model, k1=3, k2=2).attribute(data)
-    decomposed = influence.layer_correct(influence.DecomposedLinear(net.model.fc, found.indices),
-                                         data)
-    assert stats == pytest.approx({
-        "STD": hits.std.mean().item(),
-        "CSG, label": (net.gated_logits(data.features, data.labels).argmax(1)
-                       == data.labels).float().mean().item(),
-        "label-free": hits.label_free.mean().item(),
-        "decomposed": decomposed.mean().item(),
-        "top gates influential": influence.gate_overlap(net, found)[
-            "top gates influential"].mean(), "by chance": 4 / 6})
-
-
-def reference_gate_training(net, data, config, gates):
-    """The CPU loop gate training had of its own before it went through
-    ``train.run_training``: a DataLoader over the dataset's items, wrapped in the progress
-    bar, per-batch ``.item()`` sums."""
-    g = torch.Generator().manual_seed(config.seed)
-    loader = DataLoader(data, batch_size=config.batch_size, shuffle=True, generator=g)
-    weights = [p for p in net.model.parameters() if p.requires_grad]
-    if config.optimizer == "adam":
-        opt = torch.optim.Adam(weights, lr=config.lr)
-    else:
-        opt = torch.optim.SGD(weights, lr=config.lr, momentum=config.momentum)
-    gate_opt = torch.optim.SGD([net.gates], lr=gates.gate_lr)
-    steps = config.epochs * len(loader)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / steps)))
-    budget = gates.density * net.gates.numel()
-    history = []
-    with torch.random.fork_rng():
-        torch.manual_seed(config.seed)
-        for epoch in range(1, config.epochs + 1):
-            csg = gates.is_csg_epoch(epoch)
-            net.train()
-            sums = {"loss": 0.0, "sparsity": 0.0}
-            for x, y in bar(loader):
-                x = train.augment_batch(x, g) if config.augment else x
-                if csg:
-                    loss = nn.functional.cross_entropy(
-                        net.gated_logits(net.model.penultimate(x), y), y)
-                    hinge = (net.gates.abs().sum() - budget).clamp_min(0)
-                    total = loss + gates.sparsity_weight * hinge
-                else:
-                    loss = nn.functional.cross_entropy(net.model(x), y)
-                    hinge, total = torch.zeros(()), loss
-                opt.zero_grad(set_to_none=True)
-                gate_opt.zero_grad(set_to_none=True)
-                total.backward()
-                if config.clip_grad_norm is not None:
-                    nn.utils.clip_grad_norm_(weights, config.clip_grad_norm)
-                opt.step()
-                sched.step()
-                if csg:
-                    gate_opt.step()
-                    net.clip_gates()
-                sums["loss"] += loss.item() / len(loader)
-                sums["sparsity"] += hinge.item() / len(loader)
-            history.append({"epoch": epoch, "path": "CSG" if csg else "STD", **sums,
-                            "density": net.gates.detach().mean().item()})
-    return net.state_dict(), history
-
-
-def conv_images(n=150, side=10):
-    g = torch.Generator().manual_seed(2)
-    images = torch.randint(0, 256, (n, 3, side, side), generator=g, dtype=torch.uint8)
-    return ImageSet(images, (images.float().mean((1, 2, 3)) > 127.5).long(), ["a", "b"], "toy")
-
-
-@pytest.mark.parametrize(("augment", "optimizer"), [(False, "adam"), (True, "sgd")])
-def test_cpu_gate_training_is_bit_for_bit_its_own_former_loop(augment, optimizer):
-    # A CIFAR ResNet (batch norm, convolutions) on uint8 images: the trainer's in-memory
-    # batches, augmentation draws and schedule must be the former loop's, step for step.
-    data = conv_images()
-    config = TrainConfig(epochs=4, batch_size=32, lr=0.01, optimizer=optimizer,
-                         schedule="cosine", augment=augment,
-                         clip_grad_norm=0.5 if optimizer == "sgd" else None)
-    gates = influence.GateConfig(period=2, density=0.3)
-
-    def fresh():
-        with seeded(0):
-            return models.cifar_resnet(8, in_channels=3, num_classes=2)
-
-    net = influence.fit_gates(fresh(), data, config, gates)
-    state, history = reference_gate_training(influence.ClassSpecificGates(fresh(), gates.init),
-                                             data, config, gates)
-    assert net.history.to_dict("records") == history
-    assert net.history["sparsity"].gt(0).any()  # the hinge took part
-    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
-
-
-def test_cpu_gate_cache_key_is_the_trainers_config_key(isolated_cache):
-    data = two_blobs()
-    config = TrainConfig(epochs=1, batch_size=16)
-    gates = influence.GateConfig()
-    with seeded(0):
-        model = TinyNet()
-    net = influence.ClassSpecificGates(model, gates.init)
-    parts = {"model": net, "data": list(data.tensors), "config": train.config_key(net, config),
-             "gates": asdict(gates)}
-    key = cache.key_of("csg", parts)  # before training changes the weights
-    influence.fit_gates(model, data, config, gates)
-    assert [p.name for p in isolated_cache.glob("csg-*.pt")] == [f"{key}.pt"]
-
-
-def test_gate_accuracies_never_read_the_label():
-    # The CSG path with the true label's gates is told the answer; the evaluation uses only
-    # the STD path and the label-free read-out, so its predictions ignore the labels.
-    with seeded(0):
-        net = influence.ClassSpecificGates(TinyNet())
-    f = torch.rand(20, 6)
-    y = torch.randint(0, 2, (20,))
-    acc = influence.gate_accuracies(net, PenultimateFeatures(f, y))
-    assert set(vars(acc)) == {"std", "label_free"}
-    with torch.no_grad():
-        pred_std = net.model.fc(f).argmax(1)
-        pred_free = net.label_free_logits(f).argmax(1)
-    assert torch.equal(acc.std, (pred_std == y).float())
-    assert torch.equal(acc.label_free, (pred_free == y).float())
-
-
-def test_gate_overlap_counts_and_chance():
-    with seeded(0):
-        net = influence.ClassSpecificGates(TinyNet())
-    with torch.no_grad():
-        net.gates.zero_()
-        net.gates[0, [0, 1, 2]] = torch.tensor([1.0, 0.8, 0.2])
-        net.gates[1, [5, 3]] = torch.tensor([0.9, 0.4])
-    inf = influence.InfluentialFeatures(torch.tensor([[0, 4], [5, 1]]),
-                                        torch.zeros(2, 6, dtype=torch.long), 2, 2)
-    table = influence.gate_overlap(net, inf)
-    # Class 0's two largest gates are 0 and 1 (one influential); class 1's are 5 and 3 (one).
-    assert table["top gates influential"].tolist() == [1, 1]
-    assert table["by chance"].tolist() == pytest.approx([4 / 6] * 2)
-    assert table["mean gate, influential"].tolist() == pytest.approx([0.5, 0.45])
-    assert table["mean gate, others"].tolist() == pytest.approx([1.0 / 4, 0.4 / 4])
-    assert table["open gates"].tolist() == [2, 1]
-
-
-def test_bad_gate_config_names_the_parameter():
-    with pytest.raises(ValueError, match="density"):
-        influence.GateConfig(density=1.5)
-    with pytest.raises(ValueError, match="init"):
-        influence.GateConfig(init=-0.1)
-    with pytest.raises(ValueError, match="period"):
-        influence.GateConfig(period=0)
-    with pytest.raises(ValueError, match="sparsity_weight"):
-        influence.GateConfig(sparsity_weight=-1.0)
-    with pytest.raises(TypeError, match="penultimate"):
-        influence.ClassSpecificGates(nn.Linear(2, 2))
 
 
 # --- the CIFAR ResNet of the paper: He et al.'s option-A shortcuts -------------------------
@@ -683,16 +316,11 @@ def test_features_and_decomposition_on_cuda_match_cpu():
     assert torch.equal(grid_cpu.correct, grid_gpu.correct)
 
 
-@pytest.mark.gpu
-def test_gate_training_on_cuda_is_close_to_cpu():
-    # Same data and seeds; on CUDA the trainer runs the forward pass in bf16 autocast (8 bits
-    # of mantissa), and Adam's steps of lr 1e-2 move a weight by about 1e-2 whatever its
-    # gradient: after 12 steps the gates (in [0, 1], each feature's largest 1) agree to 5e-2.
-    data = two_blobs()
-    config = TrainConfig(epochs=3, batch_size=16, lr=1e-2, seed=0)
-    gates = influence.GateConfig(density=0.5, gate_lr=0.1, sparsity_weight=1.0)
-    with seeded(0):
-        cpu = influence.fit_gates(TinyNet(), data, config, gates, desc="cpu")
-    with seeded(0):
-        gpu = influence.fit_gates(TinyNet().to("cuda"), data, config, gates, desc="cuda")
-    torch.testing.assert_close(gpu.gates.detach().cpu(), cpu.gates.detach(), rtol=0, atol=5e-2)
+def test_selection_is_a_unit_selection_read_as_layer_scores():
+    found = select(torch.tensor([[3.0, 0.0, 1.0], [0.0, 2.0, 1.0]]), torch.tensor([0, 1]), 1, 1)
+    assert isinstance(found, LayerScores) and found.layers == ["fc"]
+    assert found["fc"].tolist() == [[True, False, False], [False, True, False]]
+    method = influence.InfluentialFeatureSelection(Head(3, 2), k1=1, k2=1)
+    assert isinstance(method, UnitSelection)
+    with pytest.raises(ValueError, match="target"):
+        method.select(PenultimateFeatures(torch.rand(2, 3), torch.tensor([0, 1])), target=0)

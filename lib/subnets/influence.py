@@ -1,6 +1,5 @@
 """Class-specific influential features of the final layer (chapter 4: "Decomposing the
-Deep", anonymous authors, 2023) and Class-Specific Gates (Liang et al. 2020) to compare them
-with.
+Deep", anonymous authors, 2023) and the decomposed final layer they give.
 
 Algorithm 1 of the paper, on the penultimate features ``f`` (the input of the final linear
 layer ``model.fc``) of the training set:
@@ -13,13 +12,13 @@ The *decomposed* final layer computes class c's logit from its own features only
 ``z_c = sum_{j in S_c} W[c, j] f_j + b_c``, and its softmax over these logits is the
 decomposed softmax. It reads ``k2 * C`` weights instead of ``D * C``, and computes only those.
 
-The method is a class in captum's style, ``InfluentialFeatureSelection(model, k1=, k2=)
-.attribute(data)`` (the model's final layer gives the width and the classes it checks
-against). Its input is the model's ``PenultimateFeatures`` (features and labels, computed
-once per network and dataset by ``penultimate_features`` and cached), or a dataset whose
-features it computes that way: the chapter measures the decomposed layer, the (k1, k2) grid
-and the noise ablation on the same features, so everything here after the features takes
-them rather than the images.
+The method is a ``methods.UnitSelection``: ``InfluentialFeatureSelection(model, k1=, k2=)
+.select(data)``, its result read as ``LayerScores`` (``result["fc"]``, the C x D mask). Its
+input is the model's ``PenultimateFeatures`` (computed once per network and dataset by
+``penultimate_features`` and cached), or a dataset whose features it computes that way:
+everything here after the features takes them rather than the images. The noise ablation
+is ``feature_noise``, Class-Specific Gates are ``gates``, and chapter 4's sweeps over
+networks are ``decomposition``.
 
 Ties (equal feature values, equal histogram counts) go to the lower index, so the same
 features always give the same sets. Every function that runs a model works on the model's
@@ -31,47 +30,34 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, devices, hooks, metrics, upsampling
+from . import cache, metrics, upsampling
 from .devices import to_host, to_model
+from .methods import LayerScores, UnitSelection
 from .progress import bar
-from .train import Objective, TrainConfig, config_key, data_identity, predicted_labels, run_training
+from .train import data_identity, predicted_labels
 
 __all__ = [
-    "ClassSpecificGates",
     "DecomposedLinear",
     "DecompositionGrid",
-    "GateAccuracy",
-    "GateConfig",
     "InfluentialFeatureSelection",
     "InfluentialFeatures",
-    "NoiseAblation",
     "PenultimateFeatures",
     "SetSummary",
     "channel_maps",
-    "class_channel_maps",
     "check_k",
     "decompose",
-    "decomposition_statistics",
     "diagonal_margin",
-    "fit_gates",
-    "foreground_share",
-    "gate_accuracies",
-    "gate_overlap",
-    "gate_statistics",
     "index_histograms",
     "layer_correct",
     "linear_macs",
     "most_frequent",
-    "NOISES",
-    "noise_ablation",
-    "noised_features",
     "non_influential_indices",
     "penultimate_features",
     "random_feature_sets",
@@ -82,7 +68,19 @@ __all__ = [
 
 
 def check_k(dim: int, **values: int | Iterable[int]) -> None:
-    """Raise ``ValueError`` naming the parameter unless every k (or k in a list) is in 1..dim."""
+    """Raise ``ValueError`` naming the parameter unless every k (or k in a list) is in 1..dim.
+
+    Args:
+        dim: the final layer's width D.
+        **values: k values, or lists of them, by parameter name.
+
+    Example:
+        >>> check_k(64, k1=5, k_grid=[1, 64])
+        >>> check_k(64, k2=0)
+        Traceback (most recent call last):
+        ...
+        ValueError: k2: expected an integer in 1..64 (the final layer's width), got 0
+    """
     for name, value in values.items():
         for k in (value if isinstance(value, (list, tuple)) else [value]):
             if not isinstance(k, int) or not 1 <= k <= dim:
@@ -104,7 +102,16 @@ def _check_features(features: torch.Tensor, labels: torch.Tensor) -> None:
 @dataclass
 class PenultimateFeatures:
     """What a network's final layer ``fc`` reads for every image of a dataset, with the
-    images' labels, on the CPU."""
+    images' labels, on the CPU.
+
+    Args:
+        features: N x D.
+        labels: N.
+
+    Example:
+        >>> len(PenultimateFeatures(torch.rand(3, 4), torch.tensor([0, 1, 0])).dataset())
+        3
+    """
 
     features: torch.Tensor  # N x D
     labels: torch.Tensor  # N
@@ -119,8 +126,26 @@ class PenultimateFeatures:
 
 def penultimate_features(model: nn.Module, data: Dataset, batch_size: int = 500,
                          cached: bool = True) -> PenultimateFeatures:
-    """What ``model.fc`` reads (``model.penultimate(x)``) for every image of ``data``, or the
-    cached result for this model (architecture and weights) and data."""
+    """What ``model.fc`` reads for every image of ``data``, or the cached result for this
+    model (architecture and weights) and data.
+
+    Args:
+        model: a network with ``penultimate(x)``.
+        data: (image, label) pairs.
+        batch_size: images per forward pass.
+        cached: False to compute without the cache.
+
+    Returns:
+        ``PenultimateFeatures`` on the CPU.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from subnets import models
+        >>> images = TensorDataset(torch.rand(3, 1, 8, 8), torch.tensor([0, 1, 0]))
+        >>> penultimate_features(models.cifar_resnet(8, 1, 2), images, cached=False
+        ...                      ).features.shape
+        torch.Size([3, 64])
+    """
     if not hasattr(model, "penultimate"):
         raise TypeError(f"model: {type(model).__name__} has no penultimate(x) method")
     if cached:
@@ -145,7 +170,13 @@ def _penultimate(model: nn.Module, data: Dataset, batch_size: int) -> dict[str, 
 # --- Algorithm 1 -------------------------------------------------------------------------
 
 def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
-    """N x k: per row, the indices of its ``k`` largest entries by magnitude, largest first."""
+    """Per row of ``features`` (N x D), the indices of its ``k`` largest entries by
+    magnitude, largest first (ties to the lower index).
+
+    Example:
+        >>> top_k_indices(torch.tensor([[1.0, -3.0, 2.0, 2.0]]), 3)
+        tensor([[1, 2, 3]])
+    """
     check_k(features.shape[1], k1=k)
     # A stable sort keeps equal values in index order, so ties go to the lower index.
     return features.abs().sort(dim=1, descending=True, stable=True).indices[:, :k]
@@ -154,7 +185,13 @@ def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
 def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
                      num_classes: int) -> torch.Tensor:
     """C x D counts: how often each feature index is among the top ``k1`` of an instance
-    of each class."""
+    of each class (``features`` N x D, ``labels`` N, in 0..``num_classes`` - 1).
+
+    Example:
+        >>> index_histograms(torch.tensor([[3.0, 1, 0], [0, 1, 2]]), torch.tensor([0, 0]), 1, 2)
+        tensor([[1, 0, 1],
+                [0, 0, 0]])
+    """
     _check_features(features, labels)
     dim = features.shape[1]
     top = top_k_indices(features, k1)
@@ -163,8 +200,13 @@ def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
 
 
 def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
-    """C x k2: per class (row) the indices of the ``k2`` largest counts (or scores),
-    largest first."""
+    """C x k2: per class (row of ``histograms``, C x D) the indices of its ``k2`` largest
+    counts (or scores), largest first, ties to the lower index.
+
+    Example:
+        >>> most_frequent(torch.tensor([[0, 5, 5, 1]]), 2)
+        tensor([[1, 2]])
+    """
     check_k(histograms.shape[1], k2=k2)
     return (-histograms).sort(dim=1, stable=True).indices[:, :k2]
 
@@ -172,7 +214,15 @@ def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
 @dataclass
 class SetSummary:
     """How much of the final layer's width the influential sets take, and how separate the
-    classes' sets are."""
+    classes' sets are (``InfluentialFeatures.summary``).
+
+    Args:
+        features_per_class: k2.
+        fraction_of_width: k2 / D.
+        union: the features influential for at least one class.
+        union_fraction: union / D.
+        mean_pairwise_jaccard: the mean Jaccard index of two different classes' sets.
+    """
 
     features_per_class: int  # k2
     fraction_of_width: float  # k2 / D
@@ -181,22 +231,44 @@ class SetSummary:
     mean_pairwise_jaccard: float  # of two different classes' sets
 
 
-@dataclass
-class InfluentialFeatures:
-    """The result of Algorithm 1: ``indices[c]`` are class c's ``k2`` influential features,
-    ``histograms[c, j]`` how often feature j is among the top ``k1`` of class c's instances."""
+@dataclass(kw_only=True)
+class InfluentialFeatures(LayerScores):
+    """The result of Algorithm 1, read as ``LayerScores``: ``result["fc"]`` is the C x D
+    mask of the features (the final layer ``fc``'s inputs) influential for each class.
+
+    Args:
+        indices: C x k2, class c's influential features, most frequent first.
+        histograms: C x D, how often feature j is among the top ``k1`` of class c's
+            instances.
+        k1: top features per instance.
+        k2: features kept per class.
+        layer: the layer whose inputs the features are.
+
+    Example:
+        >>> found = InfluentialFeatures(indices=torch.tensor([[1], [0]]),
+        ...                             histograms=torch.tensor([[0, 3, 1], [2, 0, 0]]),
+        ...                             k1=1, k2=1)
+        >>> found["fc"].int().tolist(), found.overlap().tolist()
+        ([[0, 1, 0], [1, 0, 0]], [[1, 0], [0, 1]])
+    """
 
     indices: torch.Tensor  # C x k2
     histograms: torch.Tensor  # C x D
     k1: int
     k2: int
+    layer: str = "fc"
+
+    def __post_init__(self) -> None:
+        self.scores = {self.layer: self.mask()}
 
     @property
     def num_classes(self) -> int:
+        """C, the number of classes (rows)."""
         return self.histograms.shape[0]
 
     @property
     def dim(self) -> int:
+        """D, the final layer's width."""
         return self.histograms.shape[1]
 
     def mask(self) -> torch.Tensor:
@@ -224,23 +296,49 @@ class InfluentialFeatures:
                           mean_pairwise_jaccard=jaccard[pairs].mean().item())
 
 
-class InfluentialFeatureSelection:
+class InfluentialFeatureSelection(UnitSelection):
     """Algorithm 1 of chapter 4's paper ("Decomposing the Deep") on ``model``'s final layer
-    ``fc``: per class, the ``k2`` features most often among the ``k1`` largest (by magnitude)
-    of the class's instances. ``model`` needs ``penultimate(x)`` (what ``fc`` reads) and a
-    linear ``fc``, whose width and number of classes ``k1``, ``k2`` and the labels must fit."""
+    ``fc``: per class, the ``k2`` features most often among the ``k1`` largest (by
+    magnitude) of the class's instances.
+
+    Args:
+        model: a network with ``penultimate(x)`` (what ``fc`` reads) and a linear ``fc``,
+            whose width and number of classes ``k1``, ``k2`` and the labels must fit.
+        k1: top features per instance (the paper: 5).
+        k2: most frequent features kept per class (the paper: 5).
+
+    Example:
+        >>> from subnets import models
+        >>> net = models.cifar_resnet(8, 1, 2)
+        >>> f = PenultimateFeatures(torch.rand(6, 64), torch.tensor([0, 1] * 3))
+        >>> InfluentialFeatureSelection(net, k1=3, k2=2).select(f).indices.shape
+        torch.Size([2, 2])
+    """
 
     def __init__(self, model: nn.Module, *, k1: int, k2: int) -> None:
         fc = getattr(model, "fc", None)
         if not isinstance(fc, nn.Linear):
             raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
         check_k(fc.in_features, k1=k1, k2=k2)
-        self.model, self.k1, self.k2 = model, k1, k2
+        super().__init__(model, "fc")
+        self.k1, self.k2 = k1, k2
         self.dim, self.num_classes = fc.in_features, fc.out_features
 
-    def attribute(self, data: PenultimateFeatures | Dataset) -> InfluentialFeatures:
-        """The influential sets found on ``data``: the model's penultimate features with the
-        instances' labels, or a dataset of (image, label) pairs to compute them on (cached)."""
+    def select(self, data: PenultimateFeatures | Dataset, target=None) -> InfluentialFeatures:
+        """The influential sets of every class, found on ``data``.
+
+        Args:
+            data: the model's penultimate features with the instances' labels, or a
+                dataset of (image, label) pairs to compute them on (cached).
+            target: must be None: Algorithm 1 finds every class's set at once, the classes
+                being the labels of ``data``.
+
+        Returns:
+            ``InfluentialFeatures``.
+        """
+        if target is not None:
+            raise ValueError("target: Algorithm 1 selects for every class of the labels at "
+                             f"once; expected None, got {target!r}")
         if not isinstance(data, PenultimateFeatures):
             data = penultimate_features(self.model, data)
         if data.features.shape[1] != self.dim:
@@ -251,12 +349,18 @@ class InfluentialFeatureSelection:
             raise ValueError(f"data: expected labels in 0..{self.num_classes - 1} "
                              "(the classes of model.fc)")
         hist = index_histograms(data.features, data.labels, self.k1, self.num_classes)
-        return InfluentialFeatures(most_frequent(hist, self.k2), hist, self.k1, self.k2)
+        return InfluentialFeatures(indices=most_frequent(hist, self.k2), histograms=hist,
+                                   k1=self.k1, k2=self.k2)
 
 
 def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
-    """Per instance, the share of its features' L1 mass in its ``k`` largest (Section 4.4's
-    "coverage" of k1); NaN for an all-zero feature vector."""
+    """Per instance (row of ``features``, N x D), the share of its L1 mass in its ``k``
+    largest features (Section 4.4's "coverage" of k1); NaN for an all-zero row.
+
+    Example:
+        >>> top_k_mass_share(torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), 1)
+        tensor([0.7500,    nan])
+    """
     mass = features.abs()
     total = mass.sum(1)
     top = mass.gather(1, top_k_indices(features, k)).sum(1)
@@ -268,7 +372,19 @@ def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
 class DecomposedLinear(nn.Module):
     """A final layer in which class c's logit reads only the features ``indices[c]``:
     ``z_c = sum_i weight[c, i] * x[indices[c, i]] + bias[c]``, with the weights copied from
-    ``fc``. ``forward`` gives these logits; ``probabilities`` the decomposed softmax."""
+    ``fc``. ``forward`` gives these logits; ``probabilities`` the decomposed softmax.
+
+    Args:
+        fc: the full final layer.
+        indices: C x k2 feature indices, one row per class.
+
+    Example:
+        >>> fc = nn.Linear(3, 2)
+        >>> layer = DecomposedLinear(fc, torch.tensor([[0, 1, 2], [0, 1, 2]]))
+        >>> x = torch.rand(4, 3)
+        >>> torch.allclose(layer(x), fc(x)), layer.macs()  # all features: the full layer
+        (True, 6)
+    """
 
     def __init__(self, fc: nn.Linear, indices: torch.Tensor) -> None:
         super().__init__()
@@ -300,7 +416,14 @@ class DecomposedLinear(nn.Module):
 
 def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
     """A copy of ``model`` whose final linear layer ``fc`` is a ``DecomposedLinear`` on
-    ``indices`` (to retrain the whole network after decomposition, Section 5.2.3)."""
+    ``indices`` (C x k2), to retrain the whole network after decomposition (Section 5.2.3).
+
+    Example:
+        >>> from subnets import models
+        >>> net = decompose(models.cifar_resnet(8, 1, 2), torch.tensor([[0], [1]]))
+        >>> type(net.fc).__name__, net(torch.rand(1, 1, 8, 8)).shape
+        ('DecomposedLinear', torch.Size([1, 2]))
+    """
     if not isinstance(getattr(model, "fc", None), nn.Linear):
         raise TypeError(f"model: {type(model).__name__} needs a linear final layer fc")
     out = copy.deepcopy(model)
@@ -309,7 +432,12 @@ def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
 
 
 def linear_macs(fc: nn.Linear) -> int:
-    """Multiply-accumulates per input of a full linear layer."""
+    """Multiply-accumulates per input of a full linear layer ``fc``.
+
+    Example:
+        >>> linear_macs(nn.Linear(64, 10))
+        640
+    """
     return fc.in_features * fc.out_features
 
 
@@ -322,16 +450,31 @@ def _correct(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def layer_correct(layer: nn.Module, features: PenultimateFeatures) -> torch.Tensor:
     """Per instance of ``features``, 1.0 where the final ``layer`` (full, decomposed or
-    retrained) predicts the label, else 0.0."""
+    retrained) predicts the label, else 0.0, on the CPU.
+
+    Example:
+        >>> fc = nn.Linear(2, 2)
+        >>> with torch.no_grad():
+        ...     _ = fc.weight.copy_(torch.eye(2))
+        ...     _ = fc.bias.zero_()
+        >>> layer_correct(fc, PenultimateFeatures(torch.eye(2), torch.tensor([0, 0])))
+        tensor([1., 0.])
+    """
     x, y = to_model(layer, features.features, features.labels)
     return _correct(layer(x), y)
 
 
 @dataclass
 class DecompositionGrid:
-    """``table``: one row per (k1, k2) with the decomposed layer's test accuracy, the full
-    layer's and their ratio (the paper's relative accuracy). ``correct``: N x rows, per
-    test instance whether the decomposed layer of that row is right; ``full_correct``: N."""
+    """The decomposed layer over a (k1, k2) grid (``relative_accuracy_grid``).
+
+    Args:
+        table: one row per (k1, k2) with the decomposed layer's test accuracy, the full
+            layer's and their ratio (the paper's relative accuracy).
+        correct: N x rows, per test instance whether the decomposed layer of that row is
+            right.
+        full_correct: N, whether the full layer is right.
+    """
 
     table: pd.DataFrame
     correct: torch.Tensor
@@ -342,8 +485,18 @@ class DecompositionGrid:
 def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
                            test: PenultimateFeatures, k1s: Iterable[int],
                            k2s: Iterable[int]) -> DecompositionGrid:
-    """The decomposed layer for every (k1, k2), its sets found on the ``train`` features,
-    measured on the ``test`` features."""
+    """The decomposed layer of ``fc`` for every (k1, k2) of ``k1s`` x ``k2s``, its sets found
+    on the ``train`` features, measured on the ``test`` features.
+
+    Returns:
+        ``DecompositionGrid``.
+
+    Example:
+        >>> f = PenultimateFeatures(torch.eye(3), torch.arange(3))
+        >>> grid = relative_accuracy_grid(nn.Linear(3, 3), f, f, [1, 3], [3])
+        >>> grid.table["relative"].tolist()  # k2 = D keeps every feature
+        [1.0, 1.0]
+    """
     x, y = to_model(fc, test.features, test.labels)
     full = _correct(fc(x), y)
     rows, hits = [], []
@@ -361,7 +514,14 @@ def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
 def diagonal_margin(grid: DecompositionGrid) -> float:
     """Fig. 3's claim as one number: the median over k2 of the accuracy at k1 = k2 minus the
     best accuracy at any other k1 (> 0: k1 = k2 is best). ``grid`` has the same values for
-    k1 and k2, at least two of them."""
+    k1 and k2, at least two of them.
+
+    Example:
+        >>> table = pd.DataFrame({"k1": [1, 1, 2, 2], "k2": [1, 2, 1, 2],
+        ...                       "accuracy": [0.9, 0.5, 0.7, 0.8]})
+        >>> round(diagonal_margin(DecompositionGrid(table, None, None)), 2)
+        0.25
+    """
     acc = grid.table.pivot(index="k1", columns="k2", values="accuracy")
     if list(acc.index) != list(acc.columns) or len(acc) < 2:
         raise ValueError("grid: expected the same k1 and k2 values, at least two")
@@ -371,22 +531,28 @@ def diagonal_margin(grid: DecompositionGrid) -> float:
 
 
 def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
-    """C x k: per class ``k`` distinct features drawn at random (seeded): the control for
-    Algorithm 1's sets."""
+    """C x k: per class (of ``num_classes``) ``k`` distinct features of ``dim`` drawn at
+    random (seeded): the control for Algorithm 1's sets.
+
+    Example:
+        >>> random_feature_sets(2, 64, 5, seed=0).shape
+        torch.Size([2, 5])
+    """
     check_k(dim, k2=k)
     g = torch.Generator().manual_seed(seed)
     return torch.stack([torch.randperm(dim, generator=g)[:k] for _ in range(num_classes)])
 
 
-# --- Gaussian-noise ablation (Table 8) -----------------------------------------------------
-
-# "feature": N(mean_j, std_j) of each feature on the training set; "standard": N(0, 1), as
-# the authors' code draws it.
-NOISES = ("feature", "standard")
-
 def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> torch.Tensor:
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
-    influential for that class."""
+    influential for that class (``influential``).
+
+    Example:
+        >>> sets = InfluentialFeatures(indices=torch.tensor([[0], [1]]),
+        ...                            histograms=torch.zeros(2, 3), k1=1, k2=1)
+        >>> bool((non_influential_indices(sets) != sets.indices).all())
+        True
+    """
     if 2 * influential.k2 > influential.dim:
         raise ValueError(f"k2: {influential.k2} influential features leave fewer than "
                          f"{influential.k2} others of {influential.dim}")
@@ -397,84 +563,6 @@ def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> 
         others = torch.nonzero(~mask[c]).flatten()
         rows.append(others[torch.randperm(len(others), generator=g)[:influential.k2]])
     return torch.stack(rows)
-
-
-def noised_features(features: torch.Tensor, labels: torch.Tensor, replace: torch.Tensor,
-                    mean: torch.Tensor, std: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """A copy of ``features`` in which each instance's features ``replace[label]`` (a C x D
-    boolean mask) are replaced by draws from N(mean_j, std_j) of each replaced feature j.
-    The same ``seed`` gives the same draws, so two masks are compared on the same noise."""
-    _check_features(features, labels)
-    if replace.dtype != torch.bool or replace.shape[1] != features.shape[1]:
-        raise ValueError(f"replace: expected a C x {features.shape[1]} boolean mask")
-    g = torch.Generator().manual_seed(seed)
-    noise = mean + std * torch.randn(features.shape, generator=g)
-    return torch.where(replace[labels], noise, features)
-
-
-@dataclass
-class NoiseAblation:
-    """Per test instance (1.0 right, 0.0 wrong): the full layer on the original features,
-    with the instance's influential features replaced by noise, with all its other
-    features replaced (Section 5.2.6), and with as many (``k2``) random others replaced."""
-
-    original: torch.Tensor
-    influential: torch.Tensor
-    non_influential: torch.Tensor
-    as_many_others: torch.Tensor
-
-    def accuracies(self) -> dict[str, float]:
-        return {name: value.mean().item() for name, value in vars(self).items()}
-
-
-@torch.no_grad()
-def noise_ablation(fc: nn.Linear, train: PenultimateFeatures, test: PenultimateFeatures,
-                   influential: InfluentialFeatures, seed: int = 0,
-                   noise: str = "feature") -> NoiseAblation:
-    """The full final layer on ``test`` features whose features of the instance's (true)
-    class are replaced by Gaussian noise: the ``influential`` ones, all the others (D - k2),
-    or ``k2`` random others. ``noise`` (one of ``NOISES``): "feature", each feature's mean
-    and standard deviation on ``train``; "standard", N(0, 1) (the authors' code)."""
-    if noise not in NOISES:
-        raise ValueError(f"noise: expected one of {NOISES}, got {noise!r}")
-    mean, std = ((train.features.mean(0), train.features.std(0)) if noise == "feature"
-                 else (torch.zeros(()), torch.ones(())))
-    x, y = test.features, test.labels
-    mask = influential.mask()
-    as_many = metrics.index_mask(non_influential_indices(influential, seed), influential.dim)
-
-    def hits(features: torch.Tensor) -> torch.Tensor:
-        return _correct(fc(to_model(fc, features)), y)
-
-    return NoiseAblation(
-        original=hits(x),
-        influential=hits(noised_features(x, y, mask, mean, std, seed)),
-        non_influential=hits(noised_features(x, y, ~mask, mean, std, seed)),
-        as_many_others=hits(noised_features(x, y, as_many, mean, std, seed)))
-
-
-@torch.no_grad()
-def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
-                             test: PenultimateFeatures, influential: InfluentialFeatures,
-                             k_grid: Iterable[int], seed: int = 0) -> dict[str, float]:
-    """What the chapter judges of one network's final layer, on its ``test`` features:
-    the full layer's accuracy ("full"), the decomposed layer's on the ``influential`` sets
-    ("decomposed"), its ratio to the full one ("relative"), a decomposed layer's on as many
-    random features per class ("random sets", ``random_feature_sets(..., seed)``), Fig. 3's
-    ``diagonal_margin`` over ``k_grid`` (sets found on ``train``) and the accuracies of
-    ``noise_ablation`` with each of ``NOISES`` ("<noise> noise: <condition>"). A sweep over
-    networks calls it once each."""
-    x, y = to_model(fc, test.features, test.labels)
-    full = _correct(fc(x), y).mean().item()
-    decomposed = _correct(DecomposedLinear(fc, influential.indices)(x), y).mean().item()
-    random_sets = random_feature_sets(influential.num_classes, influential.dim,
-                                      influential.k2, seed)
-    grid = relative_accuracy_grid(fc, train, test, k_grid, k_grid)
-    noised = {f"{noise} noise: {name}": value for noise in NOISES for name, value in
-              noise_ablation(fc, train, test, influential, seed, noise).accuracies().items()}
-    return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
-            "random sets": _correct(DecomposedLinear(fc, random_sets)(x), y).mean().item(),
-            "diagonal margin": diagonal_margin(grid), **noised}
 
 
 # --- activation maps of influential channels (Table 7) -------------------------------------
@@ -488,246 +576,3 @@ def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, in
     channels = channels.to(maps.device)
     picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
     return upsampling.bilinear(picked.mean(1, keepdim=True), size)
-
-
-def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
-                       labels: torch.Tensor, influential: InfluentialFeatures,
-                       others: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Table 7's maps of ``images``: per image, the ``channel_maps`` of the output of
-    ``model``'s ``layer`` (the last conv maps, whose spatial means are the penultimate
-    features) over all its channels, over its class's influential channels and over its
-    class's row of ``others`` (C x k channels: ``non_influential_indices``)."""
-    maps = hooks.activations(model, images, [layer])[layer]
-    n, size = len(images), tuple(images.shape[-2:])
-    channel_sets = {"all channels": torch.arange(maps.shape[1]).expand(n, -1),
-                    "influential": influential.indices[labels], "non-influential": others[labels]}
-    return {name: channel_maps(maps, channels, size) for name, channels in channel_sets.items()}
-
-
-def foreground_share(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Per map, the share of its (non-negative) mass on the foreground ``masks``; NaN for an
-    all-zero map."""
-    mass = maps.clamp_min(0).flatten(1)
-    inside = (mass * masks.flatten(1).to(mass)).sum(1)
-    total = mass.sum(1)
-    return torch.where(total > 0, inside / total.clamp_min(1e-12), torch.full_like(total, math.nan))
-
-
-# --- Class-Specific Gates (Liang et al. 2020) ------------------------------------------------
-
-@dataclass(frozen=True)
-class GateConfig:
-    """How the gates are trained, after Liang et al.'s code (CSGCNN): the gate matrix G
-    starts at ``init``; training alternates epochs, ``period - 1`` CSG epochs then one
-    standard (STD) epoch; a CSG epoch minimises CE(CSG path) + ``sparsity_weight`` *
-    max(0, ||G||_1 - ``density`` * C * D), and after every CSG step each feature's gates are
-    divided by their largest (over classes) and clipped to [0, 1]. The gates take plain SGD
-    steps of ``gate_lr`` (the weights take the training configuration's optimiser)."""
-
-    sparsity_weight: float = 0.1
-    density: float = 0.2
-    gate_lr: float = 0.5
-    init: float = 0.5
-    period: int = 3
-
-    def __post_init__(self) -> None:
-        for name in ("sparsity_weight", "gate_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
-        for name in ("density", "init"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name}: expected a value in [0, 1], got {getattr(self, name)}")
-        if not isinstance(self.period, int) or self.period < 1:
-            raise ValueError(f"period: expected an integer >= 1, got {self.period!r}")
-
-    def is_csg_epoch(self, epoch: int) -> bool:
-        """Epochs count from 1; with ``period`` 1 every epoch is a CSG epoch."""
-        return self.period == 1 or epoch % self.period != 0
-
-
-class ClassSpecificGates(nn.Module):
-    """A network with a learnable class x feature gate matrix ``gates`` (C x D, in [0, 1])
-    on its penultimate features, used only in training. ``forward`` is the standard (STD)
-    path, the network as it classifies new images; ``gated_logits`` the CSG path of
-    training, which multiplies an instance's features by its label's gate row;
-    ``label_free_logits`` reads class c's logit through class c's gates (no label needed).
-    ``model`` needs ``penultimate(x)`` and a linear ``fc``."""
-
-    def __init__(self, model: nn.Module, init: float = 0.5) -> None:
-        super().__init__()
-        if not hasattr(model, "penultimate") or not isinstance(getattr(model, "fc", None),
-                                                                nn.Linear):
-            raise TypeError(f"model: {type(model).__name__} needs penultimate(x) and a linear fc")
-        self.model = model
-        fc = model.fc
-        self.gates = nn.Parameter(torch.full((fc.out_features, fc.in_features), float(init),
-                                             device=fc.weight.device))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def gated_logits(self, features: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """CSG path on penultimate ``features``: W (G_y * f) + b."""
-        return self.model.fc(features * self.gates[labels])
-
-    def label_free_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """z_c = w_c . (G_c * f) + b_c: every class through its own gates."""
-        return nn.functional.linear(features, self.model.fc.weight * self.gates,
-                                    self.model.fc.bias)
-
-    @torch.no_grad()
-    def clip_gates(self) -> None:
-        """Liang et al.'s clipping: each feature's gates over the classes divided by their
-        largest, then clipped to [0, 1]."""
-        top = self.gates.max(0, keepdim=True).values.clamp_min(1e-12)
-        self.gates.copy_((self.gates / top).clamp(0, 1))
-
-    def open_gates(self, threshold: float = 0.5) -> torch.Tensor:
-        """C x D booleans: gates above ``threshold`` (on the CPU)."""
-        return to_host(self.gates) > threshold
-
-
-def fit_gates(model: nn.Module, data: Dataset, config: TrainConfig | None = None,
-              gates: GateConfig | None = None, desc: str = "training with gates",
-              placebo: bool = False) -> ClassSpecificGates:
-    """Train ``model`` (in place, from its current weights: a fresh model built under
-    ``train.seeded``, or a trained one to fine-tune) with a gate matrix, alternating CSG
-    and STD epochs as ``gates`` says; or load the cached result of that exact training.
-    ``config``'s optimiser and schedule drive the weights in both kinds of epoch (defaults:
-    ``TrainConfig()`` and ``GateConfig()``). The training is ``train.run_training``'s, on
-    the gates' objective; ``history`` has one row per epoch: its path, its mean
-    cross-entropy and sparsity hinge over the batches, and the gates' density after it.
-    ``placebo``: train nothing (as ``train.fit(..., placebo=True)``): the model keeps its
-    weights, the gates their initial value, and ``history`` is empty."""
-    config = TrainConfig() if config is None else config
-    gates = GateConfig() if gates is None else gates
-    if config.loss != "cross_entropy":
-        raise ValueError("config: gate training supports the cross_entropy loss")
-    net = ClassSpecificGates(model, gates.init)
-    if placebo:
-        net.history = pd.DataFrame(columns=["epoch", "path", "loss", "sparsity", "density"])
-        return net.eval()
-    parts = {"model": net, "data": data_identity(data), "config": config_key(net, config),
-             "gates": asdict(gates)}
-    if devices.is_cuda(net):
-        # On CUDA gate training takes the trainer's bf16 autocast and channels-last path;
-        # entries made by the float32 loop it had of its own are not its results.
-        parts["trainer"] = "run_training"
-    entry = cache.cached("csg", parts, lambda: run_training(
-        net, data, config, None, desc, objective=_GateObjective(net, config, gates)))
-    net.load_state_dict(entry["state"])
-    net.history = pd.DataFrame(entry["history"])
-    return net.eval()
-
-
-class _GateObjective(Objective):
-    """Liang et al.'s alternating training as ``run_training``'s objective: in a CSG epoch
-    CE(CSG path) + ``sparsity_weight`` * max(0, ||G||_1 - ``density`` * C * D), then a plain
-    SGD step of the gates and their clipping after every step; in an STD epoch CE(STD path).
-    ``config``'s optimiser trains the network's weights only."""
-
-    def __init__(self, net: ClassSpecificGates, config: TrainConfig, gates: GateConfig) -> None:
-        super().__init__(config)
-        self.gates = gates
-        # Plain SGD for the gates: momentum would carry them past the target density.
-        self.gate_optimizer = torch.optim.SGD([net.gates], lr=gates.gate_lr)
-        self.budget = gates.density * net.gates.numel()
-
-    def parameters(self, model: ClassSpecificGates) -> list[nn.Parameter]:
-        return super().parameters(model.model)
-
-    def begin_epoch(self, model: ClassSpecificGates, epoch: int) -> str:
-        self.path = "CSG" if self.gates.is_csg_epoch(epoch) else "STD"
-        self.losses, self.hinges = [], []
-        return f"epoch {epoch} ({self.path})"
-
-    def loss(self, model: ClassSpecificGates, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.path == "STD":
-            loss = self.criterion(model(x), y)
-            hinge, total = loss.new_zeros(()), loss
-        else:
-            loss = self.criterion(model.gated_logits(model.model.penultimate(x), y), y)
-            hinge = (model.gates.abs().sum() - self.budget).clamp_min(0)
-            total = loss + self.gates.sparsity_weight * hinge
-        self.losses.append(loss.detach())
-        self.hinges.append(hinge.detach())
-        return total
-
-    def after_step(self, model: ClassSpecificGates) -> None:
-        if self.path == "CSG":
-            self.gate_optimizer.step()
-            model.clip_gates()
-
-    def end_epoch(self, model: ClassSpecificGates) -> dict:
-        return {"path": self.path, "loss": _batch_mean(self.losses),
-                "sparsity": _batch_mean(self.hinges),
-                "density": model.gates.detach().mean().item()}
-
-
-def _batch_mean(values: list[torch.Tensor]) -> float:
-    """The mean of per-batch values, each divided by their number and added in batch order
-    (float64), as the gates' history has always been summed."""
-    total = 0.0
-    for v in torch.stack(values).tolist():
-        total += v / len(values)
-    return total
-
-
-@dataclass
-class GateAccuracy:
-    """Per test instance (1.0 right, 0.0 wrong): the gated network's STD path (how it
-    classifies new images; the gates are used only in training) and its label-free gated
-    read-out z_c = w_c . (G_c * f) + b_c."""
-
-    std: torch.Tensor
-    label_free: torch.Tensor
-
-
-@torch.no_grad()
-def gate_accuracies(net: ClassSpecificGates, test: PenultimateFeatures) -> GateAccuracy:
-    """Both label-free read-outs of ``net`` on the penultimate features of ``net.model``."""
-    x, y = to_model(net, test.features, test.labels)
-    return GateAccuracy(std=_correct(net.model.fc(x), y),
-                        label_free=_correct(net.label_free_logits(x), y))
-
-
-def gate_overlap(net: ClassSpecificGates, influential: InfluentialFeatures) -> pd.DataFrame:
-    """Per class: how many of its ``k2`` largest gates (ties to the lower index) are among
-    its influential features, how many that would be by chance (``k2**2 / D``), the mean
-    gate on its influential and on its other features, and its open gates (> 0.5)."""
-    gates = to_host(net.gates)
-    mask = influential.mask()
-    if gates.shape != mask.shape:
-        raise ValueError(f"influential: expected sets over {tuple(gates.shape)} "
-                         "(classes x features)")
-    k2, dim = influential.k2, influential.dim
-    top = metrics.index_mask(most_frequent(gates, k2), dim)
-    return pd.DataFrame({"top gates influential": (top & mask).sum(1).numpy(),
-                         "by chance": k2 * k2 / dim,
-                         "mean gate, influential": ((gates * mask).sum(1) / k2).numpy(),
-                         "mean gate, others": ((gates * ~mask).sum(1) / (dim - k2)).numpy(),
-                         "open gates": net.open_gates().sum(1).numpy()})
-
-
-@torch.no_grad()
-def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
-                    test: PenultimateFeatures, *, k1: int, k2: int) -> dict[str, float]:
-    """What the chapter judges of one gated network, on the penultimate features of
-    ``net.model`` (``train`` to find its influential sets, ``test`` to measure): the
-    accuracies of its STD path ("STD"), of its CSG path, which gates an image's features by
-    its label's row ("CSG, label"), of its label-free gated read-out ("label-free") and of
-    its decomposed layer (Algorithm 1 with ``k1``, ``k2``: "decomposed"), and how many of
-    a class's ``k2`` largest gates are its influential features, mean over the classes
-    ("top gates influential"), against chance ("by chance"). A sweep over networks calls it
-    once each."""
-    hits = gate_accuracies(net, test)
-    found = InfluentialFeatureSelection(net.model, k1=k1, k2=k2).attribute(train)
-    decomposed = layer_correct(DecomposedLinear(net.model.fc, found.indices), test)
-    overlap = gate_overlap(net, found)
-    x, y = to_model(net, test.features, test.labels)
-    labelled = _correct(net.gated_logits(x, y), y)
-    return {"STD": hits.std.mean().item(), "CSG, label": labelled.mean().item(),
-            "label-free": hits.label_free.mean().item(),
-            "decomposed": decomposed.mean().item(),
-            "top gates influential": overlap["top gates influential"].mean(),
-            "by chance": k2 * k2 / found.dim}

@@ -510,7 +510,7 @@ class Objective:
     batch's loss (``loss``, run under the device's autocast), a step of its own after the
     optimiser's (``after_step``) and the epoch's history fields (``begin_epoch``,
     ``end_epoch``). Chapter 4's Class-Specific Gates (Liang et al. 2020) are one
-    (``influence.fit_gates``): a gated path, a sparsity term and the gates' own optimiser.
+    (``gates.fit_gates``): a gated path, a sparsity term and the gates' own optimiser.
 
     Args:
         config: the training's configuration (its ``loss``).

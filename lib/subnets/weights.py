@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .data import data_path
+from .devices import CPU
 
 __all__ = ["WeightsError", "sha256_of", "weights_file", "load_state", "load_weights"]
 
@@ -130,7 +131,7 @@ def load_state(path: str | Path, parameter: str = "weights") -> dict[str, torch.
         ['fc.weight']
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location=CPU, weights_only=True)
     except Exception as err:  # a truncated zip, a pickle of arbitrary objects, ...
         raise WeightsError(f"{parameter}: {path} is not a readable checkpoint ({err})") from err
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
