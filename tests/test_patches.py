@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import attribution, hooks, patches, resampling, train
+from subnets import attribution, hooks, neuron_selection, patches, resampling, train
 from subnets.models import VGG
 
 CFG = (4, "M", 6, 6, "M", 8)
@@ -33,7 +33,7 @@ def test_patches_cut_and_resize_the_boxes():
     boxes = {"a": torch.full((2, 3, 4), -1)}
     boxes["a"][0, 2] = torch.tensor([2, 10, 4, 8])  # rows 2..9, cols 4..7
     boxes["a"][1, 0] = torch.tensor([1, 5, 3, 7])
-    precision = resampling.Selection(masks).metric("precision")
+    precision = neuron_selection.Selection(masks).metric("precision")
     cut, image = patches.patch_images(precision, boxes, images, size=4)
     assert image.tolist() == [0, 1]  # neuron (1, 1) has no box: dead, no patch
     # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus
@@ -79,7 +79,7 @@ def test_patch_accuracy_learns_a_separable_task():
     masks["a"][:, 6, 1] = True
     boxes = {"a": torch.tensor([[3, 9, 3, 9], [0, 3, 0, 3]]).expand(200, 2, 4)}
     train_images = torch.arange(200) < 150
-    of = resampling.Selection(masks).metric
+    of = neuron_selection.Selection(masks).metric
     acc = patches.patch_accuracy(
         of("precision"), boxes, images, labels, train_images, size=6, width=8, epochs=15
     )

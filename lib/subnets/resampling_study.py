@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import claims, data, metrics, patches, resampling, train
+from . import canvases, claims, data, metrics, neuron_selection, patches, resampling, train
 from .models import VGG
 from .progress import bar
 
@@ -83,7 +83,7 @@ def task_images(dataset: str, split: str, positive_class: int, n: int, seed: int
                 canvas_seed: int = 0) -> tuple[data.ImageSet, torch.Tensor | None]:
     """Chapter 5's images of one split: ``one_vs_rest`` of ``data.load(dataset, split,
     image_size)``, pasted on cluttered canvases when ``canvas`` = (canvas_size, n_clutter,
-    clutter_size) is given (``data.cluttered``, with ``canvas_seed``).
+    clutter_size) is given (``canvases.cluttered``, with ``canvas_seed``).
 
     Args:
         dataset, split, image_size: as in ``data.load``.
@@ -98,7 +98,7 @@ def task_images(dataset: str, split: str, positive_class: int, n: int, seed: int
     images = one_vs_rest(data.load(dataset, split, image_size=image_size), positive_class, n,
                          seed)
     if canvas is not None:
-        return data.cluttered(images, *canvas, seed=canvas_seed)
+        return canvases.cluttered(images, *canvas, seed=canvas_seed)
     return images, data.foreground(images.tensors()[0]) if images.black_background else None
 
 
@@ -212,7 +212,7 @@ class SeedStudy:
     are measured at the untrained and the last checkpoint only. ``on_test`` flags the
     analysed test images."""
 
-    selections: dict[float, resampling.Selection]
+    selections: dict[float, neuron_selection.Selection]
     accuracy: pd.Series
     full_right: dict[float, np.ndarray]
     patches: dict[tuple[float, str], patches.PatchAccuracy]
@@ -287,7 +287,7 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
         objects: object masks of the images (N x 1 x H x W) or None.
         test_set: the test images the networks' accuracy is measured on.
         settings: ``InputResampling``'s settings (``seed`` among them).
-        top_k, support_fraction: as in ``resampling.NeuronSelection``.
+        top_k, support_fraction: as in ``neuron_selection.NeuronSelection``.
         patch_size, patch_width, patch_epochs, precision: the secondary classifier's.
         selections_only: measure only what reads the selections (``jaccard``,
             ``switch_off``, ``accuracy``) at the untrained and the last checkpoint, without
@@ -303,7 +303,7 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
     same = len({id(n) for n in nets.values()}) == 1  # placebo run: one network, all metrics
     on_test = ~from_train.numpy()
     seed = settings["seed"]
-    selections = {e: resampling.NeuronSelection(
+    selections = {e: neuron_selection.NeuronSelection(
         n, conv, top_k=top_k, support_fraction=support_fraction,
         boxes=False if selections_only else True if same or e in ends else list(FIGURE2),
         **settings).select(images)
@@ -313,7 +313,7 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
         patch_width, patch_epochs, seed, precision)
         for e in bar(nets, desc="patch classifiers") if not selections_only
         for m in (resampling.METRICS if e in ends else FIGURE2)}
-    jaccard = {e: (resampling.selection_jaccard(s, s, "correlation", "precision")
+    jaccard = {e: (neuron_selection.selection_jaccard(s, s, "correlation", "precision")
                    .nanmean(1).numpy(),
                    torch.stack([resampling.chance_jaccard(s.neurons.eligible[c].sum(-1), top_k)
                                 for c in conv], 1).nanmean(1).numpy())
@@ -321,12 +321,12 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
     noise_seed, switch_off, tables = {}, {}, {}
     for e in ends:
         s = selections[e]
-        switch_off[e] = resampling.switch_off_effects(nets[e], s, images).mean(-1).numpy()
+        switch_off[e] = neuron_selection.switch_off_effects(nets[e], s, images).mean(-1).numpy()
         if selections_only:
             continue
-        other = resampling.NeuronSelection(nets[e], conv, top_k=top_k, boxes=False,
+        other = neuron_selection.NeuronSelection(nets[e], conv, top_k=top_k, boxes=False,
                                            **{**settings, "seed": seed + 1}).select(images)
-        noise_seed[e] = {m: resampling.selection_jaccard(s, other, m, m).nanmean(0).nanmean()
+        noise_seed[e] = {m: neuron_selection.selection_jaccard(s, other, m, m).nanmean(0).nanmean()
                          .item() for m in ("correlation", "precision")}
         if objects is not None:
             table = patches.patch_table(s, s.boxes, s.metrics, objects)
