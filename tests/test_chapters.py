@@ -114,8 +114,12 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
     from subnets.models.imagenet import imagenet_network
 
     if chapter == "01":
-        nets = [models.ThreeBlockCNN(in_channels=3, num_classes=10, image_size=p["image_size"])]
-        return nets, {"lr": p["lr"], "schedule": "cosine"}, p["image_size"]
+        from subnets import class_subnetworks
+
+        shape = (3, p["image_size"], p["image_size"])
+        config = class_subnetworks.f_config(1, 2, p["lr"], p["precision"], p["seed"])
+        nets = [class_subnetworks.new_f(shape, 10, p["seed"])]
+        return nets, {"lr": config.lr, "schedule": config.schedule}, p["image_size"]
     if chapter == "02":
         assert p["network_scale"] == "full"
         return ([imagenet_network(n, 3, 10) for n in p["networks"]], {"lr": p["lr"]},

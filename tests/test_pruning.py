@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from subnets import hooks, models, pruning, train
+from subnets import hooks, methods, models, pruning, train
 
 
 @pytest.fixture
@@ -61,7 +61,7 @@ def test_pruned_network_equals_original_with_removed_channels_switched_off(model
     labels = torch.arange(6) % 2
     method = pruning.ClassSubnetwork(model, threshold=median_threshold(model, x[labels == 1]),
                                      head="original")
-    sub = method.attribute(x, target=1, labels=labels)
+    sub = method.build(x, target=1, labels=labels)
     assert isinstance(sub, pruning.SubNetwork) and list(sub.kept) == ["conv1", "conv2", "conv3"]
     kept = sub.kept
     assert all(0 < len(kept[n]) < getattr(model, n).out_channels for n in kept)
@@ -109,7 +109,7 @@ def test_any_conv_net_prunes_exactly_to_its_ablation(make):
     labels = torch.arange(6) % 3
     method = pruning.ClassSubnetwork(net, threshold=median_threshold(net, x[labels == 2]),
                                      head="original")
-    sub = method.attribute(x, target=2, labels=labels)
+    sub = method.build(x, target=2, labels=labels)
     own = pruning.active_channels(pruning.channel_activity(net, None, x[labels == 2]),
                                   method.threshold)
     convs = hooks.conv_layers(net)
@@ -133,7 +133,7 @@ def test_residual_blocks_couple_their_channels():
     with train.seeded(0):
         net = with_batch_norm_statistics(models.resnet18_small())
     x = torch.rand(4, 1, 28, 28)
-    sub = pruning.ClassSubnetwork(net, threshold=median_threshold(net, x), head="random").attribute(
+    sub = pruning.ClassSubnetwork(net, threshold=median_threshold(net, x), head="random").build(
         x, target=0, labels=torch.zeros(4, dtype=torch.long))
     # The stem and the first stage's blocks add into one residual stream; a projection
     # shortcut's conv keeps what the conv it is added to keeps.
@@ -171,9 +171,9 @@ def test_settings_and_arguments_are_checked(model):
     with pytest.raises(ValueError, match="bce"):
         pruning.ClassSubnetwork(model, train_config=train.TrainConfig(loss="cross_entropy"))
     with pytest.raises(ValueError, match="target"):
-        pruning.ClassSubnetwork(model, head="original").attribute(x, target=5, labels=labels)
+        pruning.ClassSubnetwork(model, head="original").build(x, target=5, labels=labels)
     # Only the named convs are pruned; the others keep every channel.
-    sub = pruning.ClassSubnetwork(model, ["conv2"], threshold=1e9, head="random").attribute(
+    sub = pruning.ClassSubnetwork(model, ["conv2"], threshold=1e9, head="random").build(
         x, target=1, labels=labels)
     assert list(sub.kept) == ["conv2"] and len(sub.kept["conv2"]) == 1
     assert sub.model.conv1.out_channels == 4 and sub.model.conv3.in_channels == 1
@@ -185,13 +185,13 @@ def test_trained_head_trains_on_frozen_features(model):
     x[labels == 2] *= 0.1  # class 2 is darker: learnable from frozen random features
     config = train.TrainConfig(epochs=60, batch_size=16, lr=0.03, loss="bce")
     method = pruning.ClassSubnetwork(model, threshold=0.0, train_config=config, n_head_train=64)
-    sub = method.attribute(x, target=2, labels=labels)
+    sub = method.build(x, target=2, labels=labels)
     torch.testing.assert_close(sub.model.conv2.weight, model.conv2.weight[sub.kept["conv2"]]
                                [:, sub.kept["conv1"]])
     predicted = sub.model(x)[:, 0] > 0
     assert (predicted == (labels == 2)).float().mean() > 0.9
     # A second S_2 with the same pruning and data gets the cached head.
-    again = method.attribute(x, target=2, labels=labels)
+    again = method.build(x, target=2, labels=labels)
     torch.testing.assert_close(again.model(x), sub.model(x))
 
 
@@ -205,10 +205,10 @@ def test_single_exemplar_rule_keeps_every_channel_active_at_all(model):
     at_mean_cut = pruning.active_channels(activity, 0.05)
     assert any(len(at_zero[n]) > len(at_mean_cut[n]) for n in at_zero)  # the test can fail
     method = pruning.ClassSubnetwork(model, threshold=0.05, head="original")
-    single = method.attribute(x, target=1, labels=labels, exemplar=3)
+    single = method.build(x, target=1, labels=labels, exemplar=3)
     for n in at_zero:
         assert single.kept[n].tolist() == at_zero[n].tolist()
-    mean = method.attribute(x, target=1, labels=labels)
+    mean = method.build(x, target=1, labels=labels)
     class_activity = pruning.channel_activity(model, None, x[labels == 1])
     for n, idx in pruning.active_channels(class_activity, 0.05).items():
         assert mean.kept[n].tolist() == idx.tolist()
@@ -219,11 +219,11 @@ def test_random_head_is_the_untrained_start_of_the_trained_head(model):
     labels = torch.arange(40) % 4
     config = train.TrainConfig(epochs=3, batch_size=8, lr=0.05, loss="bce")
     settings = {"threshold": 0.0, "train_config": config, "n_head_train": 20, "seed": 3}
-    random = pruning.ClassSubnetwork(model, head="random", **settings).attribute(
+    random = pruning.ClassSubnetwork(model, head="random", **settings).build(
         x, target=1, labels=labels)
-    trained = pruning.ClassSubnetwork(model, head="trained", **settings).attribute(
+    trained = pruning.ClassSubnetwork(model, head="trained", **settings).build(
         x, target=1, labels=labels)
-    fresh = pruning.ClassSubnetwork(model, head="random", **settings).attribute(
+    fresh = pruning.ClassSubnetwork(model, head="random", **settings).build(
         x, target=1, labels=labels)
     torch.testing.assert_close(random.model(x), fresh.model(x))  # same convs, same initial head
     assert not torch.allclose(random.model(x), trained.model(x))
@@ -240,11 +240,11 @@ def test_trained_head_data_is_balanced_when_the_class_is_scarce(model):
     labels = torch.where(torch.arange(60) < 6, 1, 0)
     config = train.TrainConfig(epochs=1, batch_size=4, loss="bce")
     method = pruning.ClassSubnetwork(model, threshold=0.0, train_config=config, n_head_train=40)
-    sub = method.attribute(x, target=1, labels=labels)
+    sub = method.build(x, target=1, labels=labels)
     assert (sub.head_positives, sub.head_negatives) == (6, 6) and sub.prior == 0.5
-    plenty = method.attribute(x, target=0, labels=labels)
+    plenty = method.build(x, target=0, labels=labels)
     assert (plenty.head_positives, plenty.head_negatives) == (6, 6)  # limited by the others
-    many = method.attribute(x, target=0, labels=torch.arange(60) % 2)
+    many = method.build(x, target=0, labels=torch.arange(60) % 2)
     assert (many.head_positives, many.head_negatives) == (20, 20)
 
 
@@ -261,9 +261,9 @@ def test_pruning_on_cuda_matches_cpu(model):
         assert gpu_activity[n].device.type == "cpu"
         torch.testing.assert_close(gpu_activity[n], cpu_activity[n], rtol=1e-4, atol=1e-5)
     for head in ("original", "random"):
-        sub_cpu = pruning.ClassSubnetwork(model, threshold=0.0, head=head).attribute(
+        sub_cpu = pruning.ClassSubnetwork(model, threshold=0.0, head=head).build(
             x, target=1, labels=labels)
-        sub_gpu = pruning.ClassSubnetwork(gpu_model, threshold=0.0, head=head).attribute(
+        sub_gpu = pruning.ClassSubnetwork(gpu_model, threshold=0.0, head=head).build(
             x, target=1, labels=labels)
         assert next(sub_gpu.model.parameters()).device.type == "cuda"
         torch.testing.assert_close(sub_gpu.model(x.to("cuda")).cpu(), sub_cpu.model(x),
@@ -370,3 +370,26 @@ def test_layerwise_pruning_and_recalibration_on_cuda_match_the_cpu():
         pruning._layerwise_magnitude(copy.deepcopy(model).to("cuda"), 0.8), x)
     for (name, a), b in zip(cpu.state_dict().items(), cuda.state_dict().values()):
         torch.testing.assert_close(b.cpu().float(), a.float(), rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_kept_channels_is_the_rule_that_build_applies(model):
+    x, labels = torch.rand(12, 1, 16, 16), torch.arange(12) % 3
+    method = pruning.ClassSubnetwork(model, threshold=median_threshold(model, x[labels == 1]),
+                                     head="random")
+    for exemplar in (None, 4):
+        kept = method.kept_channels(x, 1, labels, exemplar=exemplar)
+        built = method.build(x, 1, labels, exemplar=exemplar).kept
+        assert {n: k.tolist() for n, k in kept.items()} == {n: k.tolist() for n, k in built.items()}
+    assert isinstance(method, methods.SubnetworkBuilder)
+
+
+def test_ablation_difference_is_small_for_s_c_and_large_for_a_changed_one(model):
+    x, labels = torch.rand(12, 1, 16, 16), torch.arange(12) % 3
+    sub = pruning.ClassSubnetwork(model, threshold=median_threshold(model, x),
+                                  head="original").build(x, 1, labels)
+    assert pruning.ablation_difference(model, sub, x, "conv3") < 1e-5
+    with torch.no_grad():
+        sub.model.conv3.bias += 1.0  # S_C no longer computes what f computes
+    assert pruning.ablation_difference(model, sub, x, "conv3") > 0.5
+    with pytest.raises(ValueError, match="conv"):
+        pruning.ablation_difference(model, sub, x, "fc1")

@@ -33,12 +33,13 @@ import torch_pruning
 from torch import fx, nn
 from torch.utils.data import TensorDataset
 
-from . import cache, devices
+from . import cache, devices, hooks
 from . import train as training
 from .hooks import ACTIVATIONS, activation_after, activations, conv_layers, layer_names
+from .methods import SubnetworkBuilder
 
 __all__ = ["HEADS", "EXEMPLAR_THRESHOLD", "channel_activity", "active_channels", "SubNetwork",
-           "ClassSubnetwork", "magnitude", "weight_sparsity"]
+           "ClassSubnetwork", "ablation_difference", "magnitude", "weight_sparsity"]
 
 HEADS = ("trained", "random", "original")
 EXEMPLAR_THRESHOLD = 0.0  # the single-exemplar rule: absolute spatial sum > 0
@@ -303,7 +304,7 @@ class SubNetwork:
         return self.head_positives / total if total else float("nan")
 
 
-class ClassSubnetwork:
+class ClassSubnetwork(SubnetworkBuilder):
     """Perna et al.'s class-specific sub-network S_C of ``model`` (chapter 1): the channels of
     ``layers`` (conv names; None: every main-path conv) active on class C are kept, the
     rest removed structurally (see the module doc), and a one-logit ``head`` (one of
@@ -313,7 +314,18 @@ class ClassSubnetwork:
     head is trained with ``train_config`` (a binary cross-entropy config) on a balanced
     set drawn with ``seed``: as many class-C as other images, ``n_head_train // 2`` of each
     or, when C has fewer images, all of C and as many others (the paper's "half C"); the
-    fresh heads are initialised with ``seed``."""
+    fresh heads are initialised with ``seed``.
+
+    Example:
+        >>> import torch
+        >>> from subnets import models
+        >>> f = models.ThreeBlockCNN(in_channels=1, num_classes=3, image_size=8)
+        >>> x, y = torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 0, 1, 2])
+        >>> method = ClassSubnetwork(f, threshold=0.0, head="original")
+        >>> sub = method.build(x, target=1, labels=y)
+        >>> sub.model(x).shape, sorted(sub.kept) == ["conv1", "conv2", "conv3"]
+        (torch.Size([6, 1]), True)
+    """
 
     def __init__(self, model: nn.Module, layers: list[str] | None = None, *,
                  threshold: float = 0.05, head: str = "trained",
@@ -333,24 +345,69 @@ class ClassSubnetwork:
         if unknown:
             raise ValueError(f"layers: {unknown} are not main-path convs of "
                              f"{type(model).__name__}; they are: {convs}")
-        self.model, self.layers, self.threshold, self.head = model, layers, threshold, head
+        super().__init__(model, layers)
+        self.threshold, self.head = threshold, head
         self.train_config, self.n_head_train, self.seed = config, n_head_train, seed
         self.head_layers = _head_of(model)
 
-    def attribute(self, inputs: torch.Tensor, target: int, labels: torch.Tensor,
-                  exemplar: int | None = None) -> SubNetwork:
-        """S_``target`` from training ``inputs`` with their ``labels``: the channels whose mean
-        activity over all class-C images exceeds ``threshold`` (the paper's class-mean rule)
-        or, with ``exemplar`` (an index into ``inputs``), the channels active on that one
-        image at all (activity > ``EXEMPLAR_THRESHOLD`` = 0, the paper's single-exemplar
-        rule; ``threshold`` is not used). The activities are cached."""
+    def kept_channels(self, inputs: torch.Tensor, target: int, labels: torch.Tensor,
+                      exemplar: int | None = None) -> dict[str, torch.Tensor]:
+        """The rule alone: per conv of ``layers``, the indices of the channels it keeps for
+        class ``target`` (before coupled convs are joined; see ``build``).
+
+        Args:
+            inputs: training images (N x C x H x W).
+            target: the class C.
+            labels: the class of each input (N).
+            exemplar: None for the class-mean rule (mean activity over all class-C inputs
+                above ``threshold``); an index into ``inputs`` for the single-exemplar rule
+                (activity on that image above ``EXEMPLAR_THRESHOLD`` = 0).
+
+        Returns:
+            Layer name -> kept channel indices. The activities are cached.
+
+        Example:
+            >>> import torch
+            >>> from subnets import models
+            >>> f = models.ThreeBlockCNN(in_channels=1, num_classes=2, image_size=8)
+            >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+            >>> kept = ClassSubnetwork(f, ["conv1"], threshold=1e9).kept_channels(x, 1, y)
+            >>> len(kept["conv1"])  # nothing passes: the most active channel stays
+            1
+        """
         if not (labels == target).any():
             raise ValueError(f"target: no input is labelled {target}")
         single = exemplar is not None
         pick = inputs[exemplar:exemplar + 1] if single else inputs[labels == target]
         cut = EXEMPLAR_THRESHOLD if single else self.threshold
-        activity = cache.call(channel_activity, self.model, self.layers, pick)
-        model, kept = _prune(self.model, active_channels(activity, cut), inputs[:1])
+        return active_channels(cache.call(channel_activity, self.model, self.layers, pick), cut)
+
+    def build(self, inputs: torch.Tensor, target: int, labels: torch.Tensor,
+              exemplar: int | None = None) -> SubNetwork:
+        """S_``target``: ``kept_channels``' channels (same arguments) cut out of a copy of
+        the model, with its one-logit head.
+
+        Args:
+            inputs: training images (N x C x H x W); the trained head trains on a balanced
+                draw of them.
+            target: the class C.
+            labels: the class of each input (N).
+            exemplar: None for the class-mean rule, else the index of the one exemplar.
+
+        Returns:
+            The ``SubNetwork``: S_C (in eval mode) and the channels each pruned conv keeps.
+
+        Example:
+            >>> import torch
+            >>> from subnets import models
+            >>> f = models.ThreeBlockCNN(in_channels=1, num_classes=2, image_size=8)
+            >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+            >>> sub = ClassSubnetwork(f, head="random").build(x, 1, y, exemplar=1)
+            >>> sub.model(x).shape, sub.prior != sub.prior  # untrained: no prior (NaN)
+            (torch.Size([4, 1]), True)
+        """
+        kept = self.kept_channels(inputs, target, labels, exemplar)
+        model, kept = _prune(self.model, kept, inputs[:1])
         if self.head == "original":
             last = self.head_layers[-1]
             model.set_submodule(last, _ClassLogOdds(model.get_submodule(last), target))
@@ -368,3 +425,41 @@ class ClassSubnetwork:
         _train_head(model, self.head_layers, inputs[chosen], labels[chosen], target,
                     self.train_config)
         return SubNetwork(model, kept, half, half)
+
+
+def ablation_difference(model: nn.Module, sub: SubNetwork, inputs: torch.Tensor,
+                        conv: str) -> float:
+    """How exactly S_C computes what f computes with the channels it lacks switched off: the
+    largest absolute difference between S_C's activation after ``conv`` and f's, with
+    every removed channel of every pruned conv ablated (zeroed), on the kept channels.
+
+    Args:
+        model: f.
+        sub: S_C, built from ``model``.
+        inputs: images to compare on.
+        conv: a conv that ``sub`` prunes; its activation (``hooks.activation_after``) is read.
+
+    Returns:
+        The largest absolute difference (0 up to float rounding when S_C is exact).
+
+    Example:
+        >>> import torch
+        >>> from subnets import models
+        >>> f = models.ThreeBlockCNN(in_channels=1, num_classes=2, image_size=8)
+        >>> x, y = torch.rand(4, 1, 8, 8), torch.tensor([0, 1, 0, 1])
+        >>> sub = ClassSubnetwork(f, head="original").build(x, 1, y)
+        >>> ablation_difference(f, sub, x, "conv3") < 1e-5
+        True
+    """
+    if conv not in sub.kept:
+        raise ValueError(f"conv: {conv!r} is not pruned in this S_C; it prunes {list(sub.kept)}")
+    removed = {n: sorted(set(range(model.get_submodule(n).out_channels)) - set(k.tolist()))
+               for n, k in sub.kept.items()}
+    after = activation_after(model, conv)
+    x = devices.to_model(model, inputs)
+    with torch.no_grad(), hooks.Ablation(model, removed), \
+            hooks.Recorder(model, [after]) as full, hooks.Recorder(sub.model, [after]) as pruned:
+        model(x)
+        sub.model(x)
+    kept = full.outputs[after][:, devices.to_model(model, sub.kept[conv])]
+    return (pruned.outputs[after] - kept).abs().max().item()
