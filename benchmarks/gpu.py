@@ -74,7 +74,7 @@ def scoring(dev, images, n, n_samples):
     model = built(lambda: models.vgg11_small(in_channels=1, num_classes=10), dev)
     x, _ = images.tensors(torch.arange(n))
     method = resampling.InputResampling(model, conv_layers(model), n_samples=n_samples)
-    return lambda: method.attribute(x)
+    return lambda: method.score(x)
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from precision import chapter_params, networks
 
-from subnets import data, resampling, train
+from subnets import canvases, data, train
 
 
 def chapter_data(chapter: str) -> tuple[data.ImageSet, data.ImageSet]:
@@ -46,7 +46,7 @@ def chapter_data(chapter: str) -> tuple[data.ImageSet, data.ImageSet]:
 
         def canvas(split, n, seed):
             images = binary(data.load(p["dataset"], split, image_size=p["image_size"]), n, seed)
-            return resampling.cluttered(images, p["canvas_size"], p["n_clutter"],
+            return canvases.cluttered(images, p["canvas_size"], p["n_clutter"],
                                         p["clutter_size"], seed)[0]
 
         return canvas("train", p["n_train"], p["seed"]), canvas("test", p["n_test"], p["seed"] + 1)

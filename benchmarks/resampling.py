@@ -73,7 +73,7 @@ def main(argv=None) -> pd.DataFrame:
         images = torch.rand(args.images, 1, size, size, generator=torch.Generator().manual_seed(0))
         layers = hooks.conv_layers(model)
         scorer = resampling.InputResampling(model, layers)
-        t_batched, batched = timed(lambda scorer=scorer, images=images: scorer.attribute(images),
+        t_batched, batched = timed(lambda scorer=scorer, images=images: scorer.score(images),
                                    args.repeats)
         t_loop, looped = timed(lambda model=model, images=images, layers=layers:
                                per_neuron_loop(model, images, layers), args.repeats)

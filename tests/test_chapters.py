@@ -110,7 +110,6 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
     """The networks that ``chapter`` trains under its ``paper`` preset ``p``, the
     TrainConfig fields it trains them with and their input side, as the chapter builds
     them (RGB inputs: the papers' datasets are colour photos)."""
-    from subnets import models
     from subnets.models.imagenet import scaled_network
 
     if chapter == "01":
@@ -141,9 +140,9 @@ def _paper_networks(chapter: str, p: dict) -> tuple[list, dict, int]:
         return nets, {"lr": p["lr"], "optimizer": p["optimizer"], "schedule": "cosine",
                       "weight_decay": p["weight_decay"], "augment": p["augment"]}, 32
     if chapter == "05":
-        cfg = [x for i, (w, d) in enumerate(zip(p["block_widths"], p["block_depths"]))
-               for x in [w] * d + ["M"] * (i < len(p["block_widths"]) - 1)]
-        nets = [models.VGG(cfg, in_channels=3, num_classes=2, batch_norm=p["batch_norm"])]
+        from subnets.resampling_study import vgg_layout
+
+        nets = [vgg_layout(p["block_widths"], p["block_depths"], 3, p["batch_norm"], p["seed"])]
         return nets, {"lr": p["lr"]}, p["image_size"]
     raise AssertionError(f"chapter {chapter}: no paper networks listed in this test")
 

@@ -1,13 +1,13 @@
 """Tests of subnets.resampling: perturbations, the six metrics on hand-made activations
-and against per-neuron formulas, top-k, the chance Jaccard, the neuron selection, patches
-and their localization."""
+and against per-neuron formulas, top-k, the chance Jaccard, the neuron selection and how
+its results are read."""
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from subnets import attribution, data, hooks, metrics, resampling, train
+from subnets import hooks, metrics, neuron_selection, patches, resampling, train
 from subnets.models import VGG
 
 CFG = (4, "M", 6, 6, "M", 8)
@@ -205,7 +205,7 @@ def test_scores_match_per_neuron_formulas(tiny_vgg, after_relu):
         "n_samples": 30, "threshold": 0.05, "relative_threshold": False,
         "after_relu": after_relu, "seed": 3,
     }
-    scores = resampling.InputResampling(tiny_vgg, layers, batch_size=40, **settings).attribute(
+    scores = resampling.InputResampling(tiny_vgg, layers, batch_size=40, **settings).score(
         image, target=1
     )
     copies = resampling.perturb(image, 30, 0.1, seed=3)
@@ -224,7 +224,7 @@ def test_scores_match_per_neuron_formulas(tiny_vgg, after_relu):
     # The random control is in [0, 1) and does not depend on how images are batched.
     single = resampling.InputResampling(tiny_vgg, layers, batch_size=31, **settings)
     assert torch.allclose(
-        single.attribute(image, target=1)[layers[0]], scores[layers[0]], equal_nan=True
+        single.score(image, target=1)[layers[0]], scores[layers[0]], equal_nan=True
     )
 
 
@@ -232,7 +232,7 @@ def test_default_activation_is_eq1s_z_before_the_relu(tiny_vgg):
     # The old code scored the ReLU's output: its activation sums were never negative.
     image = torch.rand(3, 1, 12, 12)
     layer = hooks.conv_layers(tiny_vgg)[1]
-    scores = resampling.InputResampling(tiny_vgg, [layer], n_samples=10).attribute(image)
+    scores = resampling.InputResampling(tiny_vgg, [layer], n_samples=10).score(image)
     z = hooks.activations(tiny_vgg, image, ["features.5"])["features.5"]
     assert torch.allclose(scores.metric("activation_sum")[layer], z.flatten(2).sum(-1), atol=1e-4)
     assert (scores.metric("activation_sum")[layer] < 0).any()
@@ -241,8 +241,8 @@ def test_default_activation_is_eq1s_z_before_the_relu(tiny_vgg):
 def test_scores_for_either_class_have_the_same_correlation(tiny_vgg):
     image = torch.rand(1, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)
-    a = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(image, target=0)
-    b = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(image, target=1)
+    a = resampling.InputResampling(tiny_vgg, layers, n_samples=20).score(image, target=0)
+    b = resampling.InputResampling(tiny_vgg, layers, n_samples=20).score(image, target=1)
     assert torch.allclose(
         a.metric("correlation")[layers[1]], b.metric("correlation")[layers[1]], equal_nan=True
     )
@@ -269,7 +269,7 @@ def test_every_metric_selects_as_many_neurons_from_the_same_pool(tiny_vgg):
     # random control) contributed different numbers of patches.
     images = torch.rand(4, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)
-    scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10, threshold=0.5).attribute(
+    scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10, threshold=0.5).score(
         images
     )
     for layer, mask in scores.top(3).items():
@@ -300,7 +300,7 @@ def test_chance_jaccard_of_two_random_selections():
 
 def test_neuron_scores_top_and_metric():
     s = torch.arange(2 * 7 * 5, dtype=torch.float).view(2, 7, 5)
-    scores = resampling.NeuronScores(["a"], {"a": s})
+    scores = resampling.NeuronScores({"a": s})
     masks = scores.top(2)["a"]
     assert masks.shape == (2, 7, 5) and masks[..., 3:].all() and not masks[..., :3].any()
     assert torch.equal(scores.metric("precision")["a"], s[:, 1])
@@ -308,153 +308,8 @@ def test_neuron_scores_top_and_metric():
         scores.metric("saliency")
     with pytest.raises(ValueError, match="k"):
         scores.top(0)
-
-
-def test_patches_cut_and_resize_the_boxes():
-    h = w = 12
-    yy, xx = torch.meshgrid(
-        torch.arange(h, dtype=torch.float), torch.arange(w, dtype=torch.float), indexing="ij"
-    )
-    images = torch.stack([(2 * yy + xx), (yy - 3 * xx)]).unsqueeze(1)  # linear: resampling is exact
-    masks = {"a": torch.zeros(2, 7, 3, dtype=torch.bool)}
-    masks["a"][0, 1, 2] = masks["a"][1, 1, 0] = masks["a"][1, 1, 1] = True
-    masks["a"][1, 0, 1] = True  # another metric
-    boxes = {"a": torch.full((2, 3, 4), -1)}
-    boxes["a"][0, 2] = torch.tensor([2, 10, 4, 8])  # rows 2..9, cols 4..7
-    boxes["a"][1, 0] = torch.tensor([1, 5, 3, 7])
-    cut, image = resampling.patches(masks, boxes, images, "precision", size=4)
-    assert image.tolist() == [0, 1]  # neuron (1, 1) has no box: dead, no patch
-    # Bin centres of a box [t, b) x [l, r) resized to 4: t + (i + 0.5) (b - t) / 4, minus
-    # half a pixel.
-    ys = 2 + (torch.arange(4) + 0.5) * 2 - 0.5
-    xs = 4 + (torch.arange(4) + 0.5) * 1 - 0.5
-    assert torch.allclose(cut[0, 0], 2 * ys.view(-1, 1) + xs.view(1, -1), atol=1e-5)
-    assert torch.allclose(cut[1, 0], images[1, 0, 1:5, 3:7], atol=1e-5)  # same size: a plain crop
-
-
-def test_patch_table_counts_object_pixels_in_each_box():
-    g = torch.Generator().manual_seed(0)
-    foreground = torch.rand(3, 1, 9, 9, generator=g) > 0.6
-    masks = {
-        "a": torch.rand(3, 7, 5, generator=g) > 0.5,
-        "b": torch.rand(3, 7, 2, generator=g) > 0.5,
-    }
-    boxes = {}
-    for name, m in masks.items():
-        t, l = torch.randint(0, 5, (2, 3, m.shape[2]), generator=g)
-        boxes[name] = torch.stack(
-            [t, t + 1 + torch.randint(0, 4, t.shape, generator=g), l, l + 4], -1
-        )
-    boxes["a"][1, 0] = -1
-    table = resampling.patch_table(masks, boxes, foreground)
-    expected_rows = sum(int(m.sum()) for m in masks.values()) - int(masks["a"][1, :, 0].sum())
-    assert len(table) == expected_rows
-    for row in table.itertuples():
-        box = foreground[row.image, 0, row.top : row.bottom, row.left : row.right]
-        assert row.object_pixels == int(box.sum())
-        assert row.area == box.numel()
-        assert masks[row.layer][row.image, resampling.METRICS.index(row.metric), row.neuron]
-
-
-def test_neuron_selection_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
-    images = torch.rand(3, 1, 12, 12)
-    layers = hooks.conv_layers(tiny_vgg)[1:3]
-    selection = resampling.NeuronSelection(
-        tiny_vgg, layers, top_k=2, support_fraction=0.1, n_samples=10
-    ).attribute(images)
-    assert isinstance(selection, resampling.Selection) and selection.layers == layers
-    scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10).attribute(images)
-    for layer in layers:
-        masks, boxes = selection.masks[layer], selection.boxes[layer]
-        channels = hooks.layer(tiny_vgg, layer).out_channels
-        assert masks.shape == (3, len(resampling.METRICS), channels)
-        assert boxes.shape == (3, channels, 4)
-        assert torch.equal(selection.eligible[layer], scores.eligible[layer])
-        assert torch.equal(masks, scores.top(2)[layer])
-        assert (masks.sum(-1) <= 2).all()
-        has_box = boxes[..., 0] >= 0
-        assert not (has_box & ~masks.any(1)).any()  # boxes only for selected neurons
-        assert (boxes[has_box][:, [1, 3]] <= 12).all() and (boxes[has_box][:, [0, 2]] >= 0).all()
-    # Metrics are read by name, not by position.
-    assert torch.equal(selection.mask_of("precision", layers[0]), selection.masks[layers[0]][:, 1])
-    assert torch.equal(
-        selection.scores_of("correlation", layers[1]).nan_to_num(-1),
-        scores.metric("correlation")[layers[1]].nan_to_num(-1),
-    )
-    with pytest.raises(ValueError, match="metric"):
-        selection.mask_of("saliency", layers[0])
-    again = resampling.NeuronSelection(
-        tiny_vgg, layers, top_k=2, support_fraction=0.1, n_samples=10
-    ).attribute(images)
-    assert torch.equal(again.masks[layers[0]], selection.masks[layers[0]])
-    assert len(list(isolated_cache.glob("resampling-*.pt"))) == 1
-    plain = resampling.NeuronSelection(tiny_vgg, layers, top_k=2, boxes=False, n_samples=10)
-    plain = plain.attribute(images)
-    assert plain.boxes is None
-    assert torch.equal(plain.masks[layers[1]], selection.masks[layers[1]])
-    # Boxes for one metric's neurons only: exactly those of the full run.
-    some = resampling.NeuronSelection(
-        tiny_vgg, layers, top_k=2, boxes=["precision"], n_samples=10
-    ).attribute(images)
-    for layer in layers:
-        picked = selection.mask_of("precision", layer)
-        assert torch.equal(some.boxes[layer][picked], selection.boxes[layer][picked])
-        assert (some.boxes[layer][~picked] == -1).all()
-
-
-def test_neuron_selection_scores_the_given_target(tiny_vgg, isolated_cache):
-    images = torch.rand(2, 1, 12, 12)
-    layers = hooks.conv_layers(tiny_vgg)[1:2]
-    method = resampling.NeuronSelection(tiny_vgg, layers, top_k=2, boxes=False, n_samples=10)
-    for target in (0, 1):
-        scores = resampling.InputResampling(tiny_vgg, layers, n_samples=10).attribute(
-            images, target=target
-        )
-        got = method.attribute(images, target=target).scores[layers[0]]
-        assert torch.equal(got.nan_to_num(-1), scores[layers[0]].nan_to_num(-1))
-    assert len(list(isolated_cache.glob("resampling-*.pt"))) == 2  # one entry per target
-
-
-@pytest.mark.parametrize(
-    "kwargs, name",
-    [({"top_k": 0}, "top_k"), ({"boxes": ["saliency"]}, "metric"),
-     ({"threshold": -1}, "threshold")],
-)
-def test_neuron_selection_rejects_bad_settings(tiny_vgg, kwargs, name):
-    with pytest.raises(ValueError, match=name):
-        resampling.NeuronSelection(tiny_vgg, hooks.conv_layers(tiny_vgg), **kwargs)
-
-
-def test_patch_accuracy_learns_a_separable_task():
-    g = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, 2, (200,), generator=g)
-    images = torch.rand(200, 1, 12, 12, generator=g) * 0.2
-    images[labels == 1, :, 4:8, 4:8] += 0.8  # a bright square in the middle means class 1
-    # One selected neuron per image, whose patch is the middle (or, for odd images, nothing useful).
-    masks = {"a": torch.zeros(200, len(resampling.METRICS), 2, dtype=torch.bool)}
-    masks["a"][:, 1, 0] = True
-    masks["a"][:, 6, 1] = True
-    boxes = {"a": torch.tensor([[3, 9, 3, 9], [0, 3, 0, 3]]).expand(200, 2, 4)}
-    train_images = torch.arange(200) < 150
-    acc = resampling.patch_accuracy(
-        masks, boxes, images, labels, train_images, "precision", size=6, width=8, epochs=15
-    )
-    assert acc.accuracy > 0.9
-    assert acc.per_image[:150].isnan().all() and not acc.per_image[150:].isnan().any()
-    assert acc.per_image[150:].mean().item() == pytest.approx(acc.accuracy)  # one patch each
-    blind = resampling.patch_accuracy(
-        masks, boxes, images, labels, train_images, "random", size=6, width=8, epochs=15
-    )
-    assert blind.accuracy < 0.8  # the corner patches carry no label information
-    half = resampling.patch_accuracy(
-        masks, boxes, images, labels, train_images, "precision", size=6, width=8, epochs=15,
-        precision="bf16"
-    )
-    assert half.accuracy > 0.9
-    with pytest.raises(ValueError, match="train_images"):
-        resampling.patch_accuracy(
-            masks, boxes, images, labels, torch.ones(200, dtype=torch.bool), "precision"
-        )
+    with pytest.raises(KeyError, match="layer 'b'"):
+        scores.metric("precision")["b"]
 
 
 def test_input_resampling_rejects_bad_settings(tiny_vgg):
@@ -464,17 +319,6 @@ def test_input_resampling_rejects_bad_settings(tiny_vgg):
         resampling.InputResampling(tiny_vgg, hooks.conv_layers(tiny_vgg), threshold=-1)
     with pytest.raises(KeyError, match="nope"):
         resampling.InputResampling(tiny_vgg, ["nope"])
-
-
-def test_leading_part_projects_like_the_whole_network(tiny_vgg):
-    x = torch.rand(4, 1, 12, 12)
-    relu = hooks.activation_after(tiny_vgg, hooks.conv_layers(tiny_vgg)[2])
-    net, name = resampling._leading_part(tiny_vgg, relu)
-    assert len(net) < len(tiny_vgg.features) and net[int(name)] is hooks.layer(tiny_vgg, relu)
-    whole = attribution.Deconvnet(tiny_vgg, relu).attribute(x, channel=[0, 1, 2, 3])
-    part = attribution.Deconvnet(net, name).attribute(x, channel=[0, 1, 2, 3])
-    assert torch.allclose(part, whole, atol=1e-6)
-    assert resampling._leading_part(nn.Sequential(nn.ReLU()), "0")[1] == "0"
 
 
 def test_zero_variance_shares_count_active_neurons_with_a_constant_position():
@@ -516,82 +360,6 @@ def test_discarded_shares_count_alive_neurons_below_lambda():
     assert resampling.discarded_shares(model, ["0"], bright, **relative) == {"0": 0.5}
 
 
-def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
-    images = torch.rand(3, 1, 12, 12)
-    layers = hooks.conv_layers(tiny_vgg)[1:3]
-    masks = {
-        layer: torch.zeros(
-            3, len(resampling.METRICS), hooks.layer(tiny_vgg, layer).out_channels, dtype=torch.bool
-        )
-        for layer in layers
-    }
-    masks[layers[0]][0, 1, [0, 2]] = True
-    masks[layers[0]][2, 6, 5] = True
-    masks[layers[1]][1, 0, :] = True
-    effects = resampling.switch_off_effects(tiny_vgg, masks, images, batch_size=5)
-    assert effects.shape == (3, len(resampling.METRICS), 2)
-    logits = train.predict(tiny_vgg, images)
-    target = logits.argmax(1)
-    base = resampling.output_log_odds(logits, target)
-    for i, m, j in [(0, 1, 0), (2, 6, 0), (1, 0, 1)]:
-        layer = layers[j]
-        channels = masks[layer][i, m].nonzero().flatten().tolist()
-        with hooks.Ablation(tiny_vgg, {hooks.activation_after(tiny_vgg, layer): channels}):
-            off = resampling.output_log_odds(
-                train.predict(tiny_vgg, images[i : i + 1]), target[i : i + 1]
-            )
-        assert effects[i, m, j].item() == pytest.approx((off - base[i]).abs().item(), abs=1e-5)
-    assert effects[1, 0, 1] > 0  # a whole layer switched off
-    assert effects.sum().item() == pytest.approx(
-        effects[0, 1, 0] + effects[2, 6, 0] + effects[1, 0, 1]
-    )
-
-
-def test_box_chance_is_the_share_of_placements_that_hit_the_object():
-    objects = torch.zeros(2, 1, 4, 4, dtype=torch.bool)
-    objects[0, 0, 0, 0] = True
-    objects[1, 0, 1:3, 1:3] = True
-    image = torch.tensor([0, 0, 0, 1, 1, 0])
-    height, width = torch.tensor([1, 2, 4, 1, 3, 0]), torch.tensor([1, 2, 4, 1, 1, 2])
-    got = resampling.box_chance(objects, image, height, width)
-    assert got[:5].tolist() == pytest.approx([1 / 16, 1 / 9, 1.0, 4 / 16, 4 / 8])
-    assert torch.isnan(got[5])
-    masks = {"a": torch.zeros(2, len(resampling.METRICS), 1, dtype=torch.bool)}
-    masks["a"][:, 1, 0] = True
-    table = resampling.patch_table(
-        masks, {"a": torch.tensor([[[0, 2, 1, 3]], [[0, 1, 0, 1]]])}, objects
-    )
-    assert table["chance"].tolist() == pytest.approx([1 / 9, 4 / 16])
-    assert table["object_pixels"].tolist() == [0, 0]
-
-
-def test_cluttered_canvas_places_each_object_once_and_masks_it():
-    g = torch.Generator().manual_seed(0)
-    images = torch.zeros(6, 1, 10, 10, dtype=torch.uint8)
-    images[:, :, 3:7, 2:8] = torch.randint(1, 255, (6, 1, 4, 6), generator=g, dtype=torch.uint8)
-    source = data.ImageSet(images, torch.arange(6) % 2, ["a", "b"], "toy", black_background=True)
-    canvases, objects = resampling.cluttered(source, 32, n_clutter=3, clutter_size=4, seed=1)
-    assert canvases.images.shape == (6, 1, 32, 32) and objects.shape == (6, 1, 32, 32)
-    assert torch.equal(canvases.labels, source.labels) and canvases.classes == ["a", "b"]
-    assert (objects.flatten(1).sum(1) == 24).all()  # the 4 x 6 object, nothing else
-    for i in range(6):
-        ys, xs = objects[i, 0].nonzero().unbind(1)
-        top, left = ys.min().item() - 3, xs.min().item() - 2
-        pasted = canvases.images[i, :, top : top + 10, left : left + 10]
-        assert (pasted >= images[i]).all()  # clutter only brightens
-    assert canvases.images.float().mean() > 0
-    clutter = canvases.images.bool() & ~objects
-    assert clutter.any()  # pieces of other objects lie around
-    again, _ = resampling.cluttered(source, 32, n_clutter=3, clutter_size=4, seed=1)
-    assert torch.equal(again.images, canvases.images)
-    rgb = data.ImageSet(images.expand(-1, 3, -1, -1).contiguous(), source.labels, ["a", "b"], "rgb")
-    assert (resampling.cluttered(rgb, 16, seed=0)[1].flatten(1).sum(1) == 100).all()
-    with pytest.raises(ValueError, match="canvas_size"):
-        resampling.cluttered(source, 8)
-    with pytest.raises(ValueError, match="clutter_size"):
-        resampling.cluttered(source, 32, clutter_size=11)
-
-
 @pytest.mark.gpu
 def test_input_resampling_on_cuda_matches_the_cpu(tiny_vgg):
     # Tolerance: float32 convolutions differ by ~1e-6 relative between devices; the scores
@@ -600,21 +368,21 @@ def test_input_resampling_on_cuda_matches_the_cpu(tiny_vgg):
 
     images = torch.rand(3, 1, 12, 12)
     layers = hooks.conv_layers(tiny_vgg)
-    cpu = resampling.InputResampling(tiny_vgg, layers, n_samples=20).attribute(images)
+    cpu = resampling.InputResampling(tiny_vgg, layers, n_samples=20).score(images)
     on_gpu = copy.deepcopy(tiny_vgg).cuda()
-    gpu = resampling.InputResampling(on_gpu, layers, n_samples=20).attribute(images)
+    gpu = resampling.InputResampling(on_gpu, layers, n_samples=20).score(images)
     for layer in layers:
         assert gpu[layer].device.type == "cpu"
         torch.testing.assert_close(gpu[layer], cpu[layer], rtol=1e-3, atol=1e-4, equal_nan=True)
         assert torch.equal(gpu.eligible[layer], cpu.eligible[layer])
     masks = cpu.top(2)
     torch.testing.assert_close(
-        resampling.switch_off_effects(on_gpu, masks, images),
-        resampling.switch_off_effects(tiny_vgg, masks, images),
+        neuron_selection.switch_off_effects(on_gpu, masks, images),
+        neuron_selection.switch_off_effects(tiny_vgg, masks, images),
         rtol=1e-3,
         atol=1e-4,
     )
-    boxes_cpu = resampling.selection_boxes(tiny_vgg, masks, images)
-    boxes_gpu = resampling.selection_boxes(on_gpu, masks, images)
+    boxes_cpu = patches.selection_boxes(tiny_vgg, masks, images)
+    boxes_gpu = patches.selection_boxes(on_gpu, masks, images)
     for layer in layers:
         assert (boxes_cpu[layer] - boxes_gpu[layer]).abs().max() <= 1  # a pixel at the edge

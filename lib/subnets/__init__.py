@@ -2,13 +2,14 @@
 
 One module per method; chapters compose them. See the book's introduction.
 
-Every method has one shape, captum's: a class built from the model (and the layer or
-layers it reads), whose ``attribute(inputs, target=...)`` returns a tensor when the result
-is one map (``GradCAM(model, "conv3").attribute(x, target=y)``) and a small dataclass with
-named fields otherwise (``NeuronSelection(model, layers).attribute(x).masks``). Arguments
-come in one order everywhere: model, layer(s), inputs, target, then settings. Hooks live
-in context managers that remove them (``hooks.Recorder``, ``hooks.Ablation``). Each
-module lists its public names in ``__all__``; names starting with ``_`` are internal.
+Every method has one of the shapes in ``subnets.methods``: an attribution is a class built
+from the model (and the layer or layers it reads) whose ``attribute(inputs, target=None)``
+gives one map per input (``GradCAM(model, "conv3").attribute(x, target=y)``); what is not
+one has a verb of its own (``score``, ``select``, ``build``, ``dissect``), and every
+result is read the same way, ``result[layer]`` (``methods.LayerScores``). Arguments come in
+one order everywhere: model, layer(s), inputs, target, then settings. Hooks live in context
+managers that remove them (``hooks.Recorder``, ``hooks.Ablation``). Each module lists its
+public names in ``__all__``; names starting with ``_`` are internal.
 """
 
 __version__ = "0.1.0"

@@ -11,7 +11,7 @@ Two kinds of method, each with one verb:
   - ``UnitScoring.score(data, target=None)``: a score for every unit
     (``attribution.ClassRelevance``);
   - ``UnitSelection.select(data, target=None)``: a few units picked by a rule
-    (``resampling.NeuronSelection``, ``influence.InfluentialFeatureSelection``);
+    (``neuron_selection.NeuronSelection``, ``influence.InfluentialFeatureSelection``);
   - ``SubnetworkBuilder.build(inputs, target, labels)``: a smaller network for one class
     (``pruning.ClassSubnetwork``);
   - ``Dissector.dissect(probe)``: units against the concepts of a probe set
