@@ -244,7 +244,7 @@ def test_gpu_penultimate_features_and_decomposed_layer_match_cpu(exact_fp32, cud
 def test_gpu_resampling_scores_match_cpu(exact_fp32):
     model, x = _net(), _images(2)
     layers = hooks.conv_layers(model)[:2]
-    on_cpu = resampling.InputResampling(model, layers, n_samples=8).attribute(x)
-    on_cuda = resampling.InputResampling(_on_cuda(model), layers, n_samples=8).attribute(x)
+    on_cpu = resampling.InputResampling(model, layers, n_samples=8).score(x)
+    on_cuda = resampling.InputResampling(_on_cuda(model), layers, n_samples=8).score(x)
     for name in layers:
         _assert_close(on_cuda[name], on_cpu[name], tol=1e-3)  # 1 / variance amplifies
