@@ -38,7 +38,8 @@ def _build_alone(page: str, out: Path) -> Path:
          "--config", str(out / "_config.yml"), "--toc", str(out / "_toc.yml"),
          "--path-output", str(out), "-W", "-n", "--keep-going"],
         capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f"{page} does not build strictly:\n{proc.stdout[-4000:]}"
+    assert proc.returncode == 0, \
+        f"{page} does not build strictly:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return out / "_build" / "html" / f"{page}.html"
 
 

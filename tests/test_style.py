@@ -13,9 +13,9 @@ from subnets.run import NOTEBOOKS
 
 
 def test_ruff_passes_on_the_code():
-    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "lib", "tests", "benchmarks",
-                           "book/_ext"], cwd=REPO_ROOT, capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run([sys.executable, "-m", "ruff", "check", "conftest.py", "lib", "tests",
+                           "benchmarks", "book/_ext"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, check=False)
     assert proc.returncode == 0, f"ruff check failed:\n{proc.stdout}{proc.stderr}"
 
 

@@ -1,7 +1,7 @@
-"""Re-execute a chapter with other parameters:
+"""Re-execute a chapter with other parameters::
 
     python -m subnets.run CHAPTER [--preset NAME] [-p NAME VALUE]... [-o OUT.ipynb] [--record]
-                          [--seeds-parallel N]
+        [--seeds-parallel N]
     python -m subnets.run --stale
 
 CHAPTER is the chapter's number (``01``) or its file name. The MyST notebook is read

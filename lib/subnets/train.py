@@ -324,7 +324,7 @@ def batch_shape(data: Dataset, batch_size: int) -> tuple[int, ...]:
         batch_size: the training's batch size.
 
     Returns:
-        (images in a batch, *the shape of one input).
+        ``(images in a batch, *the shape of one input)``.
 
     Example:
         >>> from torch.utils.data import TensorDataset

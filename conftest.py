@@ -1,4 +1,6 @@
-"""Shared fixtures: every test gets its own empty cache folder; a CIFAR-10 folder in the
+"""Shared fixtures of the tests and of the library's doctests (one conftest at the root: a
+second one in lib/ or tests/ clashes with the first when --doctest-modules collects it):
+every test and doctest gets its own empty cache folder; a CIFAR-10 folder in the
 python-pickle layout for the tests that need one; the CUDA device for tests marked ``gpu``."""
 
 import pickle
