@@ -54,3 +54,18 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="module")
+def tiny_vgg():
+    """A 3-conv VGG with batch norm on 12 x 12 grey inputs, its BN statistics non-trivial so
+    that eval-mode BN is not the identity (chapter 5's modules' tests)."""
+    from subnets import train
+    from subnets.models import VGG
+
+    with train.seeded(0):
+        model = VGG((4, "M", 6, 6, "M", 8), in_channels=1, num_classes=2, batch_norm=True)
+    with torch.no_grad():
+        model.train()
+        model(torch.rand(64, 1, 12, 12))
+    return model.eval()

@@ -5,19 +5,6 @@ import pytest
 import torch
 
 from subnets import hooks, neuron_selection, resampling, train
-from subnets.models import VGG
-
-CFG = (4, "M", 6, 6, "M", 8)
-
-
-@pytest.fixture(scope="module")
-def tiny_vgg():
-    with train.seeded(0):
-        model = VGG(CFG, in_channels=1, num_classes=2, batch_norm=True)
-    with torch.no_grad():
-        model.train()
-        model(torch.rand(64, 1, 12, 12))
-    return model.eval()
 
 
 def test_neuron_selection_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):

@@ -5,20 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import attribution, hooks, neuron_selection, patches, resampling, train
-from subnets.models import VGG
-
-CFG = (4, "M", 6, 6, "M", 8)
-
-
-@pytest.fixture(scope="module")
-def tiny_vgg():
-    with train.seeded(0):
-        model = VGG(CFG, in_channels=1, num_classes=2, batch_norm=True)
-    with torch.no_grad():
-        model.train()
-        model(torch.rand(64, 1, 12, 12))
-    return model.eval()
+from subnets import attribution, hooks, neuron_selection, patches, resampling
 
 
 def test_patches_cut_and_resize_the_boxes():

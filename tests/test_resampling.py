@@ -10,19 +10,6 @@ from torch import nn
 from subnets import hooks, metrics, neuron_selection, patches, resampling, train
 from subnets.models import VGG
 
-CFG = (4, "M", 6, 6, "M", 8)
-
-
-@pytest.fixture(scope="module")
-def tiny_vgg():
-    with train.seeded(0):
-        model = VGG(CFG, in_channels=1, num_classes=2, batch_norm=True)
-    # Non-trivial BN statistics, so that eval-mode BN is not the identity.
-    with torch.no_grad():
-        model.train()
-        model(torch.rand(64, 1, 12, 12))
-    return model.eval()
-
 
 def test_perturb_multiplies_every_pixel_by_one_plus_gaussian_noise():
     images = torch.rand(3, 2, 8, 8) + 0.5
