@@ -1,9 +1,11 @@
 """Shared fixtures of the tests and of the library's doctests (one conftest at the root: a
 second one in lib/ or tests/ clashes with the first when --doctest-modules collects it):
 every test and doctest gets its own empty cache folder; a CIFAR-10 folder in the
-python-pickle layout for the tests that need one; the CUDA device for tests marked ``gpu``."""
+python-pickle layout for the tests that need one; the CUDA device for tests marked ``gpu``;
+a small chapter for the tests of the runner, its parameters and its records."""
 
 import pickle
+import textwrap
 
 import numpy as np
 import pytest
@@ -69,3 +71,50 @@ def tiny_vgg():
         model.train()
         model(torch.rand(64, 1, 12, 12))
     return model.eval()
+
+
+# A chapter as small as the runner's contract allows: a parameters cell, presets, a claim.
+EXAMPLE_CHAPTER = textwrap.dedent('''\
+    ---
+    jupytext:
+      text_representation: {extension: .md, format_name: myst, format_version: 0.13}
+    kernelspec: {display_name: Python 3, language: python, name: python3}
+    subnets:
+      presets:
+        smoke: {epochs: 1}
+        large: {epochs: 1}
+        paper: {epochs: 30, threshold: 0.05}
+    ---
+    # A chapter
+
+    ```{code-cell} ipython3
+    :tags: [parameters]
+
+    dataset = "fashion-mnist"  # which data
+    epochs = 3
+    threshold = 0.05
+    target_class, sizes = 5, [1, 2]  # a line of related parameters
+    use_gpu = False
+    ```
+
+    ```{code-cell} ipython3
+    result = epochs * threshold
+    ```
+
+    ```{code-cell} ipython3
+    from subnets import claim_tables, claims
+
+    claim_tables.claims_table([claims.Claim("x", "yes", result, claims.Rule(">", 0.0),
+                                            scope="method", note="arithmetic")],
+                              glue_name="ch09_claims")
+    ```
+    ''')
+
+
+
+@pytest.fixture
+def chapter(tmp_path):
+    """``EXAMPLE_CHAPTER`` as ``tmp_path/09_example.md``."""
+    path = tmp_path / "09_example.md"
+    path.write_text(EXAMPLE_CHAPTER)
+    return path

@@ -57,7 +57,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from subnets import data, devices, models, run, train
+from subnets import batches, data, devices, models, parameters, train
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a step's time is read on: wall-clock, or (``--clock thread``, one thread only) the
@@ -67,7 +67,7 @@ CLOCK = [time.perf_counter]
 
 def chapter_params(chapter: str) -> dict:
     path = next((ROOT / "notebooks").glob(f"{chapter}_*.md"))
-    return run.read_chapter(path)[0]
+    return parameters.read_chapter(path)[0]
 
 
 def network(name: str, build, fields: dict, batch: int, shape=(1, 28, 28),
@@ -155,7 +155,7 @@ class Step:
         t0 = CLOCK[0]()
         x = self.images.float().div_(255)
         if c.augment:
-            x = train.augment_batch(x, self.g)
+            x = batches.augment_batch(x, self.g)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sync(dev)
@@ -321,10 +321,10 @@ def uint8_augmentation(threads: int, repeats: int) -> dict:
                            generator=torch.Generator().manual_seed(0))
 
     def float_first():
-        return train.augment_batch(images.float().div_(255), torch.Generator().manual_seed(0))
+        return batches.augment_batch(images.float().div_(255), torch.Generator().manual_seed(0))
 
     def uint8_first():
-        out = train.augment_batch(images, torch.Generator().manual_seed(0))
+        out = batches.augment_batch(images, torch.Generator().manual_seed(0))
         return out.float().div_(255)
 
     assert torch.equal(float_first(), uint8_first())

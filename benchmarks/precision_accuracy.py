@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 from precision import chapter_params, networks
 
-from subnets import canvases, data, train
+from subnets import canvases, data, evaluation, train
 
 
 def chapter_data(chapter: str) -> tuple[data.ImageSet, data.ImageSet]:
@@ -70,7 +70,7 @@ def one(chapter: str, name: str, precision: str, threads: int) -> dict:
     if chapter == "05":
         train.recalibrate_batch_norm(trained.model, train_set.tensors()[0])
     return {"network": name, "precision": precision, "seconds": round(seconds, 1),
-            "accuracy": train.evaluate(trained.model, test_set).accuracy}
+            "accuracy": evaluation.evaluate(trained.model, test_set).accuracy}
 
 
 def main() -> None:

@@ -2,37 +2,11 @@ import copy
 
 import pytest
 import torch
+from test_attribution import ChannelVote, toy_imageset
 from torch import nn
 
 from subnets import ablation, dissection
-from subnets.data import ImageSet
 from subnets.methods import LayerScores
-
-
-def toy_imageset():
-    """Two classes on black: class 0 lights channel 0, class 1 channel 1 (a little of the other)."""
-    images = torch.zeros(8, 2, 4, 4, dtype=torch.uint8)
-    labels = torch.tensor([0, 1] * 4)
-    for i, c in enumerate(labels.tolist()):
-        images[i, c, 1:3, 1:3] = 200 + i
-        images[i, 1 - c, 1:3, 1:3] = 10
-    return ImageSet(images, labels, ["zero", "one"], "toy", black_background=True)
-
-
-class ChannelVote(nn.Module):
-    """logit_k = mean of ReLU(channel k): ablating unit k blinds the net to class k."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(2, 2, 1)
-        self.relu = nn.ReLU()
-        with torch.no_grad():
-            self.conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
-            self.conv.bias.zero_()
-
-    def forward(self, x):
-        return self.relu(self.conv(x)).mean((2, 3))
-
 
 # unit k of ChannelVote's ReLU matters for class k
 DIAGONAL = LayerScores({"relu": torch.tensor([[1.0, 0.0], [0.0, 1.0]])})

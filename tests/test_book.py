@@ -16,7 +16,7 @@ import pytest
 import yaml
 from bs4 import BeautifulSoup
 
-from subnets import claims
+from subnets import claim_tables, claims
 from subnets.data import REPO_ROOT
 
 HTML = REPO_ROOT / "_build" / "html"
@@ -57,11 +57,11 @@ def test_the_api_page_builds_strictly_and_lists_every_public_class(tmp_path):
 
 
 def test_the_scorecard_counts_and_draws_what_the_chapters_glued(tmp_path):
-    """The Scorecard alone, on rows glued as claims.claims_table glues them (written here
+    """The Scorecard alone, on rows glued as claim_tables.claims_table glues them (written here
     into myst-nb's output folder, as an executed chapter leaves them)."""
     chapters = sorted(p.stem for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.md"))
     for k, chapter in enumerate(chapters):
-        rows = claims.claims_frame([
+        rows = claim_tables.claims_frame([
             claims.Claim.trained(f"claim {k}", "0.9", [0.8, 0.82, 0.81], [0.1, 0.11, 0.1],
                                  claims.Rule(">", 0.5)),
             claims.Claim("band", "1", 1.2, claims.Rule("within", 1.0, 0.1),
@@ -69,7 +69,7 @@ def test_the_scorecard_counts_and_draws_what_the_chapters_glued(tmp_path):
             claims.Claim("a setting", "—", 3.0)], numbers=True)
         name = f"ch{chapter[:2]}_claims"
         glued = {f"{name}_rows": {"data": {"text/plain": repr(rows.to_json(orient="records"))}},
-                 f"{name}_brief": {"data": {"text/html": claims.brief_table(rows).to_html()}}}
+                 f"{name}_brief": {"data": {"text/html": claim_tables.brief_table(rows).to_html()}}}
         path = tmp_path / "_build" / "jupyter_execute" / "notebooks" / f"{chapter}.glue.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({key: {"output_type": "display_data", "metadata": {}, **out}

@@ -5,9 +5,9 @@ the networks of every ``paper`` preset are built and take a training step on the
 import nbformat
 import pytest
 
-from subnets import run
+from subnets import parameters, records, run
 
-CHAPTERS = sorted(run.NOTEBOOKS.glob("[0-9][0-9]_*.md"))
+CHAPTERS = sorted(parameters.NOTEBOOKS.glob("[0-9][0-9]_*.md"))
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +40,7 @@ def executed(path, params, tmp_path):
 @pytest.mark.smoke
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_on_an_rgb_image_folder(path, tmp_path, rgb_folder):
-    params = run.resolve(path, "smoke", {"dataset": f"imagefolder:{rgb_folder}",
+    params = parameters.resolve(path, "smoke", {"dataset": f"imagefolder:{rgb_folder}",
                                          "image_size": 32})
     nb = executed(path, params, tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
@@ -50,7 +50,7 @@ def test_chapter_runs_on_an_rgb_image_folder(path, tmp_path, rgb_folder):
 @pytest.mark.smoke
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_chapter_runs_with_smoke_preset(path, tmp_path):
-    nb = executed(path, run.resolve(path, "smoke", {}), tmp_path)
+    nb = executed(path, parameters.resolve(path, "smoke", {}), tmp_path)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     # The strict book build fails on any stderr output (warnings included).
@@ -59,15 +59,15 @@ def test_chapter_runs_with_smoke_preset(path, tmp_path):
     headings = [c.source for c in nb.cells if c.cell_type == "markdown"]
     assert any(line.startswith("## Paper vs this book") for h in headings
                for line in h.splitlines())
-    rows = run.claims_rows(nb, path.stem)
+    rows = records.claims_rows(nb, path.stem)
     assert rows.scope.str.startswith("trained").sum() >= 3, "fewer than three claims about training"
 
 
 @pytest.mark.smoke
 @pytest.mark.parametrize("path", CHAPTERS, ids=[p.stem for p in CHAPTERS])
 def test_a_placebo_run_holds_no_claim_about_training(path, tmp_path):
-    nb = executed(path, run.resolve(path, "smoke", {"placebo": True}), tmp_path)
-    rows = run.claims_rows(nb, path.stem)
+    nb = executed(path, parameters.resolve(path, "smoke", {"placebo": True}), tmp_path)
+    rows = records.claims_rows(nb, path.stem)
     trained = rows[rows.scope.str.startswith("trained")]
     assert len(trained) >= 3
     assert not (trained.verdict == "held").any(), trained[trained.verdict == "held"].claim
@@ -78,15 +78,20 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, tmp_path,
     papers' datasets stood in by small fixtures where a reader puts them: in the data
     folder ($SUBNETS_DATA), while the run's own folder is elsewhere (the runner executes
     in notebooks/)."""
+    import shutil
+
     from PIL import Image
 
-    from subnets import data
+    from subnets import data, weights
 
     assert CHAPTERS, "no chapters found"
     monkeypatch.setenv("SUBNETS_DATA", str(cifar10_root))
+    # Checkpoints are a reader's files, refused by name when missing or not theirs (their
+    # hash is checked in test_weights); here every named checkpoint stands in as present.
+    monkeypatch.setattr(weights, "weights_file", lambda spec, *_args, **_kwargs: spec)
     monkeypatch.chdir(tmp_path)
     for path in CHAPTERS:
-        _defaults, presets = run.read_chapter(path)
+        _defaults, presets = parameters.read_chapter(path)
         assert {"smoke", "large", "paper"} <= set(presets), path.name
         for preset in presets:
             params = presets[preset]
@@ -94,12 +99,16 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, tmp_path,
             for name in ("broden", "pretrained_folder"):
                 if params.get(name):
                     (cifar10_root / params[name]).mkdir(parents=True, exist_ok=True)
+            if str(params.get("dataset", "")).startswith("cifar10:"):  # the pickles' layout
+                shutil.copytree(cifar10_root / "cifar-10-batches-py",
+                                cifar10_root / folder / "cifar-10-batches-py", dirs_exist_ok=True)
+                folder = ""
             for c in range(10 if folder else 0):  # ten classes of four tiny images
                 (cifar10_root / folder / f"class{c}").mkdir(parents=True, exist_ok=True)
                 for i in range(4):
                     Image.new("RGB", (8, 8), (i, c, 0)).save(
                         cifar10_root / folder / f"class{c}" / f"{i}.png")
-            resolved = run.resolve(path, preset, {})  # real parameters with valid values
+            resolved = parameters.resolve(path, preset, {})  # real parameters with valid values
             if "dataset" in params:
                 for split in ("train", "test"):
                     loaded = data.load(resolved["dataset"], split, resolved.get("image_size"))
@@ -155,7 +164,7 @@ def test_every_paper_presets_networks_take_a_training_step_on_the_cpu(path):
 
     from subnets import data, train
 
-    defaults, presets = run.read_chapter(path)
+    defaults, presets = parameters.read_chapter(path)
     params = {**defaults, **presets["paper"]}
     nets, fields, side = _paper_networks(path.stem[:2], params)
     generator = torch.Generator().manual_seed(0)

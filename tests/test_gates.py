@@ -10,7 +10,7 @@ from test_influence import TinyNet, two_blobs
 from torch import nn
 from torch.utils.data import DataLoader
 
-from subnets import cache, gates, influence, models, train
+from subnets import batches, cache, gates, influence, models, train
 from subnets.data import ImageSet
 from subnets.influence import PenultimateFeatures
 from subnets.progress import bar
@@ -137,7 +137,7 @@ def reference_gate_training(net, data, config, gate_config):
             net.train()
             sums = {"loss": 0.0, "sparsity": 0.0}
             for x, y in bar(loader):
-                x = train.augment_batch(x, g) if config.augment else x
+                x = batches.augment_batch(x, g) if config.augment else x
                 if csg:
                     loss = nn.functional.cross_entropy(
                         net.gated_logits(net.model.penultimate(x), y), y)
@@ -266,3 +266,15 @@ def test_gate_training_on_cuda_is_close_to_cpu():
     with seeded(0):
         gpu = gates.fit_gates(TinyNet().to("cuda"), data, config, gate_config, desc="cuda")
     torch.testing.assert_close(gpu.gates.detach().cpu(), cpu.gates.detach(), rtol=0, atol=5e-2)
+
+
+def test_gated_networks_pair_every_seed_with_its_placebo(isolated_cache):
+    from test_decomposition import tiny_data
+
+    from subnets import decomposition
+
+    train_set, test_set, config = tiny_data()
+    study = decomposition.resnet_study(train_set, test_set, config, [8], [0, 1])
+    gated = gates.gated_networks(study, 8, train_set, test_set, config, gates.GateConfig(), 2, 2)
+    assert gated.statistics.index.names == ["network", "seed"] and len(gated.statistics) == 4
+    assert gated.nets["placebo", 0].gates.eq(0.5).all()  # untrained: gates at their init

@@ -3,13 +3,12 @@ the CIFAR ResNet's option-A shortcut on tiny hand-checked inputs."""
 
 import math
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from subnets import influence, models
+from subnets import decomposition, influence, models
 from subnets.influence import PenultimateFeatures
 from subnets.methods import LayerScores, UnitSelection
 from subnets.models.resnet import _PadShortcut
@@ -205,36 +204,6 @@ def test_bad_k_and_shapes_name_the_parameter():
         influence.check_k(64, k1=5, k_grid=[1, 65])
 
 
-def test_relative_accuracy_grid_is_one_with_all_features():
-    torch.manual_seed(0)
-    fc = nn.Linear(6, 3)
-    x = torch.rand(30, 6)
-    y = fc(x).argmax(1)  # the full layer is right on every instance
-    data = PenultimateFeatures(x, y)
-    result = influence.relative_accuracy_grid(fc, data, data, k1s=[1, 6], k2s=[2, 6])
-    grid = result.table
-    assert grid["full_accuracy"].eq(1.0).all()
-    assert grid.loc[grid.k2 == 6, "relative"].eq(1.0).all()
-    assert len(grid) == 4 and grid["relative"].between(0, 1).all()
-    # The per-image hits are the table's accuracies, one column per row of the table.
-    assert result.correct.shape == (30, 4) and result.full_correct.eq(1.0).all()
-    torch.testing.assert_close(result.correct.mean(0).double(),
-                               torch.tensor(grid["accuracy"].values))
-
-
-def test_diagonal_margin_is_the_median_of_k1_equals_k2_over_the_best_other():
-    # Rows k1, columns k2: at k2 = 1 the diagonal wins by 0.1, at k2 = 2 it loses by 0.2,
-    # at k2 = 3 it wins by 0.3: the median margin is 0.1.
-    acc = [[0.5, 0.4, 0.1], [0.4, 0.4, 0.2], [0.3, 0.6, 0.6]]
-    table = pd.DataFrame([{"k1": k1, "k2": k2, "accuracy": acc[i][j]}
-                          for i, k1 in enumerate([1, 2, 3]) for j, k2 in enumerate([1, 2, 3])])
-    grid = influence.DecompositionGrid(table, torch.empty(0), torch.empty(0))
-    assert influence.diagonal_margin(grid) == pytest.approx(0.1)
-    with pytest.raises(ValueError, match="grid"):
-        influence.diagonal_margin(influence.DecompositionGrid(table.query("k1 < 3"),
-                                                              torch.empty(0), torch.empty(0)))
-
-
 def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
     f = torch.rand(40, 8)
     y = torch.arange(40) % 2
@@ -244,16 +213,6 @@ def test_non_influential_indices_avoid_the_class_set_and_are_seeded():
     for c in range(2):
         assert not set(others[c].tolist()) & set(inf.indices[c].tolist())
     assert torch.equal(others, influence.non_influential_indices(inf, seed=1))
-
-
-def test_channel_maps_mean_of_chosen_channels_then_upsampled():
-    maps = torch.zeros(2, 3, 2, 2)
-    maps[0, 1] = 2.0
-    maps[1, 2] = 4.0
-    out = influence.channel_maps(maps, torch.tensor([[1, 0], [2, 2]]), size=(4, 4))
-    assert out.shape == (2, 1, 4, 4)
-    torch.testing.assert_close(out[0], torch.ones(1, 4, 4))
-    torch.testing.assert_close(out[1], torch.full((1, 4, 4), 4.0))
 
 
 class TinyNet(nn.Module):
@@ -311,8 +270,8 @@ def test_features_and_decomposition_on_cuda_match_cpu():
     torch.testing.assert_close(gpu.features, cpu.features, rtol=1e-3, atol=1e-4)
     assert gpu.features.device.type == "cpu"
     net_cpu = net.to("cpu")
-    grid_cpu = influence.relative_accuracy_grid(net_cpu.fc, cpu, cpu, [2], [2])
-    grid_gpu = influence.relative_accuracy_grid(net.to("cuda").fc, cpu, cpu, [2], [2])
+    grid_cpu = decomposition.relative_accuracy_grid(net_cpu.fc, cpu, cpu, [2], [2])
+    grid_gpu = decomposition.relative_accuracy_grid(net.to("cuda").fc, cpu, cpu, [2], [2])
     assert torch.equal(grid_cpu.correct, grid_gpu.correct)
 
 

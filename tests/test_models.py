@@ -7,7 +7,8 @@ import torch
 from captum.attr import Deconvolution, Saliency
 from torch import nn
 
-from subnets.models import efficientnet, efficientnet_lite0
+from subnets import evaluation
+from subnets.models import cifar_resnet, efficientnet, efficientnet_lite0
 
 
 def test_pretrained_lite0_classifies_the_imagenet_photos():
@@ -142,7 +143,7 @@ def test_pytorch_initialisation_silences_the_vgg_at_initialisation():
 
 
 def test_rf_training_recipe_and_its_changes(tmp_path, monkeypatch):
-    from subnets import data, train
+    from subnets import data
     from subnets.models import rfpool
 
     monkeypatch.setenv("SUBNETS_CACHE", str(tmp_path))
@@ -166,4 +167,16 @@ def test_rf_training_recipe_and_its_changes(tmp_path, monkeypatch):
     assert all(torch.equal(a, b) for a, b in zip(before, nets["vgg", 1, 0].parameters()))
     assert not torch.equal(next(trained["vgg", 1, 0].parameters()), before[0])
     assert torch.equal(next(placebo["vgg", 1, 0].parameters()), before[0])
-    assert isinstance(train.evaluate(trained["vgg", 1, 0], images).accuracy, float)
+    assert isinstance(evaluation.evaluate(trained["vgg", 1, 0], images).accuracy, float)
+
+
+def test_a_resnet_that_normalises_its_inputs_keeps_the_state_dict_of_one_that_does_not():
+    from subnets.models import inputs
+
+    stats = ((0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    plain, normalising = cifar_resnet(8), cifar_resnet(8, normalize=stats)
+    assert list(plain.state_dict()) == list(normalising.state_dict())
+    normalising.load_state_dict(plain.state_dict())
+    x = torch.rand(2, 3, 16, 16)
+    expected = plain.eval()(inputs.Normalize(*stats)(x))
+    assert torch.allclose(normalising.eval()(x), expected, atol=1e-6)

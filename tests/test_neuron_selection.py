@@ -4,7 +4,7 @@ comparing two, and switching one off."""
 import pytest
 import torch
 
-from subnets import hooks, neuron_selection, resampling, train
+from subnets import evaluation, hooks, neuron_selection, resampling
 
 
 def test_neuron_selection_selects_and_boxes_every_selected_neuron(tiny_vgg, isolated_cache):
@@ -101,7 +101,7 @@ def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
     masks[layers[1]][1, 0, :] = True
     effects = neuron_selection.switch_off_effects(tiny_vgg, masks, images, batch_size=5)
     assert effects.shape == (3, len(resampling.METRICS), 2)
-    logits = train.predict(tiny_vgg, images)
+    logits = evaluation.predict(tiny_vgg, images)
     target = logits.argmax(1)
     base = resampling.output_log_odds(logits, target)
     for i, m, j in [(0, 1, 0), (2, 6, 0), (1, 0, 1)]:
@@ -109,7 +109,7 @@ def test_switch_off_effects_match_an_ablation_per_image(tiny_vgg):
         channels = masks[layer][i, m].nonzero().flatten().tolist()
         with hooks.Ablation(tiny_vgg, {hooks.activation_after(tiny_vgg, layer): channels}):
             off = resampling.output_log_odds(
-                train.predict(tiny_vgg, images[i : i + 1]), target[i : i + 1]
+                evaluation.predict(tiny_vgg, images[i : i + 1]), target[i : i + 1]
             )
         assert effects[i, m, j].item() == pytest.approx((off - base[i]).abs().item(), abs=1e-5)
     assert effects[1, 0, 1] > 0  # a whole layer switched off

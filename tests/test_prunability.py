@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import cache, prunability, pruning, train
+from subnets import cache, evaluation, prunability, pruning, train
 from subnets.data import ImageSet
 
 
@@ -35,7 +35,7 @@ def test_accuracy_curve_reads_the_dense_and_pruned_accuracies(tiny, monkeypatch)
     net, images = tiny
     nets = {("cnn", 1, 0): net, ("cnn", 2, 0): net}
     curve = prunability.accuracy_curve(nets, images, [0.0, 0.9])
-    dense = 100 * train.evaluate(net, images).accuracy
+    dense = 100 * evaluation.evaluate(net, images).accuracy
     assert curve[curve.rate == 0.0].accuracy.tolist() == [dense, dense]
     table = prunability.dense_and_pruned(curve, 0.9)
     assert (table.difference == table.dense - table.pruned).all()

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from subnets import hooks, metrics, neuron_selection, patches, resampling, train
+from subnets import evaluation, hooks, metrics, neuron_selection, patches, resampling
 from subnets.models import VGG
 
 
@@ -159,7 +159,7 @@ def per_neuron_scores(model, image, copies, layer, target, threshold, after_relu
         model, layer
     )
     acts = hooks.activations(model, torch.cat([image, copies]), [source])[source].double().numpy()
-    logits = train.predict(model, copies).double()
+    logits = evaluation.predict(model, copies).double()
     o = (logits[:, target] - logits[:, 1 - target]).numpy()
     w_next = resampling.outgoing_weights(model, layer).double().numpy()
     out = []

@@ -2,12 +2,11 @@
 study on a tiny network and the claims built from it."""
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from torch import nn
 
-from subnets import claims, data, resampling, train
+from subnets import data, resampling, train
 from subnets import resampling_study as study
 
 
@@ -105,23 +104,3 @@ def test_the_selections_only_study_skips_the_patches(tiny_study):
                              {"n_samples": 4, "seed": 0}, top_k=2, selections_only=True)
     assert set(light.selections) == {0.0, 2.0} and not light.patches and not light.patch_table
     assert light.selections[2.0].boxes is None and set(light.switch_off) == {0.0, 2.0}
-
-
-def test_trained_claims_compare_every_seed_with_its_placebo():
-    class Run:
-        def __init__(self, at_init, trained):
-            self.accuracy = pd.Series({0.0: 0.5, 1.0: 0.9})
-            self.value = {0.0: at_init, 1.0: trained}
-
-    runs = [Run(0.0, 1.0), Run(0.1, 1.1), Run(-0.1, 0.9)]
-    row = study.trained_claim("c", "p", runs, lambda r, e: r.value[e], "gain")
-    assert row.scope == "trained" and row.shown.startswith("gain: ")
-    assert row.estimate.value == pytest.approx(1.0) and row.placebo.value == pytest.approx(0.0)
-    assert row.decide().outcome == claims.HELD
-    same = study.trained_claim("c", "p", runs, lambda r, e: r.value[0.0] + 1, "no gain")
-    assert same.decide().outcome != claims.HELD  # the placebo earns it as well
-    assert study.over_seeds(runs, lambda r, e: r.value[e]) == pytest.approx(1.0)
-    assert study.over_seeds(runs, lambda r, e: r.value[e], 0.0) == pytest.approx(0.0)
-    apart = study.verdicts_apart([row, same])
-    assert apart["trained networks"].tolist() == [claims.HELD, claims.HELD]
-    assert apart["placebo (untrained)"].tolist()[1] == claims.HELD

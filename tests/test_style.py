@@ -9,7 +9,7 @@ from pathlib import Path
 import jupytext
 
 from subnets.data import REPO_ROOT
-from subnets.run import NOTEBOOKS
+from subnets.parameters import NOTEBOOKS
 
 
 def test_ruff_passes_on_the_code():
@@ -47,6 +47,21 @@ def test_chapters_read_like_a_lecture():
         assert "$$" in prose or "```{math}" in prose, f"{path.name}: no equation"
 
 
+def test_chapters_stay_lectures_in_size_and_quote_their_numbers():
+    """At most 250 lines of code in a chapter (blank lines aside, folded cells included), no
+    code cell over 25 lines, at least 5 readings that quote a computed number and one
+    reference to a labelled equation."""
+    for path in sorted(NOTEBOOKS.glob("[0-9][0-9]_*.md")):
+        cells = jupytext.read(path).cells
+        code = [c.source for c in cells if c.cell_type == "code"]
+        prose = " ".join(c.source for c in cells if c.cell_type == "markdown")
+        lines = sum(1 for source in code for line in source.splitlines() if line.strip())
+        assert lines <= 250, f"{path.name}: {lines} lines of code"
+        longest = max(len(source.splitlines()) for source in code)
+        assert longest <= 25, f"{path.name}: a code cell of {longest} lines"
+        assert prose.count("{glue:text}") >= 5 and "{eq}" in prose, path.name
+
+
 def test_every_module_lists_its_public_names():
     """``__all__`` names exactly a module's public top-level functions, classes and
     constants (no leading ``_``); internal helpers start with ``_``."""
@@ -72,3 +87,12 @@ def test_every_module_lists_its_public_names():
         assert public <= set(listed), \
             f"{name}: public but not in __all__ (list them, or start them with _): " \
             f"{sorted(public - set(listed))}"
+
+
+def test_no_module_of_the_library_is_over_600_lines():
+    """A module over 600 lines mixes concerns: split it by what its parts return."""
+    from subnets.data import REPO_ROOT
+
+    for path in sorted((REPO_ROOT / "lib" / "subnets").rglob("*.py")):
+        lines = len(path.read_text().splitlines())
+        assert lines <= 600, f"{path.relative_to(REPO_ROOT)}: {lines} lines"

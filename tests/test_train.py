@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from subnets import cache, devices, train
+from subnets import batches, cache, devices, distributed, evaluation, train
 from subnets.data import ImageSet
 from subnets.progress import bar
 
@@ -76,7 +76,7 @@ def test_bce_loss_single_logit_and_evaluate():
         model = nn.Linear(4, 1)
     trained = train.fit(model, data,
                         train.TrainConfig(epochs=5, batch_size=32, lr=0.05, loss="bce"))
-    ev = train.evaluate(trained.model, data)
+    ev = evaluation.evaluate(trained.model, data)
     assert ev.accuracy > 0.9 and set(ev.predictions.unique().tolist()) <= {0, 1}
 
 
@@ -95,12 +95,6 @@ def test_config_rejects_bad_values():
         train.TrainConfig(epochs=-1)
     with pytest.raises(ValueError, match="optimizer"):
         train.TrainConfig(optimizer="lbfgs")
-
-
-def test_evaluation_per_class_is_the_recall_of_each_class():
-    ev = train.Evaluation(torch.tensor([0, 1, 1, 2]), torch.tensor([0, 1, 2, 2]),
-                          ["a", "b", "c"])
-    assert ev.per_class().tolist() == [1.0, 1.0, 0.5] and ev.accuracy == 0.75
 
 
 def test_at_epoch_refuses_epochs_without_a_snapshot():
@@ -163,17 +157,6 @@ def conv_model(side=10, dropout=0.2):
                              nn.Dropout(dropout), nn.Flatten(), nn.Linear(4 * side * side, 2))
 
 
-def reference_augment(x, g):
-    """The per-image shift-and-flip loop ``augment_batch`` replaced."""
-    n, _, h, w = x.shape
-    padded = nn.functional.pad(x, (4, 4, 4, 4))
-    dx, dy = torch.randint(0, 9, (2, n), generator=g)
-    flip = torch.rand(n, generator=g) < 0.5
-    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
-    out[flip] = out[flip].flip(-1)
-    return out
-
-
 def reference_training(model, data, config, test_data):
     """The CPU loop before devices (Adam, constant rate): a DataLoader over the dataset's
     items, wrapped in the progress bar, Python float sums, per-item test predictions."""
@@ -187,7 +170,7 @@ def reference_training(model, data, config, test_data):
             model.train()
             total, correct, loss_sum = 0, 0, 0.0
             for x, y in bar(loader):
-                x = reference_augment(x, g) if config.augment else x
+                x = batches.augment_batch(x, g) if config.augment else x
                 logits = model(x)
                 loss = nn.functional.cross_entropy(logits, y)
                 opt.zero_grad(set_to_none=True)
@@ -215,12 +198,6 @@ def test_cpu_training_is_bit_for_bit_the_plain_loop(augment):
     assert all(torch.equal(entry["state"][k], v) for k, v in state.items())
 
 
-def test_augment_is_the_per_image_loop():
-    x = torch.rand(9, 3, 6, 5)
-    assert torch.equal(train.augment_batch(x, torch.Generator().manual_seed(4)),
-                       reference_augment(x, torch.Generator().manual_seed(4)))
-
-
 class Items(Dataset):
     """A dataset that is neither an ImageSet nor a TensorDataset: the DataLoader path."""
 
@@ -242,8 +219,9 @@ def test_any_dataset_trains_and_predicts_as_its_tensors_do():
     assert a["history"] == b["history"]
     assert all(torch.equal(a["state"][k], b["state"][k]) for k in a["state"])
     model = conv_model().eval()
-    assert torch.equal(train.predict(model, data, 64), train.predict(model, Items(data), 64))
-    assert torch.equal(train.predict(model, data, 64), train.predict(model, data.tensors()[0]))
+    logits = evaluation.predict(model, data, 64)
+    assert torch.equal(logits, evaluation.predict(model, Items(data), 64))
+    assert torch.equal(logits, evaluation.predict(model, data.tensors()[0]))
 
 
 def test_cpu_fit_keys_carry_no_device_and_other_devices_are_keyed_apart(isolated_cache,
@@ -290,19 +268,6 @@ def test_gpu_training_matches_cpu_and_is_cached_apart(isolated_cache, cuda):
     assert devices.model_device(again.model) == cuda
     assert all(torch.equal(v, on_cuda.model.state_dict()[k])
                for k, v in again.model.state_dict().items())
-
-
-@pytest.mark.gpu
-def test_gpu_predict_and_evaluate_match_cpu(cuda):
-    """float32 on both (TF32 convolutions on CUDA: ~1e-3 relative), results on the CPU."""
-    data = image_set(300)
-    model = conv_model().eval()
-    fast = copy.deepcopy(model).to(cuda)
-    on_cpu, on_cuda = train.predict(model, data), train.predict(fast, data)
-    assert on_cuda.device == devices.CPU
-    assert torch.allclose(on_cuda, on_cpu, atol=1e-2 * on_cpu.abs().max().item())
-    agree = (train.evaluate(fast, data).predictions == train.evaluate(model, data).predictions)
-    assert agree.float().mean() >= 0.98  # only near-ties may flip
 
 
 _TRAIN_AND_HASH = """
@@ -481,11 +446,6 @@ def test_fit_trains_data_parallel_in_two_processes_like_one(tmp_path):
                                                              rel=1e-4)
 
 
-def test_fit_refuses_a_batch_without_an_image_for_every_process():
-    with pytest.raises(ValueError, match="batch_size"):
-        train._check_shares(65, 32, 2)
-
-
 def test_compiled_training_matches_eager_and_is_keyed_apart(isolated_cache):
     data = toy_problem(64)
     eager = train.fit(make_model(), data, train.TrainConfig(epochs=1, batch_size=32))
@@ -525,7 +485,7 @@ def test_a_seed_share_trains_its_seeds_and_hands_back_the_others_as_placebos(iso
                                                                              monkeypatch):
     data = toy_problem(64)
     configs = [train.TrainConfig(epochs=1, batch_size=16, seed=s) for s in range(3)]
-    monkeypatch.setenv(train.SEED_SHARE, "1/2")
+    monkeypatch.setenv(distributed.SEED_SHARE, "1/2")
     results = [train.fit(make_model(c.seed), data, c) for c in configs]
     assert [r.history.epoch.tolist() for r in results] == [[0], [1], [0]]
     assert torch.equal(results[0].model[0].weight, make_model(0)[0].weight)  # untrained
@@ -533,11 +493,7 @@ def test_a_seed_share_trains_its_seeds_and_hands_back_the_others_as_placebos(iso
     # Nothing but trainings is stored: a result computed on a stand-in is not kept.
     assert cache.cached("head", {"net": results[0].model}, lambda: {"x": 1}) == {"x": 1}
     assert [p.name[:4] for p in isolated_cache.glob("*.pt")] == ["fit-"]
-    monkeypatch.delenv(train.SEED_SHARE)
+    monkeypatch.delenv(distributed.SEED_SHARE)
     again = train.fit(make_model(1), data, configs[1])  # read back by a plain run
     assert torch.equal(again.model[0].weight, results[1].model[0].weight)
     assert len(list(isolated_cache.glob("fit-*.pt"))) == 1
-    for bad in ("2/2", "one of two"):
-        monkeypatch.setenv(train.SEED_SHARE, bad)
-        with pytest.raises(ValueError, match=train.SEED_SHARE):
-            train.in_seed_share(0)

@@ -4,7 +4,7 @@
 every chapter has been executed (a post-transform, as myst-nb's own glue across
 documents), a table of each chapter's verdict counts and ``subnets.plots.claims_forest``
 of every judged row, read from the rows that each chapter glued as ``chNN_claims_rows``
-(``subnets.claims.claims_table``). A chapter without its rows, or with rows that lack
+(``subnets.claim_tables.claims_table``). A chapter without its rows, or with rows that lack
 their numbers, is a warning: the strict build (-W) fails on it.
 """
 
@@ -75,7 +75,7 @@ class ScorecardOverview(SphinxPostTransform):
             rows = chapter_rows(folder, doc)
             if rows is None or "value" not in rows:
                 LOGGER.warning(f"scorecard: {doc} glued no claims rows with their numbers "
-                               "(claims.claims_table with glue_name, executed by this "
+                               "(claim_tables.claims_table with glue_name, executed by this "
                                "build's library)", location=node)
                 continue
             frames.append(rows.assign(chapter=Path(doc).name[:2]))

@@ -19,10 +19,10 @@ from torch import nn
 
 from . import cache, hooks
 from .data import ImageSet
+from .evaluation import predict, predicted_labels
 from .methods import LayerScores
 from .metrics import accuracy_by_class
 from .progress import bar
-from .train import predict, predicted_labels
 
 __all__ = ["ROUNDINGS", "unit_quotas", "ENDS", "ranked_units", "AblationResult",
            "relevance_ablation"]

@@ -27,10 +27,10 @@ from torch import nn
 from . import cache, hooks, upsampling
 from .data import ImageSet, balanced_indices, foreground
 from .devices import to_host, to_model
+from .evaluation import predict, predicted_labels
 from .hooks import activations
 from .methods import Attribution, LayerScores, UnitScoring
 from .progress import bar
-from .train import predict, predicted_labels
 
 __all__ = ["Saliency", "GradCAM", "Deconvnet", "support_boxes", "UnitConductance",
            "UnitRelevance", "upsampling_area", "layer_class_interaction", "ClassRelevance",

@@ -235,7 +235,7 @@ def cached(kind: str, parts: dict[str, Any], compute: Callable[[], dict]) -> dic
     value = read(path, key)
     if value is None:
         value = _on_host(compute())
-        # A process given a share of the seeds (train.in_seed_share) stores its trainings
+        # A process given a share of the seeds (distributed.in_seed_share) stores its trainings
         # only: the rest of what it computes may rest on other seeds' untrained stand-ins.
         if kind == "fit" or not os.environ.get("SUBNETS_SEED_SHARE"):
             save_atomic({"key": key, "value": value}, path)

@@ -14,21 +14,29 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import hooks, influence
+from . import hooks, influence, upsampling
 from .decomposition import ResNetStudy
 from .influence import InfluentialFeatures, PenultimateFeatures
 
 __all__ = ["class_channel_maps", "map_mass_on_object", "influential_maps", "object_gains",
-           "object_share_table"]
+           "object_share_table", "channel_maps"]
 
 
 def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
                        labels: torch.Tensor, influential: InfluentialFeatures,
                        others: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Table 7's maps of ``images``: per image, the ``influence.channel_maps`` of the output of
+    """Table 7's maps of ``images``: per image, the ``channel_maps`` of the output of
     ``model``'s ``layer`` (the last conv maps, whose spatial means are the penultimate
     features) over all its channels, over its class's influential channels and over its
     class's row of ``others`` (C x k channels: ``influence.non_influential_indices``).
+
+    Args:
+        model: the network.
+        layer: its last conv stage (a CIFAR ResNet's ``layers``).
+        images: N x C x H x W images.
+        labels: their N labels (which class's channels each map averages).
+        influential: the classes' influential sets (channels of ``layer``).
+        others: C x k other channels per class.
 
     Returns:
         N x 1 x H x W maps by channel set ("all channels", "influential", "non-influential").
@@ -47,13 +55,20 @@ def class_channel_maps(model: nn.Module, layer: str, images: torch.Tensor,
     n, size = len(images), tuple(images.shape[-2:])
     channel_sets = {"all channels": torch.arange(maps.shape[1]).expand(n, -1),
                     "influential": influential.indices[labels], "non-influential": others[labels]}
-    return {name: influence.channel_maps(maps, channels, size)
+    return {name: channel_maps(maps, channels, size)
             for name, channels in channel_sets.items()}
 
 
 def map_mass_on_object(maps: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Per map (N x ... ), the share of its (non-negative) mass on the foreground ``masks``
     (the same shape); NaN for an all-zero map.
+
+    Args:
+        maps: N x ... maps (negative values count as 0).
+        masks: N x ... booleans, True on the object.
+
+    Returns:
+        N shares, in [0, 1] or NaN.
 
     Example:
         >>> maps = torch.tensor([[[1.0, 3.0]], [[0.0, 0.0]]])
@@ -165,3 +180,29 @@ def object_share_table(maps: dict[str, torch.Tensor], masks: torch.Tensor,
     overall = shares.mean()
     shares["class"] = [classes[c] for c in labels.tolist()]
     return shares.groupby("class").mean().T.assign(mean=overall)
+
+
+def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """N x 1 x H x W: per image the mean of its ``channels`` (N x k) of the last conv
+    layer's ``maps`` (N x K x h x w), bilinearly upsampled to ``size``.
+
+    Args:
+        maps: N x K x h x w activation maps of the last conv layer.
+        channels: N x k channel indices, one row per map (its class's set, say).
+        size: (H, W), the size of the images the maps are drawn over.
+
+    Returns:
+        N x 1 x H x W mean maps.
+
+    Example:
+        >>> maps = torch.arange(8.0).view(1, 2, 2, 2)  # channel 0: 0..3, channel 1: 4..7
+        >>> channel_maps(maps, torch.tensor([[0, 1]]), (2, 2))
+        tensor([[[[2., 3.],
+                  [4., 5.]]]])
+    """
+    if channels.shape[0] != maps.shape[0]:
+        raise ValueError(f"channels: expected one row per map ({maps.shape[0]}), "
+                         f"got {channels.shape[0]}")
+    channels = channels.to(maps.device)
+    picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
+    return upsampling.bilinear(picked.mean(1, keepdim=True), size)

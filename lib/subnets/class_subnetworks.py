@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import attribution, cache, claims, data, metrics, models, pruning
+from . import attribution, cache, claims, data, evaluation, metrics, models, pruning
 from . import train as training
 
 __all__ = ["RULES", "VARIANTS", "new_f", "f_config", "attribution_maps", "Study", "statistics",
@@ -164,7 +164,7 @@ class Study:
         key = (c, head, rule, threshold, exemplar if rule == "single exemplar" else None)
         if key not in self._subnetworks:
             sub = self.method(head, threshold).build(self.x_train, c, self.y_train, key[-1])
-            predicted = cache.call(training.predict, sub.model, self.test_set)[:, 0] > 0
+            predicted = cache.call(evaluation.predict, sub.model, self.test_set)[:, 0] > 0
             self._subnetworks[key] = sub, predicted
         return self._subnetworks[key]
 
@@ -217,7 +217,7 @@ class Study:
     def exemplars(self, c: int, n: int) -> dict[str, int]:
         """n training-set indices of class c: the first, f's most confident, random others."""
         idx = torch.nonzero(self.y_train == c).flatten()
-        confidence = training.predict(self.f, self.x_train[idx]).softmax(1)[:, c]
+        confidence = evaluation.predict(self.f, self.x_train[idx]).softmax(1)[:, c]
         g = torch.Generator().manual_seed(self.sample_seed + c)
         chosen = {"first": int(idx[0]), "most confident": int(idx[int(confidence.argmax())])}
         for i in idx[torch.randperm(len(idx), generator=g)].tolist():
@@ -254,7 +254,7 @@ class Study:
     def flat_shares(self, c: int, layer: str, x: torch.Tensor) -> dict[str, float]:
         """The share of flat Grad-CAM maps of ``layer`` on images x: f's (for its predicted
         class) and S_c's with the trained and the random head."""
-        shown = {"f": (self.f, training.predict(self.f, x).argmax(1)),
+        shown = {"f": (self.f, evaluation.predict(self.f, x).argmax(1)),
                  f"S_{c} trained": (self.subnetwork(c)[0].model, 0),
                  f"S_{c} random head": (self.subnetwork(c, "random")[0].model, 0)}
         return {name: metrics.is_flat(attribution_maps(model, layer, x, target)).double()
@@ -279,7 +279,7 @@ class Study:
             pool = torch.nonzero(pool).flatten()
             idx = pool[torch.randperm(len(pool), generator=g)[:self.n_agreement]]
             x = self.x_test[idx]
-            predicted = training.predict(self.f, x).argmax(1)
+            predicted = evaluation.predict(self.f, x).argmax(1)
             other = torch.roll(torch.arange(len(x)), 1)  # image i paired with image i - 1
             objects = data.foreground(x) if self.test_set.black_background else None
             for method, lay in (("saliency", None), ("Grad-CAM", layer)):
@@ -366,8 +366,8 @@ def statistics(study: Study, target_class: int, figure4_class: int,
     on_c = grad[grad["images"] == "C"]
     fig4 = grad[grad["class"] == study.classes[figure4_class]]
     fig4_out, fig4_in = fig4[fig4["images"] == "not C"], fig4[fig4["images"] == "C"]
-    evaluation = training.evaluate(study.f, study.test_set)
-    f_correct = (evaluation.predictions == evaluation.labels).numpy()
+    f_evaluation = evaluation.evaluate(study.f, study.test_set)
+    f_correct = (f_evaluation.predictions == f_evaluation.labels).numpy()
     pc = study.subnetwork(C)[1].numpy()
     s_correct = pc == (y == C)
     f1 = study.exemplar_rows(exemplar_classes, n_exemplars)["f1"]

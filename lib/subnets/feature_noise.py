@@ -73,6 +73,14 @@ class NoiseAblation:
         influential: its class's influential features replaced.
         non_influential: all its other features replaced.
         as_many_others: as many (``k2``) random others replaced.
+
+    Example:
+        >>> hits = NoiseAblation(original=torch.tensor([1.0, 1.0]),
+        ...                      influential=torch.tensor([0.0, 1.0]),
+        ...                      non_influential=torch.tensor([1.0, 1.0]),
+        ...                      as_many_others=torch.tensor([1.0, 0.0]))
+        >>> hits.accuracies()
+        {'original': 1.0, 'influential': 0.5, 'non_influential': 1.0, 'as_many_others': 0.5}
     """
 
     original: torch.Tensor

@@ -10,15 +10,19 @@ reads one gated network the way chapter 4 judges it, beside the influential feat
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import copy
+from dataclasses import asdict, dataclass, replace
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import cache, devices, metrics
+from . import cache, devices, influence, metrics
+from .batches import data_identity
 from .devices import to_host, to_model
+from .evaluation import predicted_labels
 from .influence import (
     DecomposedLinear,
     InfluentialFeatures,
@@ -27,18 +31,13 @@ from .influence import (
     layer_correct,
     most_frequent,
 )
-from .train import (
-    Objective,
-    TrainConfig,
-    batch_shape,
-    config_key,
-    data_identity,
-    predicted_labels,
-    run_training,
-)
+from .train import Objective, TrainConfig, batch_shape, config_key, run_training
+
+if TYPE_CHECKING:  # decomposition's sweeps come first; this module only reads them
+    from . import decomposition
 
 __all__ = ["ClassSpecificGates", "GateAccuracy", "GateConfig", "fit_gates", "gate_accuracies",
-           "gate_overlap", "gate_statistics"]
+           "gate_overlap", "gate_statistics", "GatedNetworks", "gated_networks"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +272,11 @@ class GateAccuracy:
     Args:
         std: its STD path (how it classifies new images; the gates act only in training).
         label_free: its label-free gated read-out z_c = w_c . (G_c * f) + b_c.
+
+    Example:
+        >>> hits = GateAccuracy(std=torch.tensor([1.0, 0.0]), label_free=torch.tensor([1.0, 1.0]))
+        >>> hits.std.mean().item(), hits.label_free.mean().item()
+        (0.5, 1.0)
     """
 
     std: torch.Tensor
@@ -376,3 +380,77 @@ def gate_statistics(net: ClassSpecificGates, train: PenultimateFeatures,
             "decomposed": decomposed.mean().item(),
             "top gates influential": overlap["top gates influential"].mean(),
             "by chance": k2 * k2 / found.dim}
+
+
+# --- chapter 4's sweep: every seed's network, trained and placebo, with gates ------------
+
+@dataclass
+class GatedNetworks:
+    """Every seed's network fine-tuned with gates, keyed (kind, seed) (``gated_networks``).
+
+    Args:
+        nets: the gated networks.
+        feats: their penultimate features, {"train": ..., "test": ...}.
+        statistics: ``gate_statistics`` per network, indexed (network, seed).
+
+    Example:
+        >>> from subnets import models
+        >>> net = ClassSpecificGates(models.cifar_resnet(8, 1, 2))
+        >>> f = PenultimateFeatures(torch.rand(4, 64), torch.tensor([0, 1] * 2))
+        >>> stats = pd.DataFrame({("placebo", 0): gate_statistics(net, f, f, k1=2, k2=2)})
+        >>> gated = GatedNetworks({("placebo", 0): net}, {("placebo", 0): {"train": f, "test": f}},
+        ...                       stats.T.rename_axis(["network", "seed"]))
+        >>> float(gated.statistics.loc["placebo", 0]["by chance"])  # k2 * k2 / D
+        0.0625
+    """
+
+    nets: dict[tuple[str, int], ClassSpecificGates]
+    feats: dict[tuple[str, int], dict[str, PenultimateFeatures]]
+    statistics: pd.DataFrame
+
+
+def gated_networks(study: decomposition.ResNetStudy, depth: int, train_set: Dataset,
+                   test_set: Dataset, config: TrainConfig, gate_config: GateConfig, k1: int,
+                   k2: int) -> GatedNetworks:
+    """Every seed's ResNet-``depth`` fine-tuned with Class-Specific Gates (a placebo: nothing
+    trained, the gates at their initial value), measured by ``gate_statistics``.
+
+    Args:
+        study: the networks.
+        depth: the depth.
+        train_set: the images to fine-tune on.
+        test_set: the images to measure on.
+        config: the fine-tuning of the weights (its seed replaced by each network's).
+        gate_config: the gates' training.
+        k1: top features per instance.
+        k2: features kept per class.
+
+    Returns:
+        ``GatedNetworks``.
+
+    Example:
+        >>> from subnets import data, decomposition
+        >>> tiny = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                      torch.arange(8) % 2, ["a", "b"], "tiny")
+        >>> study = decomposition.resnet_study(tiny, tiny, TrainConfig(), [8], [0], placebo=True)
+        >>> gated = gated_networks(study, 8, tiny, tiny, TrainConfig(),
+        ...                        GateConfig(), 2, 2)
+        >>> float(gated.statistics.loc["placebo", 0]["by chance"])  # k2 * k2 / D
+        0.0625
+        >>> bool(gated.nets["placebo", 0].gates.eq(0.5).all())  # untrained: at their init
+        True
+    """
+    def gated(n: nn.Module, _f: dict, s: int, untrained: bool) -> tuple:
+        net = fit_gates(copy.deepcopy(n), train_set, replace(config, seed=s),
+                              gate_config, desc=f"training with gates, seed {s}",
+                              placebo=untrained)
+        feats = {split: influence.penultimate_features(net.model, ds)
+                 for split, ds in (("train", train_set), ("test", test_set))}
+        return net, feats, gate_statistics(net, feats["train"], feats["test"],
+                                                 k1=k1, k2=k2)
+
+    out = study.per_seed(gated, depth)
+    table = pd.DataFrame({key: stats for key, (*_, stats) in out.items()}).T
+    return GatedNetworks({key: v[0] for key, v in out.items()},
+                         {key: v[1] for key, v in out.items()},
+                         table.rename_axis(["network", "seed"]))

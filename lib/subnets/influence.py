@@ -32,28 +32,25 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from . import cache, metrics, upsampling
+from . import cache, metrics
+from .batches import data_identity
 from .devices import to_host, to_model
+from .evaluation import predicted_labels
 from .methods import LayerScores, UnitSelection
 from .progress import bar
-from .train import data_identity, predicted_labels
 
 __all__ = [
     "DecomposedLinear",
-    "DecompositionGrid",
     "InfluentialFeatureSelection",
     "InfluentialFeatures",
     "PenultimateFeatures",
     "SetSummary",
-    "channel_maps",
     "check_k",
     "decompose",
-    "diagonal_margin",
     "index_histograms",
     "layer_correct",
     "linear_macs",
@@ -61,7 +58,6 @@ __all__ = [
     "non_influential_indices",
     "penultimate_features",
     "random_feature_sets",
-    "relative_accuracy_grid",
     "top_k_indices",
     "top_k_mass_share",
 ]
@@ -173,6 +169,13 @@ def top_k_indices(features: torch.Tensor, k: int) -> torch.Tensor:
     """Per row of ``features`` (N x D), the indices of its ``k`` largest entries by
     magnitude, largest first (ties to the lower index).
 
+    Args:
+        features: N x D values (penultimate features).
+        k: indices kept per row, in 1..D.
+
+    Returns:
+        N x k indices into the rows.
+
     Example:
         >>> top_k_indices(torch.tensor([[1.0, -3.0, 2.0, 2.0]]), 3)
         tensor([[1, 2, 3]])
@@ -186,6 +189,15 @@ def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
                      num_classes: int) -> torch.Tensor:
     """C x D counts: how often each feature index is among the top ``k1`` of an instance
     of each class (``features`` N x D, ``labels`` N, in 0..``num_classes`` - 1).
+
+    Args:
+        features: N x D penultimate features.
+        labels: N labels, in 0..``num_classes`` - 1.
+        k1: top features per instance.
+        num_classes: C, the rows of the result.
+
+    Returns:
+        C x D counts (row c sums to ``k1`` times the instances of class c).
 
     Example:
         >>> index_histograms(torch.tensor([[3.0, 1, 0], [0, 1, 2]]), torch.tensor([0, 0]), 1, 2)
@@ -202,6 +214,13 @@ def index_histograms(features: torch.Tensor, labels: torch.Tensor, k1: int,
 def most_frequent(histograms: torch.Tensor, k2: int) -> torch.Tensor:
     """C x k2: per class (row of ``histograms``, C x D) the indices of its ``k2`` largest
     counts (or scores), largest first, ties to the lower index.
+
+    Args:
+        histograms: C x D counts (``index_histograms``) or scores (gates, say).
+        k2: indices kept per class, in 1..D.
+
+    Returns:
+        C x k2 indices.
 
     Example:
         >>> most_frequent(torch.tensor([[0, 5, 5, 1]]), 2)
@@ -222,6 +241,13 @@ class SetSummary:
         union: the features influential for at least one class.
         union_fraction: union / D.
         mean_pairwise_jaccard: the mean Jaccard index of two different classes' sets.
+
+    Example:
+        >>> found = InfluentialFeatures(indices=torch.tensor([[0, 1], [1, 2]]),
+        ...                             histograms=torch.zeros(2, 4), k1=2, k2=2)
+        >>> summary = found.summary()
+        >>> summary.union, summary.union_fraction, round(summary.mean_pairwise_jaccard, 3)
+        (3, 0.75, 0.333)
     """
 
     features_per_class: int  # k2
@@ -357,6 +383,13 @@ def top_k_mass_share(features: torch.Tensor, k: int) -> torch.Tensor:
     """Per instance (row of ``features``, N x D), the share of its L1 mass in its ``k``
     largest features (Section 4.4's "coverage" of k1); NaN for an all-zero row.
 
+    Args:
+        features: N x D penultimate features.
+        k: the largest features (by magnitude) counted per row, in 1..D.
+
+    Returns:
+        N shares, in [0, 1] or NaN.
+
     Example:
         >>> top_k_mass_share(torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 0.0]]), 1)
         tensor([0.7500,    nan])
@@ -418,6 +451,13 @@ def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
     """A copy of ``model`` whose final linear layer ``fc`` is a ``DecomposedLinear`` on
     ``indices`` (C x k2), to retrain the whole network after decomposition (Section 5.2.3).
 
+    Args:
+        model: a network with a linear final layer ``fc``; it is left unchanged.
+        indices: C x k2 feature indices, one row per class (``InfluentialFeatures.indices``).
+
+    Returns:
+        The copy, its other layers' weights those of ``model``.
+
     Example:
         >>> from subnets import models
         >>> net = decompose(models.cifar_resnet(8, 1, 2), torch.tensor([[0], [1]]))
@@ -433,6 +473,12 @@ def decompose(model: nn.Module, indices: torch.Tensor) -> nn.Module:
 
 def linear_macs(fc: nn.Linear) -> int:
     """Multiply-accumulates per input of a full linear layer ``fc``.
+
+    Args:
+        fc: the layer.
+
+    Returns:
+        D x C, its inputs times its outputs (the cost ``DecomposedLinear.macs`` is set against).
 
     Example:
         >>> linear_macs(nn.Linear(64, 10))
@@ -452,6 +498,13 @@ def layer_correct(layer: nn.Module, features: PenultimateFeatures) -> torch.Tens
     """Per instance of ``features``, 1.0 where the final ``layer`` (full, decomposed or
     retrained) predicts the label, else 0.0, on the CPU.
 
+    Args:
+        layer: a final layer that maps N x D features to N x C logits.
+        features: the features it reads, with the labels to score against.
+
+    Returns:
+        N floats, 1.0 or 0.0.
+
     Example:
         >>> fc = nn.Linear(2, 2)
         >>> with torch.no_grad():
@@ -464,75 +517,18 @@ def layer_correct(layer: nn.Module, features: PenultimateFeatures) -> torch.Tens
     return _correct(layer(x), y)
 
 
-@dataclass
-class DecompositionGrid:
-    """The decomposed layer over a (k1, k2) grid (``relative_accuracy_grid``).
-
-    Args:
-        table: one row per (k1, k2) with the decomposed layer's test accuracy, the full
-            layer's and their ratio (the paper's relative accuracy).
-        correct: N x rows, per test instance whether the decomposed layer of that row is
-            right.
-        full_correct: N, whether the full layer is right.
-    """
-
-    table: pd.DataFrame
-    correct: torch.Tensor
-    full_correct: torch.Tensor
-
-
-@torch.no_grad()
-def relative_accuracy_grid(fc: nn.Linear, train: PenultimateFeatures,
-                           test: PenultimateFeatures, k1s: Iterable[int],
-                           k2s: Iterable[int]) -> DecompositionGrid:
-    """The decomposed layer of ``fc`` for every (k1, k2) of ``k1s`` x ``k2s``, its sets found
-    on the ``train`` features, measured on the ``test`` features.
-
-    Returns:
-        ``DecompositionGrid``.
-
-    Example:
-        >>> f = PenultimateFeatures(torch.eye(3), torch.arange(3))
-        >>> grid = relative_accuracy_grid(nn.Linear(3, 3), f, f, [1, 3], [3])
-        >>> grid.table["relative"].tolist()  # k2 = D keeps every feature
-        [1.0, 1.0]
-    """
-    x, y = to_model(fc, test.features, test.labels)
-    full = _correct(fc(x), y)
-    rows, hits = [], []
-    for k1 in k1s:
-        hist = index_histograms(train.features, train.labels, k1, fc.out_features)
-        for k2 in k2s:
-            hits.append(_correct(DecomposedLinear(fc, most_frequent(hist, k2))(x), y))
-            acc = hits[-1].mean().item()
-            rows.append({"k1": k1, "k2": k2, "accuracy": acc,
-                         "full_accuracy": full.mean().item(),
-                         "relative": acc / full.mean().item()})
-    return DecompositionGrid(pd.DataFrame(rows), torch.stack(hits, 1), full)
-
-
-def diagonal_margin(grid: DecompositionGrid) -> float:
-    """Fig. 3's claim as one number: the median over k2 of the accuracy at k1 = k2 minus the
-    best accuracy at any other k1 (> 0: k1 = k2 is best). ``grid`` has the same values for
-    k1 and k2, at least two of them.
-
-    Example:
-        >>> table = pd.DataFrame({"k1": [1, 1, 2, 2], "k2": [1, 2, 1, 2],
-        ...                       "accuracy": [0.9, 0.5, 0.7, 0.8]})
-        >>> round(diagonal_margin(DecompositionGrid(table, None, None)), 2)
-        0.25
-    """
-    acc = grid.table.pivot(index="k1", columns="k2", values="accuracy")
-    if list(acc.index) != list(acc.columns) or len(acc) < 2:
-        raise ValueError("grid: expected the same k1 and k2 values, at least two")
-    values = torch.tensor(acc.to_numpy())
-    off = values.masked_fill(torch.eye(len(values), dtype=torch.bool), -math.inf).max(0).values
-    return (values.diagonal() - off).quantile(0.5).item()  # as numpy's median
-
-
 def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> torch.Tensor:
     """C x k: per class (of ``num_classes``) ``k`` distinct features of ``dim`` drawn at
     random (seeded): the control for Algorithm 1's sets.
+
+    Args:
+        num_classes: C, the rows.
+        dim: D, the final layer's width.
+        k: features per class, in 1..D.
+        seed: the draws' seed.
+
+    Returns:
+        C x k feature indices.
 
     Example:
         >>> random_feature_sets(2, 64, 5, seed=0).shape
@@ -546,6 +542,13 @@ def random_feature_sets(num_classes: int, dim: int, k: int, seed: int = 0) -> to
 def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> torch.Tensor:
     """C x k2: per class, ``k2`` features drawn at random (seeded) from those not
     influential for that class (``influential``).
+
+    Args:
+        influential: the classes' influential sets (with ``2 * k2 <= D``).
+        seed: the draws' seed.
+
+    Returns:
+        C x k2 feature indices, each row disjoint from the class's influential set.
 
     Example:
         >>> sets = InfluentialFeatures(indices=torch.tensor([[0], [1]]),
@@ -563,16 +566,3 @@ def non_influential_indices(influential: InfluentialFeatures, seed: int = 0) -> 
         others = torch.nonzero(~mask[c]).flatten()
         rows.append(others[torch.randperm(len(others), generator=g)[:influential.k2]])
     return torch.stack(rows)
-
-
-# --- activation maps of influential channels (Table 7) -------------------------------------
-
-def channel_maps(maps: torch.Tensor, channels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """N x 1 x H x W: per image the mean of its ``channels`` (N x k) of the last conv
-    layer's ``maps`` (N x K x h x w), bilinearly upsampled to ``size``."""
-    if channels.shape[0] != maps.shape[0]:
-        raise ValueError(f"channels: expected one row per map ({maps.shape[0]}), "
-                         f"got {channels.shape[0]}")
-    channels = channels.to(maps.device)
-    picked = maps.gather(1, channels[:, :, None, None].expand(-1, -1, *maps.shape[2:]))
-    return upsampling.bilinear(picked.mean(1, keepdim=True), size)

@@ -104,7 +104,17 @@ class Attribution(_Method):
 
 
 class UnitScoring(_Method):
-    """A score for every unit of the named layers over a data set (not one per input)."""
+    """A score for every unit of the named layers over a data set (not one per input).
+    Subclasses implement ``score``.
+
+    Example:
+        >>> class WeightNorm(UnitScoring):
+        ...     def score(self, data, target=None):
+        ...         return LayerScores({name: self.model.get_submodule(name).weight.norm(dim=1)
+        ...                             for name in self.layers})
+        >>> WeightNorm(nn.Sequential(nn.Linear(3, 2)), ["0"]).score(None)["0"].shape
+        torch.Size([2])
+    """
 
     @abstractmethod
     def score(self, data, target=None) -> LayerScores:
@@ -113,7 +123,18 @@ class UnitScoring(_Method):
 
 
 class UnitSelection(_Method):
-    """A few units of the named layers, picked by a rule over a data set."""
+    """A few units of the named layers, picked by a rule over a data set. Subclasses
+    implement ``select``.
+
+    Example:
+        >>> class MostActive(UnitSelection):
+        ...     def select(self, data, target=None):
+        ...         mean = self.model(data).mean(0)
+        ...         return LayerScores({"out": mean == mean.max()})
+        >>> model = nn.Linear(3, 4)
+        >>> MostActive(model).select(torch.rand(5, 3))["out"].sum().item()  # one unit
+        1
+    """
 
     @abstractmethod
     def select(self, data, target=None):
@@ -122,7 +143,17 @@ class UnitSelection(_Method):
 
 
 class SubnetworkBuilder(_Method):
-    """A smaller network for one class, built from ``model``."""
+    """A smaller network for one class, built from ``model``. Subclasses implement
+    ``build``.
+
+    Example:
+        >>> class OneLogit(SubnetworkBuilder):
+        ...     def build(self, inputs, target, labels):
+        ...         return lambda x: self.model(x)[:, target:target + 1]
+        >>> sub = OneLogit(nn.Linear(3, 2)).build(torch.rand(4, 3), 1, torch.tensor([0, 1] * 2))
+        >>> sub(torch.rand(5, 3)).shape
+        torch.Size([5, 1])
+    """
 
     @abstractmethod
     def build(self, inputs: torch.Tensor, target: int, labels: torch.Tensor):
@@ -130,7 +161,20 @@ class SubnetworkBuilder(_Method):
 
 
 class Dissector(_Method):
-    """Units against the concepts of a labelled probe set."""
+    """Units against the concepts of a labelled probe set. Subclasses implement
+    ``dissect``.
+
+    Example:
+        >>> class SignAgreement(Dissector):
+        ...     def dissect(self, probe):
+        ...         inputs, concepts = probe  # N x features, N x concepts booleans
+        ...         on = self.model(inputs) > 0  # N x units
+        ...         agree = (on[:, :, None] == concepts[:, None, :]).float().mean(0)
+        ...         return LayerScores({"out": agree})
+        >>> probe = (torch.rand(6, 3), torch.rand(6, 4) > 0.5)
+        >>> SignAgreement(nn.Linear(3, 2)).dissect(probe)["out"].shape  # units x concepts
+        torch.Size([2, 4])
+    """
 
     @abstractmethod
     def dissect(self, probe):

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import cache, devices, hooks, metrics, train
+from . import cache, devices, evaluation, hooks, metrics
 from .methods import LayerScores, UnitSelection
 from .patches import selection_boxes
 from .resampling import (
@@ -42,7 +42,20 @@ class Selection(MetricScores):
     metrics x channels mask of the ``top_k`` neurons of each metric (one metric's, N x
     channels: ``result.metric(name)[layer]``); ``neurons`` the ``NeuronScores`` they were
     picked by (with the pools, ``neurons.eligible``); ``boxes[layer]`` N x channels x 4
-    deconvnet patches (-1 where none was computed; None when no boxes were asked for)."""
+    deconvnet patches (-1 where none was computed; None when no boxes were asked for).
+
+    Args:
+        scores: layer -> N x metrics x channels masks.
+        neurons: the scores the masks were picked by.
+        boxes: layer -> N x channels x 4 boxes, or None.
+
+    Example:
+        >>> masks = torch.zeros(2, len(METRICS), 3, dtype=torch.bool)
+        >>> masks[:, METRICS.index("precision"), 0] = True
+        >>> chosen = Selection({"conv": masks})
+        >>> chosen["conv"].shape, chosen.metric("precision")["conv"][:, 0].tolist()
+        (torch.Size([2, 7, 3]), [True, True])
+    """
 
     neurons: NeuronScores = field(default_factory=NeuronScores)
     boxes: LayerScores | None = None
@@ -118,6 +131,15 @@ def selection_jaccard(a: Selection, b: Selection, metric_a: str, metric_b: str
     """N x layers: the Jaccard index of ``metric_a``'s selection in ``a`` and ``metric_b``'s
     in ``b`` (the same inputs), per input and layer (NaN where both are empty).
 
+    Args:
+        a: one selection.
+        b: another, of the same inputs and layers (or ``a`` itself).
+        metric_a: the metric of ``a`` compared (one of ``METRICS``).
+        metric_b: the metric of ``b`` compared.
+
+    Returns:
+        N x layers Jaccard indices, layers in ``a``'s order.
+
     Example:
         >>> import torch
         >>> masks = torch.zeros(1, len(METRICS), 4, dtype=torch.bool)
@@ -188,7 +210,7 @@ def switch_off_effects(model: nn.Module, masks: dict[str, torch.Tensor], inputs:
     model.eval()
     x = devices.to_model(model, inputs)
     base_logits = model(x)
-    target = train.predicted_labels(base_logits)
+    target = evaluation.predicted_labels(base_logits)
     base = output_log_odds(base_logits, target)
     out = []
     for layer, mask in masks.items():

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import TensorDataset
 from torchvision.ops import roi_align
 
-from . import attribution, hooks, train
+from . import attribution, evaluation, hooks, train
 from .models import VGG
 
 __all__ = ["selection_boxes", "patch_images", "box_chance", "patch_table", "PatchAccuracy",
@@ -211,7 +211,17 @@ def patch_table(masks: Mapping[str, torch.Tensor], boxes: Mapping[str, torch.Ten
 class PatchAccuracy:
     """The secondary classifier's accuracy over all test patches, and per image (the share
     of an image's patches classified right; NaN for training images and images without
-    a patch), for paired comparisons between metrics over the same test images."""
+    a patch), for paired comparisons between metrics over the same test images.
+
+    Args:
+        accuracy: the share of test patches classified right.
+        per_image: N, per input the share of its patches classified right (NaN: none).
+
+    Example:
+        >>> result = PatchAccuracy(0.75, torch.tensor([float("nan"), 1.0, 0.5]))
+        >>> result.accuracy, result.per_image.nanmean().item()
+        (0.75, 0.75)
+    """
 
     accuracy: float
     per_image: torch.Tensor
@@ -239,6 +249,15 @@ def patch_accuracy(masks: Mapping[str, torch.Tensor], boxes: Mapping[str, torch.
 
     Returns:
         A ``PatchAccuracy``: over all test patches and per test image.
+
+    Example:
+        >>> masks = {"conv": torch.ones(4, 1, dtype=torch.bool)}  # one neuron per image
+        >>> boxes = {"conv": torch.tensor([[[0, 8, 0, 8]]] * 4)}  # its box: the whole image
+        >>> result = patch_accuracy(masks, boxes, torch.rand(4, 1, 8, 8), torch.tensor(
+        ...     [0, 1, 0, 1]), torch.tensor([True, True, False, False]), size=4, width=2,
+        ...     epochs=1)
+        >>> result.per_image.isnan().tolist()  # training images have no test patch
+        [True, True, False, False]
     """
     cut, source = patch_images(masks, boxes, inputs, size)
     is_train = train_images[source]
@@ -254,7 +273,8 @@ def patch_accuracy(masks: Mapping[str, torch.Tensor], boxes: Mapping[str, torch.
     trained = train.fit(model, TensorDataset(cut[is_train], patch_labels[is_train]), config,
                         desc="patch classifier")
     test = TensorDataset(cut[~is_train], patch_labels[~is_train])
-    right = (train.evaluate(trained.model, test).predictions == patch_labels[~is_train]).float()
+    predictions = evaluation.evaluate(trained.model, test).predictions
+    right = (predictions == patch_labels[~is_train]).float()
     per_image = torch.full((len(inputs),), float("nan"))
     counts = torch.zeros(len(inputs)).index_add_(0, source[~is_train], torch.ones(len(right)))
     sums = torch.zeros(len(inputs)).index_add_(0, source[~is_train], right)

@@ -312,6 +312,17 @@ def unit_examples(model: torch.nn.Module, probe: ProbeSet, result: Dissection,
     Returns:
         The figure: one row per unit, ``n`` columns. Chapter 2 draws it for its networks'
         best detectors.
+
+    Example:
+        >>> from torch import nn
+        >>> from subnets import dissection, synthetic_probes
+        >>> probe = synthetic_probes.synthetic_probe(4, image_size=16, mask_size=8, seed=0)
+        >>> net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU()).eval()
+        >>> result = dissection.NetDissect(net, ["1"], quantile=0.1).dissect(probe)
+        >>> fig = unit_examples(net, probe, result, [("1", 0, "circle"), ("1", 1, "red")], n=3)
+        >>> len(fig.axes), fig.axes[3].get_ylabel().splitlines()[:2]
+        (6, ['1', 'unit 1'])
+        >>> plt.close(fig)
     """
     fig, axes = plt.subplots(len(units), n, figsize=(1.9 * n, 2.0 * len(units)), squeeze=False)
     idx = torch.arange(min(pool, len(probe)))
@@ -474,7 +485,7 @@ def _side_interval(value: float, low: float, high: float, op: str, threshold: fl
 
 def claims_forest(rows: pd.DataFrame, width: int = 60) -> plt.Figure:
     """Every judged claim against its cut (the Scorecard): one line per row of ``rows``
-    (``claims.claims_frame(..., numbers=True)`` with a ``chapter`` column; settings are
+    (``claim_tables.claims_frame(..., numbers=True)`` with a ``chapter`` column; settings are
     left out), its estimate and interval coloured by verdict, and where the row has one
     the placebo's (the same statistic on the untrained networks) beside it in grey.
 

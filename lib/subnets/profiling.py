@@ -133,6 +133,17 @@ def detector_claims(dissections: Results, seeds: Sequence[int], iou_threshold: f
 
     Returns:
         Two rows per network, and the ResNet18 row.
+
+    Example:
+        >>> import torch
+        >>> def dissected(iou):  # unit 0: an object detector (or none); unit 1: colour
+        ...     return Dissection({"l": torch.tensor([[iou, 0.0], [0.0, 0.5]])},
+        ...                       ["cat", "red"], ["object", "color"])
+        >>> results = {"trained": {("alexnet", 0): dissected(0.5)},
+        ...            "placebo": {("alexnet", 0): dissected(0.0)}}
+        >>> balance, shadow = detector_claims(results, [0], 0.04)
+        >>> balance.estimate.value, balance.placebo.value  # (object+part - colour) per unit
+        (0.0, -0.5)
     """
     rows = []
     for n in _networks(dissections):
@@ -173,6 +184,16 @@ def colour_gap_claim(trained: Dissection, placebo: Dissection,
 
     Returns:
         The row; with one network it is never decided about training.
+
+    Example:
+        >>> import torch
+        >>> def dissected(first, last):  # one unit per layer, each a cat or a red detector
+        ...     return Dissection({"a": torch.tensor([first]), "b": torch.tensor([last])},
+        ...                       ["cat", "red"], ["object", "color"])
+        >>> row = colour_gap_claim(dissected([0.0, 0.5], [0.5, 0.0]),
+        ...                        dissected([0.5, 0.0], [0.5, 0.0]))
+        >>> row.estimate.value, row.placebo.value, row.decide().outcome
+        (1.0, 0.0, 'not decided')
     """
     first, last = trained.layers[0], trained.layers[-1]
     return Claim.trained(
@@ -193,6 +214,16 @@ def interaction_claims(layer_tables: Results, seeds: Sequence[int]) -> list[Clai
 
     Returns:
         One row per network.
+
+    Example:
+        >>> crossed = pd.DataFrame([[1.0, 4.0], [4.0, 1.0]], index=["l1", "l2"],
+        ...                        columns=["a", "b"])
+        >>> scaled = pd.DataFrame([[1.0, 1.0], [2.0, 2.0]], index=["l1", "l2"],
+        ...                       columns=["a", "b"])  # layer x class product: no interaction
+        >>> row, = interaction_claims({"trained": {("vgg11", 0): crossed},
+        ...                            "placebo": {("vgg11", 0): scaled}}, [0])
+        >>> round(row.estimate.value, 3), row.placebo.value  # log 2 off the product
+        (0.693, 0.0)
     """
     rows = []
     for n in _networks(layer_tables):
@@ -251,6 +282,13 @@ def agreement_claims(agreement: Results, seeds: Sequence[int]) -> list[Claim]:
 
     Returns:
         Two rows per network.
+
+    Example:
+        >>> cells = pd.DataFrame({"layer": ["l", "l"], "error": [0.0, 0.2],
+        ...                       "chance": [0.9, 0.9]})
+        >>> error, chance = agreement_claims({s: {("vgg11", 0): cells} for s in STATES}, [0])
+        >>> error.estimate.value, error.rule.threshold, round(chance.estimate.value, 3)
+        (0.1, 0.0817, 0.8)
     """
     rows = []
     for n in _networks(agreement):
@@ -281,6 +319,18 @@ def ablation_frames(ablations: Results, seed: int) -> tuple[pd.DataFrame, pd.Dat
     Returns:
         The ablated rows with their drops (``AblationResult.frame``) and a network column,
         and the intact networks' accuracies indexed by (network, class).
+
+    Example:
+        >>> import torch
+        >>> from subnets.ablation import AblationResult
+        >>> table = pd.DataFrame([{"class": c, "end": e, "fraction": 0.0 if e == "none" else 0.5,
+        ...                        "draw": 0, "units": 1, "share": 0.5,
+        ...                        "accuracy_class": float(e != "top"), "accuracy_others": 1.0}
+        ...                       for c in "ab" for e in ("none", "top", "bottom", "random")])
+        >>> result = AblationResult(table, torch.ones(8, 2, dtype=torch.bool), torch.tensor([0, 1]))
+        >>> ablated, intact = ablation_frames({s: {("alexnet", 0): result} for s in STATES}, 0)
+        >>> ablated[ablated.end == "top"].drop_class.tolist(), intact.index.tolist()
+        ([1.0, 1.0], [('alexnet', 'a'), ('alexnet', 'b')])
     """
     networks = _networks(ablations)
     ablated = pd.concat({n: ablations["trained"][n, seed].frame() for n in networks},
@@ -302,6 +352,20 @@ def ablation_claims(ablations: Results, seeds: Sequence[int], fraction: float) -
 
     Returns:
         The rows.
+
+    Example:
+        >>> import torch
+        >>> from subnets.ablation import AblationResult
+        >>> table = pd.DataFrame([{"class": c, "end": e, "fraction": 0.0 if e == "none" else 0.5,
+        ...                        "draw": 0, "units": 1, "share": 0.5, "accuracy_class": 1.0,
+        ...                        "accuracy_others": 1.0}
+        ...                       for c in "ab" for e in ("none", "top", "bottom", "random")])
+        >>> correct = torch.ones(8, 2, dtype=torch.bool)  # rows x images (labels 0, 1)
+        >>> correct[1, 0] = correct[5, 1] = False  # each top ablation breaks its class's image
+        >>> result = AblationResult(table, correct, torch.tensor([0, 1]))
+        >>> rows = ablation_claims({s: {("alexnet", 0): result} for s in STATES}, [0], 0.5)
+        >>> len(rows), rows[0].estimate.value, rows[1].estimate.value  # share; top - random
+        (4, 0.5, 1.0)
     """
     networks = _networks(ablations)
 

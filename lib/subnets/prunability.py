@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import cache, claims, pruning, train
+from . import cache, claims, evaluation, pruning, train
 from .progress import bar
 
 __all__ = ["pruned", "pruned_accuracies", "accuracy_curve", "dense_and_pruned", "emptied_layers",
@@ -76,7 +76,7 @@ def pruned_accuracies(model: nn.Module, test_set, rates: Sequence[float],
     rates = list(rates)
 
     def compute():
-        return {"accuracy": [100 * train.evaluate(pruned(model, r, scope, recalibration),
+        return {"accuracy": [100 * evaluation.evaluate(pruned(model, r, scope, recalibration),
                                                   test_set).accuracy for r in rates]}
     parts = {"model": model, "data": test_set, "rates": rates, "scope": scope,
              "recalibration": recalibration}
@@ -268,7 +268,7 @@ def fine_tuned_table(per_seed: pd.DataFrame, tuned: dict[tuple, nn.Module],
         0.333
     """
     frame = per_seed[["dense", "pruned"]].assign(
-        **{"fine-tuned": pd.Series({k: 100 * train.evaluate(m, test_set).accuracy
+        **{"fine-tuned": pd.Series({k: 100 * evaluation.evaluate(m, test_set).accuracy
                                     for k, m in tuned.items()}),
            "sparsity": pd.Series({k: pruning.weight_sparsity(m) for k, m in tuned.items()})})
     groups = frame.groupby(["architecture", "level"])

@@ -50,10 +50,30 @@ def channel_activity(model: nn.Module, layers: list[str] | None, inputs: torch.T
                      batch_size: int = 500) -> dict[str, torch.Tensor]:
     """Per conv layer in ``layers`` (None: every main-path conv), the mean |activation| of
     each channel after it (``hooks.activation_after``) over ``inputs`` and all spatial
-    positions, on the CPU whatever the model's device."""
+    positions, on the CPU whatever the model's device.
+
+    Args:
+        model: the network.
+        layers: conv layer names, or None for every main-path conv.
+        inputs: N x C x H x W images.
+        batch_size: images per forward pass.
+
+    Returns:
+        Conv name -> one mean |activation| per channel.
+
+    Raises:
+        ValueError: for no ``inputs``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+        >>> channel_activity(net, None, torch.rand(4, 1, 8, 8))["0"].shape
+        torch.Size([2])
+    """
     layers = conv_layers(model, shortcuts=False) if layers is None else list(layers)
     after = {conv: activation_after(model, conv) for conv in layers}
     recorded = list(dict.fromkeys(after.values()))
+    if len(inputs) == 0:
+        raise ValueError("inputs: expected at least one image to measure the channels on")
     sums = {name: 0.0 for name in recorded}
     for i in range(0, len(inputs), batch_size):
         batch = devices.to_model(model, inputs[i:i + batch_size])
@@ -67,7 +87,20 @@ def channel_activity(model: nn.Module, layers: list[str] | None, inputs: torch.T
 
 def active_channels(activity: dict[str, torch.Tensor], threshold: float) -> dict[str, torch.Tensor]:
     """Indices of the channels whose activity exceeds ``threshold``, per layer. A layer
-    with no active channel keeps its most active one, so that S_C stays a network."""
+    with no active channel keeps its most active one, so that S_C stays a network.
+
+    Args:
+        activity: layer -> per-channel activity (``channel_activity``).
+        threshold: the cut, >= 0 (``EXEMPLAR_THRESHOLD`` or the class-mean rule's 0.05).
+
+    Returns:
+        Layer -> indices of the kept channels, ascending.
+
+    Example:
+        >>> active_channels({"a": torch.tensor([0.0, 0.2, 0.1]),
+        ...                  "b": torch.tensor([0.01, 0.03])}, 0.05)
+        {'a': tensor([1, 2]), 'b': tensor([1])}
+    """
     if threshold < 0:
         raise ValueError(f"threshold: expected >= 0, got {threshold}")
     kept = {}
@@ -239,7 +272,21 @@ def _global_magnitude(model: nn.Module, rate: float) -> nn.Module:
 
 
 def weight_sparsity(model: nn.Module) -> float:
-    """The fraction of conv and linear weights that are zero."""
+    """The fraction of conv and linear weights that are zero.
+
+    Args:
+        model: the network (biases and batch norm are not counted).
+
+    Returns:
+        A share in [0, 1].
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2, 2))
+        >>> with torch.no_grad():
+        ...     _ = net[2].weight.zero_()
+        >>> weight_sparsity(net)  # the linear layer's 4 of 22 weights
+        0.18181818181818182
+    """
     weights = [getattr(m, name).detach() for m, name in _prunable_weights(model)]
     return sum((w == 0).sum().item() for w in weights) / sum(w.numel() for w in weights)
 
@@ -281,7 +328,23 @@ _SCOPES = {"layerwise": _layerwise_magnitude, "global": _global_magnitude}
 
 def magnitude(model: nn.Module, rate: float, scope: str = "layerwise") -> nn.Module:
     """One-shot magnitude pruning at ``rate``, ``scope`` "layerwise" (``_layerwise_magnitude``,
-    head kept) or "global" (``_global_magnitude``, every conv and linear layer ranked together)."""
+    head kept) or "global" (``_global_magnitude``, every conv and linear layer ranked together).
+
+    Args:
+        model: the network; it is left unchanged.
+        rate: the fraction of weights set to zero, in [0, 1].
+        scope: "layerwise" or "global".
+
+    Returns:
+        A pruned copy of ``model`` (its masks kept, so fine-tuning keeps the zeros).
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4, 2))
+        >>> round(weight_sparsity(magnitude(net, 0.5, scope="global")) * 44)  # of 36 + 8
+        22
+        >>> round(weight_sparsity(magnitude(net, 0.5)) * 44)  # the head kept: half the conv's
+        18
+    """
     if scope not in _SCOPES:
         raise ValueError(f"pruning_scope: expected one of {sorted(_SCOPES)}, got {scope!r}")
     return _SCOPES[scope](model, rate)
@@ -293,7 +356,19 @@ class SubNetwork:
     pruned conv keeps (``kept``, indices into f's channels) and the make-up of its head's
     training data: ``head_positives`` class-C and ``head_negatives`` other images (0 and 0
     for an untrained head). ``prior`` is the share of C the head saw, the prior that its 0.5
-    cut-off on the sigmoid assumes."""
+    cut-off on the sigmoid assumes.
+
+    Args:
+        model: S_C.
+        kept: pruned conv -> indices of the channels it keeps.
+        head_positives: class-C images the head was trained on.
+        head_negatives: other images the head was trained on.
+
+    Example:
+        >>> sub = SubNetwork(nn.Linear(2, 1), {"conv1": torch.tensor([0, 3])}, 50, 150)
+        >>> sub.prior, SubNetwork(nn.Linear(2, 1), {}).prior
+        (0.25, nan)
+    """
 
     model: nn.Module
     kept: dict[str, torch.Tensor]

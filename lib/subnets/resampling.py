@@ -37,7 +37,7 @@ import torch
 from scipy.stats import hypergeom
 from torch import nn
 
-from . import devices, hooks, train
+from . import devices, evaluation, hooks
 from .methods import LayerScores, UnitScoring
 
 __all__ = ["METRICS", "CONSTANT_TOLERANCE", "perturb", "activation_input",
@@ -437,7 +437,7 @@ class InputResampling(UnitScoring):
         for start, logits, acts in self._chunks(inputs):
             chunk, s = logits.shape[:2]
             if target is None:
-                t = train.predicted_labels(logits[:, 0])
+                t = evaluation.predicted_labels(logits[:, 0])
             else:
                 t = torch.as_tensor(target).expand(n)[start:start + chunk]
                 t = devices.to_model(self.model, t)
@@ -539,7 +539,20 @@ def discarded_shares(model: nn.Module, layers: Sequence[str], inputs: torch.Tens
 
 
 def conv_names(model: nn.Module, indices: Sequence[int]) -> list[str]:
-    """The conv layers at 1-based positions ``indices`` (the paper's "layers 3 to 9")."""
+    """The conv layers at 1-based positions ``indices`` (the paper's "layers 3 to 9").
+
+    Args:
+        model: the network.
+        indices: 1-based positions among its conv layers (``hooks.conv_layers``' order).
+
+    Returns:
+        The convs' names, in the order of ``indices``.
+
+    Example:
+        >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Conv2d(2, 2, 3))
+        >>> conv_names(net, [2, 1])
+        ['2', '0']
+    """
     convs = hooks.conv_layers(model)
     bad = [i for i in indices if not 1 <= i <= len(convs)]
     if bad or not indices:

@@ -4,10 +4,8 @@ The claims of Lengerich et al. (2017) are about what training produced, so every
 measured on each seed's trained network and on the same network untrained (its placebo):
 ``vgg_layout`` builds the chapter's VGG-16-shaped network, ``checkpoints`` trains one seed
 and keeps the weights along training, ``seed_study`` measures on every checkpoint what the
-claims need (``SeedStudy``, whose methods are the claims' statistics), ``trained_claim``
-turns a statistic into a ``claims.Claim.trained`` row over the seeds (the paper's claims,
-section by section: ``figure2_claims``, ``figure3_claims``, ``table1_claims``,
-``influence_claims``) and ``over_seeds`` averages one for a control column.
+claims need (``SeedStudy``, whose methods are the claims' statistics); the claims
+themselves are ``resampling_claims``'.
 """
 
 from __future__ import annotations
@@ -21,14 +19,20 @@ import pandas as pd
 import torch
 from torch import nn
 
-from . import canvases, claims, data, metrics, neuron_selection, patches, resampling, train
+from . import (
+    canvases,
+    data,
+    evaluation,
+    neuron_selection,
+    patches,
+    resampling,
+    train,
+)
 from .models import VGG
 from .progress import bar
 
 __all__ = ["one_vs_rest", "task_images", "analysed_images", "vgg_layout", "checkpoints",
-           "SeedStudy", "seed_study", "accuracy_frame", "jaccard_frame", "over_seeds",
-           "trained_claim", "figure2_claims", "figure3_claims", "table1_claims",
-           "influence_claims", "verdicts_apart", "nanmean", "FIGURE2"]
+           "SeedStudy", "seed_study", "accuracy_frame", "jaccard_frame", "nanmean", "FIGURE2"]
 
 FIGURE2 = ("correlation", "precision", "random")  # the metrics followed along training
 
@@ -94,6 +98,13 @@ def task_images(dataset: str, split: str, positive_class: int, n: int, seed: int
     Returns:
         The images and their object masks (N x 1 x H x W): the pasted objects on canvases,
         else the foreground where the objects lie on black, else None.
+
+    Example:
+        >>> images, objects = task_images("fashion-mnist", "test", 0, 8, seed=0)
+        >>> images.classes, images.labels.bincount().tolist(), objects.shape
+        (['not T-shirt/top', 'T-shirt/top'], [4, 4], torch.Size([8, 1, 28, 28]))
+        >>> task_images("fashion-mnist", "test", 0, 8, seed=0, canvas=(40, 2, 8))[1].shape
+        torch.Size([8, 1, 40, 40])
     """
     images = one_vs_rest(data.load(dataset, split, image_size=image_size), positive_class, n,
                          seed)
@@ -117,6 +128,13 @@ def analysed_images(train_set: data.ImageSet, test_set: data.ImageSet, n_train: 
     Returns:
         images, labels, ``from_train`` (flags the training images) and their object masks
         (None without masks).
+
+    Example:
+        >>> toy = data.ImageSet(torch.zeros(8, 1, 2, 2, dtype=torch.uint8), torch.arange(8) % 2,
+        ...                     ["no", "yes"], "toy")
+        >>> x, y, from_train, objects = analysed_images(toy, toy, 2, 4, seed=0)
+        >>> x.shape, from_train.tolist(), objects
+        (torch.Size([6, 1, 2, 2]), [True, True, False, False, False, False], None)
     """
     picked = [data.balanced_indices(d.labels, n // 2, seed)
               for d, n in [(train_set, n_train), (test_set, n_test)]]
@@ -176,6 +194,14 @@ def checkpoints(new_network: Callable[[], nn.Module], train_set: data.ImageSet,
     Returns:
         {epoch: network}: 0 (the untrained network, the placebo), the early fractions and
         1 ... ``config.epochs``.
+
+    Example:
+        >>> toy = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                     torch.arange(8) % 2, ["no", "yes"], "toy")
+        >>> nets = checkpoints(lambda: vgg_layout([4, 8], [1, 1], 1), toy,
+        ...                    train.TrainConfig(epochs=2, batch_size=4), early_fractions=[0.5])
+        >>> list(nets)
+        [0.0, 0.5, 1.0, 2.0]
     """
     if config.epochs < 1:
         raise ValueError(f"epochs: expected >= 1 (the metrics follow training), "
@@ -210,7 +236,28 @@ class SeedStudy:
     switched off (``switch_off``, image x metric) and each patch against the object masks
     (``patch_table``, with its ``localized`` shares per image and metric). The last four
     are measured at the untrained and the last checkpoint only. ``on_test`` flags the
-    analysed test images."""
+    analysed test images.
+
+    Args:
+        selections: {epoch: ``neuron_selection.Selection``} of the analysed images.
+        accuracy: the network's test accuracy, indexed by epoch.
+        full_right: {epoch: per analysed image 1.0 right, 0.0 wrong, NaN for training ones}.
+        patches: {(epoch, metric): ``patches.PatchAccuracy``}.
+        jaccard: {epoch: (per image Jaccard of correlation and precision, its chance)}.
+        noise_seed: {epoch: {metric: Jaccard with itself under another noise seed}}.
+        switch_off: {epoch: images x metrics |change of log-odds|}.
+        patch_table: {epoch: ``patches.patch_table`` with a ``localized`` column}.
+        on_test: per analysed image, whether it is a test image.
+
+    Example:
+        >>> run = SeedStudy(selections={}, accuracy=pd.Series({0.0: 0.5, 1.0: 0.9}),
+        ...                 full_right={1.0: np.array([np.nan, 1.0, 0.0])}, patches={},
+        ...                 jaccard={1.0: (np.array([np.nan, 0.5, 0.3]), np.full(3, 0.2))},
+        ...                 noise_seed={}, switch_off={}, patch_table={},
+        ...                 on_test=np.array([False, True, True]))
+        >>> run.full_accuracy(1.0), round(run.overlap(1.0), 3), run.share("precision", 1.0)
+        (0.5, 0.2, nan)
+    """
 
     selections: dict[float, neuron_selection.Selection]
     accuracy: pd.Series
@@ -296,6 +343,21 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
     Returns:
         A ``SeedStudy``: all metrics at the untrained and the last checkpoint, correlation,
         precision and random at the others (their deconvnet patches are the costly part).
+
+    Example:
+        >>> toy = data.ImageSet(torch.randint(0, 256, (8, 1, 8, 8), dtype=torch.uint8),
+        ...                     torch.arange(8) % 2, ["no", "yes"], "toy")
+        >>> nets = checkpoints(lambda: vgg_layout([4, 8], [1, 1], 1), toy,
+        ...                    train.TrainConfig(epochs=2, batch_size=4))
+        >>> x, y, from_train, _ = analysed_images(toy, toy, 2, 2, seed=0)
+        >>> conv = resampling.conv_names(nets[2.0], [1, 2])
+        >>> run = seed_study(nets, conv, x, y, from_train, None, toy,
+        ...                  {"n_samples": 4, "seed": 0}, top_k=1, selections_only=True)
+        >>> sorted(run.selections), run.switch_off[2.0].shape  # images x metrics
+        ([0.0, 2.0], (4, 7))
+
+        The chapter runs it on every seed's ``checkpoints`` with all metrics' patches
+        (``selections_only=False``): minutes per seed.
     """
     ends = (0.0, max(nets))
     if selections_only:
@@ -333,8 +395,9 @@ def seed_study(nets: Mapping[float, nn.Module], conv: Sequence[str], images: tor
             table["localized"] = table["object_pixels"] > 0
             tables[e] = table
     return SeedStudy(
-        selections, pd.Series({e: train.evaluate(n, test_set).accuracy for e, n in nets.items()}),
-        {e: np.where(on_test, (train.predict(n, images).argmax(1) == labels).float().numpy(),
+        selections,
+        pd.Series({e: evaluation.evaluate(n, test_set).accuracy for e, n in nets.items()}),
+        {e: np.where(on_test, (evaluation.predict(n, images).argmax(1) == labels).float().numpy(),
                      np.nan) for e, n in nets.items()},
         patch_accuracy, jaccard, noise_seed, switch_off, tables, on_test)
 
@@ -348,6 +411,16 @@ def accuracy_frame(runs: Sequence[SeedStudy]) -> pd.DataFrame:
 
     Returns:
         Columns seed (0, 1, ...), epoch, selection, accuracy.
+
+    Example:
+        >>> from subnets.patches import PatchAccuracy
+        >>> run = SeedStudy({}, pd.Series({0.0: 0.5, 1.0: 0.9}), {},
+        ...                 {(e, m): PatchAccuracy(0.5 + 0.2 * e, torch.full((1,), 0.5 + 0.2 * e))
+        ...                  for e in (0.0, 1.0) for m in FIGURE2}, {}, {}, {}, {},
+        ...                 np.ones(1, dtype=bool))
+        >>> frame = accuracy_frame([run, run])
+        >>> len(frame), frame.query("epoch == 1.0 and seed == 1").accuracy.tolist()
+        (16, [0.7, 0.7, 0.7, 0.9])
     """
     return pd.DataFrame(
         [{"seed": i, "epoch": e, "selection": m, "accuracy": r.patches[e, m].accuracy}
@@ -366,197 +439,17 @@ def jaccard_frame(runs: Sequence[SeedStudy]) -> pd.DataFrame:
 
     Returns:
         Columns Jaccard, chance, network accuracy; index epoch.
+
+    Example:
+        >>> run = SeedStudy({}, pd.Series({0.0: 0.5, 1.0: 0.9}), {}, {},
+        ...                 {0.0: (np.array([0.2]), np.array([0.2])),
+        ...                  1.0: (np.array([0.6]), np.array([0.2]))}, {}, {}, {},
+        ...                 np.ones(1, dtype=bool))
+        >>> jaccard_frame([run]).loc[1.0].tolist()
+        [0.6, 0.2, 0.9]
     """
     epochs = list(runs[0].accuracy.index)
     return pd.DataFrame({e: {"Jaccard": np.mean([np.nanmean(r.jaccard[e][0]) for r in runs]),
                              "chance": np.mean([np.nanmean(r.jaccard[e][1]) for r in runs]),
                              "network accuracy": np.mean([r.accuracy[e] for r in runs])}
                          for e in epochs}).T.rename_axis("epoch")
-
-
-def over_seeds(runs: Sequence[SeedStudy], statistic: Callable[[SeedStudy, float], float],
-               at: float | Sequence[float] | None = None) -> float:
-    """``statistic(run, at)`` averaged over the seeds' studies (``at`` None: the last
-    checkpoint).
-
-    Example:
-        >>> class Run:
-        ...     accuracy = pd.Series({0.0: 0.5, 1.0: 0.9})
-        >>> over_seeds([Run(), Run()], lambda r, at: r.accuracy[at])
-        0.9
-    """
-    return nanmean([statistic(r, max(r.accuracy.index) if at is None else at) for r in runs])
-
-
-def trained_claim(claim: str, paper: str, runs: Sequence[SeedStudy],
-                  statistic: Callable[[SeedStudy, float], float], what: str,
-                  at: float | Sequence[float] | None = None, **fields) -> claims.Claim:
-    """A claim about training, judged by ``statistic(run, at) > 0``: measured on every
-    seed's trained network (``at``; None: the last checkpoint) and, as its placebo, on
-    the same seed's untrained network (epoch 0), on the same images.
-
-    Args:
-        claim, paper: the row's claim and the paper's statement or value.
-        runs: one ``SeedStudy`` per training seed.
-        statistic: (study, checkpoint) -> a number that is above 0 where the claim holds.
-        what: what the number is, shown before its estimate.
-        at: the checkpoint(s) the trained networks are read at.
-        fields: more ``claims.Claim`` fields (``control``, ...).
-
-    Returns:
-        The ``claims.Claim.trained`` row.
-    """
-    trained = [statistic(r, max(r.accuracy.index) if at is None else at) for r in runs]
-    row = claims.Claim.trained(claim, paper, trained, [statistic(r, 0.0) for r in runs],
-                               claims.Rule(">", 0.0), **fields)
-    return dataclasses.replace(row, shown=f"{what}: {row.estimate.format()}")
-
-
-def verdicts_apart(rows: Sequence[claims.Claim]) -> pd.DataFrame:
-    """Every claim about training read on the two kinds of network apart: the verdict of
-    its rule on the trained networks alone, on the placebo (untrained) networks alone, and
-    the row's verdict.
-
-    Args:
-        rows: claims rows; those of scope "trained" are read.
-
-    Returns:
-        One row per claim, the three outcomes as columns.
-
-    Example:
-        >>> row = claims.Claim.trained("c", "p", [1.0, 1.2], [1.0, 1.1], claims.Rule(">", 0))
-        >>> verdicts_apart([row]).iloc[0].tolist()
-        ['not decided', 'held', 'not decided']
-    """
-    about_training = [r for r in rows if r.scope == "trained"]
-    return pd.DataFrame({
-        "trained networks": [claims.verdict(r.estimate, r.rule).outcome for r in about_training],
-        "placebo (untrained)": [claims.verdict(r.placebo, r.rule).outcome
-                                for r in about_training],
-        "verdict": [r.decide().outcome for r in about_training]},
-        index=pd.Index([r.claim for r in about_training], name="claim"))
-
-
-def figure2_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
-    """The claims of the paper's Figure 2 (Section 5.1), judged on the seeds' studies:
-    precision's patches beat correlation's across training (mean over the trained
-    checkpoints), beat the full network at the first trained checkpoint and are surpassed
-    by it at the last.
-
-    Args:
-        runs: one ``SeedStudy`` per training seed.
-
-    Returns:
-        Three ``claims.Claim.trained`` rows.
-    """
-    epochs = list(runs[0].accuracy.index)
-    trained, first, last = epochs[1:], epochs[1], epochs[-1]
-    random_along = over_seeds(runs, lambda r, e: r.patch_accuracy("random", e), trained)
-    return [
-        trained_claim(
-            "Fig. 2: precision patches beat correlation patches across training",
-            "across the entire range of epochs", runs,
-            lambda r, e: r.patch_accuracy("precision", e) - r.patch_accuracy("correlation", e),
-            f"precision − correlation (mean over {len(trained)} checkpoints)", at=trained,
-            control=f"random neurons {random_along:.3f}"),
-        trained_claim(
-            "Fig. 2: precision patches beat the full network early in training",
-            "during early stages", runs,
-            lambda r, e: r.patch_accuracy("precision", e) - r.full_accuracy(e),
-            f"precision − full network at epoch {first:g}", at=first, control="chance 0.5"),
-        trained_claim(
-            "Fig. 2: the full network surpasses the precision patches by the end",
-            "by the end of training", runs,
-            lambda r, e: r.full_accuracy(e) - r.patch_accuracy("precision", e),
-            f"full network − precision at epoch {last:g}")]
-
-
-def figure3_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
-    """The claim of the paper's Figure 3 (Section 5.2) that a rule can test: correlation
-    and precision select overlapping sets beyond chance (Jaccard minus its chance level),
-    with the Spearman trend over the checkpoints and the noise-seed ceiling as controls.
-
-    Args:
-        runs: one ``SeedStudy`` per training seed.
-
-    Returns:
-        One ``claims.Claim.trained`` row.
-    """
-    chance = over_seeds(runs, lambda r, e: nanmean(r.jaccard[e][1]))
-    trend = nanmean([metrics.spearman([np.nanmean(r.jaccard[e][0]) for e in r.accuracy.index],
-                                      r.accuracy.values) for r in runs])
-    def ceiling_of(m):  # NaN for a study without the other noise seed (selections only)
-        return over_seeds(runs, lambda r, e: r.noise_seed.get(e, {}).get(m, np.nan))
-
-    ceiling = ", ".join(f"{m} {ceiling_of(m):.3f}" for m in ("correlation", "precision"))
-    return [trained_claim(
-        "Fig. 3: correlation and precision select overlapping sets beyond chance",
-        "similarity increases as accuracy improves (converge toward similar sets)", runs,
-        SeedStudy.overlap, "Jaccard − chance",
-        control=f"chance Jaccard {chance:.3f}; Spearman of Jaccard and accuracy over the "
-                f"checkpoints {trend:.2f} (not judged: an untrained network has no "
-                f"trajectory); each metric against itself under another noise seed: {ceiling}")]
-
-
-def table1_claims(runs: Sequence[SeedStudy], has_objects: bool = True) -> list[claims.Claim]:
-    """The claims of the paper's Table 1 and Figure 4 (Section 5.3): precision's patches
-    beat the four baselines', every metric's beat random neurons', and precision's and
-    correlation's patches lie on the object more often than both controls (random neurons'
-    patches, boxes of the same sizes at random places).
-
-    Args:
-        runs: one ``SeedStudy`` per training seed.
-        has_objects: whether the images have object masks (else the localisation rows
-            are not decided).
-
-    Returns:
-        Four ``claims.Claim.trained`` rows.
-    """
-    baselines, paper = resampling.METRICS[2:6], resampling.METRICS[:6]
-    rows = [
-        trained_claim(
-            "Table 1: precision slightly outperforms the baselines", "best accuracy", runs,
-            lambda r, e: r.patch_accuracy("precision", e)
-            - max(r.patch_accuracy(b, e) for b in baselines),
-            "precision − the best of the four baselines"),
-        trained_claim(
-            "Table 1: all metrics perform well", "all high", runs,
-            lambda r, e: min(r.patch_accuracy(m, e) for m in paper)
-            - r.patch_accuracy("random", e), "worst metric − random neurons",
-            control=f"random neurons "
-                    f"{over_seeds(runs, lambda r, e: r.patch_accuracy('random', e)):.3f}")]
-    for m in ("precision", "correlation"):
-        rows.append(trained_claim(
-            f"Table 1, Fig. 4: {m} patches touch the object more often than random neurons' "
-            f"patches and randomly placed boxes", "precision: 34 of 35 (0.97)", runs,
-            lambda r, e, m=m: r.on_object(m, e), f"share on the object "
-            f"{over_seeds(runs, lambda r, e, m=m: r.share(m, e)):.3f}, minus the larger "
-            f"control", control="no object masks for this dataset" if not has_objects else
-            f"random neurons {over_seeds(runs, lambda r, e: r.share('random', e)):.3f}; a box "
-            f"of the same size at a random place "
-            f"{over_seeds(runs, lambda r, e, m=m: r.share(m, e, 'chance')):.3f}"))
-    return rows
-
-
-def influence_claims(runs: Sequence[SeedStudy]) -> list[claims.Claim]:
-    """The abstract's claim, which the paper does not test: correlation selects neurons of
-    larger influence on the output (|change of log-odds| when switched off) than random
-    neurons and than precision's.
-
-    Args:
-        runs: one ``SeedStudy`` per training seed.
-
-    Returns:
-        Two ``claims.Claim.trained`` rows.
-    """
-    rows = []
-    correlation = over_seeds(runs, lambda r, e: r.switched("correlation", e))
-    for other in ("random", "precision"):
-        rows.append(trained_claim(
-            f"Abstract: correlation selects neurons of larger influence on the output than "
-            f"{other} ones", "large influence over the network output (not measured)", runs,
-            lambda r, e, o=other: r.switched("correlation", e) - r.switched(o, e),
-            f"|change of log-odds| {correlation:.3f} − {other}",
-            control=f"{other} neurons "
-                    f"{over_seeds(runs, lambda r, e, o=other: r.switched(o, e)):.3f}"))
-    return rows

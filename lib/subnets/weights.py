@@ -33,7 +33,15 @@ __all__ = ["WeightsError", "sha256_of", "weights_file", "load_state", "load_weig
 
 
 class WeightsError(ValueError):
-    """A weights file that is missing, corrupt, or does not fit the model."""
+    """A weights file that is missing, corrupt, or does not fit the model.
+
+    Example:
+        >>> try:
+        ...     weights_file("no/such/file.pt", parameter="weights_a")
+        ... except WeightsError as err:  # a ValueError naming the chapter parameter
+        ...     print(isinstance(err, ValueError), str(err).split(" (")[0])
+        True weights_a: no file no/such/file.pt
+    """
 
 
 def sha256_of(path: str | Path) -> str:

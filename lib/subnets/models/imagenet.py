@@ -21,36 +21,11 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..data import data_path
 from ..devices import model_device
+from .inputs import IMAGENET_MEAN, IMAGENET_STD, Normalize, imagenet_statistics
 from .small import NETWORKS, small_network
 
-__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS", "ImageNetModel", "Normalize",
-           "IMAGENET_MEAN", "IMAGENET_STD", "SCALES", "scaled_network"]
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Normalize(nn.Module):
-    """Per-channel ``(x - mean) / std`` as a module, so that models take images in [0, 1].
-
-    Args:
-        mean: one value per channel.
-        std: one value per channel.
-
-    Example:
-        >>> import torch
-        >>> Normalize((0.5,), (0.25,))(torch.tensor([[[[0.0, 1.0]]]]))
-        tensor([[[[-2.,  2.]]]])
-    """
-
-    def __init__(self, mean, std) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
+__all__ = ["imagenet_network", "load_imagenet_weights", "NETWORKS", "ImageNetModel", "SCALES",
+           "scaled_network"]
 
 
 class ImageNetModel(nn.Module):
@@ -134,14 +109,12 @@ def imagenet_network(name: str, in_channels: int = 3, num_classes: int = 1000) -
         net = ResNet(_Block, [2, 2, 2, 2], num_classes=num_classes)
     else:
         net = {"alexnet": alexnet, "vgg11": vgg11}[name](weights=None, num_classes=num_classes)
-    mean, std = IMAGENET_MEAN, IMAGENET_STD
     if in_channels == 1:
         parent, child = _first_conv(net)
         old = getattr(parent, child)
         setattr(parent, child, nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride,
                                          old.padding, bias=old.bias is not None))
-        mean, std = (sum(mean) / 3,), (sum(std) / 3,)
-    return ImageNetModel(net, mean, std)
+    return ImageNetModel(net, *imagenet_statistics(in_channels))
 
 
 def load_imagenet_weights(model: ImageNetModel, path: str | Path) -> ImageNetModel:

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .inputs import Normalize
+
 __all__ = ["ResNet", "BasicBlock", "Bottleneck", "cifar_resnet", "resnet18_small"]
 
 _SHORTCUTS = ("projection", "identity")
@@ -131,6 +133,9 @@ class ResNet(nn.Module):
         rf_pool_stride: its stride.
         block: "basic" or "bottleneck".
         shortcut: "projection" or "identity".
+        normalize: (mean, std) per input channel for a network trained on normalised
+            images (akamaster's CIFAR ResNets: ImageNet's), so that it still takes images in
+            [0, 1]; None: none. Not in the state dict: checkpoints load as they are.
 
     Raises:
         ValueError: naming ``block``, ``shortcut``, ``rf_pool``, or blocks and widths of
@@ -152,8 +157,10 @@ class ResNet(nn.Module):
         rf_pool_stride: int = 1,
         block: str = "basic",
         shortcut: str = "projection",
+        normalize: tuple[Sequence[float], Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
+        self.normalize = None if normalize is None else Normalize(*normalize, persistent=False)
         if block not in _BLOCKS:
             raise ValueError(f"block: expected one of {sorted(_BLOCKS)}, got {block!r}")
         if shortcut not in _SHORTCUTS:
@@ -188,6 +195,8 @@ class ResNet(nn.Module):
 
     def penultimate(self, x: torch.Tensor) -> torch.Tensor:
         """The globally pooled features that ``fc`` reads."""
+        if self.normalize is not None:
+            x = self.normalize(x)
         return torch.flatten(self.avgpool(self.layers(self.stem(x))), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

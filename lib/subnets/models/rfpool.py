@@ -522,7 +522,7 @@ def train_config(params: dict, seed: int, **changes):
     a cosine schedule, gradient clipping) from the chapter's parameters.
 
     Args:
-        params: the chapter's parameters (``run.check_chapter``'s result, or a preset's):
+        params: the chapter's parameters (``parameters.check_chapter``'s result, or a preset's):
             epochs, batch_size, lr, weight_decay, clip_mode ("norm" or "value"),
             clip_threshold (0: no clipping), augment, precision.
         seed: the training seed (batch order, augmentation).
