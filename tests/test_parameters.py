@@ -75,7 +75,8 @@ def out_of_range(path, name, default):
         return ["no-such-choice"] if isinstance(default, list) else "no-such-choice"
     special = {"dataset": "imagenet-22k", "device": "tpu9", "precision": "fp16",
                "broden": "/no/such/folder",
-               "pretrained_folder": "/no/such/folder", "weights": {20: "/no/such/file.th"}}
+               "pretrained_folder": "/no/such/folder", "weights": {20: "/no/such/file.th"},
+               "reference_sets": "/no/such/sets.json"}
     if name in special:
         return special[name]
     if isinstance(default, bool):
@@ -205,3 +206,16 @@ def test_weights_are_refused_by_name_unless_each_checkpoint_is_in_place(tmp_path
     bad_hash.write_bytes(good.read_bytes())
     with pytest.raises(parameters.ParameterError, match="SHA-256"):
         parameters.resolve(path, None, {"weights": {20: str(bad_hash)}, "seeds": 1})
+
+
+def test_reference_sets_are_refused_by_name_unless_the_file_holds_sets(tmp_path):
+    path = parameters.chapter_path("04")
+    good = tmp_path / "sets.json"
+    good.write_text('{"0": [1, 2], "1": [3, 4]}')
+    assert parameters.resolve(path, None, {"reference_sets": str(good)})
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    for value, message in [(str(tmp_path / "missing.json"), "reference_sets: .*missing.json"),
+                           (str(bad), "reference_sets: .*bad.json: expected a JSON object")]:
+        with pytest.raises(parameters.ParameterError, match=message):
+            parameters.resolve(path, None, {"reference_sets": value})

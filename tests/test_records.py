@@ -90,9 +90,12 @@ def test_inputs_name_every_file_a_run_reads_with_its_sha256_and_source(cifar10_r
     checkpoint = tmp_path / "elsewhere" / "without" / "net.th"  # no SOURCE near it
     checkpoint.parent.mkdir(parents=True)
     torch.save({"w": torch.zeros(1)}, checkpoint)
+    sets = tmp_path / "sets.json"
+    sets.write_text("{}")
     found = records.inputs({"dataset": f"cifar10:{folder}", "weights": {20: str(checkpoint)},
-                            "seeds": 1})
-    dataset, weights = found
+                            "seeds": 1, "reference_sets": str(sets)})
+    dataset, weights, reference = found
+    assert reference["files"] == 1 and reference["sha256"] == sha256_of(sets)
     assert dataset["files"] == 7 and dataset["source"] == "a test's own pickles"
     lines = sorted(f"{sha256_of(p)}  {p.name}\n" for p in folder.iterdir())
     assert dataset["sha256"] == hashlib.sha256("".join(lines).encode()).hexdigest()

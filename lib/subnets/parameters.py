@@ -154,12 +154,24 @@ def _weights_rule(name: str, value: Any, params: dict) -> None:
             raise ParameterError(str(err)) from None
 
 
+def _reference_sets_rule(name: str, value: Any, _params: dict) -> None:
+    """"" (none) or a JSON file of influential sets (``influential_sets.read_reference_sets``)."""
+    from .influential_sets import read_reference_sets
+
+    if value:  # its type (str) is checked against the default's
+        try:
+            read_reference_sets(value)
+        except ValueError as err:
+            raise ParameterError(f"{name}: {err}") from None
+
+
 def _rule_for(name: str):
     """The range rule for a parameter name: exact names first, then name patterns."""
     exact = {"dataset": _dataset_rule, "device": _device_rule, "image_size": _image_size_rule,
              "precision": _precision_rule,
              "seed": _at_least(0), "quantile": _between(0.0, 1.0), "broden": _folder_rule,
              "class_concepts": _names_rule, "weights": _weights_rule,
+             "reference_sets": _reference_sets_rule,
              "layers": _at_least(0),  # layer indices
              "n_train": _at_least(0), "n_test": _at_least(0)}  # 0 means all images
     if name in exact:

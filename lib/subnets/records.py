@@ -91,8 +91,8 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[s
             "cached_results": len(list(cache_dir().glob("*.pt"))), "inputs": inputs(full)}
 
 
-# Parameters that name files a run reads: the dataset's, checkpoints, folders of them.
-_FOLDERS = ("broden", "pretrained_folder")
+# Parameters that name a file or a folder of files a run reads (besides dataset, weights).
+_PATHS = ("broden", "pretrained_folder", "reference_sets")
 
 
 def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -121,11 +121,12 @@ def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
     for key, spec in (weights.items() if isinstance(weights, dict) else [("", weights)]):
         name = f"weights[{key}]" if key != "" else "weights"
         named.append((name, spec, [weights_file(spec, parameter=name)]))
-    for name in _FOLDERS:
+    for name in _PATHS:
         if params.get(name):
-            folder = data.data_path(params[name])
-            named.append((name, params[name], sorted(p for p in folder.rglob("*")
-                                                     if p.is_file())))
+            path = data.data_path(params[name])
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*")
+                                                         if p.is_file())
+            named.append((name, params[name], files))
     return [{"parameter": name, "spec": spec, "files": len(files), "sha256": _digest(files),
              "source": _source(files)} for name, spec, files in named]
 

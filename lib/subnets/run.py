@@ -37,7 +37,7 @@ from jupyter_client.manager import AsyncKernelManager
 from . import distributed, records
 from .parameters import ParameterError, chapter_path, parse_value, resolve
 
-__all__ = ["IPCKernelManager", "execute", "record", "seeds_in_parallel", "main"]
+__all__ = ["IPCKernelManager", "execute", "record", "relabel", "seeds_in_parallel", "main"]
 
 
 class IPCKernelManager(AsyncKernelManager):
@@ -154,11 +154,41 @@ def record(path: Path, preset: str, params: dict[str, Any], output: Path | None 
     info["wall_seconds"] = round(time.perf_counter() - start, 1)
     info["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     nb = nbformat.read(partial, as_version=4)
+    relabel(nb, preset)
     nb.cells.insert(0, records.provenance_cell(info))
     nb.metadata.setdefault("subnets", {})["provenance"] = info
     nbformat.write(nb, partial)
     partial.replace(output)
     return output
+
+
+def relabel(nb, preset: str) -> None:
+    """Rename the chapter's labels "chNN-..." (equations, figures, and the references to
+    them) to "chNN-<preset>-..." in ``nb``'s cell sources and metadata, so that a record
+    and its chapter, both in the book, do not define the same label twice.
+
+    Args:
+        nb: an executed chapter (nbformat), changed in place; outputs are left as they are.
+        preset: the recorded preset.
+
+    Example:
+        >>> import nbformat
+        >>> nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(
+        ...     "See {eq}`ch04-eq-sets`; glue ch04_full stays.")])
+        >>> relabel(nb, "paper")
+        >>> nb.cells[0].source
+        'See {eq}`ch04-paper-eq-sets`; glue ch04_full stays.'
+    """
+    import json
+    import re
+
+    import nbformat
+
+    label = re.compile(r"\b(ch\d\d)-")
+    for cell in nb.cells:
+        cell.source = label.sub(rf"\1-{preset}-", cell.source)
+        cell.metadata = nbformat.from_dict(
+            json.loads(label.sub(rf"\1-{preset}-", json.dumps(cell.metadata))))
 
 
 def seeds_in_parallel(path: Path, params: dict[str, Any], output: Path, n: int) -> list[str]:
