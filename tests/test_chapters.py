@@ -78,6 +78,7 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, tmp_path,
     papers' datasets stood in by small fixtures where a reader puts them: in the data
     folder ($SUBNETS_DATA), while the run's own folder is elsewhere (the runner executes
     in notebooks/)."""
+    import json
     import shutil
 
     from PIL import Image
@@ -96,9 +97,12 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, tmp_path,
         for preset in presets:
             params = presets[preset]
             folder = str(params.get("dataset", "")).partition(":")[2]
-            for name in ("broden", "pretrained_folder"):
-                if params.get(name):
-                    (cifar10_root / params[name]).mkdir(parents=True, exist_ok=True)
+            if params.get("broden"):
+                (cifar10_root / params["broden"]).mkdir(parents=True, exist_ok=True)
+            if params.get("reference_sets"):  # another's influential sets: one per class
+                sets = cifar10_root / params["reference_sets"]
+                sets.parent.mkdir(parents=True, exist_ok=True)
+                sets.write_text(json.dumps({c: [c] for c in range(10)}))
             if str(params.get("dataset", "")).startswith("cifar10:"):  # the pickles' layout
                 shutil.copytree(cifar10_root / "cifar-10-batches-py",
                                 cifar10_root / folder / "cifar-10-batches-py", dirs_exist_ok=True)

@@ -180,3 +180,21 @@ def test_a_resnet_that_normalises_its_inputs_keeps_the_state_dict_of_one_that_do
     x = torch.rand(2, 3, 16, 16)
     expected = plain.eval()(inputs.Normalize(*stats)(x))
     assert torch.allclose(normalising.eval()(x), expected, atol=1e-6)
+
+
+def test_a_full_network_loads_torchvision_weights_named_by_their_hash(tmp_path):
+    from subnets.models.imagenet import imagenet_network, scaled_network
+    from subnets.weights import sha256_of
+
+    own = imagenet_network("resnet18", 3, 1000).net.state_dict()  # torchvision's layout
+    path = tmp_path / "resnet18.pth"
+    torch.save(own, path)
+    named = path.rename(tmp_path / f"resnet18-{sha256_of(path)[:8]}.pth")
+    net = scaled_network("resnet18", "full", 3, 10, weights=str(named))
+    assert torch.equal(net.net.conv1.weight, own["conv1.weight"])
+    assert net.net.fc.out_features == 10  # the 1000-class head is not loaded
+    (tmp_path / "resnet18-0123abcd.pth").write_bytes(named.read_bytes())
+    with pytest.raises(ValueError, match=r"weights\[resnet18\]: .* expected 0123abcd"):
+        scaled_network("resnet18", "full", 3, 10, weights=str(tmp_path / "resnet18-0123abcd.pth"))
+    with pytest.raises(ValueError, match=r"weights\[resnet18\]: .* only network_scale='full'"):
+        scaled_network("resnet18", "small", 3, 10, weights=str(named))

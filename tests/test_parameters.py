@@ -75,7 +75,7 @@ def out_of_range(path, name, default):
         return ["no-such-choice"] if isinstance(default, list) else "no-such-choice"
     special = {"dataset": "imagenet-22k", "device": "tpu9", "precision": "fp16",
                "broden": "/no/such/folder",
-               "pretrained_folder": "/no/such/folder", "weights": {20: "/no/such/file.th"},
+               "weights": {20: "/no/such/file.th"},
                "reference_sets": "/no/such/sets.json"}
     if name in special:
         return special[name]
@@ -219,3 +219,19 @@ def test_reference_sets_are_refused_by_name_unless_the_file_holds_sets(tmp_path)
                            (str(bad), "reference_sets: .*bad.json: expected a JSON object")]:
         with pytest.raises(parameters.ParameterError, match=message):
             parameters.resolve(path, None, {"reference_sets": value})
+
+
+def test_chapter_2s_weights_are_keyed_by_network_and_fit_only_the_full_networks(tmp_path):
+    import torch
+
+    path = parameters.chapter_path("02")
+    good = tmp_path / "alexnet.pth"
+    torch.save({"w": torch.zeros(1)}, good)
+    full = {"network_scale": "full", "image_size": 64}
+    assert parameters.resolve(path, None, {"weights": {"alexnet": str(good)}, **full})
+    for value, extra, message in [
+            ({"alexnet": str(good)}, {}, "fit only network_scale = 'full', got 'small'"),
+            ({"vgg19": str(good)}, full, "network -> file or URL for the networks studied"),
+            ({"alexnet": str(tmp_path / "no.pth")}, full, r"weights\[alexnet\]: no file")]:
+        with pytest.raises(parameters.ParameterError, match=message):
+            parameters.resolve(path, None, {"weights": value, **extra})

@@ -106,3 +106,12 @@ def test_inputs_name_every_file_a_run_reads_with_its_sha256_and_source(cifar10_r
         "torchvision": "0", "commit": "abc", "dirty": False, "wall_seconds": 60,
         "cached_results": 0, "finished": "now", "parameters": {}, "inputs": found})
     assert f"SHA-256 `{weights['sha256']}`" in cell.source and "from a test's own" in cell.source
+
+
+def test_files_a_debian_package_installed_are_sourced_to_it(tmp_path):
+    (tmp_path / "own.bin").write_bytes(b"x")  # no SOURCE file, no package
+    source = records.inputs({"dataset": "fashion-mnist"})[0]["source"]
+    debian = str(records.data.dataset_files("fashion-mnist")[0]).startswith("/usr/share/")
+    assert source.startswith("Debian package dataset-fashion-mnist 0.0") if debian \
+        else source == ""
+    assert records._source([tmp_path / "own.bin"]) == ""

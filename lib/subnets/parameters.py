@@ -133,23 +133,30 @@ def _names_rule(name: str, value: Any, params: dict) -> None:
 
 
 def _weights_rule(name: str, value: Any, params: dict) -> None:
-    """Depth -> checkpoint: depths the chapter studies, one seed (a checkpoint is one
-    network), and every file in place with its SHA-256 (``weights.weights_file``)."""
+    """Checkpoints, each file in place with its SHA-256 (``weights.weights_file``): by depth
+    where the chapter studies depths (chapter 4: loaded, not trained, so one seed: a
+    checkpoint is one network), else by network name (chapter 2: torchvision's ImageNet
+    weights, fine-tuned, for ``network_scale`` "full")."""
     from .weights import WeightsError, weights_file
 
     if not isinstance(value, dict):
-        raise ParameterError(f"{name}: expected a dict depth -> checkpoint, got {value!r}")
-    studied = {params.get("depth"), *params.get("depths", [])}
-    if value and params.get("seeds", 1) != 1:
+        raise ParameterError(f"{name}: expected a dict network -> checkpoint, got {value!r}")
+    by_depth = "depths" in params
+    key = "depth" if by_depth else "network"
+    studied = ({params.get("depth"), *params["depths"]} if by_depth
+               else set(params.get("networks", []))) - {None}
+    if value and by_depth and params.get("seeds", 1) != 1:
         raise ParameterError(f"{name}: a checkpoint is one network per depth: expected "
                              f"seeds = 1, got {params.get('seeds')}")
-    for depth, spec in value.items():
-        if depth not in studied or not isinstance(spec, str):
-            raise ParameterError(f"{name}: expected depth -> file or URL for the depths "
-                                 f"studied ({sorted(d for d in studied if d)}), got "
-                                 f"{depth!r}: {spec!r}")
+    if value and not by_depth and params.get("network_scale") != "full":
+        raise ParameterError(f"{name}: ImageNet checkpoints fit only network_scale = "
+                             f"'full', got {params.get('network_scale')!r}")
+    for network, spec in value.items():
+        if network not in studied or not isinstance(spec, str):
+            raise ParameterError(f"{name}: expected {key} -> file or URL for the {key}s "
+                                 f"studied ({sorted(studied)}), got {network!r}: {spec!r}")
         try:
-            weights_file(spec, parameter=f"{name}[{depth}]")
+            weights_file(spec, parameter=f"{name}[{network}]")
         except WeightsError as err:
             raise ParameterError(str(err)) from None
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import os
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,6 @@ RECORDING = "SUBNETS_RECORDING"
 
 
 def _git(*args: str) -> str:
-    import subprocess
-
     done = subprocess.run(["git", *args], cwd=data.REPO_ROOT, capture_output=True, text=True,
                           check=False)
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -92,7 +91,7 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[s
 
 
 # Parameters that name a file or a folder of files a run reads (besides dataset, weights).
-_PATHS = ("broden", "pretrained_folder", "reference_sets")
+_PATHS = ("broden", "reference_sets")
 
 
 def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
@@ -143,7 +142,7 @@ def _digest(files: list[Path]) -> str:
 
 def _source(files: list[Path]) -> str:
     """The first line of a ``SOURCE`` file in the files' folder or the one above it (an
-    unpacked archive's own folder)."""
+    unpacked archive's own folder); else the Debian package that installed them."""
     if not files:
         return ""
     folder = Path(os.path.commonpath([f.parent for f in files]))
@@ -151,7 +150,19 @@ def _source(files: list[Path]) -> str:
         note = candidate / "SOURCE"
         if note.is_file():
             return (note.read_text().strip().splitlines() or [""])[0]
-    return ""
+    return _debian_package(files[0])
+
+
+def _debian_package(file: Path) -> str:
+    """"Debian package <name> <version>" where dpkg installed ``file``, else ""."""
+    try:
+        owner = subprocess.run(["dpkg", "-S", str(file)], capture_output=True, text=True,
+                               check=True).stdout.split(":")[0]
+        version = subprocess.run(["dpkg-query", "-W", "-f=${Version}", owner],
+                                 capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):  # no dpkg, or not a package's file
+        return ""
+    return f"Debian package {owner} {version}"
 
 
 def provenance_cell(record: dict[str, Any]):

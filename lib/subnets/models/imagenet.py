@@ -21,6 +21,7 @@ from torchvision.models.resnet import BasicBlock, ResNet
 
 from ..data import data_path
 from ..devices import model_device
+from ..weights import weights_file
 from .inputs import IMAGENET_MEAN, IMAGENET_STD, Normalize, imagenet_statistics
 from .small import NETWORKS, small_network
 
@@ -165,18 +166,18 @@ SCALES = ("small", "full")
 
 
 def scaled_network(name: str, scale: str = "small", in_channels: int = 1, num_classes: int = 10,
-                   weights_folder: str | Path = "") -> nn.Module:
+                   weights: str = "") -> nn.Module:
     """Chapter 2's network ``name`` at ``scale``: ``small_network`` ("small", for 28 x 28
     inputs on a CPU) or ``imagenet_network`` ("full", torchvision's), the latter with
-    torchvision's ImageNet weights from the one ``<name>*.pth`` in ``weights_folder``
-    ("": none, a fresh initialisation).
+    torchvision's ImageNet weights from ``weights`` ("": none, a fresh initialisation).
 
     Args:
         name: one of ``NETWORKS``.
         scale: one of ``SCALES``.
         in_channels: 1 (grey) or 3.
         num_classes: outputs.
-        weights_folder: a folder of torchvision's checkpoints ("full" only).
+        weights: torchvision's checkpoint of this network, a file or a URL with its SHA-256
+            prefix in the name (``weights.weights_file``; "full" only).
 
     Returns:
         The network, on the CPU.
@@ -187,15 +188,11 @@ def scaled_network(name: str, scale: str = "small", in_channels: int = 1, num_cl
     """
     if scale not in SCALES:
         raise ValueError(f"network_scale: expected one of {SCALES}, got {scale!r}")
-    if weights_folder and scale != "full":
-        raise ValueError("pretrained_folder: ImageNet weights fit only network_scale='full'")
+    if weights and scale != "full":
+        raise ValueError(f"weights[{name}]: ImageNet weights fit only network_scale='full'")
     if scale == "small":
         return small_network(name, in_channels, num_classes)
     net = imagenet_network(name, in_channels, num_classes)
-    if weights_folder:
-        found = sorted(data_path(weights_folder).glob(f"{name}*.pth"))
-        if len(found) != 1:
-            raise ValueError(f"pretrained_folder: expected one {name}*.pth in "
-                             f"{str(weights_folder)!r}, found {[f.name for f in found]}")
-        net = load_imagenet_weights(net, found[0])
+    if weights:
+        net = load_imagenet_weights(net, weights_file(weights, parameter=f"weights[{name}]"))
     return net
