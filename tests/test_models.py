@@ -1,6 +1,8 @@
 """The pretrained EfficientNet-Lite0: its weights wired right, its activations visible to captum."""
 
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -140,6 +142,19 @@ def test_pytorch_initialisation_silences_the_vgg_at_initialisation():
     assert abs(nets["vgg", 1, 0].classifier[-1].weight.std().item() / 0.01 - 1) < 0.3
     with pytest.raises(ValueError, match="inputs"):
         rfpool.input_dependence(nets["vgg", 1, 0], torch.rand(1, 1, 28, 28))
+
+
+def test_pytorch_initialisation_does_not_depend_on_the_global_generator():
+    from subnets.models import rfpool
+
+    net = rfpool.variant_networks(["vgg"], [1], in_channels=1, width=4)["vgg", 1, 0]
+    torch.manual_seed(1)
+    first = rfpool.pytorch_init(copy.deepcopy(net)).classifier[-1].weight
+    torch.rand(100)  # a chapter that trained drew more than one that read its cache
+    second = rfpool.pytorch_init(copy.deepcopy(net)).classifier[-1].weight
+    assert torch.equal(first, second)
+    other = rfpool.pytorch_init(copy.deepcopy(net), seed=1).classifier[-1].weight
+    assert not torch.equal(first, other)
 
 
 def test_rf_training_recipe_and_its_changes(tmp_path, monkeypatch):

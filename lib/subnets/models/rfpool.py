@@ -312,13 +312,15 @@ def variant_networks(architectures, levels, seeds: int = 1, in_channels: int = 3
     return nets
 
 
-def pytorch_init(model: nn.Module) -> nn.Module:
+def pytorch_init(model: nn.Module, seed: int = 0) -> nn.Module:
     """Re-initialise ``model`` in place as PyTorch initialises its layers by default
     (``reset_parameters`` of every module that has one): the initialisation that
     ``torchvision_init`` replaces, kept to measure what it changes.
 
     Args:
         model: any network.
+        seed: seeds the draw, so that it does not depend on what drew from torch's global
+            generator before (a chapter that read its networks from the cache drew less).
 
     Returns:
         ``model`` itself.
@@ -330,9 +332,11 @@ def pytorch_init(model: nn.Module) -> nn.Module:
         >>> after < before
         True
     """
-    for m in model.modules():
-        if m is not model and hasattr(m, "reset_parameters"):
-            m.reset_parameters()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if m is not model and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
     return model
 
 
