@@ -103,6 +103,11 @@ def test_every_chapter_has_smoke_large_and_paper_presets(cifar10_root, tmp_path,
                 sets = cifar10_root / params["reference_sets"]
                 sets.parent.mkdir(parents=True, exist_ok=True)
                 sets.write_text(json.dumps({c: [c] for c in range(10)}))
+            if params.get("photos"):  # ImageNet photos: class folders named by WordNet ID
+                photos = cifar10_root / params["photos"].partition(":")[2]
+                for wnid in ("n01440764", "n01443537"):
+                    (photos / wnid).mkdir(parents=True, exist_ok=True)
+                    Image.new("RGB", (8, 8)).save(photos / wnid / "0.png")
             if str(params.get("dataset", "")).startswith("cifar10:"):  # the pickles' layout
                 shutil.copytree(cifar10_root / "cifar-10-batches-py",
                                 cifar10_root / folder / "cifar-10-batches-py", dirs_exist_ok=True)

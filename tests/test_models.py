@@ -23,6 +23,34 @@ def test_pretrained_lite0_classifies_the_imagenet_photos():
         f"top-1 {correct}/20: the weights need tf_efficientnet_lite0, mean=std=0.5"
 
 
+def test_photos_from_a_folder_of_wordnet_ids_carry_their_imagenet_labels(tmp_path):
+    from PIL import Image
+
+    for wnid, shade in (("n01443537", 0), ("n01440764", 255)):  # goldfish (1), tench (0)
+        (tmp_path / wnid).mkdir()
+        for i in range(3):
+            Image.new("RGB", (12, 8), (shade, shade, shade)).save(tmp_path / wnid / f"{i}.png")
+    x, y = efficientnet.imagenet_photos(16, f"imagefolder:{tmp_path}")
+    assert x.shape == (6, 3, 16, 16) and sorted(y.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert ((x.mean((1, 2, 3)) > 0.5) == (y == 0)).all()  # each photo keeps its own label
+    (tmp_path / "cats").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "cats" / "0.png")
+    with pytest.raises(ValueError, match="photos: .*WordNet IDs.*'cats'"):
+        efficientnet.imagenet_photos(16, f"imagefolder:{tmp_path}")
+    with pytest.raises(ValueError, match="photos: expected"):
+        efficientnet.imagenet_photos(16, "cifar10")
+
+
+def test_class_subset_scores_only_the_kept_classes_and_leaves_the_original():
+    torch.manual_seed(0)
+    net = efficientnet_lite0(pretrained=False)
+    x = torch.rand(2, 3, 32, 32)
+    before = net(x)
+    subset = efficientnet.class_subset(net, [7, 3, 999])
+    assert torch.allclose(subset(x), before[:, [7, 3, 999]], atol=1e-6)
+    assert torch.equal(net(x), before) and net.net.classifier.out_features == 1000
+
+
 def test_relu6_is_a_captum_visible_relu_with_the_same_outputs():
     torch.manual_seed(0)
     model = efficientnet_lite0(pretrained=False)

@@ -76,7 +76,7 @@ def out_of_range(path, name, default):
     special = {"dataset": "imagenet-22k", "device": "tpu9", "precision": "fp16",
                "broden": "/no/such/folder",
                "weights": {20: "/no/such/file.th"},
-               "reference_sets": "/no/such/sets.json"}
+               "reference_sets": "/no/such/sets.json", "photos": "cifar10"}
     if name in special:
         return special[name]
     if isinstance(default, bool):

@@ -80,6 +80,46 @@ def test_ablation_claims_compare_the_top_units_with_random_ones():
     assert intact.loc[("alexnet", "a"), "accuracy_class"] == 1.0
 
 
+def test_photo_set_draws_whole_classes_with_its_seed():
+    labels = torch.tensor([5, 9, 5, 2, 9, 7])
+    images = torch.rand(6, 3, 4, 4)
+    every = profiling.photo_set(images, labels, 10)
+    assert every.classes == ["2", "5", "7", "9"] and every.labels.tolist() == [1, 3, 1, 0, 3, 2]
+    drawn = [profiling.photo_set(images, labels, 2, seed=s) for s in range(6)]
+    assert all(len(d.classes) == 2 and len(d) == sum(int(c) in (5, 9) and 2 or 1
+                                                     for c in d.classes) for d in drawn)
+    assert len({tuple(d.classes) for d in drawn}) > 1  # the seed picks the classes
+    assert torch.equal(profiling.photo_set(images, labels, 2, seed=3).images,
+                       profiling.photo_set(images, labels, 2, seed=3).images)
+
+
+def test_photo_ablations_switch_off_the_units_the_decision_reads():
+    """A network that decides between two photos' classes by two of its 1280 last channels
+    (one firing more on each photo): relevance ranks those two first, so switching off the
+    top unit breaks a photo, while the bottom units, read by nothing, break none."""
+    from subnets.models.efficientnet import efficientnet_lite0
+
+    torch.manual_seed(0)
+    net = efficientnet_lite0(pretrained=False).eval()
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        features = net.net.forward_head(net.net.forward_features(net.normalize(x)),
+                                        pre_logits=True)
+        i, j = (features[0] - features[1]).argmax(), (features[0] - features[1]).argmin()
+        d = features[:, i] - features[:, j]  # d[0] > d[1]: the decision threshold between
+        head = net.net.classifier
+        head.weight.zero_()
+        head.bias.zero_()
+        head.weight[3, i], head.weight[3, j] = 100.0, -100.0  # class 3: photo 0
+        head.bias[3] = -100.0 * float(d.mean())  # class 8 (logit 0): photo 1
+    photos = profiling.photo_set(x, torch.tensor([3, 8]), 2)
+    found = profiling.photo_ablations((net, net), photos, ["net.bn2"], 1 / 1280, n_steps=8)
+    result = found["trained"][("efficientnet_lite0", 0)]
+    assert result.table.query("end == 'none'").accuracy_class.tolist() == [1.0, 1.0]
+    assert result.class_drop("top", 1 / 1280) > 0
+    assert result.class_drop("bottom", 1 / 1280) == 0
+
+
 def test_described_puts_the_estimate_first():
     row = profiling.colour_gap_claim(dissected(0.5), dissected(0.0))
     assert profiling.described([row])[0].shown.startswith(f"{row.estimate.format(row.fmt)}: ")

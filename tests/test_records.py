@@ -108,6 +108,19 @@ def test_inputs_name_every_file_a_run_reads_with_its_sha256_and_source(cifar10_r
     assert f"SHA-256 `{weights['sha256']}`" in cell.source and "from a test's own" in cell.source
 
 
+def test_inputs_name_the_photos_a_run_reads(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "n01440764").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "n01440764" / "0.png")
+    (tmp_path / "SOURCE").write_text("one photo\n")
+    found = records.inputs({"dataset": "fashion-mnist", "photos": f"imagefolder:{tmp_path}"})
+    assert [i["parameter"] for i in found] == ["dataset", "photos"]
+    assert found[1]["files"] == 1 and found[1]["source"] == "one photo"
+    assert [i["parameter"] for i in records.inputs({"dataset": "fashion-mnist",
+                                                     "photos": ""})] == ["dataset"]
+
+
 def test_files_a_debian_package_installed_are_sourced_to_it(tmp_path):
     (tmp_path / "own.bin").write_bytes(b"x")  # no SOURCE file, no package
     source = records.inputs({"dataset": "fashion-mnist"})[0]["source"]

@@ -77,6 +77,15 @@ def _dataset_rule(name: str, value: Any, _params: dict) -> None:
                              f"{name}: {message}") from None
 
 
+def _photos_rule(name: str, value: Any, params: dict) -> None:
+    """"" (the repository's 20 photos) or an image folder of ImageNet WordNet-ID classes."""
+    _values(name, value, str)
+    if value and not value.startswith("imagefolder:"):
+        raise ParameterError(f"{name}: expected '' or 'imagefolder:<folder>', got {value!r}")
+    if value:
+        _dataset_rule(name, value, params)
+
+
 def _class_count(params: dict) -> int | None:
     """The number of classes of the chapter's dataset; None for a bad dataset, which the
     dataset rule reports."""
@@ -178,7 +187,8 @@ def _rule_for(name: str):
              "precision": _precision_rule,
              "seed": _at_least(0), "quantile": _between(0.0, 1.0), "broden": _folder_rule,
              "class_concepts": _names_rule, "weights": _weights_rule,
-             "reference_sets": _reference_sets_rule,
+             "reference_sets": _reference_sets_rule, "photos": _photos_rule,
+             "n_photo_classes": _at_least(1),  # a count, not a class index
              "layers": _at_least(0),  # layer indices
              "n_train": _at_least(0), "n_test": _at_least(0)}  # 0 means all images
     if name in exact:

@@ -16,11 +16,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
-from . import claims
-from .ablation import AblationResult
-from .attribution import layer_class_interaction
+from . import claims, train
+from .ablation import ENDS, AblationResult, relevance_ablation
+from .attribution import ClassRelevance, layer_class_interaction
 from .claims import Claim, Rule
+from .data import ImageSet
 from .dissection import (
     Dissection,
     colour_gap,
@@ -28,10 +31,12 @@ from .dissection import (
     detector_balance,
     detector_surge,
 )
+from .models.efficientnet import class_subset, efficientnet_lite0
 
 __all__ = ["STATES", "over_networks", "trained_claim", "accuracy_claims", "detector_claims",
            "colour_gap_claim", "interaction_claims", "PAPER_TABLE1", "agreement_table",
-           "agreement_claims", "ablation_frames", "ablation_claims", "described"]
+           "agreement_claims", "ablation_frames", "ablation_claims", "lite0_networks", "photo_set",
+           "photo_ablations", "described"]
 
 STATES = ("trained", "placebo")
 Results = dict[str, dict[tuple[str, int], Any]]
@@ -415,6 +420,113 @@ def ablation_claims(ablations: Results, seeds: Sequence[int], fraction: float) -
                     "top drops: " + ", ".join(f"{n} {drop('trained', n, seeds[0], 'top'):.3f}"
                                               for n in networks)))
     return rows
+
+
+def lite0_networks(probe_images: torch.Tensor, seed: int = 0, placebo: bool = False,
+                   device: torch.device | str = "cpu") -> tuple[nn.Module, nn.Module]:
+    """The ImageNet-pretrained EfficientNet-Lite0 and its placebo: the same network at timm's
+    initialisation (drawn with ``seed``), its batch-norm statistics re-estimated on
+    ``probe_images`` since no ImageNet images are at hand. Both in channels-last memory,
+    which runs depthwise convolutions faster on a CPU.
+
+    Args:
+        probe_images: N x 3 x H x W in [0, 1] (the first ``train.PLACEBO_IMAGES`` are used).
+        seed: the placebo's initialisation.
+        placebo: the chapter's placebo run: the "trained" network is untrained too.
+        device: where the networks go.
+
+    Returns:
+        The network and its placebo.
+
+    Example:
+        >>> lite0, lite0_placebo = lite0_networks(torch.rand(4, 3, 32, 32), placebo=True)
+        >>> lite0(torch.rand(1, 3, 32, 32)).shape
+        torch.Size([1, 1000])
+    """
+    def network(pretrained: bool) -> nn.Module:
+        with train.seeded(seed):
+            net = efficientnet_lite0(pretrained=pretrained)
+        if not pretrained:
+            train.recalibrate_batch_norm(net, probe_images[:train.PLACEBO_IMAGES])
+        return net.to(device, memory_format=torch.channels_last)
+
+    return network(pretrained=not placebo), network(pretrained=False)
+
+
+def photo_set(images: torch.Tensor, labels: torch.Tensor, n_classes: int,
+              seed: int = 0) -> ImageSet:
+    """Labelled ImageNet photos (``models.efficientnet.imagenet_photos``) as a data set of
+    ``n_classes`` of their classes, drawn with ``seed`` when there are more; its labels
+    count from 0 in ImageNet's order and ``classes`` holds the ImageNet indices.
+
+    Args:
+        images: N x 3 x H x W in [0, 1].
+        labels: their ImageNet classes.
+        n_classes: how many classes to keep.
+        seed: which classes.
+
+    Returns:
+        The ``ImageSet`` of the kept classes' photos.
+
+    Example:
+        >>> photos = photo_set(torch.rand(3, 3, 4, 4), torch.tensor([7, 3, 7]), 5)
+        >>> photos.classes, photos.labels.tolist()
+        (['3', '7'], [1, 0, 1])
+    """
+    present = labels.unique()
+    if len(present) > n_classes:
+        drawn = torch.randperm(len(present), generator=torch.Generator().manual_seed(seed))
+        present = present[drawn[:n_classes]].sort().values
+    keep = torch.isin(labels, present)
+    return ImageSet((images[keep] * 255).round().to(torch.uint8),
+                    torch.searchsorted(present, labels[keep]),
+                    [str(int(c)) for c in present], "imagenet-photos")
+
+
+def photo_ablations(networks: tuple[nn.Module, nn.Module], photos: ImageSet, layers: list[str],
+                    fraction: float, n_steps: int, random_draws: int = 1, seed: int = 0,
+                    rounding: str = "share") -> Results:
+    """The paper's relevance and ablation on an ImageNet network and labelled photos: each
+    network, read as a classifier of the photos' classes (``class_subset``), gets ``R(i, c)``
+    from every photo of class c (the whole image: photos carry no object mask), and the top,
+    bottom and random ``fraction`` of its units are switched off per class. The accuracy is
+    measured on the same photos: with one photo a class, relevance and ablation are
+    in-sample.
+
+    Args:
+        networks: an ImageNet network and its placebo (``lite0_networks``).
+        photos: ``photo_set``'s photos (their ``classes`` are ImageNet indices).
+        layers: the layers whose units are scored and switched off.
+        fraction: the share of the units switched off.
+        n_steps: Riemann steps of the conductance.
+        random_draws: random selections per class.
+        seed: the seed of the random selections (and the row key).
+        rounding: as ``ablation.unit_quotas``.
+
+    Returns:
+        Per state, ``{("efficientnet_lite0", seed): AblationResult}``, as ``ablation_claims``
+        takes it.
+
+    Example:
+        >>> from subnets.models.efficientnet import efficientnet_lite0
+        >>> net = efficientnet_lite0(pretrained=False)
+        >>> photos = photo_set(torch.rand(2, 3, 32, 32), torch.tensor([4, 9]), 2)
+        >>> found = photo_ablations((net, net), photos, ["net.blocks.1"], 0.5, n_steps=2)
+        >>> sorted(found["trained"][("efficientnet_lite0", 0)].table.end.unique())
+        ['bottom', 'none', 'random', 'top']
+    """
+    classes = [int(c) for c in photos.classes]
+
+    def ablated(net: nn.Module) -> AblationResult:
+        net = class_subset(net, classes)
+        relevance = ClassRelevance(net, layers).score(photos, per_class=len(photos),
+                                                       n_steps=n_steps, seed=seed)
+        return relevance_ablation(net, layers, photos, relevance, fractions=[fraction],
+                                  ends=ENDS, rounding=rounding, random_draws=random_draws,
+                                  seed=seed)
+
+    return {state: {("efficientnet_lite0", seed): ablated(net)}
+            for state, net in zip(STATES, networks)}
 
 
 def described(rows: Sequence[Claim]) -> list[Claim]:

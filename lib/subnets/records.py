@@ -90,7 +90,7 @@ def provenance(path: Path, preset: str | None, params: dict[str, Any]) -> dict[s
             "cached_results": len(list(cache_dir().glob("*.pt"))), "inputs": inputs(full)}
 
 
-# Parameters that name a file or a folder of files a run reads (besides dataset, weights).
+# Parameters that name a file or a folder of files a run reads (besides data sets, weights).
 _PATHS = ("broden", "reference_sets")
 
 
@@ -114,8 +114,9 @@ def inputs(params: dict[str, Any]) -> list[dict[str, Any]]:
     from .weights import weights_file
 
     named: list[tuple[str, str, list[Path]]] = []
-    if "dataset" in params:
-        named.append(("dataset", params["dataset"], data.dataset_files(params["dataset"])))
+    for name in ("dataset", "photos"):  # data sets as ``data.load`` names them
+        if params.get(name):
+            named.append((name, params[name], data.dataset_files(params[name])))
     weights = params.get("weights") or {}
     for key, spec in (weights.items() if isinstance(weights, dict) else [("", weights)]):
         name = f"weights[{key}]" if key != "" else "weights"

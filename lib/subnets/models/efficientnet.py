@@ -8,6 +8,8 @@ ImageNet mean/std the same weights get 14 of the 20 labelled ImageNet photos of 
 right instead of 17 (``tests/test_models.py``).
 """
 
+import copy
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -16,7 +18,7 @@ from torch import nn
 from ..weights import load_weights
 from .imagenet import ImageNetModel
 
-__all__ = ["efficientnet_lite0", "ReLU6", "imagenet_photos"]
+__all__ = ["efficientnet_lite0", "ReLU6", "imagenet_photos", "class_subset"]
 
 _TF_MEAN = _TF_STD = (0.5, 0.5, 0.5)
 
@@ -91,23 +93,32 @@ def efficientnet_lite0(pretrained: bool = True, num_classes: int = 1000) -> Imag
     return ImageNetModel(_rectifiable(net), _TF_MEAN, _TF_STD).eval()
 
 
-def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
-    """The 20 labelled ImageNet validation photos that foolbox 3.3.4 ships (MIT licence),
-    kept in the repository's ``tests/data/imagenet`` as ``imagenet_<index>_<label>.jpg``,
-    resized bilinearly to ``size`` x ``size``: what the pretrained EfficientNet-Lite0 is
-    checked on, at the resolution its weights expect (224) or another.
+def imagenet_photos(size: int = 224, photos: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled ImageNet photos, resized bilinearly to ``size`` x ``size`` (not centre-cropped):
+    what the pretrained EfficientNet-Lite0 is checked on, at the resolution its weights
+    expect (224) or another.
 
     Args:
         size: the side in pixels.
+        photos: "" for the 20 validation photos that foolbox 3.3.4 ships (MIT licence), kept
+            in the repository's ``tests/data/imagenet`` as ``imagenet_<index>_<label>.jpg``;
+            or ``imagefolder:<folder>`` whose class folders are ImageNet WordNet IDs
+            (``n01440764/...``; e.g. EliSchwartz/imagenet-sample-images sorted by ID), both
+            of its splits.
 
     Returns:
-        Images (20 x 3 x size x size, floats in [0, 1]) and their ImageNet labels.
+        Images (N x 3 x size x size, floats in [0, 1]) and their ImageNet labels.
+
+    Raises:
+        ValueError: naming ``photos`` when it is not such a folder.
 
     Example:
         >>> x, y = imagenet_photos(32)
         >>> x.shape, y[:3].tolist()
         (torch.Size([20, 3, 32, 32]), [243, 559, 438])
     """
+    if photos:
+        return _folder_photos(size, photos)
     import numpy as np
     from PIL import Image
 
@@ -120,3 +131,51 @@ def imagenet_photos(size: int = 224) -> tuple[torch.Tensor, torch.Tensor]:
               for f in files]
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255
     return x, torch.tensor([int(f.stem.split("_")[2]) for f in files])
+
+
+def _folder_photos(size: int, photos: str) -> tuple[torch.Tensor, torch.Tensor]:
+    from timm.data import ImageNetInfo
+
+    from .. import data
+
+    if not photos.startswith("imagefolder:"):
+        raise ValueError(f"photos: expected '' or 'imagefolder:<folder>', got {photos!r}")
+    wnids = ImageNetInfo().label_names()
+    names = data.class_names(photos)
+    unknown = sorted(set(names) - set(wnids))
+    if unknown:
+        raise ValueError(f"photos: the class folders of {photos!r} must be ImageNet WordNet IDs "
+                         f"(such as n01440764); {unknown[:3]} are not")
+    parts = [data.load(photos, split, image_size=size) for split in ("train", "test")]
+    index = torch.tensor([wnids.index(n) for n in names])
+    return (torch.cat([p.images for p in parts]).float() / 255,
+            index[torch.cat([p.labels for p in parts])])
+
+
+def class_subset(model: ImageNetModel, classes: Sequence[int]) -> ImageNetModel:
+    """A copy of a timm ImageNet network that scores only ``classes``: its classifier keeps
+    their rows, in that order, so the network reads as a classifier of those classes (its
+    softmax runs over them alone).
+
+    Args:
+        model: an ``ImageNetModel`` around a timm network (``efficientnet_lite0``).
+        classes: ImageNet class indices.
+
+    Returns:
+        The copy, with ``len(classes)`` outputs; the original is untouched.
+
+    Example:
+        >>> net = efficientnet_lite0(pretrained=False).eval()
+        >>> x = torch.rand(1, 3, 32, 32)
+        >>> torch.allclose(class_subset(net, [5, 2])(x), net(x)[:, [5, 2]], atol=1e-6)
+        True
+    """
+    subset = copy.deepcopy(model)
+    head = subset.net.get_classifier()
+    rows = torch.as_tensor(list(classes), device=head.weight.device)
+    kept = nn.Linear(head.in_features, len(rows)).to(head.weight.device)
+    with torch.no_grad():
+        kept.weight.copy_(head.weight[rows])
+        kept.bias.copy_(head.bias[rows])
+    subset.net.classifier = kept
+    return subset
