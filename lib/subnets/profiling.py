@@ -423,7 +423,7 @@ def ablation_claims(ablations: Results, seeds: Sequence[int], fraction: float) -
 
 
 def lite0_networks(probe_images: torch.Tensor, seed: int = 0, placebo: bool = False,
-                   device: torch.device | str = "cpu") -> tuple[nn.Module, nn.Module]:
+                   device: torch.device | None = None) -> tuple[nn.Module, nn.Module]:
     """The ImageNet-pretrained EfficientNet-Lite0 and its placebo: the same network at timm's
     initialisation (drawn with ``seed``), its batch-norm statistics re-estimated on
     ``probe_images`` since no ImageNet images are at hand. Both in channels-last memory,
@@ -433,7 +433,7 @@ def lite0_networks(probe_images: torch.Tensor, seed: int = 0, placebo: bool = Fa
         probe_images: N x 3 x H x W in [0, 1] (the first ``train.PLACEBO_IMAGES`` are used).
         seed: the placebo's initialisation.
         placebo: the chapter's placebo run: the "trained" network is untrained too.
-        device: where the networks go.
+        device: where the networks go (None: they stay where they are built).
 
     Returns:
         The network and its placebo.
